@@ -1,0 +1,482 @@
+// Package tracker classifies the sequence numbers of one stream (one sender
+// session) as they arrive: received, duplicated, reordered, late, and, once
+// their waiting time has passed, lost, with lost packets grouped into loss
+// periods. It does no I/O, takes the time as an argument and allocates only
+// when a stream first needs more room for pending gaps, so it can be
+// table-tested with crafted sequences. docs/metrics.md states the rules in
+// prose with the RFC each one follows; the comments here name the rule.
+//
+// A Tracker is not safe for concurrent use.
+package tracker
+
+import "math/bits"
+
+// Defaults for Options.
+const (
+	DefaultWindow     = 1 << 16
+	DefaultResyncJump = 1 << 31
+	// MaxPendingGaps bounds the memory a stream can hold for gaps awaiting
+	// their deadline; past it the oldest gap is settled early.
+	MaxPendingGaps = 4096
+)
+
+// Options configure a Tracker.
+type Options struct {
+	// Timeout is the waiting time in nanoseconds (RFC 7680 Tmax): a missing
+	// sequence number is declared lost this long after the first datagram with
+	// a higher sequence number arrived.
+	Timeout int64
+	// Window is how many sequence numbers below the highest one the tracker
+	// remembers; a power of two, at least 64. Older missing numbers are
+	// declared lost before their timeout, and datagrams older than the window
+	// count as late. Zero means DefaultWindow.
+	Window uint64
+	// ResyncJump is the forward jump, in sequence numbers, that is taken as a
+	// resynchronisation rather than loss. Zero means DefaultResyncJump.
+	ResyncJump uint64
+	// Sink receives losses and loss periods as they are settled. May be nil.
+	Sink Sink
+}
+
+// Sink is told about losses when they are settled, which happens after the
+// datagram that revealed them, in Observe, Expire or Settle.
+type Sink interface {
+	// Lost reports n sequence numbers declared lost.
+	Lost(n uint64)
+	// Gap reports a loss period (RFC 3357): a maximal run of consecutive lost
+	// sequence numbers, reported once the run has ended.
+	Gap(length uint64)
+}
+
+// Outcome is what became of one datagram.
+type Outcome uint8
+
+// Outcomes. Received and Reordered are first copies and count as received.
+const (
+	Received   Outcome = iota + 1 // first copy, not reordered
+	Reordered                     // first copy, after a higher sequence number, within its waiting time
+	Duplicated                    // another copy of a sequence number already seen
+	Late                          // arrived after it was declared lost, or too old to place
+)
+
+// Result is returned by Observe.
+type Result struct {
+	Outcome Outcome
+	// Extent is the RFC 4737 reordering extent of a Reordered datagram: how
+	// many first copies arrived between the earliest-arriving datagram with a
+	// higher sequence number and this one, counting that datagram.
+	Extent uint64
+	// Resync is set when this datagram jumped so far ahead that the stream was
+	// settled and restarted at its sequence number.
+	Resync bool
+}
+
+// Counts are the cumulative totals of a Tracker.
+type Counts struct {
+	Received, Lost, Duplicated, Reordered, Late, Gaps, Resyncs uint64
+	// Expected is how many sequence numbers the stream covers: the sum, over
+	// segments between resyncs, of highest − lowest + 1 (the announced last
+	// sequence number counts as the highest after a goodbye).
+	Expected uint64
+}
+
+// Pending is how many covered sequence numbers are neither received nor lost
+// yet. A settled stream has none: Received + Lost == Expected.
+func (c Counts) Pending() uint64 { return c.Expected - c.Received - c.Lost }
+
+type gap struct {
+	start, end uint64 // missing candidates [start, end); end was received
+	deadline   int64
+	arrival    uint64 // arrival position of the datagram that revealed the gap
+}
+
+// Tracker follows one stream. The zero value is not usable; call New.
+type Tracker struct {
+	timeout    int64
+	window     uint64
+	mask       uint64
+	resyncJump uint64
+	sink       Sink
+
+	started      bool
+	low          uint64 // lowest sequence number of the segment
+	first        uint64 // sequence number of the segment's first datagram
+	head         uint64 // highest sequence number seen + 1
+	tail         uint64 // [first, tail) is settled
+	firstArrival int64
+	arrivals     uint64 // first copies received in this segment: RFC 4737 positions
+	run          uint64 // lost numbers ending at tail-1 whose run is still open
+	before       uint64 // Expected of earlier segments
+
+	bits []uint64 // received flags, a ring over [head-window, head)
+	gaps gapQueue
+
+	// Datagrams with sequence numbers below the first one, arriving within the
+	// first datagram's waiting time, extend the segment downwards: [low, first)
+	// is then settled on its own at firstArrival + timeout.
+	preOpen bool
+
+	// A goodbye announces the last sequence number: missing numbers up to it
+	// are settled at closeAt.
+	closing bool
+	last    uint64
+	closeAt int64
+
+	counts Counts
+}
+
+// New returns a Tracker for one stream.
+func New(o Options) *Tracker {
+	if o.Window == 0 {
+		o.Window = DefaultWindow
+	}
+	if o.Window < 64 || o.Window&(o.Window-1) != 0 {
+		panic("tracker: window must be a power of two of at least 64")
+	}
+	if o.ResyncJump == 0 {
+		o.ResyncJump = DefaultResyncJump
+	}
+	return &Tracker{
+		timeout:    o.Timeout,
+		window:     o.Window,
+		mask:       o.Window - 1,
+		resyncJump: o.ResyncJump,
+		sink:       o.Sink,
+		bits:       make([]uint64, o.Window/64),
+	}
+}
+
+// Counts returns the totals so far.
+func (t *Tracker) Counts() Counts {
+	c := t.counts
+	c.Expected = t.before
+	if t.started {
+		c.Expected += t.head - t.low
+		if t.closing && t.last >= t.head {
+			c.Expected += t.last + 1 - t.head
+		}
+	}
+	return c
+}
+
+// Observe classifies a datagram with sequence number seq that arrived at now
+// (nanoseconds on a monotonic clock). Sequence numbers are at most 2^63−1.
+func (t *Tracker) Observe(seq uint64, now int64) Result {
+	t.Expire(now)
+	if !t.started {
+		t.start(seq, now)
+		return t.receive(Received, 0)
+	}
+	switch {
+	case seq >= t.head:
+		if seq-t.head >= t.resyncJump {
+			t.Settle()
+			t.before = t.Counts().Expected
+			t.counts.Resyncs++
+			t.start(seq, now)
+			r := t.receive(Received, 0)
+			r.Resync = true
+			return r
+		}
+		t.advance(seq, now)
+		return t.receive(Received, 0)
+	case seq < t.floor():
+		return t.late() // older than the window: cannot be placed
+	case seq < t.low:
+		if now >= t.firstArrival+t.timeout {
+			return t.late() // would have been lost had we known the stream began earlier
+		}
+		t.extend(seq)
+		return t.receive(Reordered, t.arrivals)
+	case t.has(seq):
+		t.counts.Duplicated++
+		return Result{Outcome: Duplicated}
+	}
+	t.set(seq)
+	switch {
+	case seq >= t.tail:
+		return t.receive(Reordered, t.arrivals-t.gaps.revealedAt(seq))
+	case seq < t.first && t.preOpen:
+		return t.receive(Reordered, t.arrivals) // revealed by the segment's first datagram
+	}
+	return t.late()
+}
+
+func (t *Tracker) receive(o Outcome, extent uint64) Result {
+	t.arrivals++
+	t.counts.Received++
+	if o == Reordered {
+		t.counts.Reordered++
+	}
+	return Result{Outcome: o, Extent: extent}
+}
+
+func (t *Tracker) late() Result {
+	t.counts.Late++
+	return Result{Outcome: Late}
+}
+
+func (t *Tracker) start(seq uint64, now int64) {
+	t.started = true
+	t.low, t.first, t.tail, t.head = seq, seq, seq+1, seq+1
+	t.firstArrival = now
+	t.arrivals = 0
+	t.run = 0
+	t.preOpen = false
+	t.closing = false
+	t.gaps.reset()
+	clear(t.bits)
+	t.set(seq)
+}
+
+// floor is the lowest sequence number the window still remembers.
+func (t *Tracker) floor() uint64 {
+	if t.head < t.window {
+		return 0
+	}
+	return t.head - t.window
+}
+
+// advance takes a new highest sequence number; [head, seq) become missing
+// candidates with one deadline (RFC 7680, waiting time from the reveal).
+func (t *Tracker) advance(seq uint64, now int64) {
+	newHead := seq + 1
+	if newHead > t.window {
+		floor := newHead - t.window
+		if t.preOpen && floor > t.low {
+			t.settlePre()
+		}
+		if floor > t.tail {
+			t.settleBelow(floor)
+		}
+	}
+	start := max(t.head, t.tail)
+	if start < seq {
+		t.clearRange(start, seq)
+		if t.gaps.len() == MaxPendingGaps {
+			t.expireFront()
+		}
+		t.gaps.push(gap{start: start, end: seq, deadline: now + t.timeout, arrival: t.arrivals})
+	}
+	t.set(seq)
+	t.head = newHead
+	if t.gaps.len() == 0 {
+		t.settleTo(t.head)
+	}
+}
+
+// settleBelow settles every sequence number below limit, which may lie beyond
+// head when a jump leaves part of a gap outside the window at once.
+func (t *Tracker) settleBelow(limit uint64) {
+	for t.gaps.len() > 0 && t.gaps.front().end <= limit {
+		t.gaps.pop()
+	}
+	if t.gaps.len() > 0 && t.gaps.front().start < limit {
+		t.gaps.front().start = limit
+	}
+	t.settleTo(min(limit, t.head))
+	if limit > t.head {
+		t.lose(limit - t.head)
+		t.tail = limit
+	}
+}
+
+// settleTo settles [tail, limit): received numbers end the open loss run,
+// missing ones are lost and extend it.
+func (t *Tracker) settleTo(limit uint64) {
+	var lost uint64
+	for s := t.tail; s < limit; {
+		idx := s & t.mask
+		word := t.bits[idx>>6] >> (idx & 63)
+		n := min(64-idx&63, limit-s) // bits left in this word and range
+		if n < 64 {
+			word &= 1<<n - 1
+		}
+		for n > 0 {
+			if word&1 == 0 {
+				z := min(uint64(bits.TrailingZeros64(word)), n) // a run of missing numbers
+				lost += z
+				t.run += z
+				s, n, word = s+z, n-z, word>>(z&63)
+				continue
+			}
+			o := min(uint64(bits.TrailingZeros64(^word)), n) // a run of received numbers
+			t.endRun()
+			s, n, word = s+o, n-o, word>>(o&63)
+		}
+	}
+	if limit > t.tail {
+		t.tail = limit
+	}
+	t.report(lost)
+}
+
+func (t *Tracker) lose(n uint64) {
+	t.run += n
+	t.report(n)
+}
+
+func (t *Tracker) report(lost uint64) {
+	if lost == 0 {
+		return
+	}
+	t.counts.Lost += lost
+	if t.sink != nil {
+		t.sink.Lost(lost)
+	}
+}
+
+func (t *Tracker) endRun() {
+	if t.run == 0 {
+		return
+	}
+	t.counts.Gaps++
+	if t.sink != nil {
+		t.sink.Gap(t.run)
+	}
+	t.run = 0
+}
+
+// extend lowers the segment's start to seq, below the first datagram.
+func (t *Tracker) extend(seq uint64) {
+	if t.preOpen {
+		t.clearRange(seq, t.low)
+	} else {
+		t.clearRange(seq, t.first)
+		t.preOpen = true
+	}
+	t.low = seq
+	t.set(seq)
+}
+
+// settlePre settles [low, first) on its own: its runs end at first, which was
+// received.
+func (t *Tracker) settlePre() {
+	t.preOpen = false
+	var lost, run uint64
+	for s := t.low; s < t.first; s++ {
+		if t.has(s) {
+			if run > 0 {
+				t.counts.Gaps++
+				if t.sink != nil {
+					t.sink.Gap(run)
+				}
+			}
+			run = 0
+			continue
+		}
+		lost++
+		run++
+	}
+	if run > 0 {
+		t.counts.Gaps++
+		if t.sink != nil {
+			t.sink.Gap(run)
+		}
+	}
+	t.report(lost)
+}
+
+// Expire settles every gap whose deadline is at or before now.
+func (t *Tracker) Expire(now int64) {
+	for t.gaps.len() > 0 && t.gaps.front().deadline <= now {
+		t.expireFront()
+	}
+	if t.preOpen && now >= t.firstArrival+t.timeout {
+		t.settlePre()
+	}
+	if t.closing && now >= t.closeAt {
+		t.Settle()
+	}
+}
+
+func (t *Tracker) expireFront() {
+	t.gaps.pop()
+	next := t.head
+	if t.gaps.len() > 0 {
+		next = t.gaps.front().start
+	}
+	t.settleTo(next)
+}
+
+// Goodbye records that the sender ended the session after sending last.
+// Numbers after the highest seen up to last are lost unless they arrive
+// within the waiting time; then the stream is settled.
+func (t *Tracker) Goodbye(last uint64, now int64) {
+	if !t.started || t.closing {
+		return
+	}
+	t.closing = true
+	t.last = t.head - 1
+	if last > t.last && last-t.last <= t.resyncJump {
+		t.last = last
+	}
+	t.closeAt = now + t.timeout
+}
+
+// Settle declares every pending sequence number lost now and closes the open
+// loss period: for a stream whose sender is gone (restart, expiry, resync) or
+// said goodbye. The tracker stays usable.
+func (t *Tracker) Settle() {
+	if !t.started {
+		return
+	}
+	if t.preOpen {
+		t.settlePre()
+	}
+	t.gaps.reset()
+	t.settleTo(t.head)
+	if t.closing {
+		t.closing = false
+		if t.last >= t.head {
+			t.lose(t.last + 1 - t.head)
+			end := t.last + 1
+			t.clearRange(max(t.head, end-min(t.window, end)), end)
+			t.head, t.tail = end, end
+		}
+	}
+	t.endRun()
+}
+
+func (t *Tracker) has(seq uint64) bool {
+	idx := seq & t.mask
+	return t.bits[idx>>6]&(1<<(idx&63)) != 0
+}
+
+func (t *Tracker) set(seq uint64) {
+	idx := seq & t.mask
+	t.bits[idx>>6] |= 1 << (idx & 63)
+}
+
+// clearRange clears the flags of [lo, hi).
+func (t *Tracker) clearRange(lo, hi uint64) {
+	if hi-lo >= t.window {
+		clear(t.bits)
+		return
+	}
+	for lo < hi {
+		idx := lo & t.mask
+		off := idx & 63
+		n := min(64-off, hi-lo)
+		m := ^uint64(0)
+		if n < 64 {
+			m = (1<<n - 1) << off
+		}
+		t.bits[idx>>6] &^= m
+		lo += n
+	}
+}
+
+func (o Outcome) String() string {
+	switch o {
+	case Received:
+		return "received"
+	case Reordered:
+		return "reordered"
+	case Duplicated:
+		return "duplicated"
+	case Late:
+		return "late"
+	}
+	return "unknown"
+}

@@ -1,0 +1,424 @@
+package tracker
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/udpprobe/udpprobe/internal/oracle"
+)
+
+const ms = int64(time.Millisecond)
+
+// recorder is a Sink that keeps what it is told.
+type recorder struct {
+	lost uint64
+	gaps []uint64
+}
+
+func (r *recorder) Lost(n uint64)     { r.lost += n }
+func (r *recorder) Gap(length uint64) { r.gaps = append(r.gaps, length) }
+
+// script runs a whitespace-separated list of steps against a tracker whose
+// clock starts at 0 and advances 1 ms after each datagram:
+//
+//	N       a datagram with sequence number N
+//	+N      the clock advances N ms
+//	exp     Expire at the current time
+//	bye:N   a goodbye announcing N as the last sequence number
+//	settle  Settle
+//
+// It returns one letter per datagram: r received, o reordered, d duplicated,
+// l late, with R for a resync, and the extents of reordered datagrams.
+func script(t *testing.T, tr *Tracker, steps string) (outcomes string, extents []uint64) {
+	t.Helper()
+	var now int64
+	var b strings.Builder
+	for _, step := range strings.Fields(steps) {
+		switch {
+		case step == "exp":
+			tr.Expire(now)
+		case step == "settle":
+			tr.Settle()
+		case strings.HasPrefix(step, "+"):
+			now += mustInt(t, step[1:]) * ms
+		case strings.HasPrefix(step, "bye:"):
+			tr.Goodbye(uint64(mustInt(t, step[4:])), now)
+		default:
+			r := tr.Observe(uint64(mustInt(t, step)), now)
+			now += ms
+			letter := map[Outcome]string{Received: "r", Reordered: "o", Duplicated: "d", Late: "l"}[r.Outcome]
+			if r.Resync {
+				letter = "R"
+			}
+			b.WriteString(letter)
+			if r.Outcome == Reordered {
+				extents = append(extents, r.Extent)
+			}
+		}
+	}
+	return b.String(), extents
+}
+
+func mustInt(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatalf("bad step %q", s)
+	}
+	return n
+}
+
+func TestTracker(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		window   uint64
+		resync   uint64
+		steps    string
+		outcomes string
+		extents  []uint64
+		gaps     []uint64
+		want     Counts // Expected included; Gaps is checked against gaps
+	}{
+		{
+			name: "in order", steps: "0 1 2 3 4", outcomes: "rrrrr",
+			want: Counts{Received: 5, Expected: 5},
+		},
+		{
+			name: "loss waits for the timeout", steps: "0 1 3 +98 exp", outcomes: "rrr",
+			want: Counts{Received: 3, Expected: 4},
+		},
+		{
+			name: "loss settled at the deadline", steps: "0 1 3 +99 exp", outcomes: "rrr",
+			gaps: []uint64{1}, want: Counts{Received: 3, Lost: 1, Expected: 4},
+		},
+		{
+			name: "reordered just before the deadline", steps: "0 1 3 +98 2", outcomes: "rrro",
+			extents: []uint64{1}, want: Counts{Received: 4, Reordered: 1, Expected: 4},
+		},
+		{
+			name: "late at the deadline stays lost", steps: "0 1 3 +99 2", outcomes: "rrrl",
+			gaps: []uint64{1}, want: Counts{Received: 3, Lost: 1, Late: 1, Expected: 4},
+		},
+		{
+			name: "copy of a late datagram is a duplicate", steps: "0 2 +150 1 1", outcomes: "rrld",
+			gaps: []uint64{1}, want: Counts{Received: 2, Lost: 1, Late: 1, Duplicated: 1, Expected: 3},
+		},
+		{
+			name: "duplicates", steps: "0 1 1 2 2 2 0", outcomes: "rrdrddd",
+			want: Counts{Received: 3, Duplicated: 4, Expected: 3},
+		},
+		{
+			name: "reordering extent is counted in arrivals", steps: "0 3 4 5 1 2", outcomes: "rrrroo",
+			extents: []uint64{3, 4}, want: Counts{Received: 6, Reordered: 2, Expected: 6},
+		},
+		{
+			name: "loss periods are maximal runs", steps: "0 3 4 8 9 +200 exp", outcomes: "rrrrr",
+			gaps: []uint64{2, 3}, want: Counts{Received: 5, Lost: 5, Expected: 10},
+		},
+		{
+			name: "a reordered arrival splits a gap", steps: "0 5 2 +200 exp", outcomes: "rro",
+			extents: []uint64{1}, gaps: []uint64{1, 2}, want: Counts{Received: 3, Lost: 3, Reordered: 1, Expected: 6},
+		},
+		{
+			name: "adjacent gaps revealed separately join", steps: "0 2 4 +200 exp 3 1", outcomes: "rrrll",
+			gaps: []uint64{1, 1}, want: Counts{Received: 3, Lost: 2, Late: 2, Expected: 5},
+		},
+		{
+			name: "mid-stream start counts nothing before it", steps: "1000 1001 1003 +200 exp", outcomes: "rrr",
+			gaps: []uint64{1}, want: Counts{Received: 3, Lost: 1, Expected: 4},
+		},
+		{
+			name: "datagram before the first one extends the stream", steps: "1 0 2", outcomes: "ror",
+			extents: []uint64{1}, want: Counts{Received: 3, Reordered: 1, Expected: 3},
+		},
+		{
+			name: "extension leaves its own gap", steps: "5 6 2 3 +200 exp 4", outcomes: "rrool",
+			extents: []uint64{2, 3}, gaps: []uint64{1},
+			want: Counts{Received: 4, Lost: 1, Reordered: 2, Late: 1, Expected: 5},
+		},
+		{
+			name: "before the first one, after its waiting time", steps: "5 +150 3", outcomes: "rl",
+			want: Counts{Received: 1, Late: 1, Expected: 1},
+		},
+		{
+			name: "window overflow settles early", window: 64, steps: "0 100", outcomes: "rr",
+			want: Counts{Received: 2, Lost: 36, Expected: 101},
+		},
+		{
+			name: "window overflow joins the run", window: 64, steps: "0 100 +200 exp 50 10 99 100",
+			outcomes: "rrllld", gaps: []uint64{99},
+			want: Counts{Received: 2, Lost: 99, Late: 3, Duplicated: 1, Expected: 101},
+		},
+		{
+			name: "old pending gap pushed out of the window", window: 64, steps: "0 2 3 70 +200 exp",
+			outcomes: "rrrr", gaps: []uint64{1, 66},
+			want: Counts{Received: 4, Lost: 67, Expected: 71},
+		},
+		{
+			name: "pre-range pushed out of the window", window: 64, steps: "10 5 80 +200 exp",
+			outcomes: "ror", extents: []uint64{1}, gaps: []uint64{4, 69},
+			want: Counts{Received: 3, Lost: 73, Reordered: 1, Expected: 76},
+		},
+		{
+			name: "implausible jump resyncs", resync: 1000, steps: "0 1 5000 5001 +200 exp", outcomes: "rrRr",
+			want: Counts{Received: 4, Resyncs: 1, Expected: 4},
+		},
+		{
+			name: "resync settles what was pending", resync: 1000, steps: "0 1 3 5000 5001", outcomes: "rrrRr",
+			gaps: []uint64{1}, want: Counts{Received: 5, Lost: 1, Resyncs: 1, Expected: 6},
+		},
+		{
+			name: "jump just below the resync threshold is loss", resync: 1000, window: 64, steps: "0 1000 +200 exp",
+			outcomes: "rr", gaps: []uint64{999}, want: Counts{Received: 2, Lost: 999, Expected: 1001},
+		},
+		{
+			name: "goodbye settles the tail", steps: "0 1 2 bye:5 +99 exp", outcomes: "rrr",
+			want: Counts{Received: 3, Expected: 6},
+		},
+		{
+			name: "goodbye tail lost after the waiting time", steps: "0 1 2 bye:5 +100 exp 4", outcomes: "rrrl",
+			gaps: []uint64{3}, want: Counts{Received: 3, Lost: 3, Late: 1, Expected: 6},
+		},
+		{
+			name: "tail arriving after the goodbye is in order", steps: "0 1 bye:3 2 3 +150 exp", outcomes: "rrrr",
+			want: Counts{Received: 4, Expected: 4},
+		},
+		{
+			name: "goodbye with a gap pending", steps: "0 2 bye:4 +150 exp", outcomes: "rr",
+			gaps: []uint64{1, 2}, want: Counts{Received: 2, Lost: 3, Expected: 5},
+		},
+		{
+			name: "goodbye below the highest is ignored", steps: "0 1 2 bye:1 +150 exp", outcomes: "rrr",
+			want: Counts{Received: 3, Expected: 3},
+		},
+		{
+			name: "implausible goodbye is ignored", resync: 1000, steps: "0 bye:99999 +150 exp", outcomes: "r",
+			want: Counts{Received: 1, Expected: 1},
+		},
+		{
+			name: "goodbye before any data is ignored", steps: "bye:9 +150 exp 3", outcomes: "r",
+			want: Counts{Received: 1, Expected: 1},
+		},
+		{
+			name: "settle declares pending lost now", steps: "0 3 settle 1", outcomes: "rrl",
+			gaps: []uint64{2}, want: Counts{Received: 2, Lost: 2, Late: 1, Expected: 4},
+		},
+		{
+			name: "data after a goodbye-settled tail", steps: "0 bye:2 +150 exp 5 +150 exp", outcomes: "rr",
+			gaps: []uint64{2, 2}, want: Counts{Received: 2, Lost: 4, Expected: 6},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			tr := New(Options{Timeout: 100 * ms, Window: tc.window, ResyncJump: tc.resync, Sink: rec})
+			outcomes, extents := script(t, tr, tc.steps)
+			if outcomes != tc.outcomes {
+				t.Errorf("outcomes %q, want %q", outcomes, tc.outcomes)
+			}
+			if !reflect.DeepEqual(extents, tc.extents) {
+				t.Errorf("extents %v, want %v", extents, tc.extents)
+			}
+			if !reflect.DeepEqual(rec.gaps, tc.gaps) {
+				t.Errorf("gaps %v, want %v", rec.gaps, tc.gaps)
+			}
+			tc.want.Gaps = uint64(len(tc.gaps))
+			if got := tr.Counts(); got != tc.want {
+				t.Errorf("counts %+v\n          want %+v", got, tc.want)
+			}
+			if rec.lost != tr.Counts().Lost {
+				t.Errorf("sink saw %d lost, counts say %d", rec.lost, tr.Counts().Lost)
+			}
+		})
+	}
+}
+
+func TestPendingGapsBounded(t *testing.T) {
+	rec := &recorder{}
+	tr := New(Options{Timeout: 100 * ms, Sink: rec})
+	// Every other number missing: each arrival reveals a new pending gap.
+	for i := range uint64(MaxPendingGaps + 1) {
+		tr.Observe(2*i, 0)
+	}
+	if tr.gaps.len() != MaxPendingGaps || tr.Counts().Lost != 0 {
+		t.Fatalf("after %d gaps: %d pending, %d lost", MaxPendingGaps, tr.gaps.len(), tr.Counts().Lost)
+	}
+	tr.Observe(2*(MaxPendingGaps+1), 0)
+	if tr.gaps.len() != MaxPendingGaps || tr.Counts().Lost != 1 || len(rec.gaps) != 1 {
+		t.Fatalf("one past the bound: %d pending, %d lost, gaps %v", tr.gaps.len(), tr.Counts().Lost, rec.gaps)
+	}
+}
+
+// TestAgainstOracle feeds random delivery orders (loss, duplication, bounded
+// reordering, all within the waiting time and window) and compares every
+// number with the independent oracle.
+func TestAgainstOracle(t *testing.T) {
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		delivered, last := randomDelivery(rng)
+		rec := &recorder{}
+		tr := New(Options{Timeout: int64(time.Hour), Window: 1024, Sink: rec})
+		var extents []uint64
+		for i, s := range delivered {
+			if r := tr.Observe(s, int64(i)); r.Outcome == Reordered {
+				extents = append(extents, r.Extent)
+			}
+		}
+		if last >= 0 {
+			tr.Goodbye(uint64(last), int64(len(delivered)))
+		}
+		tr.Settle()
+		want := oracle.Classify(delivered, last)
+		got := tr.Counts()
+		if got.Received != want.Received || got.Lost != want.Lost || got.Duplicated != want.Duplicated ||
+			got.Reordered != want.Reordered || got.Expected != want.Expected || got.Late != 0 ||
+			!reflect.DeepEqual(rec.gaps, want.Gaps) || !reflect.DeepEqual(extents, want.Extents) {
+			t.Fatalf("seed %d, delivered %v last %d:\n got %+v gaps %v extents %v\nwant %+v",
+				seed, delivered, last, got, rec.gaps, extents, want)
+		}
+		if got.Received+got.Lost != got.Expected {
+			t.Fatalf("seed %d: invariant broken: %+v", seed, got)
+		}
+	}
+}
+
+func randomDelivery(rng *rand.Rand) ([]uint64, int64) {
+	n := 1 + rng.IntN(400)
+	start := uint64(rng.IntN(3)) * uint64(rng.IntN(1<<20))
+	loss := rng.Float64() * 0.3
+	var out []uint64
+	var held []uint64
+	for i := range uint64(n) {
+		s := start + i
+		if rng.Float64() < loss {
+			continue
+		}
+		if rng.Float64() < 0.1 {
+			held = append(held, s) // released a few datagrams later
+			continue
+		}
+		out = append(out, s)
+		if rng.Float64() < 0.05 {
+			out = append(out, s)
+		}
+		if len(held) > 0 && rng.Float64() < 0.3 {
+			out = append(out, held[0])
+			held = held[1:]
+		}
+	}
+	out = append(out, held...)
+	if len(out) == 0 {
+		out = append(out, start)
+	}
+	last := int64(-1)
+	if rng.IntN(2) == 0 {
+		last = int64(start) + int64(n) - 1
+	}
+	return out, last
+}
+
+// FuzzTracker drives a tracker with arbitrary operations and checks the
+// invariants that hold whatever arrives: nothing is counted twice, pending
+// never goes negative, loss periods add up to the loss, and a settled stream
+// balances.
+func FuzzTracker(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 9, 4, 200, 5})
+	f.Add([]byte{255, 0, 128, 7, 7, 7, 64, 1})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		rec := &recorder{}
+		tr := New(Options{Timeout: 50, Window: 64, ResyncJump: 5000, Sink: rec})
+		var now int64
+		base := uint64(1 << 20)
+		for i := 0; i+1 < len(ops); i += 2 {
+			op, arg := ops[i], uint64(ops[i+1])
+			switch op % 8 {
+			case 0, 1, 2, 3:
+				base += arg % 9 // mostly forward
+				tr.Observe(base-arg%5, now)
+			case 4:
+				tr.Observe(base+arg*arg*3, now) // long jumps, some beyond the resync threshold
+				base += arg * arg * 3
+			case 5:
+				now += int64(arg)
+				tr.Expire(now)
+			case 6:
+				tr.Goodbye(base+arg, now)
+			case 7:
+				tr.Observe(base-arg*2, now) // far back
+			}
+			now++
+			c := tr.Counts()
+			if c.Received+c.Lost > c.Expected {
+				t.Fatalf("after op %d: received %d + lost %d > expected %d", i/2, c.Received, c.Lost, c.Expected)
+			}
+		}
+		tr.Settle()
+		c := tr.Counts()
+		if c.Received+c.Lost != c.Expected {
+			t.Fatalf("settled stream does not balance: %+v", c)
+		}
+		var sum uint64
+		for _, g := range rec.gaps {
+			sum += g
+		}
+		if sum != c.Lost || rec.lost != c.Lost || uint64(len(rec.gaps)) != c.Gaps {
+			t.Fatalf("gaps %v sum to %d, sink lost %d, counts %+v", rec.gaps, sum, rec.lost, c)
+		}
+	})
+}
+
+func TestObserveAllocatesNothing(t *testing.T) {
+	tr := New(Options{Timeout: 100 * ms, Sink: &recorder{}})
+	var seq uint64
+	var now int64
+	allocs := testing.AllocsPerRun(10000, func() {
+		seq += 1 + seq%3/2 // in order with a loss every third datagram
+		now += 1000
+		tr.Observe(seq, now)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per datagram, want 0", allocs)
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		next func(i uint64) uint64
+	}{
+		{"in-order", func(i uint64) uint64 { return i }},
+		{"loss-1pct", func(i uint64) uint64 { return i + i/100 }},
+		{"reorder-swap", func(i uint64) uint64 { return i ^ 1 }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tr := New(Options{Timeout: 3 * int64(time.Second), Sink: &recorder{}})
+			b.ReportAllocs()
+			var i uint64
+			for b.Loop() {
+				tr.Observe(bc.next(i), int64(i)*10_000)
+				i++
+			}
+		})
+	}
+}
+
+func ExampleTracker() {
+	tr := New(Options{Timeout: int64(3 * time.Second)})
+	for _, seq := range []uint64{0, 1, 3, 4, 2, 2} {
+		fmt.Println(seq, tr.Observe(seq, 0).Outcome)
+	}
+	tr.Expire(int64(3 * time.Second))
+	fmt.Printf("%+v\n", tr.Counts())
+	// Output:
+	// 0 received
+	// 1 received
+	// 3 received
+	// 4 received
+	// 2 reordered
+	// 2 duplicated
+	// {Received:5 Lost:0 Duplicated:1 Reordered:1 Late:0 Gaps:0 Resyncs:0 Expected:5}
+}

@@ -1,0 +1,210 @@
+// Package wire defines the udpprobe datagram: its layout, encoding and
+// validation. docs/protocol.md is the normative description; this file and
+// that document must agree.
+//
+// All integers are big-endian. L is the length of the UDP payload.
+//
+//	 0                   1                   2                   3
+//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|                   magic "UDPP" (0x55445050)                   |  0
+//	+---------------+---------------+---------------+---------------+
+//	|  version = 1  |     flags     |  name length  |  tag length   |  4
+//	+---------------+---------------+---------------+---------------+
+//	|                       session id (64)                         |  8
+//	|                                                               |
+//	+---------------------------------------------------------------+
+//	|             sequence number (64, top bit always 0)            | 16
+//	|                                                               |
+//	+---------------------------------------------------------------+
+//	|         send time, ns since the Unix epoch (signed 64)        | 24
+//	|                                                               |
+//	+---------------------------------------------------------------+
+//	|          name (name length bytes, 1..64)  ...                 | 32
+//	+---------------------------------------------------------------+
+//	|          padding (any bytes, sent as zero) ...                |
+//	+---------------------------------------------------------------+
+//	|          tag (tag length bytes, 0 in this version) ...        | L-4-tag length
+//	+---------------------------------------------------------------+
+//	|            CRC-32C of bytes [0, L-4)                          | L-4
+//	+---------------------------------------------------------------+
+//
+// Encode and Decode work on caller-owned buffers and never allocate.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"math/bits"
+)
+
+const (
+	// Magic is the first four bytes of every datagram: "UDPP".
+	Magic uint32 = 0x55445050
+	// Version is the protocol version this package speaks.
+	Version = 1
+
+	// HeaderSize is the size of the fixed header before the name.
+	HeaderSize = 32
+	// TrailerSize is the size of the checksum at the end.
+	TrailerSize = 4
+	// MaxNameLen is the longest sender name.
+	MaxNameLen = 64
+	// MaxTagLen is the longest authentication tag the layout admits.
+	MaxTagLen = 32
+	// MaxSize is the largest datagram: the largest UDP payload over IPv4.
+	MaxSize = 65507
+	// MaxSeq is the largest sequence number. Keeping the top bit clear lets
+	// receivers do sequence arithmetic without overflow.
+	MaxSeq = 1<<63 - 1
+)
+
+// Flags is the flags byte.
+type Flags uint8
+
+const (
+	// FlagGoodbye marks the last datagram of a session. Its sequence number is
+	// the last data sequence number the sender sent; it is not itself data.
+	FlagGoodbye Flags = 1 << 0
+
+	knownFlags = FlagGoodbye
+)
+
+// Decoding errors. ErrChecksum means the datagram is ours but damaged; the
+// others mean it is not a datagram of this protocol version.
+var (
+	ErrTooShort = errors.New("datagram shorter than the minimum")
+	ErrMagic    = errors.New("bad magic")
+	ErrVersion  = errors.New("unsupported version")
+	ErrHeader   = errors.New("inconsistent header")
+	ErrName     = errors.New("invalid sender name")
+	ErrChecksum = errors.New("checksum mismatch")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Header is the decoded content of a datagram.
+type Header struct {
+	Flags    Flags
+	TagLen   uint8
+	Session  uint64
+	Seq      uint64
+	SendTime int64 // ns since the Unix epoch, sender's wall clock
+	// Name is the sender's name. After Decode it aliases the decoded buffer.
+	Name []byte
+}
+
+// Goodbye reports whether the datagram ends its session.
+func (h *Header) Goodbye() bool { return h.Flags&FlagGoodbye != 0 }
+
+// MinSize is the smallest datagram that can carry a name of nameLen bytes.
+func MinSize(nameLen int) int { return HeaderSize + nameLen + TrailerSize }
+
+// ValidName reports whether name may be used as a sender name: 1 to 64 bytes
+// of ASCII letters, digits, '.', '-', '_' or ':'. The receiver turns names into
+// Prometheus label values, so the set is deliberately small.
+func ValidName(name []byte) bool {
+	if len(name) == 0 || len(name) > MaxNameLen {
+		return false
+	}
+	for _, c := range name {
+		if !nameChar(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func nameChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		c == '.' || c == '-' || c == '_' || c == ':'
+}
+
+// Encode writes h into b, using all of b as the datagram: padding fills what
+// the header, name and tag leave. The tag bytes are written as zero.
+func Encode(b []byte, h *Header) error {
+	if !ValidName(h.Name) {
+		return ErrName
+	}
+	if h.Flags&^knownFlags != 0 || h.TagLen > MaxTagLen || h.Seq > MaxSeq {
+		return ErrHeader
+	}
+	if len(b) < MinSize(len(h.Name))+int(h.TagLen) || len(b) > MaxSize {
+		return ErrTooShort
+	}
+	binary.BigEndian.PutUint32(b[0:], Magic)
+	b[4] = Version
+	b[5] = byte(h.Flags)
+	b[6] = byte(len(h.Name))
+	b[7] = h.TagLen
+	binary.BigEndian.PutUint64(b[8:], h.Session)
+	binary.BigEndian.PutUint64(b[16:], h.Seq)
+	binary.BigEndian.PutUint64(b[24:], uint64(h.SendTime))
+	n := copy(b[HeaderSize:], h.Name)
+	clear(b[HeaderSize+n : len(b)-TrailerSize])
+	Seal(b)
+	return nil
+}
+
+// Seal recomputes the checksum of an encoded datagram in place, for callers
+// that patch fields of a datagram they encoded before.
+func Seal(b []byte) {
+	end := len(b) - TrailerSize
+	binary.BigEndian.PutUint32(b[end:], crc32.Checksum(b[:end], castagnoli))
+}
+
+// PutSeq and PutSendTime patch an encoded datagram; call Seal afterwards.
+func PutSeq(b []byte, seq uint64)    { binary.BigEndian.PutUint64(b[16:], seq) }
+func PutSendTime(b []byte, ns int64) { binary.BigEndian.PutUint64(b[24:], uint64(ns)) }
+func PutFlags(b []byte, flags Flags) { b[5] = byte(flags) }
+func checksum(b []byte) (want, got uint32) {
+	end := len(b) - TrailerSize
+	return binary.BigEndian.Uint32(b[end:]), crc32.Checksum(b[:end], castagnoli)
+}
+
+// Decode parses b into h. h.Name aliases b.
+//
+// A datagram whose magic and version are within two bit errors of ours is
+// treated as ours, so that a bit error in the first bytes is reported as
+// ErrChecksum (damage) rather than ErrMagic (foreign traffic).
+func Decode(b []byte, h *Header) error {
+	if len(b) < MinSize(1) {
+		return ErrTooShort
+	}
+	if bits.OnesCount32(binary.BigEndian.Uint32(b)^Magic)+bits.OnesCount8(b[4]^Version) > 2 {
+		if binary.BigEndian.Uint32(b) != Magic {
+			return ErrMagic
+		}
+		return ErrVersion
+	}
+	if want, got := checksum(b); want != got {
+		return ErrChecksum
+	}
+	if binary.BigEndian.Uint32(b) != Magic {
+		return ErrMagic // a checksum collision on a near miss; not ours
+	}
+	if b[4] != Version {
+		return ErrVersion
+	}
+	flags, nameLen, tagLen := Flags(b[5]), int(b[6]), int(b[7])
+	if flags&^knownFlags != 0 || tagLen > MaxTagLen || nameLen > MaxNameLen ||
+		MinSize(nameLen)+tagLen > len(b) {
+		return ErrHeader
+	}
+	seq := binary.BigEndian.Uint64(b[16:])
+	if seq > MaxSeq {
+		return ErrHeader
+	}
+	name := b[HeaderSize : HeaderSize+nameLen]
+	if !ValidName(name) {
+		return ErrName
+	}
+	h.Flags = flags
+	h.TagLen = uint8(tagLen)
+	h.Session = binary.BigEndian.Uint64(b[8:])
+	h.Seq = seq
+	h.SendTime = int64(binary.BigEndian.Uint64(b[24:]))
+	h.Name = name
+	return nil
+}

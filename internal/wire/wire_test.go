@@ -1,0 +1,208 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"testing"
+)
+
+func testHeader() Header {
+	return Header{
+		Session:  0x0102030405060708,
+		Seq:      42,
+		SendTime: 1_700_000_000_123_456_789,
+		Name:     []byte("alpha"),
+	}
+}
+
+// golden is testHeader encoded into 48 bytes, laid out by hand from
+// docs/protocol.md; its checksum came from an independent bitwise CRC-32C
+// (polynomial 0x82F63B78), not from this package.
+const golden = "55445050" + "01" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
+	"0102030405060708" + // session
+	"000000000000002a" + // sequence 42
+	"17979cfe3d85cd15" + // send time 1700000000123456789
+	"616c706861" + // "alpha"
+	"00000000000000" + // 7 bytes of padding
+	"e7f31ec1" // CRC-32C of the 44 bytes before it
+
+func TestEncodeGolden(t *testing.T) {
+	h := testHeader()
+	b := make([]byte, 48)
+	if err := Encode(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(b); got != golden {
+		t.Fatalf("encoding changed:\n got %s\nwant %s", got, golden)
+	}
+}
+
+// TestCRC32CKnownAnswer pins the checksum polynomial with the standard check
+// value of CRC-32C over "123456789" (RFC 3720, appendix B.4).
+func TestCRC32CKnownAnswer(t *testing.T) {
+	b := append([]byte("123456789"), 0, 0, 0, 0)
+	Seal(b)
+	if got := hex.EncodeToString(b[9:]); got != "e3069283" {
+		t.Fatalf("CRC-32C(123456789) = %s, want e3069283", got)
+	}
+}
+
+func TestDecodeGolden(t *testing.T) {
+	b, _ := hex.DecodeString(golden)
+	var h Header
+	if err := Decode(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	want := testHeader()
+	if h.Session != want.Session || h.Seq != want.Seq || h.SendTime != want.SendTime ||
+		!bytes.Equal(h.Name, want.Name) || h.Flags != 0 || h.TagLen != 0 {
+		t.Fatalf("decoded %+v, want %+v", h, want)
+	}
+}
+
+func TestRoundTripPatched(t *testing.T) {
+	h := testHeader()
+	b := make([]byte, 200)
+	if err := Encode(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	PutSeq(b, 7)
+	PutSendTime(b, -5)
+	PutFlags(b, FlagGoodbye)
+	Seal(b)
+	var d Header
+	if err := Decode(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Seq != 7 || d.SendTime != -5 || !d.Goodbye() || string(d.Name) != "alpha" {
+		t.Fatalf("decoded %+v", d)
+	}
+}
+
+func TestEncodeErrors(t *testing.T) {
+	long := bytes.Repeat([]byte("a"), MaxNameLen+1)
+	for _, tc := range []struct {
+		name string
+		h    Header
+		size int
+		want error
+	}{
+		{"empty name", Header{}, 64, ErrName},
+		{"long name", Header{Name: long}, 200, ErrName},
+		{"space in name", Header{Name: []byte("a b")}, 64, ErrName},
+		{"unknown flag", Header{Name: []byte("a"), Flags: 0x80}, 64, ErrHeader},
+		{"tag too long", Header{Name: []byte("a"), TagLen: MaxTagLen + 1}, 200, ErrHeader},
+		{"too small", Header{Name: []byte("abc")}, MinSize(3) - 1, ErrTooShort},
+		{"no room for tag", Header{Name: []byte("abc"), TagLen: 16}, MinSize(3) + 15, ErrTooShort},
+		{"too large", Header{Name: []byte("a")}, MaxSize + 1, ErrTooShort},
+		{"sequence top bit", Header{Name: []byte("a"), Seq: MaxSeq + 1}, 64, ErrHeader},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := Encode(make([]byte, tc.size), &tc.h); !errors.Is(err, tc.want) {
+				t.Fatalf("Encode = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	valid := func() []byte {
+		b, _ := hex.DecodeString(golden)
+		return b
+	}
+	resealed := func(f func(b []byte)) []byte {
+		b := valid()
+		f(b)
+		Seal(b)
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, ErrTooShort},
+		{"one short", valid()[:MinSize(1)-1], ErrTooShort},
+		{"foreign", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789"), ErrMagic},
+		{"zeros", make([]byte, 64), ErrMagic},
+		{"future version", resealed(func(b []byte) { b[4] = 7 }), ErrVersion},
+		{"version 2", resealed(func(b []byte) { b[4] = 2 }), ErrVersion},
+		{"bit error in magic", func() []byte { b := valid(); b[1] ^= 0x10; return b }(), ErrChecksum},
+		{"bit error in version", func() []byte { b := valid(); b[4] ^= 0x02; return b }(), ErrChecksum},
+		{"bit error in sequence", func() []byte { b := valid(); b[23] ^= 1; return b }(), ErrChecksum},
+		{"bit error in padding", func() []byte { b := valid(); b[40] ^= 0x80; return b }(), ErrChecksum},
+		{"bit error in checksum", func() []byte { b := valid(); b[47] ^= 1; return b }(), ErrChecksum},
+		{"truncated", valid()[:47], ErrChecksum},
+		{"unknown flag", resealed(func(b []byte) { b[5] = 0x40 }), ErrHeader},
+		{"name overruns", resealed(func(b []byte) { b[6] = 20 }), ErrHeader},
+		{"name too long", resealed(func(b []byte) { b[6] = MaxNameLen + 1 }), ErrHeader},
+		{"tag overruns", resealed(func(b []byte) { b[7] = 8 }), ErrHeader},
+		{"sequence top bit", resealed(func(b []byte) { b[16] |= 0x80 }), ErrHeader},
+		{"empty name", resealed(func(b []byte) { b[6] = 0 }), ErrName},
+		{"bad name byte", resealed(func(b []byte) { b[33] = ' ' }), ErrName},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Header
+			if err := Decode(tc.b, &h); !errors.Is(err, tc.want) {
+				t.Fatalf("Decode = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNoAllocs(t *testing.T) {
+	h := testHeader()
+	b := make([]byte, 64)
+	var d Header
+	allocs := testing.AllocsPerRun(100, func() {
+		_ = Encode(b, &h)
+		PutSeq(b, 9)
+		Seal(b)
+		_ = Decode(b, &d)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per encode+decode, want 0", allocs)
+	}
+}
+
+// FuzzDecode checks that Decode never panics and that whatever it accepts
+// encodes back to a datagram that decodes to the same header.
+func FuzzDecode(f *testing.F) {
+	b, _ := hex.DecodeString(golden)
+	f.Add(b)
+	f.Add([]byte{})
+	f.Add(make([]byte, 36))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h Header
+		if err := Decode(b, &h); err != nil {
+			return
+		}
+		again := make([]byte, len(b))
+		if err := Encode(again, &h); err != nil {
+			t.Fatalf("accepted %x but cannot re-encode: %v", b, err)
+		}
+		var h2 Header
+		if err := Decode(again, &h2); err != nil {
+			t.Fatalf("re-encoded datagram rejected: %v", err)
+		}
+		if h2.Flags != h.Flags || h2.TagLen != h.TagLen || h2.Session != h.Session ||
+			h2.Seq != h.Seq || h2.SendTime != h.SendTime || !bytes.Equal(h2.Name, h.Name) {
+			t.Fatalf("round trip changed %+v into %+v", h, h2)
+		}
+	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	h := testHeader()
+	buf := make([]byte, 64)
+	_ = Encode(buf, &h)
+	var d Header
+	b.ReportAllocs()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if err := Decode(buf, &d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
