@@ -1,0 +1,254 @@
+// Package config reads udpprobe's configuration from UDPPROBE_* environment
+// variables. Only cmd/udpprobe uses it; components receive plain option
+// structs. Every problem is reported at once, naming the variable and what it
+// accepts, and a UDPPROBE_* variable the mode does not know is an error, so a
+// typo never passes silently.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// Prefix is the environment variable prefix, without the underscore.
+const Prefix = "UDPPROBE"
+
+// The default ports: UDP 6464 for probes, HTTP 8464 (receiver) and 8465
+// (sender) for metrics, outside the 9100-9999 range that the Prometheus
+// default port allocations page has fully handed out.
+
+// Logging is shared by every mode.
+type Logging struct {
+	LogLevel  string `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+	LogFormat string `split_words:"true" default:"logfmt" desc:"logfmt (human-readable) or json"`
+}
+
+// Sender is the sender's configuration.
+type Sender struct {
+	WebListenAddress string   `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
+	Targets          []string `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
+	Rate             float64  `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
+	PayloadSize      int      `split_words:"true" default:"64" desc:"UDP payload bytes per datagram, 36 + name length to 65507"`
+	Name             string   `split_words:"true" desc:"this sender's name, the receiver's peer label: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
+	Logging
+}
+
+// Receiver is the receiver's configuration.
+type Receiver struct {
+	WebListenAddress string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
+	ListenAddress    string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
+	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
+	SummaryInterval  time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
+	MaxPeers         int           `split_words:"true" default:"100" desc:"senders tracked at once, 1 to 100000; datagrams from more are counted and ignored"`
+	PeerExpiry       time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
+	ReceiveBuffer    int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
+	Logging
+}
+
+// Mode names.
+const (
+	ModeSender   = "sender"
+	ModeReceiver = "receiver"
+)
+
+// LoadSender reads and validates the sender's configuration.
+func LoadSender() (*Sender, error) {
+	c := &Sender{}
+	if err := load(ModeSender, c); err != nil {
+		return nil, err
+	}
+	if c.Name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("UDPPROBE_NAME is not set and the host name is unknown: %w", err)
+		}
+		c.Name = host
+	}
+	return c, c.Validate()
+}
+
+// LoadReceiver reads and validates the receiver's configuration.
+func LoadReceiver() (*Receiver, error) {
+	c := &Receiver{}
+	if err := load(ModeReceiver, c); err != nil {
+		return nil, err
+	}
+	return c, c.Validate()
+}
+
+func load(mode string, spec any) error {
+	if err := checkUnknown(mode); err != nil {
+		return err
+	}
+	if err := envconfig.Process(Prefix, spec); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			kind := map[string]string{
+				"time.Duration": "duration such as 3s or 500ms", "float64": "number", "int": "whole number",
+			}[pe.TypeName]
+			if kind == "" {
+				kind = pe.TypeName
+			}
+			return fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, kind)
+		}
+		return err
+	}
+	return nil
+}
+
+// keys lists the variables a mode reads.
+func keys(mode string) []string {
+	var spec any = &Receiver{}
+	if mode == ModeSender {
+		spec = &Sender{}
+	}
+	var b strings.Builder
+	if err := envconfig.Usagef(Prefix, spec, &b, "{{range .}}{{usage_key .}}\n{{end}}"); err != nil {
+		panic(err) // the specs are static; a failure here is a programming error
+	}
+	return strings.Fields(b.String())
+}
+
+// checkUnknown rejects UDPPROBE_* variables the mode does not read.
+func checkUnknown(mode string) error {
+	own := keys(mode)
+	other := keys(ModeSender)
+	otherMode := ModeSender
+	if mode == ModeSender {
+		other, otherMode = keys(ModeReceiver), ModeReceiver
+	}
+	var errs []error
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, Prefix+"_") || slices.Contains(own, k) {
+			continue
+		}
+		if slices.Contains(other, k) {
+			errs = append(errs, fmt.Errorf("%s is a %s setting; the %s does not read it", k, otherMode, mode))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s is not a udpprobe setting (see 'udpprobe help')", k))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+// Validate reports every out-of-range value.
+func (c *Sender) Validate() error {
+	var errs []error
+	errs = append(errs, c.Logging.validate()...)
+	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", c.WebListenAddress))
+	if len(c.Targets) == 0 {
+		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: comma-separated host:port of receivers"))
+	}
+	seen := map[string]bool{}
+	for _, t := range c.Targets {
+		if err := validateTarget(t); err != nil {
+			errs = append(errs, err)
+		}
+		if seen[t] {
+			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q twice", t))
+		}
+		seen[t] = true
+	}
+	if !(c.Rate >= 0.1 && c.Rate <= 1e6) {
+		errs = append(errs, fmt.Errorf("UDPPROBE_RATE=%v: must be 0.1 to 1000000 datagrams per second", c.Rate))
+	}
+	if !wire.ValidName([]byte(c.Name)) {
+		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
+			c.Name, wire.MaxNameLen))
+	} else if lo := wire.MinSize(len(c.Name)); c.PayloadSize < lo || c.PayloadSize > wire.MaxSize {
+		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (36 + name length) to %d bytes",
+			c.PayloadSize, lo, wire.MaxSize))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports every out-of-range value.
+func (c *Receiver) Validate() error {
+	var errs []error
+	errs = append(errs, c.Logging.validate()...)
+	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", c.WebListenAddress))
+	if _, err := net.ResolveUDPAddr("udp", c.ListenAddress); err != nil {
+		errs = append(errs, fmt.Errorf("UDPPROBE_LISTEN_ADDRESS=%q: must be [host]:port: %v", c.ListenAddress, err))
+	}
+	errs = append(errs, inRange("UDPPROBE_LOSS_TIMEOUT", c.LossTimeout, 10*time.Millisecond, 10*time.Minute))
+	if c.SummaryInterval != 0 {
+		errs = append(errs, inRange("UDPPROBE_SUMMARY_INTERVAL", c.SummaryInterval, time.Second, 24*time.Hour))
+	}
+	if c.MaxPeers < 1 || c.MaxPeers > 100000 {
+		errs = append(errs, fmt.Errorf("UDPPROBE_MAX_PEERS=%d: must be 1 to 100000", c.MaxPeers))
+	}
+	if c.PeerExpiry <= c.LossTimeout || c.PeerExpiry > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("UDPPROBE_PEER_EXPIRY=%v: must be longer than UDPPROBE_LOSS_TIMEOUT (%v) and at most 720h",
+			c.PeerExpiry, c.LossTimeout))
+	}
+	if c.ReceiveBuffer < 0 || c.ReceiveBuffer > 1<<30 {
+		errs = append(errs, fmt.Errorf("UDPPROBE_RECEIVE_BUFFER=%d: must be 0 to 1073741824 bytes", c.ReceiveBuffer))
+	}
+	return errors.Join(errs...)
+}
+
+func (l Logging) validate() []error {
+	var errs []error
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, l.LogLevel) {
+		errs = append(errs, fmt.Errorf("UDPPROBE_LOG_LEVEL=%q: must be debug, info, warn or error", l.LogLevel))
+	}
+	if l.LogFormat != "logfmt" && l.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("UDPPROBE_LOG_FORMAT=%q: must be logfmt or json", l.LogFormat))
+	}
+	return errs
+}
+
+func inRange(name string, d, lo, hi time.Duration) error {
+	if d < lo || d > hi {
+		return fmt.Errorf("%s=%v: must be %v to %v", name, d, lo, hi)
+	}
+	return nil
+}
+
+func validateTCPAddr(name, addr string) error {
+	if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
+		return fmt.Errorf("%s=%q: must be [host]:port: %v", name, addr, err)
+	}
+	return nil
+}
+
+func validateTarget(t string) error {
+	host, port, err := net.SplitHostPort(t)
+	if err != nil {
+		return fmt.Errorf("UDPPROBE_TARGETS entry %q: must be host:port: %v", t, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || host == "" {
+		return fmt.Errorf("UDPPROBE_TARGETS entry %q: needs a host and a port from 1 to 65535", t)
+	}
+	return nil
+}
+
+// Usage writes the table of variables for the sender and the receiver.
+func Usage(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
+	const format = "VARIABLE\tDEFAULT\tDESCRIPTION\n{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}"
+	for _, m := range []struct {
+		title string
+		spec  any
+	}{{"udpprobe sender", &Sender{}}, {"udpprobe receiver", &Receiver{}}} {
+		fmt.Fprintf(tw, "\n%s\n", m.title)
+		if err := envconfig.Usagef(Prefix, m.spec, tw, format); err != nil {
+			return err
+		}
+	}
+	return tw.Flush()
+}

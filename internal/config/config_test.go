@@ -1,0 +1,172 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// clearEnv unsets every UDPPROBE_* variable for the test.
+func clearEnv(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, Prefix+"_") {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+}
+
+func setEnv(t *testing.T, env map[string]string) {
+	clearEnv(t)
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+}
+
+func TestSenderDefaults(t *testing.T) {
+	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "127.0.0.1:6464,[::1]:6464", "UDPPROBE_NAME": "probe-1"})
+	c, err := LoadSender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WebListenAddress != ":8465" || c.Rate != 100 || c.PayloadSize != 64 || len(c.Targets) != 2 ||
+		c.LogLevel != "info" || c.LogFormat != "logfmt" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestSenderNameDefaultsToHostname(t *testing.T) {
+	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "localhost:6464"})
+	host, _ := os.Hostname()
+	c, err := LoadSender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != host {
+		t.Fatalf("name %q, want host name %q", c.Name, host)
+	}
+}
+
+func TestReceiverDefaults(t *testing.T) {
+	setEnv(t, nil)
+	c, err := LoadReceiver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Receiver{
+		WebListenAddress: ":8464", ListenAddress: ":6464", LossTimeout: 3 * time.Second,
+		SummaryInterval: 10 * time.Second, MaxPeers: 100, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
+		Logging: Logging{LogLevel: "info", LogFormat: "logfmt"},
+	}
+	if *c != want {
+		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
+	}
+}
+
+func TestBadSender(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string // every fragment must appear in the error
+	}{
+		{"no targets", nil, []string{"UDPPROBE_TARGETS is required"}},
+		{"target without port", map[string]string{"UDPPROBE_TARGETS": "localhost"},
+			[]string{`UDPPROBE_TARGETS entry "localhost": must be host:port`}},
+		{"target port zero", map[string]string{"UDPPROBE_TARGETS": "localhost:0"},
+			[]string{"port from 1 to 65535"}},
+		{"duplicate target", map[string]string{"UDPPROBE_TARGETS": "a:1,a:1"}, []string{`lists "a:1" twice`}},
+		{"rate zero", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "0"},
+			[]string{"UDPPROBE_RATE=0: must be 0.1 to 1000000"}},
+		{"rate NaN", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "NaN"},
+			[]string{"UDPPROBE_RATE=NaN"}},
+		{"rate not a number", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "fast"},
+			[]string{`UDPPROBE_RATE="fast": not a valid number`}},
+		{"payload too small for name", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
+			"UDPPROBE_PAYLOAD_SIZE": "39"}, []string{"UDPPROBE_PAYLOAD_SIZE=39: must be 40 (36 + name length) to 65507"}},
+		{"payload too large", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_PAYLOAD_SIZE": "65508"},
+			[]string{"UDPPROBE_PAYLOAD_SIZE=65508"}},
+		{"bad name", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "my probe"},
+			[]string{`UDPPROBE_NAME="my probe": must be 1 to 64 characters`}},
+		{"bad log level", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_LOG_LEVEL": "loud"},
+			[]string{`UDPPROBE_LOG_LEVEL="loud"`}},
+		{"typo", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RAET": "5"},
+			[]string{"UDPPROBE_RAET is not a udpprobe setting"}},
+		{"receiver setting", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_LOSS_TIMEOUT": "1s"},
+			[]string{"UDPPROBE_LOSS_TIMEOUT is a receiver setting; the sender does not read it"}},
+		{"every problem at once", map[string]string{"UDPPROBE_RATE": "-1", "UDPPROBE_LOG_FORMAT": "xml"},
+			[]string{"UDPPROBE_TARGETS is required", "UDPPROBE_RATE=-1", `UDPPROBE_LOG_FORMAT="xml"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			_, err := LoadSender()
+			assertErr(t, err, tc.want)
+		})
+	}
+}
+
+func TestBadReceiver(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"loss timeout too short", map[string]string{"UDPPROBE_LOSS_TIMEOUT": "1ms"},
+			[]string{"UDPPROBE_LOSS_TIMEOUT=1ms: must be 10ms to 10m0s"}},
+		{"loss timeout not a duration", map[string]string{"UDPPROBE_LOSS_TIMEOUT": "3"},
+			[]string{`UDPPROBE_LOSS_TIMEOUT="3": not a valid duration such as 3s or 500ms`}},
+		{"summary too frequent", map[string]string{"UDPPROBE_SUMMARY_INTERVAL": "100ms"},
+			[]string{"UDPPROBE_SUMMARY_INTERVAL=100ms: must be 1s to 24h0m0s"}},
+		{"max peers zero", map[string]string{"UDPPROBE_MAX_PEERS": "0"}, []string{"UDPPROBE_MAX_PEERS=0: must be 1 to 100000"}},
+		{"expiry within loss timeout", map[string]string{"UDPPROBE_PEER_EXPIRY": "2s"},
+			[]string{"UDPPROBE_PEER_EXPIRY=2s: must be longer than UDPPROBE_LOSS_TIMEOUT (3s)"}},
+		{"negative buffer", map[string]string{"UDPPROBE_RECEIVE_BUFFER": "-1"}, []string{"UDPPROBE_RECEIVE_BUFFER=-1"}},
+		{"bad listen address", map[string]string{"UDPPROBE_LISTEN_ADDRESS": "nowhere"},
+			[]string{`UDPPROBE_LISTEN_ADDRESS="nowhere": must be [host]:port`}},
+		{"bad web address", map[string]string{"UDPPROBE_WEB_LISTEN_ADDRESS": ":99999"},
+			[]string{`UDPPROBE_WEB_LISTEN_ADDRESS=":99999"`}},
+		{"sender setting", map[string]string{"UDPPROBE_TARGETS": "a:1"},
+			[]string{"UDPPROBE_TARGETS is a sender setting; the receiver does not read it"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			_, err := LoadReceiver()
+			assertErr(t, err, tc.want)
+		})
+	}
+}
+
+func assertErr(t *testing.T, err error, want []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
+	}
+}
+
+func TestUsageListsEveryVariable(t *testing.T) {
+	var b strings.Builder
+	if err := Usage(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, mode := range []string{ModeSender, ModeReceiver} {
+		for _, k := range keys(mode) {
+			if !strings.Contains(out, k) {
+				t.Errorf("usage lacks %s", k)
+			}
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == "UDPPROBE_LOSS_TIMEOUT" && f[1] != "3s" {
+			t.Errorf("loss timeout default shown as %q", f[1])
+		}
+	}
+	if !strings.Contains(out, "udpprobe receiver") || !strings.Contains(out, "RFC 7680") {
+		t.Errorf("usage lacks titles or descriptions:\n%s", out)
+	}
+}

@@ -1,0 +1,55 @@
+// Package metrics defines every Prometheus metric udpprobe exports. The
+// structs are built on a caller's Registerer, so main owns one registry and
+// tests build their own; nothing registers on the default registry.
+//
+// Naming follows the Prometheus conventions: the udpprobe_ prefix, base
+// units, _total on counters, and raw counters only (ratios belong in PromQL).
+// docs/metrics.md is the user-facing table and must agree with this file.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const namespace = "udpprobe"
+
+// Invalid datagram reasons: the closed set of values of the reason label.
+const (
+	ReasonTooShort = "too_short"
+	ReasonMagic    = "bad_magic"
+	ReasonVersion  = "bad_version"
+	ReasonHeader   = "bad_header"
+	ReasonName     = "bad_name"
+)
+
+// InvalidReasons lists every reason, so all series exist from the start.
+var InvalidReasons = []string{ReasonTooShort, ReasonMagic, ReasonVersion, ReasonHeader, ReasonName}
+
+// Bucket layouts, shared with the dashboard and rules.
+var (
+	GapLengthBuckets     = []float64{1, 2, 3, 5, 10, 20, 50, 100, 1000, 10000}
+	ReorderExtentBuckets = []float64{1, 2, 3, 5, 10, 20, 50, 100, 1000}
+)
+
+func histogramOpts(subsystem, name, help string, buckets []float64) prometheus.HistogramOpts {
+	return prometheus.HistogramOpts{
+		Namespace:                       namespace,
+		Subsystem:                       subsystem,
+		Name:                            name,
+		Help:                            help,
+		Buckets:                         buckets,
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  100,
+		NativeHistogramMinResetDuration: time.Hour,
+	}
+}
+
+func counterVec(reg prometheus.Registerer, subsystem, name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: name, Help: help,
+	}, labels)
+	reg.MustRegister(c)
+	return c
+}

@@ -1,0 +1,59 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestLint builds every metric on a pedantic registry, with one peer on each
+// side so labelled series exist, and requires promlint to find nothing.
+func TestLint(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	NewSender(reg).Peer("198.51.100.1:6464")
+	r := NewReceiver(reg)
+	p := r.Peer("alpha")
+	p.GapLength.Observe(3)
+	p.ReorderExtent.Observe(1)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "udpprobe_") {
+			t.Errorf("metric %s lacks the udpprobe_ prefix", mf.GetName())
+		}
+	}
+}
+
+func TestDeletePeerRemovesEverySeries(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	r := NewReceiver(reg)
+	r.Peer("alpha")
+	r.Peer("beta")
+	before, err := testutil.GatherAndCount(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.DeletePeer("alpha")
+	after, err := testutil.GatherAndCount(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 11 labelled metrics per peer, histograms counting as one each.
+	if before-after != 11 {
+		t.Fatalf("deleting a peer removed %d series, want 11", before-after)
+	}
+	if n := testutil.CollectAndCount(r.PacketsReceived); n != 1 {
+		t.Fatalf("%d received series left, want 1 (beta)", n)
+	}
+}

@@ -1,0 +1,123 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Receiver holds the receiver's instruments. Series labelled by peer are
+// created when a peer is admitted to the peer table and deleted when it
+// expires, so the series count is bounded by the table's size.
+type Receiver struct {
+	PacketsReceived   *prometheus.CounterVec
+	PacketsLost       *prometheus.CounterVec
+	PacketsDuplicated *prometheus.CounterVec
+	PacketsReordered  *prometheus.CounterVec
+	PacketsLate       *prometheus.CounterVec
+	PeerRestarts      *prometheus.CounterVec
+	Resyncs           *prometheus.CounterVec
+	Goodbyes          *prometheus.CounterVec
+	LastPacket        *prometheus.GaugeVec
+	GapLength         *prometheus.HistogramVec
+	ReorderExtent     *prometheus.HistogramVec
+
+	PacketsCorrupted prometheus.Counter
+	Invalid          *prometheus.CounterVec
+	PeerOverflow     prometheus.Counter
+	SocketDrops      prometheus.Counter
+	Peers            prometheus.Gauge
+	ReceiveBuffer    prometheus.Gauge
+}
+
+// ReceiverPeer holds one peer's instruments, looked up once on admission so
+// the receive path does no label lookups.
+type ReceiverPeer struct {
+	Received, Lost, Duplicated, Reordered, Late, Restarts, Resyncs, Goodbyes prometheus.Counter
+	LastPacket                                                               prometheus.Gauge
+	GapLength, ReorderExtent                                                 prometheus.Observer
+}
+
+// NewReceiver registers the receiver's metrics on reg.
+func NewReceiver(reg prometheus.Registerer) *Receiver {
+	const sub = "receiver"
+	r := &Receiver{
+		PacketsReceived: counterVec(reg, sub, "packets_received_total",
+			"First copies of data datagrams received, per sender.", "peer"),
+		PacketsLost: counterVec(reg, sub, "packets_lost_total",
+			"Sequence numbers declared lost after the loss timeout or on leaving the tracking window.", "peer"),
+		PacketsDuplicated: counterVec(reg, sub, "packets_duplicated_total",
+			"Extra copies of sequence numbers already seen (RFC 5560).", "peer"),
+		PacketsReordered: counterVec(reg, sub, "packets_reordered_total",
+			"First copies that arrived after a higher sequence number, within the loss timeout (RFC 4737).", "peer"),
+		PacketsLate: counterVec(reg, sub, "packets_late_total",
+			"Datagrams that arrived after they had been declared lost; they stay counted as lost.", "peer"),
+		PeerRestarts: counterVec(reg, sub, "peer_restarts_total",
+			"New session ids seen from a known sender: sender restarts.", "peer"),
+		Resyncs: counterVec(reg, sub, "sequence_resyncs_total",
+			"Implausible forward sequence jumps taken as a new start instead of loss.", "peer"),
+		Goodbyes: counterVec(reg, sub, "goodbyes_total",
+			"Sessions a sender ended with a goodbye datagram.", "peer"),
+		LastPacket: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: sub, Name: "last_packet_timestamp_seconds",
+			Help: "Unix time of the last valid datagram from the sender.",
+		}, []string{"peer"}),
+		GapLength: prometheus.NewHistogramVec(histogramOpts(sub, "loss_gap_length_packets",
+			"Lengths of loss periods, maximal runs of consecutive lost sequence numbers (RFC 3357).",
+			GapLengthBuckets), []string{"peer"}),
+		ReorderExtent: prometheus.NewHistogramVec(histogramOpts(sub, "reorder_extent_packets",
+			"Reordering extent of reordered datagrams, in arrivals (RFC 4737).",
+			ReorderExtentBuckets), []string{"peer"}),
+		PacketsCorrupted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: sub, Name: "packets_corrupted_total",
+			Help: "Datagrams of this protocol whose checksum failed; not attributed to a sender.",
+		}),
+		Invalid: counterVec(reg, sub, "invalid_packets_total",
+			"Datagrams that are not of this protocol, by reason.", "reason"),
+		PeerOverflow: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: sub, Name: "peer_overflow_packets_total",
+			Help: "Valid datagrams ignored because the peer table was full.",
+		}),
+		SocketDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: sub, Name: "socket_drops_total",
+			Help: "Datagrams the kernel dropped because the receive socket buffer was full: a local problem, not network loss.",
+		}),
+		Peers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: sub, Name: "peers",
+			Help: "Senders in the peer table.",
+		}),
+		ReceiveBuffer: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: sub, Name: "receive_buffer_bytes",
+			Help: "Receive socket buffer size granted by the kernel.",
+		}),
+	}
+	reg.MustRegister(r.LastPacket, r.GapLength, r.ReorderExtent, r.PacketsCorrupted,
+		r.PeerOverflow, r.SocketDrops, r.Peers, r.ReceiveBuffer)
+	for _, reason := range InvalidReasons {
+		r.Invalid.WithLabelValues(reason)
+	}
+	return r
+}
+
+// Peer returns one peer's instruments, creating its series at zero.
+func (r *Receiver) Peer(peer string) ReceiverPeer {
+	return ReceiverPeer{
+		Received:      r.PacketsReceived.WithLabelValues(peer),
+		Lost:          r.PacketsLost.WithLabelValues(peer),
+		Duplicated:    r.PacketsDuplicated.WithLabelValues(peer),
+		Reordered:     r.PacketsReordered.WithLabelValues(peer),
+		Late:          r.PacketsLate.WithLabelValues(peer),
+		Restarts:      r.PeerRestarts.WithLabelValues(peer),
+		Resyncs:       r.Resyncs.WithLabelValues(peer),
+		Goodbyes:      r.Goodbyes.WithLabelValues(peer),
+		LastPacket:    r.LastPacket.WithLabelValues(peer),
+		GapLength:     r.GapLength.WithLabelValues(peer),
+		ReorderExtent: r.ReorderExtent.WithLabelValues(peer),
+	}
+}
+
+// DeletePeer removes every series of peer.
+func (r *Receiver) DeletePeer(peer string) {
+	for _, v := range []interface{ DeleteLabelValues(...string) bool }{
+		r.PacketsReceived, r.PacketsLost, r.PacketsDuplicated, r.PacketsReordered, r.PacketsLate,
+		r.PeerRestarts, r.Resyncs, r.Goodbyes, r.LastPacket, r.GapLength, r.ReorderExtent,
+	} {
+		v.DeleteLabelValues(peer)
+	}
+}
