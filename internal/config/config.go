@@ -32,7 +32,7 @@ const Prefix = "UDPPROBE"
 // Logging is shared by every mode.
 type Logging struct {
 	LogLevel  string `split_words:"true" default:"info" desc:"debug, info, warn or error"`
-	LogFormat string `split_words:"true" default:"logfmt" desc:"logfmt (human-readable) or json"`
+	LogFormat string `split_words:"true" default:"console" desc:"console (human-readable) or json"`
 }
 
 // Sender is the sender's configuration.
@@ -206,8 +206,8 @@ func (l Logging) validate() []error {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, l.LogLevel) {
 		errs = append(errs, fmt.Errorf("UDPPROBE_LOG_LEVEL=%q: must be debug, info, warn or error", l.LogLevel))
 	}
-	if l.LogFormat != "logfmt" && l.LogFormat != "json" {
-		errs = append(errs, fmt.Errorf("UDPPROBE_LOG_FORMAT=%q: must be logfmt or json", l.LogFormat))
+	if l.LogFormat != "console" && l.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("UDPPROBE_LOG_FORMAT=%q: must be console or json", l.LogFormat))
 	}
 	return errs
 }

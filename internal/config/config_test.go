@@ -31,7 +31,7 @@ func TestSenderDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.WebListenAddress != ":8465" || c.Rate != 100 || c.PayloadSize != 64 || len(c.Targets) != 2 ||
-		c.LogLevel != "info" || c.LogFormat != "logfmt" {
+		c.LogLevel != "info" || c.LogFormat != "console" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -57,7 +57,7 @@ func TestReceiverDefaults(t *testing.T) {
 	want := Receiver{
 		WebListenAddress: ":8464", ListenAddress: ":6464", LossTimeout: 3 * time.Second,
 		SummaryInterval: 10 * time.Second, MaxPeers: 100, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
-		Logging: Logging{LogLevel: "info", LogFormat: "logfmt"},
+		Logging: Logging{LogLevel: "info", LogFormat: "console"},
 	}
 	if *c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)

@@ -480,3 +480,16 @@ func (o Outcome) String() string {
 	}
 	return "unknown"
 }
+
+// Reset returns the tracker to its state after New, keeping its buffers, so a
+// stream's memory can serve the next one.
+func (t *Tracker) Reset() {
+	*t = Tracker{
+		timeout: t.timeout, window: t.window, mask: t.mask, resyncJump: t.resyncJump, sink: t.sink,
+		bits: t.bits, gaps: gapQueue{buf: t.gaps.buf},
+	}
+	clear(t.bits)
+}
+
+// Started reports whether the tracker has seen a datagram since New or Reset.
+func (t *Tracker) Started() bool { return t.started }

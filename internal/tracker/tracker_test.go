@@ -422,3 +422,16 @@ func ExampleTracker() {
 	// 2 duplicated
 	// {Received:5 Lost:0 Duplicated:1 Reordered:1 Late:0 Gaps:0 Resyncs:0 Expected:5}
 }
+
+func TestReset(t *testing.T) {
+	rec := &recorder{}
+	tr := New(Options{Timeout: 100 * ms, Window: 64, Sink: rec})
+	script(t, tr, "5 9 7 7")
+	tr.Reset()
+	if tr.Started() || tr.Counts() != (Counts{}) {
+		t.Fatalf("after Reset: started %v, counts %+v", tr.Started(), tr.Counts())
+	}
+	if out, _ := script(t, tr, "100 101 103 +200 exp"); out != "rrr" || tr.Counts().Lost != 1 || tr.Counts().Expected != 4 {
+		t.Fatalf("reused tracker: %q %+v", out, tr.Counts())
+	}
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/version"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/udpprobe/udpprobe/internal/config"
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/receiver"
+	"github.com/udpprobe/udpprobe/internal/sender"
+)
+
+const shutdownTimeout = 5 * time.Second
+
+func init() {
+	if version.Version == "" {
+		version.Version = "dev" // set with -ldflags by make build
+	}
+}
+
+func versionString() string { return version.Print("udpprobe") }
+
+func printHelp(w io.Writer) int {
+	fmt.Fprint(w, usageText)
+	if err := config.Usage(w); err != nil {
+		return exitFailure
+	}
+	return exitOK
+}
+
+func configError(stderr io.Writer, mode string, err error) int {
+	fmt.Fprintf(stderr, "udpprobe %s: bad configuration:\n  %s\n", mode,
+		indentLines(err.Error()))
+	return exitUsage
+}
+
+func indentLines(s string) string {
+	out := []byte{}
+	for i := 0; i < len(s); i++ {
+		out = append(out, s[i])
+		if s[i] == '\n' {
+			out = append(out, ' ', ' ')
+		}
+	}
+	return string(out)
+}
+
+func newLogger(l config.Logging, w io.Writer) *zap.Logger {
+	level, _ := zapcore.ParseLevel(l.LogLevel) // validated by config
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeDuration = zapcore.StringDurationEncoder
+	var encoder zapcore.Encoder = zapcore.NewJSONEncoder(enc)
+	if l.LogFormat == "console" {
+		encoder = zapcore.NewConsoleEncoder(enc)
+	}
+	core := zapcore.NewCore(encoder, zapcore.AddSync(w), level)
+	// Sample repeated messages: logs are a hint, the metrics are the record.
+	return zap.New(zapcore.NewSamplerWithOptions(core, time.Second, 100, 100))
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector("udpprobe"),
+	)
+	return reg
+}
+
+func runReceiver(ctx context.Context, stderr io.Writer) int {
+	cfg, err := config.LoadReceiver()
+	if err != nil {
+		return configError(stderr, config.ModeReceiver, err)
+	}
+	log := newLogger(cfg.Logging, stderr).Named("receiver")
+	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
+	reg := newRegistry()
+	rcv, err := receiver.New(receiver.Options{
+		ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
+		SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
+		ReceiveBuffer: cfg.ReceiveBuffer, Logger: log, Metrics: metrics.NewReceiver(reg),
+	})
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return exitFailure
+	}
+	return serve(ctx, log, reg, cfg.WebListenAddress, "receiver", rcv.Run)
+}
+
+func runSender(ctx context.Context, stderr io.Writer) int {
+	cfg, err := config.LoadSender()
+	if err != nil {
+		return configError(stderr, config.ModeSender, err)
+	}
+	log := newLogger(cfg.Logging, stderr).Named("sender")
+	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
+	reg := newRegistry()
+	snd, err := sender.New(sender.Options{
+		Targets: cfg.Targets, Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
+		Logger: log, Metrics: metrics.NewSender(reg),
+	})
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return exitFailure
+	}
+	return serve(ctx, log, reg, cfg.WebListenAddress, "sender", snd.Run)
+}
+
+// serve runs the component and the HTTP server until ctx is done or either
+// fails, then shuts both down.
+func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAddr, mode string,
+	component func(context.Context) error) int {
+	ln, err := net.Listen("tcp", webAddr)
+	if err != nil {
+		log.Error("cannot listen on UDPPROBE_WEB_LISTEN_ADDRESS", zap.String("address", webAddr), zap.Error(err))
+		return exitFailure
+	}
+	var ready atomic.Bool
+	srv := &http.Server{
+		Handler:           newMux(reg, mode, &ready),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	log.Info("serving metrics", zap.Stringer("address", ln.Addr()), zap.String("version", version.Version))
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		ready.Store(true)
+		return component(gctx)
+	})
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		ready.Store(false)
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	if err := g.Wait(); err != nil {
+		log.Error("stopped on error", zap.Error(err))
+		return exitFailure
+	}
+	log.Info("stopped")
+	return exitOK
+}

@@ -1,0 +1,75 @@
+// Command udpprobe measures a UDP path: a sender emits sequence-numbered
+// datagrams, a receiver counts loss, duplication, reordering, loss periods,
+// corruption and late arrivals, and both export Prometheus metrics.
+//
+//	udpprobe receiver    run the receiver (configured by UDPPROBE_* variables)
+//	udpprobe sender      run the sender
+//	udpprobe version     print the version
+//	udpprobe help        print the configuration table
+//
+// Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "udpprobe: shutting down; send the signal again to exit at once")
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "udpprobe: second signal, exiting now")
+		os.Exit(exitFailure)
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usageText = `Usage: udpprobe <mode>
+
+Modes:
+  receiver   receive probes and export what the path did to them
+  sender     send probes to one or more receivers
+  version    print version information
+  help       print this text and the configuration table
+
+Configuration comes from UDPPROBE_* environment variables; an unknown one is
+an error. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+`
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprint(stderr, usageText)
+		return exitUsage
+	}
+	switch args[0] {
+	case "receiver":
+		return runReceiver(ctx, stderr)
+	case "sender":
+		return runSender(ctx, stderr)
+	case "version":
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		return printHelp(stdout)
+	}
+	fmt.Fprintf(stderr, "udpprobe: unknown mode %q\n\n%s", args[0], usageText)
+	return exitUsage
+}

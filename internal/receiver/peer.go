@@ -1,0 +1,118 @@
+package receiver
+
+import (
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/tracker"
+)
+
+// tally is a peer's running totals, for the summary log line.
+type tally struct {
+	received, lost, duplicated, reordered, late uint64
+}
+
+// stream is one session of a sender.
+type stream struct {
+	session  uint64
+	tr       *tracker.Tracker
+	lastSeen int64 // monotonic ns
+}
+
+// peer is one sender, keyed by name. It keeps at most two streams: the
+// current session and the previous one, which drains (its pending gaps reach
+// their deadlines, its stragglers are classified) until it has been quiet for
+// the loss timeout or a third session displaces it.
+type peer struct {
+	name     string
+	m        metrics.ReceiverPeer
+	cur      *stream
+	prev     *stream
+	lastSeen int64   // monotonic ns
+	lastWall float64 // Unix seconds of the last datagram
+	shown    float64 // lastWall as last exported
+	total    tally
+	reported tally // total at the last summary
+}
+
+// Lost and Gap make a peer the sink of its streams' trackers.
+func (p *peer) Lost(n uint64) {
+	p.total.lost += n
+	p.m.Lost.Add(float64(n))
+}
+
+func (p *peer) Gap(length uint64) { p.m.GapLength.Observe(float64(length)) }
+
+// streamFor returns the stream of session, starting one (a restart, when the
+// peer already had one) if the session is new.
+func (p *peer) streamFor(session uint64, opts tracker.Options) (s *stream, restarted bool) {
+	if s := p.known(session); s != nil {
+		return s, false
+	}
+	var tr *tracker.Tracker
+	if p.prev != nil {
+		p.prev.tr.Settle()
+		tr = p.prev.tr
+		tr.Reset()
+	} else {
+		opts.Sink = p
+		tr = tracker.New(opts)
+	}
+	restarted = p.cur != nil
+	p.prev, p.cur = p.cur, &stream{session: session, tr: tr}
+	return p.cur, restarted
+}
+
+// known returns the stream of session, if the peer has one.
+func (p *peer) known(session uint64) *stream {
+	for _, s := range []*stream{p.cur, p.prev} {
+		if s != nil && s.session == session {
+			return s
+		}
+	}
+	return nil
+}
+
+// observe counts one data datagram.
+func (p *peer) observe(s *stream, seq uint64, now int64) {
+	r := s.tr.Observe(seq, now)
+	switch r.Outcome {
+	case tracker.Received, tracker.Reordered:
+		p.total.received++
+		p.m.Received.Inc()
+		if r.Outcome == tracker.Reordered {
+			p.total.reordered++
+			p.m.Reordered.Inc()
+			p.m.ReorderExtent.Observe(float64(r.Extent))
+		}
+	case tracker.Duplicated:
+		p.total.duplicated++
+		p.m.Duplicated.Inc()
+	case tracker.Late:
+		p.total.late++
+		p.m.Late.Inc()
+	}
+	if r.Resync {
+		p.m.Resyncs.Inc()
+	}
+}
+
+// expire settles what is due in both streams and retires a previous stream
+// that has been quiet for the loss timeout.
+func (p *peer) expire(now, timeout int64) {
+	p.cur.tr.Expire(now)
+	if p.prev != nil {
+		p.prev.tr.Expire(now)
+		if now-p.prev.lastSeen >= timeout && p.prev.tr.Counts().Pending() == 0 {
+			p.prev.tr.Settle()
+			p.prev = nil
+		}
+	}
+}
+
+// settle declares everything pending lost: the peer is being forgotten.
+func (p *peer) settle() {
+	for _, s := range []*stream{p.prev, p.cur} {
+		if s != nil {
+			s.tr.Settle()
+		}
+	}
+}

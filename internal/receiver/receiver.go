@@ -1,0 +1,256 @@
+// Package receiver runs the receiving side of udpprobe: it reads datagrams
+// from one UDP socket, decodes them, keeps a bounded table of senders with a
+// sequence tracker per session, and turns what the trackers decide into
+// metrics and a periodic summary log line.
+//
+// Goroutines: Run is the only one. It owns the socket, the peer table and
+// every tracker, so none of them needs a lock; housekeeping (loss deadlines,
+// peer expiry, the summary) runs in the same goroutine, woken by the socket's
+// read deadline. The socket is closed when Run's context is done, which ends
+// the blocked read. Metrics are the only state other goroutines read.
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/tracker"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// Options configure a Receiver.
+type Options struct {
+	ListenAddress   string
+	LossTimeout     time.Duration
+	SummaryInterval time.Duration // 0: no summary
+	MaxPeers        int
+	PeerExpiry      time.Duration
+	ReceiveBuffer   int // bytes; 0 keeps the kernel default
+	Logger          *zap.Logger
+	Metrics         *metrics.Receiver
+}
+
+// Receiver is a bound receiving socket and its state.
+type Receiver struct {
+	opts    Options
+	log     *zap.Logger
+	m       *metrics.Receiver
+	conn    *net.UDPConn
+	epoch   time.Time // origin of the monotonic nanoseconds given to trackers
+	trOpts  tracker.Options
+	peers   map[string]*peer
+	invalid map[error]invalidCounter
+	buf     []byte
+	oob     []byte
+
+	drops       uint32 // last SO_RXQ_OVFL value
+	nextHouse   time.Time
+	nextSummary time.Time
+	nextWarn    time.Time
+	local       problems // totals so far
+	warned      problems // totals at the last warning
+}
+
+type invalidCounter interface{ Inc() }
+
+// problems are local counts worth a warning when they grow.
+type problems struct{ socketDrops, overflow uint64 }
+
+var reasons = map[error]string{
+	wire.ErrTooShort: metrics.ReasonTooShort,
+	wire.ErrMagic:    metrics.ReasonMagic,
+	wire.ErrVersion:  metrics.ReasonVersion,
+	wire.ErrHeader:   metrics.ReasonHeader,
+	wire.ErrName:     metrics.ReasonName,
+}
+
+// warnEvery limits how often local problems are logged.
+const warnEvery = time.Minute
+
+// New binds the socket; the receiver is ready to count once it returns.
+func New(opts Options) (*Receiver, error) {
+	lc := net.ListenConfig{Control: controlSocket}
+	pc, err := lc.ListenPacket(context.Background(), "udp", opts.ListenAddress)
+	if err != nil {
+		return nil, fmt.Errorf("listen on UDPPROBE_LISTEN_ADDRESS=%s: %w", opts.ListenAddress, err)
+	}
+	conn := pc.(*net.UDPConn)
+	r := &Receiver{
+		opts:    opts,
+		log:     opts.Logger,
+		m:       opts.Metrics,
+		conn:    conn,
+		epoch:   time.Now(),
+		trOpts:  tracker.Options{Timeout: int64(opts.LossTimeout)},
+		peers:   make(map[string]*peer),
+		invalid: make(map[error]invalidCounter, len(reasons)),
+		buf:     make([]byte, wire.MaxSize+1),
+		oob:     make([]byte, oobSize),
+	}
+	for err, reason := range reasons {
+		r.invalid[err] = r.m.Invalid.WithLabelValues(reason)
+	}
+	if err := r.setBuffer(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Receiver) setBuffer() error {
+	raw, err := r.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	granted, err := setReceiveBuffer(raw, r.opts.ReceiveBuffer)
+	if err != nil {
+		return fmt.Errorf("set the receive buffer: %w", err)
+	}
+	r.m.ReceiveBuffer.Set(float64(granted))
+	if granted > 0 && granted < r.opts.ReceiveBuffer {
+		r.log.Warn("the kernel granted a smaller receive buffer than requested; bursts may be dropped "+
+			"in this host's socket (udpprobe_receiver_socket_drops_total), not in the network. "+
+			"Raise net.core.rmem_max or run with CAP_NET_ADMIN",
+			zap.Int("requested_bytes", r.opts.ReceiveBuffer), zap.Int("granted_bytes", granted))
+	}
+	return nil
+}
+
+// Addr is the bound address.
+func (r *Receiver) Addr() netip.AddrPort { return r.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Run receives until ctx is done. It closes the socket on return.
+func (r *Receiver) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { r.conn.Close() })
+	defer stop()
+	defer r.conn.Close()
+	now := time.Now()
+	r.nextHouse = now
+	r.nextSummary = now.Add(r.opts.SummaryInterval)
+	r.nextWarn = now
+	r.log.Info("receiving", zap.Stringer("address", r.Addr()),
+		zap.Duration("loss_timeout", r.opts.LossTimeout), zap.Int("max_peers", r.opts.MaxPeers))
+	for {
+		if !now.Before(r.nextHouse) {
+			r.housekeep(now)
+			if err := r.conn.SetReadDeadline(r.nextHouse); err != nil && ctx.Err() == nil {
+				return err
+			}
+		}
+		n, oobn, _, _, err := r.conn.ReadMsgUDPAddrPort(r.buf, r.oob)
+		now = time.Now()
+		if err != nil {
+			if ctx.Err() != nil {
+				r.log.Info("receiver stopped")
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("read: %w", err)
+		}
+		if d, ok := parseDrops(r.oob[:oobn]); ok {
+			n := uint64(d - r.drops) // uint32 arithmetic survives the wrap
+			r.m.SocketDrops.Add(float64(n))
+			r.local.socketDrops += n
+			r.drops = d
+		}
+		r.handle(r.buf[:n], now)
+	}
+}
+
+// handle processes one datagram that arrived at now.
+func (r *Receiver) handle(b []byte, now time.Time) {
+	var h wire.Header
+	if err := wire.Decode(b, &h); err != nil {
+		if err == wire.ErrChecksum {
+			r.m.PacketsCorrupted.Inc()
+			return
+		}
+		r.invalid[err].Inc()
+		return
+	}
+	p := r.peers[string(h.Name)]
+	if p == nil {
+		if h.Goodbye() {
+			return // nothing to close
+		}
+		if len(r.peers) >= r.opts.MaxPeers {
+			r.m.PeerOverflow.Inc()
+			r.local.overflow++
+			return
+		}
+		p = r.admit(string(h.Name))
+	}
+	mono := int64(now.Sub(r.epoch))
+	p.lastSeen, p.lastWall = mono, float64(now.UnixNano())/1e9
+	if h.Goodbye() {
+		if s := p.known(h.Session); s != nil {
+			s.lastSeen = mono
+			s.tr.Goodbye(h.Seq, mono)
+			p.m.Goodbyes.Inc()
+		}
+		return
+	}
+	s, restarted := p.streamFor(h.Session, r.trOpts)
+	if restarted {
+		p.m.Restarts.Inc()
+		r.log.Info("sender restarted: a new session began", zap.String("peer", p.name),
+			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
+	}
+	s.lastSeen = mono
+	p.observe(s, h.Seq, mono)
+}
+
+func (r *Receiver) admit(name string) *peer {
+	p := &peer{name: name, m: r.m.Peer(name)}
+	r.peers[name] = p
+	r.m.Peers.Set(float64(len(r.peers)))
+	r.log.Info("new peer", zap.String("peer", name))
+	return p
+}
+
+// housekeep settles due losses, forgets silent peers, exports last-packet
+// times, and logs the summary and local problems when due.
+func (r *Receiver) housekeep(now time.Time) {
+	mono := int64(now.Sub(r.epoch))
+	timeout, expiry := int64(r.opts.LossTimeout), int64(r.opts.PeerExpiry)
+	for name, p := range r.peers {
+		if mono-p.lastSeen >= expiry {
+			p.settle()
+			r.m.DeletePeer(name)
+			delete(r.peers, name)
+			r.m.Peers.Set(float64(len(r.peers)))
+			r.log.Info("peer expired: silent for UDPPROBE_PEER_EXPIRY, its series are deleted",
+				zap.String("peer", name), zap.Duration("peer_expiry", r.opts.PeerExpiry))
+			continue
+		}
+		p.expire(mono, timeout)
+		if p.lastWall != p.shown {
+			p.m.LastPacket.Set(p.lastWall)
+			p.shown = p.lastWall
+		}
+	}
+	if r.opts.SummaryInterval > 0 && !now.Before(r.nextSummary) {
+		r.summarize()
+		r.nextSummary = now.Add(r.opts.SummaryInterval)
+	}
+	if !now.Before(r.nextWarn) && r.warnLocalProblems() {
+		r.nextWarn = now.Add(warnEvery)
+	}
+	r.nextHouse = now.Add(houseInterval(r.opts.LossTimeout))
+}
+
+// houseInterval is how often loss deadlines are checked without traffic: a
+// quarter of the loss timeout, within 10 to 250 ms.
+func houseInterval(lossTimeout time.Duration) time.Duration {
+	return min(max(lossTimeout/4, 10*time.Millisecond), 250*time.Millisecond)
+}
