@@ -10,8 +10,8 @@ import "slices"
 // Want is the ground truth for one stream.
 type Want struct {
 	Received, Lost, Duplicated, Reordered, Expected uint64
-	Gaps    []uint64 // loss period lengths in sequence order (RFC 3357)
-	Extents []uint64 // reordering extents in arrival order (RFC 4737)
+	Gaps                                            []uint64 // loss period lengths in sequence order (RFC 3357)
+	Extents                                         []uint64 // reordering extents in arrival order (RFC 4737)
 }
 
 // Classify returns the ground truth for datagrams delivered in the given

@@ -12,15 +12,15 @@ type tally struct {
 
 // stream is one session of a sender.
 type stream struct {
-	session  uint64
-	tr       *tracker.Tracker
-	lastSeen int64 // monotonic ns
+	session uint64
+	tr      *tracker.Tracker
 }
 
 // peer is one sender, keyed by name. It keeps at most two streams: the
-// current session and the previous one, which drains (its pending gaps reach
-// their deadlines, its stragglers are classified) until it has been quiet for
-// the loss timeout or a third session displaces it.
+// current session and the previous one, which goes on draining (its pending
+// gaps reach their deadlines, its stragglers count as late or duplicated
+// rather than as yet another restart) until a third session displaces it or
+// the peer expires.
 type peer struct {
 	name     string
 	m        metrics.ReceiverPeer
@@ -95,15 +95,11 @@ func (p *peer) observe(s *stream, seq uint64, now int64) {
 	}
 }
 
-// expire settles what is due in both streams and retires a previous stream
-// that has been quiet for the loss timeout.
-func (p *peer) expire(now, timeout int64) {
-	p.cur.tr.Expire(now)
-	if p.prev != nil {
-		p.prev.tr.Expire(now)
-		if now-p.prev.lastSeen >= timeout && p.prev.tr.Counts().Pending() == 0 {
-			p.prev.tr.Settle()
-			p.prev = nil
+// expire settles what is due in both streams.
+func (p *peer) expire(now int64) {
+	for _, s := range []*stream{p.cur, p.prev} {
+		if s != nil {
+			s.tr.Expire(now)
 		}
 	}
 }

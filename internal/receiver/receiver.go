@@ -194,7 +194,6 @@ func (r *Receiver) handle(b []byte, now time.Time) {
 	p.lastSeen, p.lastWall = mono, float64(now.UnixNano())/1e9
 	if h.Goodbye() {
 		if s := p.known(h.Session); s != nil {
-			s.lastSeen = mono
 			s.tr.Goodbye(h.Seq, mono)
 			p.m.Goodbyes.Inc()
 		}
@@ -206,7 +205,6 @@ func (r *Receiver) handle(b []byte, now time.Time) {
 		r.log.Info("sender restarted: a new session began", zap.String("peer", p.name),
 			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
 	}
-	s.lastSeen = mono
 	p.observe(s, h.Seq, mono)
 }
 
@@ -222,7 +220,7 @@ func (r *Receiver) admit(name string) *peer {
 // times, and logs the summary and local problems when due.
 func (r *Receiver) housekeep(now time.Time) {
 	mono := int64(now.Sub(r.epoch))
-	timeout, expiry := int64(r.opts.LossTimeout), int64(r.opts.PeerExpiry)
+	expiry := int64(r.opts.PeerExpiry)
 	for name, p := range r.peers {
 		if mono-p.lastSeen >= expiry {
 			p.settle()
@@ -233,7 +231,7 @@ func (r *Receiver) housekeep(now time.Time) {
 				zap.String("peer", name), zap.Duration("peer_expiry", r.opts.PeerExpiry))
 			continue
 		}
-		p.expire(mono, timeout)
+		p.expire(mono)
 		if p.lastWall != p.shown {
 			p.m.LastPacket.Set(p.lastWall)
 			p.shown = p.lastWall

@@ -8,8 +8,9 @@
 // Sequence numbers count datagrams the kernel accepted: a send error does
 // not consume one, so the receiver never mistakes a local failure for
 // network loss. The schedule is drift-free: datagram slot k is due at
-// start + k/rate, and a sender that falls more than one interval behind skips
-// the slots it missed (counted) instead of bursting to catch up.
+// start + k/rate. Slots a late wake-up delays by up to CatchUp (or one
+// interval, if longer) are sent at once; a sender stalled for longer skips
+// the older slots and counts them as missed instead of bursting to catch up.
 package sender
 
 import (
@@ -42,6 +43,11 @@ type Options struct {
 // GoodbyeCopies is how many goodbye datagrams end a session, so that the loss
 // of one rarely leaves the receiver waiting.
 const GoodbyeCopies = 3
+
+// CatchUp is how far behind schedule the sender still sends the slots it is
+// late for, back to back; older slots are skipped and counted as missed. It
+// absorbs timer wake-up latency without turning a stall into a burst.
+const CatchUp = 20 * time.Millisecond
 
 // errorLogEvery limits send-error logging per target.
 const errorLogEvery = time.Minute
@@ -136,6 +142,7 @@ func (t *target) run(ctx context.Context, rate float64) {
 	start := time.Now()
 	due := func(k int64) time.Time { return start.Add(time.Duration(float64(k) * float64(time.Second) / rate)) }
 	interval := time.Duration(float64(time.Second) / rate)
+	catchUp := max(interval, CatchUp)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for k := int64(0); ; k++ {
@@ -151,8 +158,8 @@ func (t *target) run(ctx context.Context, rate float64) {
 			t.goodbye()
 			return
 		}
-		if behind := time.Since(due(k)); behind >= interval {
-			skipped := int64(behind / interval)
+		if behind := time.Since(due(k)); behind > catchUp {
+			skipped := int64((behind - catchUp) / interval)
 			k += skipped
 			t.m.MissedSlots.Add(float64(skipped))
 		}

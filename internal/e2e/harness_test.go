@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/udpprobe/udpprobe/internal/impair"
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/oracle"
+	"github.com/udpprobe/udpprobe/internal/receiver"
+	"github.com/udpprobe/udpprobe/internal/sender"
+)
+
+const lossTimeout = 200 * time.Millisecond
+
+type harness struct {
+	t   *testing.T
+	reg *prometheus.Registry
+	rcv *receiver.Receiver
+}
+
+// startReceiver runs a receiver on loopback until the test ends.
+func startReceiver(t *testing.T) *harness {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	rcv, err := receiver.New(receiver.Options{
+		ListenAddress: "127.0.0.1:0", LossTimeout: lossTimeout, MaxPeers: 10,
+		PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
+		Logger: zaptest.NewLogger(t), Metrics: metrics.NewReceiver(reg),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rcv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("receiver: %v", err)
+		}
+	})
+	return &harness{t: t, reg: reg, rcv: rcv}
+}
+
+// startRelay runs a relay in front of the receiver until the test ends.
+func (h *harness) startRelay(cfg impair.Config) *impair.Relay {
+	h.t.Helper()
+	r, err := impair.New("127.0.0.1:0", h.rcv.Addr().String(), cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	r.Start()
+	h.t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// send runs a sender to target for d, then stops it, which sends its goodbye.
+func send(t *testing.T, target, name string, session uint64, rate float64, d time.Duration) {
+	t.Helper()
+	s, err := sender.New(sender.Options{
+		Targets: []string{target}, Rate: rate, PayloadSize: 100, Name: name, Session: session,
+		Logger: zaptest.NewLogger(t), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// delivered waits until the relay has been idle for 100 ms, so that the
+// datagrams a stopped sender wrote last are in the record, and returns it.
+func delivered(t *testing.T, r *impair.Relay) []impair.Delivery {
+	t.Helper()
+	prev := -1
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		d := r.Delivered()
+		if len(d) == prev {
+			return d
+		}
+		prev = len(d)
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("the relay never went idle")
+	return nil
+}
+
+// counts is what the receiver exported for one peer.
+type counts struct {
+	received, lost, duplicated, reordered, late, restarts, goodbyes uint64
+	gapCount, gapSum, extentCount, extentSum                        uint64
+	corrupted, socketDrops                                          uint64
+}
+
+func (h *harness) counts(peer string) counts {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	byName := map[string]*dto.Metric{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() == peer {
+				byName[mf.GetName()] = m
+			}
+		}
+	}
+	c := func(name string) uint64 { return uint64(byName["udpprobe_receiver_"+name].GetCounter().GetValue()) }
+	hist := func(name string) (uint64, uint64) {
+		m := byName["udpprobe_receiver_"+name].GetHistogram()
+		return m.GetSampleCount(), uint64(m.GetSampleSum())
+	}
+	got := counts{
+		received: c("packets_received_total"), lost: c("packets_lost_total"),
+		duplicated: c("packets_duplicated_total"), reordered: c("packets_reordered_total"),
+		late: c("packets_late_total"), restarts: c("peer_restarts_total"), goodbyes: c("goodbyes_total"),
+		corrupted: c("packets_corrupted_total"), socketDrops: c("socket_drops_total"),
+	}
+	got.gapCount, got.gapSum = hist("loss_gap_length_packets")
+	got.extentCount, got.extentSum = hist("reorder_extent_packets")
+	return got
+}
+
+// waitFor polls until the peer's received+lost reaches expected (every
+// covered sequence number decided), then returns the counts. Exactness is
+// asserted by the caller on every field; this only waits out the timeout.
+func (h *harness) waitFor(peer string, expected uint64) counts {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := h.counts(peer)
+		if c.received+c.lost >= expected || time.Now().After(deadline) {
+			time.Sleep(2 * lossTimeout) // anything still in flight would show now
+			return h.counts(peer)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// truth turns the relay's deliveries of one session into the oracle's input
+// and returns its verdict and the number of corrupted deliveries.
+func truth(delivered []impair.Delivery, session uint64) (w oracle.Want, corrupted uint64) {
+	var seqs []uint64
+	last := int64(-1)
+	for _, d := range delivered {
+		switch {
+		case d.Corrupted:
+			corrupted++
+		case !d.Valid || d.Session != session:
+		case d.Goodbye:
+			last = int64(d.Seq)
+		default:
+			seqs = append(seqs, d.Seq)
+		}
+	}
+	return oracle.Classify(seqs, last), corrupted
+}
+
+func sum(xs []uint64) (s uint64) {
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+func (h *harness) assertCounts(got, want counts) {
+	h.t.Helper()
+	if got != want {
+		h.t.Errorf("receiver exported\n %+v\nground truth\n %+v", got, want)
+	}
+}
