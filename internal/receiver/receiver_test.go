@@ -1,0 +1,332 @@
+package receiver
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newTestReceiver(t *testing.T, opts Options) (*Receiver, *prometheus.Registry, *observer.ObservedLogs) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	core, logs := observer.New(zapcore.InfoLevel)
+	opts.ListenAddress = "127.0.0.1:0"
+	opts.Logger = zap.New(core)
+	opts.Metrics = metrics.NewReceiver(reg)
+	if opts.LossTimeout == 0 {
+		opts.LossTimeout = 100 * time.Millisecond
+	}
+	if opts.PeerExpiry == 0 {
+		opts.PeerExpiry = time.Hour
+	}
+	if opts.MaxPeers == 0 {
+		opts.MaxPeers = 10
+	}
+	if opts.ReceiveBuffer == 0 {
+		opts.ReceiveBuffer = 8 << 20
+	}
+	r, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, reg, logs
+}
+
+// run runs r until the test ends.
+func run(t *testing.T, r *Receiver) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func datagram(t *testing.T, name string, session, seq uint64, flags wire.Flags) []byte {
+	t.Helper()
+	b := make([]byte, 64)
+	if err := wire.Encode(b, &wire.Header{Name: []byte(name), Session: session, Seq: seq, Flags: flags}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestExposition drives handle with a scripted sequence and synthetic times
+// and compares the exported text.
+func TestExposition(t *testing.T) {
+	r, reg, _ := newTestReceiver(t, Options{})
+	defer r.conn.Close()
+	t0 := r.epoch
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	for i, seq := range []uint64{0, 1, 3, 4, 4, 2, 7} {
+		r.handle(datagram(t, "alpha", 1, seq, 0), at(i))
+	}
+	bad := datagram(t, "alpha", 1, 8, 0)
+	bad[20] ^= 4
+	r.handle(bad, at(7))
+	r.handle([]byte("hello"), at(8))
+	r.handle(datagram(t, "alpha", 2, 0, 0), at(9)) // restart
+	r.housekeep(at(200))
+
+	const want = `
+# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
+# TYPE udpprobe_receiver_packets_received_total counter
+udpprobe_receiver_packets_received_total{peer="alpha"} 7
+# HELP udpprobe_receiver_packets_lost_total Sequence numbers declared lost after the loss timeout or on leaving the tracking window.
+# TYPE udpprobe_receiver_packets_lost_total counter
+udpprobe_receiver_packets_lost_total{peer="alpha"} 2
+# HELP udpprobe_receiver_packets_duplicated_total Extra copies of sequence numbers already seen (RFC 5560).
+# TYPE udpprobe_receiver_packets_duplicated_total counter
+udpprobe_receiver_packets_duplicated_total{peer="alpha"} 1
+# HELP udpprobe_receiver_packets_reordered_total First copies that arrived after a higher sequence number, within the loss timeout (RFC 4737).
+# TYPE udpprobe_receiver_packets_reordered_total counter
+udpprobe_receiver_packets_reordered_total{peer="alpha"} 1
+# HELP udpprobe_receiver_packets_corrupted_total Datagrams of this protocol whose checksum failed; not attributed to a sender.
+# TYPE udpprobe_receiver_packets_corrupted_total counter
+udpprobe_receiver_packets_corrupted_total 1
+# HELP udpprobe_receiver_peer_restarts_total New session ids seen from a known sender: sender restarts.
+# TYPE udpprobe_receiver_peer_restarts_total counter
+udpprobe_receiver_peer_restarts_total{peer="alpha"} 1
+# HELP udpprobe_receiver_invalid_packets_total Datagrams that are not of this protocol, by reason.
+# TYPE udpprobe_receiver_invalid_packets_total counter
+udpprobe_receiver_invalid_packets_total{reason="bad_header"} 0
+udpprobe_receiver_invalid_packets_total{reason="bad_magic"} 0
+udpprobe_receiver_invalid_packets_total{reason="bad_name"} 0
+udpprobe_receiver_invalid_packets_total{reason="bad_version"} 0
+udpprobe_receiver_invalid_packets_total{reason="too_short"} 1
+# HELP udpprobe_receiver_loss_gap_length_packets Lengths of loss periods, maximal runs of consecutive lost sequence numbers (RFC 3357).
+# TYPE udpprobe_receiver_loss_gap_length_packets histogram
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="1"} 0
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="2"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="3"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="5"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="10"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="20"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="50"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="100"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="1000"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="10000"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="+Inf"} 1
+udpprobe_receiver_loss_gap_length_packets_sum{peer="alpha"} 2
+udpprobe_receiver_loss_gap_length_packets_count{peer="alpha"} 1
+# HELP udpprobe_receiver_peers Senders in the peer table.
+# TYPE udpprobe_receiver_peers gauge
+udpprobe_receiver_peers 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"udpprobe_receiver_packets_received_total", "udpprobe_receiver_packets_lost_total",
+		"udpprobe_receiver_packets_duplicated_total", "udpprobe_receiver_packets_reordered_total",
+		"udpprobe_receiver_packets_corrupted_total", "udpprobe_receiver_peer_restarts_total",
+		"udpprobe_receiver_invalid_packets_total", "udpprobe_receiver_loss_gap_length_packets",
+		"udpprobe_receiver_peers"); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(r.m.LastPacket.WithLabelValues("alpha")); got != float64(at(9).UnixNano())/1e9 {
+		t.Fatalf("last packet %v, want %v", got, float64(at(9).UnixNano())/1e9)
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+}
+
+func sendTo(t *testing.T, addr string, datagrams ...[]byte) {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, d := range datagrams {
+		if _, err := c.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestGarbage sends random bytes at a running receiver: only the invalid
+// counters may move, no peer or series appears, and nothing is logged.
+func TestGarbage(t *testing.T) {
+	r, reg, logs := newTestReceiver(t, Options{})
+	run(t, r)
+	before, err := testutil.GatherAndCount(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n = 2000
+	var junk [][]byte
+	for range n {
+		b := make([]byte, rng.IntN(300))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		junk = append(junk, b)
+	}
+	sendTo(t, r.Addr().String(), junk...)
+	invalid := func() (sum float64) {
+		for _, reason := range metrics.InvalidReasons {
+			sum += testutil.ToFloat64(r.m.Invalid.WithLabelValues(reason))
+		}
+		return sum
+	}
+	eventually(t, "every datagram counted", func() bool { return invalid() == n })
+	after, err := testutil.GatherAndCount(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("series went from %d to %d", before, after)
+	}
+	if c := testutil.ToFloat64(r.m.PacketsCorrupted); c != 0 {
+		t.Errorf("%v random datagrams taken for damaged probes", c)
+	}
+	if p := testutil.ToFloat64(r.m.Peers); p != 0 {
+		t.Errorf("%v peers from garbage", p)
+	}
+	for _, e := range logs.All() {
+		if e.Message != "receiving" {
+			t.Errorf("logged %q", e.Message)
+		}
+	}
+}
+
+// TestPeerTableBounded fills the table: later senders are counted as overflow
+// and get no series, admitted ones keep counting, and silent ones expire with
+// their series.
+func TestPeerTableBounded(t *testing.T) {
+	r, _, logs := newTestReceiver(t, Options{MaxPeers: 3, PeerExpiry: 300 * time.Millisecond})
+	run(t, r)
+	var ds [][]byte
+	for i := range 10 {
+		for seq := range uint64(5) {
+			ds = append(ds, datagram(t, "peer"+string(rune('a'+i)), 1, seq, 0))
+		}
+	}
+	sendTo(t, r.Addr().String(), ds...)
+	eventually(t, "overflow counted", func() bool { return testutil.ToFloat64(r.m.PeerOverflow) == 35 })
+	if n := testutil.CollectAndCount(r.m.PacketsReceived); n != 3 {
+		t.Fatalf("%d received series, want 3", n)
+	}
+	for _, name := range []string{"peera", "peerb", "peerc"} {
+		if got := testutil.ToFloat64(r.m.PacketsReceived.WithLabelValues(name)); got != 5 {
+			t.Errorf("%s received %v, want 5", name, got)
+		}
+	}
+	eventually(t, "peers expired", func() bool { return testutil.ToFloat64(r.m.Peers) == 0 })
+	if n := testutil.CollectAndCount(r.m.PacketsReceived); n != 0 {
+		t.Fatalf("%d received series after expiry, want 0", n)
+	}
+	if got := len(logs.FilterMessageSnippet("peer expired").All()); got != 3 {
+		t.Errorf("%d expiry log lines, want 3", got)
+	}
+}
+
+// TestSummary checks the periodic line reports the interval's counts.
+func TestSummary(t *testing.T) {
+	r, _, logs := newTestReceiver(t, Options{SummaryInterval: time.Second})
+	defer r.conn.Close()
+	t0 := r.epoch
+	for i, seq := range []uint64{0, 1, 2, 5, 5} {
+		r.handle(datagram(t, "alpha", 1, seq, 0), t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	r.nextSummary = t0.Add(time.Second)
+	r.housekeep(t0.Add(time.Second))
+	lines := logs.FilterMessage("summary").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d summary lines, want 1", len(lines))
+	}
+	f := lines[0].ContextMap()
+	if f["peer"] != "alpha" || f["received"] != uint64(4) || f["lost"] != uint64(2) ||
+		f["duplicated"] != uint64(1) || f["loss_ratio"] != 2.0/6 {
+		t.Fatalf("summary fields %v", f)
+	}
+}
+
+func TestGoodbyeFromUnknownPeerIsIgnored(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{})
+	defer r.conn.Close()
+	r.handle(datagram(t, "ghost", 1, 9, wire.FlagGoodbye), r.epoch)
+	if len(r.peers) != 0 || testutil.CollectAndCount(r.m.Goodbyes) != 0 {
+		t.Fatalf("a goodbye created state: %d peers", len(r.peers))
+	}
+}
+
+func TestHandleAllocatesNothing(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{})
+	defer r.conn.Close()
+	b := datagram(t, "alpha", 1, 0, 0)
+	var seq uint64
+	now := r.epoch
+	r.handle(b, now) // admits the peer
+	allocs := testing.AllocsPerRun(1000, func() {
+		seq++
+		wire.PutSeq(b, seq)
+		wire.Seal(b)
+		now = now.Add(time.Millisecond)
+		r.handle(b, now)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per datagram, want 0", allocs)
+	}
+}
+
+// TestSocketDrops stalls a receiver with the smallest buffer the kernel
+// allows, overflows it, and requires the kernel's drop count to account
+// exactly for every datagram that was not received.
+func TestSocketDrops(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("SO_RXQ_OVFL is Linux-only") // CI runs on Linux, where this never skips
+	}
+	r, _, logs := newTestReceiver(t, Options{ReceiveBuffer: 1})
+	const burst = 2000
+	var ds [][]byte
+	for seq := range uint64(burst) {
+		ds = append(ds, datagram(t, "alpha", 1, seq, 0))
+	}
+	sendTo(t, r.Addr().String(), ds...) // nobody is reading: most are dropped
+	run(t, r)
+	received := func() float64 { return testutil.ToFloat64(r.m.PacketsReceived.WithLabelValues("alpha")) }
+	eventually(t, "the queue drained", func() bool {
+		n := received()
+		time.Sleep(50 * time.Millisecond)
+		return n > 0 && n == received()
+	})
+	// The kernel reports drops on the next datagram it queues.
+	sendTo(t, r.Addr().String(), datagram(t, "alpha", 1, burst, 0))
+	eventually(t, "the last datagram", func() bool { return received()+testutil.ToFloat64(r.m.SocketDrops) == burst+1 })
+	drops := testutil.ToFloat64(r.m.SocketDrops)
+	if drops == 0 || drops >= burst {
+		t.Fatalf("%v drops of %d with a minimal buffer", drops, burst)
+	}
+	t.Logf("granted %v bytes: %v received, %v dropped by the socket", testutil.ToFloat64(r.m.ReceiveBuffer), received(), drops)
+	eventually(t, "a warning", func() bool { return logs.FilterMessageSnippet("socket receive buffer overflowed").Len() == 1 })
+}
