@@ -100,8 +100,8 @@ func TestScriptedRestartLateGoodbye(t *testing.T) {
 		extentCount: 1, extentSum: 3,
 		corrupted: 1,
 	}
-	got := h.waitFor("crashy", lastA+1+lastB+1)
+	h.waitFor("crashy", lastA+1+lastB+1)
 	time.Sleep(3 * lossTimeout) // the late datagram of A is still in the relay
-	got = h.counts("crashy")
+	got := h.counts("crashy")
 	h.assertCounts(got, want)
 }

@@ -1,0 +1,48 @@
+# udpprobe: `make test` is what CI runs; `make build` makes bin/udpprobe.
+GO       ?= go
+PKG      := github.com/udpprobe/udpprobe
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+BRANCH   ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null)
+VPKG     := github.com/prometheus/common/version
+LDFLAGS  := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH)
+FUZZTIME ?= 60s
+
+.PHONY: all build test unit style vet lint tidy-check bench fuzz clean
+
+all: build test
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/udpprobe ./cmd/udpprobe
+
+## test: everything CI checks: style, vet, lint, tidy go.mod, tests with -race.
+test: style vet lint tidy-check unit
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+style:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "not gofmt-clean:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+## lint: staticcheck, pinned as a tool in go.mod.
+lint:
+	$(GO) tool staticcheck ./...
+
+tidy-check:
+	$(GO) mod tidy -diff
+
+## bench: the Go benchmarks with allocation counts.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+## fuzz: run each fuzz target for FUZZTIME (the seed corpora run in `make test`).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzTracker$$' -fuzztime $(FUZZTIME) ./internal/tracker
+
+clean:
+	rm -rf bin
