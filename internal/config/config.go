@@ -66,32 +66,28 @@ const (
 // LoadSender reads and validates the sender's configuration.
 func LoadSender() (*Sender, error) {
 	c := &Sender{}
-	if err := load(ModeSender, c); err != nil {
-		return nil, err
-	}
-	if c.Name == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return nil, fmt.Errorf("UDPPROBE_NAME is not set and the host name is unknown: %w", err)
+	return c, load(ModeSender, c, func() error {
+		if c.Name == "" {
+			host, err := os.Hostname()
+			if err != nil {
+				return fmt.Errorf("UDPPROBE_NAME is not set and the host name is unknown: %w", err)
+			}
+			c.Name = host
 		}
-		c.Name = host
-	}
-	return c, c.Validate()
+		return c.Validate()
+	})
 }
 
 // LoadReceiver reads and validates the receiver's configuration.
 func LoadReceiver() (*Receiver, error) {
 	c := &Receiver{}
-	if err := load(ModeReceiver, c); err != nil {
-		return nil, err
-	}
-	return c, c.Validate()
+	return c, load(ModeReceiver, c, c.Validate)
 }
 
-func load(mode string, spec any) error {
-	if err := checkUnknown(mode); err != nil {
-		return err
-	}
+// load fills spec and reports every problem at once: unknown variables,
+// values that do not parse, then (if all parsed) values out of range.
+func load(mode string, spec any, validate func() error) error {
+	unknown := checkUnknown(mode)
 	if err := envconfig.Process(Prefix, spec); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
@@ -101,11 +97,11 @@ func load(mode string, spec any) error {
 			if kind == "" {
 				kind = pe.TypeName
 			}
-			return fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, kind)
+			err = fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, kind)
 		}
-		return err
+		return errors.Join(unknown, err)
 	}
-	return nil
+	return errors.Join(unknown, validate())
 }
 
 // keys lists the variables a mode reads.

@@ -61,7 +61,7 @@ type Sender struct {
 
 type target struct {
 	addr string
-	conn *net.UDPConn
+	conn net.Conn // connected UDP socket
 	buf  []byte
 	m    metrics.SenderPeer
 	log  *zap.Logger
@@ -100,7 +100,7 @@ func (s *Sender) dial(addr string) (*target, error) {
 	}
 	t := &target{
 		addr: addr,
-		conn: c.(*net.UDPConn),
+		conn: c,
 		buf:  make([]byte, s.opts.PayloadSize),
 		m:    s.opts.Metrics.Peer(addr),
 		log:  s.opts.Logger.With(zap.String("peer", addr)),

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func clearEnv(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "UDPPROBE_") {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+}
+
+func runArgs(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUsageAndExitCodes(t *testing.T) {
+	clearEnv(t)
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{nil, exitUsage, "", "Usage: udpprobe <mode>"},
+		{[]string{"bogus"}, exitUsage, "", `unknown mode "bogus"`},
+		{[]string{"sender", "extra"}, exitUsage, "", "Usage:"},
+		{[]string{"version"}, exitOK, "udpprobe, version", ""},
+		{[]string{"help"}, exitOK, "UDPPROBE_LOSS_TIMEOUT", ""},
+		{[]string{"-h"}, exitOK, "UDPPROBE_TARGETS", ""},
+		{[]string{"sender"}, exitUsage, "", "UDPPROBE_TARGETS is required"},
+	} {
+		code, stdout, stderr := runArgs(t, tc.args...)
+		if code != tc.code || !strings.Contains(stdout, tc.stdout) || !strings.Contains(stderr, tc.stderr) {
+			t.Errorf("udpprobe %v: exit %d, stdout %q, stderr %q; want exit %d with %q / %q",
+				tc.args, code, stdout, stderr, tc.code, tc.stdout, tc.stderr)
+		}
+	}
+}
+
+func TestBadConfigurationExits2(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("UDPPROBE_LOSS_TIMOUT", "5s")
+	t.Setenv("UDPPROBE_MAX_PEERS", "0")
+	code, _, stderr := runArgs(t, "receiver")
+	if code != exitUsage {
+		t.Fatalf("exit %d, want %d", code, exitUsage)
+	}
+	for _, want := range []string{"UDPPROBE_LOSS_TIMOUT is not a udpprobe setting", "UDPPROBE_MAX_PEERS=0: must be 1 to 100000"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q lacks %q", stderr, want)
+		}
+	}
+}
+
+func TestReadmeConfigurationTable(t *testing.T) {
+	clearEnv(t)
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, help, _ := runArgs(t, "help")
+	table := help[strings.Index(help, "udpprobe sender\n"):]
+	if !bytes.Contains(readme, []byte(table)) {
+		t.Fatalf("README.md's configuration table differs from `udpprobe help`; paste this:\n%s", table)
+	}
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T, network string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// daemon is the built binary running in one mode.
+type daemon struct {
+	cmd   *exec.Cmd
+	lines chan string
+	done  chan error
+}
+
+func start(t *testing.T, bin, mode string, env ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(bin, mode)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, lines: make(chan string, 1000), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.lines <- sc.Text()
+		}
+		close(d.lines)
+		d.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return d
+}
+
+// await returns the first log line containing s.
+func (d *daemon) await(t *testing.T, s string) string {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-d.lines:
+			if !ok {
+				t.Fatalf("exited before logging %q", s)
+			}
+			if strings.Contains(l, s) {
+				return l
+			}
+		case <-timeout:
+			t.Fatalf("no log line with %q", s)
+		}
+	}
+}
+
+// stop sends SIGTERM and returns the exit code.
+func (d *daemon) stop(t *testing.T) int {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range d.lines { // drain
+		}
+	}()
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after SIGTERM")
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestDaemons builds the binary and runs a receiver and a sender as a user
+// would: summary lines appear, the HTTP endpoints answer, SIGTERM makes the
+// sender say goodbye and both exit 0.
+func TestDaemons(t *testing.T) {
+	clearEnv(t)
+	bin := filepath.Join(t.TempDir(), "udpprobe")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	udp, rweb, sweb := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
+	rcv := start(t, bin, "receiver", "UDPPROBE_LISTEN_ADDRESS="+udp, "UDPPROBE_WEB_LISTEN_ADDRESS="+rweb,
+		"UDPPROBE_SUMMARY_INTERVAL=1s", "UDPPROBE_LOSS_TIMEOUT=100ms", "UDPPROBE_LOG_FORMAT=json")
+	rcv.await(t, `"msg":"receiving"`)
+	snd := start(t, bin, "sender", "UDPPROBE_TARGETS="+udp, "UDPPROBE_WEB_LISTEN_ADDRESS="+sweb,
+		"UDPPROBE_RATE=200", "UDPPROBE_NAME=probe-1")
+	line := rcv.await(t, `"msg":"summary","peer":"probe-1"`)
+	if !strings.Contains(line, `"received":`) || !strings.Contains(line, `"loss_ratio":0`) {
+		t.Errorf("summary line %s", line)
+	}
+	for _, url := range []string{"http://" + rweb + "/-/healthy", "http://" + rweb + "/-/ready", "http://" + rweb + "/",
+		"http://" + sweb + "/-/ready"} {
+		if code, _ := get(t, url); code != http.StatusOK {
+			t.Errorf("GET %s: %d", url, code)
+		}
+	}
+	if _, body := get(t, "http://"+sweb+"/metrics"); !strings.Contains(body, `udpprobe_sender_packets_sent_total{peer="`+udp+`"}`) {
+		t.Errorf("sender metrics lack packets_sent_total for %s", udp)
+	}
+	if code := snd.stop(t); code != exitOK {
+		t.Errorf("sender exit code %d", code)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body := get(t, "http://"+rweb+"/metrics")
+		if strings.Contains(body, `udpprobe_receiver_goodbyes_total{peer="probe-1"} 3`) &&
+			strings.Contains(body, `udpprobe_receiver_packets_lost_total{peer="probe-1"} 0`) &&
+			strings.Contains(body, `udpprobe_build_info{`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver metrics after the goodbye:\n%s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code := rcv.stop(t); code != exitOK {
+		t.Errorf("receiver exit code %d", code)
+	}
+}
+
+// TestBindFailureExits1: a port in use is a runtime failure, not a usage error.
+func TestBindFailureExits1(t *testing.T) {
+	clearEnv(t)
+	l, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Setenv("UDPPROBE_LISTEN_ADDRESS", l.LocalAddr().String())
+	t.Setenv("UDPPROBE_WEB_LISTEN_ADDRESS", freeAddr(t, "tcp"))
+	if code, _, stderr := runArgs(t, "receiver"); code != exitFailure || !strings.Contains(stderr, "address already in use") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
