@@ -141,8 +141,11 @@ func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAd
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
 	log.Info("serving metrics", zap.Stringer("address", ln.Addr()), zap.String("version", version.Version))
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
+		defer stop() // however the component ends, the server follows
 		ready.Store(true)
 		return component(gctx)
 	})

@@ -64,20 +64,14 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 		ReorderExtent: prometheus.NewHistogramVec(histogramOpts(sub, "reorder_extent_packets",
 			"Reordering extent of reordered datagrams, in arrivals (RFC 4737).",
 			ReorderExtentBuckets), []string{"peer"}),
-		PacketsCorrupted: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: sub, Name: "packets_corrupted_total",
-			Help: "Datagrams of this protocol whose checksum failed; not attributed to a sender.",
-		}),
+		PacketsCorrupted: counter(sub, "packets_corrupted_total",
+			"Datagrams of this protocol whose checksum failed; not attributed to a sender."),
 		Invalid: counterVec(reg, sub, "invalid_packets_total",
 			"Datagrams that are not of this protocol, by reason.", "reason"),
-		PeerOverflow: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: sub, Name: "peer_overflow_packets_total",
-			Help: "Valid datagrams ignored because the peer table was full.",
-		}),
-		SocketDrops: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: sub, Name: "socket_drops_total",
-			Help: "Datagrams the kernel dropped because the receive socket buffer was full: a local problem, not network loss.",
-		}),
+		PeerOverflow: counter(sub, "peer_overflow_packets_total",
+			"Valid datagrams ignored because the peer table was full."),
+		SocketDrops: counter(sub, "socket_drops_total",
+			"Datagrams the kernel dropped because the receive socket buffer was full: a local problem, not network loss."),
 		Peers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: sub, Name: "peers",
 			Help: "Senders in the peer table.",

@@ -327,14 +327,19 @@ func (t *Tracker) report(lost uint64) {
 }
 
 func (t *Tracker) endRun() {
-	if t.run == 0 {
+	t.gap(t.run)
+	t.run = 0
+}
+
+// gap reports a finished loss period of length n, if any.
+func (t *Tracker) gap(n uint64) {
+	if n == 0 {
 		return
 	}
 	t.counts.Gaps++
 	if t.sink != nil {
-		t.sink.Gap(t.run)
+		t.sink.Gap(n)
 	}
-	t.run = 0
 }
 
 // extend lowers the segment's start to seq, below the first datagram.
@@ -356,24 +361,14 @@ func (t *Tracker) settlePre() {
 	var lost, run uint64
 	for s := t.low; s < t.first; s++ {
 		if t.has(s) {
-			if run > 0 {
-				t.counts.Gaps++
-				if t.sink != nil {
-					t.sink.Gap(run)
-				}
-			}
+			t.gap(run)
 			run = 0
 			continue
 		}
 		lost++
 		run++
 	}
-	if run > 0 {
-		t.counts.Gaps++
-		if t.sink != nil {
-			t.sink.Gap(run)
-		}
-	}
+	t.gap(run)
 	t.report(lost)
 }
 
