@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -44,19 +45,8 @@ func printHelp(w io.Writer) int {
 
 func configError(stderr io.Writer, mode string, err error) int {
 	fmt.Fprintf(stderr, "udpprobe %s: bad configuration:\n  %s\n", mode,
-		indentLines(err.Error()))
+		strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	return exitUsage
-}
-
-func indentLines(s string) string {
-	out := []byte{}
-	for i := 0; i < len(s); i++ {
-		out = append(out, s[i])
-		if s[i] == '\n' {
-			out = append(out, ' ', ' ')
-		}
-	}
-	return string(out)
 }
 
 func newLogger(l config.Logging, w io.Writer) *zap.Logger {

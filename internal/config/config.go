@@ -119,12 +119,11 @@ func keys(mode string) []string {
 
 // checkUnknown rejects UDPPROBE_* variables the mode does not read.
 func checkUnknown(mode string) error {
-	own := keys(mode)
-	other := keys(ModeSender)
 	otherMode := ModeSender
 	if mode == ModeSender {
-		other, otherMode = keys(ModeReceiver), ModeReceiver
+		otherMode = ModeReceiver
 	}
+	own, other := keys(mode), keys(otherMode)
 	var errs []error
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")

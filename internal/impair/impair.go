@@ -12,7 +12,6 @@
 package impair
 
 import (
-	"context"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -60,11 +59,11 @@ type Relay struct {
 	done chan struct{}
 
 	mu        sync.Mutex
+	closed    bool
 	delivered []Delivery
 	held      []held
-	timers    sync.WaitGroup
-	stop      context.CancelFunc
-	ctx       context.Context
+	timers    []*time.Timer // delayed datagrams, stopped at Close
+	inFlight  sync.WaitGroup
 }
 
 type held struct {
@@ -96,10 +95,9 @@ func New(listen, target string, cfg Config) (*Relay, error) {
 	if cfg.ReorderDepth == 0 {
 		cfg.ReorderDepth = 3
 	}
-	ctx, stop := context.WithCancel(context.Background())
 	return &Relay{
 		cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x1de4)), in: in, out: out,
-		done: make(chan struct{}), ctx: ctx, stop: stop,
+		done: make(chan struct{}),
 	}, nil
 }
 
@@ -125,8 +123,15 @@ func (r *Relay) Start() {
 func (r *Relay) Close() error {
 	err := r.in.Close()
 	<-r.done
-	r.stop()
-	r.timers.Wait()
+	r.mu.Lock()
+	r.closed = true
+	for _, t := range r.timers {
+		if t.Stop() {
+			r.inFlight.Done()
+		}
+	}
+	r.mu.Unlock()
+	r.inFlight.Wait()
 	return errors.Join(err, r.out.Close())
 }
 
@@ -175,20 +180,15 @@ func (r *Relay) relay(i int, data []byte) {
 	switch {
 	case a.Drop:
 	case a.Delay > 0:
-		r.timers.Add(1)
-		t := time.AfterFunc(a.Delay, func() {
-			defer r.timers.Done()
+		r.inFlight.Add(1)
+		r.timers = append(r.timers, time.AfterFunc(a.Delay, func() {
+			defer r.inFlight.Done()
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			if r.ctx.Err() == nil {
+			if !r.closed {
 				r.deliver(data, d, a.Copies)
 			}
-		})
-		context.AfterFunc(r.ctx, func() {
-			if t.Stop() {
-				r.timers.Done()
-			}
-		})
+		}))
 	case a.Hold > 0:
 		r.held = append(r.held, held{after: i + a.Hold, data: data, d: d})
 	default:
