@@ -37,11 +37,13 @@ type Logging struct {
 
 // Sender is the sender's configuration.
 type Sender struct {
-	WebListenAddress string   `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	Targets          []string `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
-	Rate             float64  `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
-	PayloadSize      int      `split_words:"true" default:"64" desc:"UDP payload bytes per datagram, 36 + name length to 65507"`
-	Name             string   `split_words:"true" desc:"this sender's name, the receiver's peer label: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
+	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
+	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
+	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
+	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 52 + name length to 65507; 0 picks the smallest"`
+	Name             string        `split_words:"true" desc:"this sender's name, the receiver's peer label: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
+	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
+	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
 	Logging
 }
 
@@ -54,6 +56,8 @@ type Receiver struct {
 	MaxPeers         int           `split_words:"true" default:"100" desc:"senders tracked at once, 1 to 100000; datagrams from more are counted and ignored"`
 	PeerExpiry       time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
 	ReceiveBuffer    int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
+	Reflect          bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
+	ReflectRate      float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
 	Logging
 }
 
@@ -73,6 +77,9 @@ func LoadSender() (*Sender, error) {
 				return fmt.Errorf("UDPPROBE_NAME is not set and the host name is unknown: %w", err)
 			}
 			c.Name = host
+		}
+		if c.PayloadSize == 0 && wire.ValidName([]byte(c.Name)) {
+			c.PayloadSize = wire.MinSize(len(c.Name))
 		}
 		return c.Validate()
 	})
@@ -165,9 +172,10 @@ func (c *Sender) Validate() error {
 		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
 			c.Name, wire.MaxNameLen))
 	} else if lo := wire.MinSize(len(c.Name)); c.PayloadSize < lo || c.PayloadSize > wire.MaxSize {
-		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (36 + name length) to %d bytes",
-			c.PayloadSize, lo, wire.MaxSize))
+		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (%d + name length) to %d bytes",
+			c.PayloadSize, lo, wire.MinSize(0), wire.MaxSize))
 	}
+	errs = append(errs, inRange("UDPPROBE_LOSS_TIMEOUT", c.LossTimeout, 10*time.Millisecond, 10*time.Minute))
 	return errors.Join(errs...)
 }
 
@@ -192,6 +200,9 @@ func (c *Receiver) Validate() error {
 	}
 	if c.ReceiveBuffer < 0 || c.ReceiveBuffer > 1<<30 {
 		errs = append(errs, fmt.Errorf("UDPPROBE_RECEIVE_BUFFER=%d: must be 0 to 1073741824 bytes", c.ReceiveBuffer))
+	}
+	if !(c.ReflectRate >= 1 && c.ReflectRate <= 1e6) {
+		errs = append(errs, fmt.Errorf("UDPPROBE_REFLECT_RATE=%v: must be 1 to 1000000 replies per second", c.ReflectRate))
 	}
 	return errors.Join(errs...)
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
 // clearEnv unsets every UDPPROBE_* variable for the test.
@@ -30,7 +32,8 @@ func TestSenderDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.WebListenAddress != ":8465" || c.Rate != 100 || c.PayloadSize != 64 || len(c.Targets) != 2 ||
+	if c.WebListenAddress != ":8465" || c.Rate != 100 || len(c.Targets) != 2 ||
+		c.PayloadSize != wire.MinSize(len("probe-1")) || c.RoundTrip || c.LossTimeout != 3*time.Second ||
 		c.LogLevel != "info" || c.LogFormat != "console" {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -57,7 +60,7 @@ func TestReceiverDefaults(t *testing.T) {
 	want := Receiver{
 		WebListenAddress: ":8464", ListenAddress: ":6464", LossTimeout: 3 * time.Second,
 		SummaryInterval: 10 * time.Second, MaxPeers: 100, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
-		Logging: Logging{LogLevel: "info", LogFormat: "console"},
+		ReflectRate: 1000, Logging: Logging{LogLevel: "info", LogFormat: "console"},
 	}
 	if *c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -83,7 +86,9 @@ func TestBadSender(t *testing.T) {
 		{"rate not a number", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "fast"},
 			[]string{`UDPPROBE_RATE="fast": not a valid number`}},
 		{"payload too small for name", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
-			"UDPPROBE_PAYLOAD_SIZE": "39"}, []string{"UDPPROBE_PAYLOAD_SIZE=39: must be 40 (36 + name length) to 65507"}},
+			"UDPPROBE_PAYLOAD_SIZE": "55"}, []string{"UDPPROBE_PAYLOAD_SIZE=55: must be 56 (52 + name length) to 65507"}},
+		{"loss timeout too long", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_LOSS_TIMEOUT": "1h"},
+			[]string{"UDPPROBE_LOSS_TIMEOUT=1h0m0s: must be 10ms to 10m0s"}},
 		{"payload too large", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_PAYLOAD_SIZE": "65508"},
 			[]string{"UDPPROBE_PAYLOAD_SIZE=65508"}},
 		{"bad name", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "my probe"},
@@ -92,8 +97,8 @@ func TestBadSender(t *testing.T) {
 			[]string{`UDPPROBE_LOG_LEVEL="loud"`}},
 		{"typo", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RAET": "5"},
 			[]string{"UDPPROBE_RAET is not a udpprobe setting"}},
-		{"receiver setting", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_LOSS_TIMEOUT": "1s"},
-			[]string{"UDPPROBE_LOSS_TIMEOUT is a receiver setting; the sender does not read it"}},
+		{"receiver setting", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_REFLECT": "true"},
+			[]string{"UDPPROBE_REFLECT is a receiver setting; the sender does not read it"}},
 		{"every problem at once", map[string]string{"UDPPROBE_RATE": "-1", "UDPPROBE_LOG_FORMAT": "xml"},
 			[]string{"UDPPROBE_TARGETS is required", "UDPPROBE_RATE=-1", `UDPPROBE_LOG_FORMAT="xml"`}},
 	} {
@@ -117,6 +122,10 @@ func TestBadReceiver(t *testing.T) {
 			[]string{`UDPPROBE_LOSS_TIMEOUT="3": not a valid duration such as 3s or 500ms`}},
 		{"summary too frequent", map[string]string{"UDPPROBE_SUMMARY_INTERVAL": "100ms"},
 			[]string{"UDPPROBE_SUMMARY_INTERVAL=100ms: must be 1s to 24h0m0s"}},
+		{"reflect rate zero", map[string]string{"UDPPROBE_REFLECT_RATE": "0"},
+			[]string{"UDPPROBE_REFLECT_RATE=0: must be 1 to 1000000"}},
+		{"sender setting", map[string]string{"UDPPROBE_ROUND_TRIP": "true"},
+			[]string{"UDPPROBE_ROUND_TRIP is a sender setting; the receiver does not read it"}},
 		{"max peers zero", map[string]string{"UDPPROBE_MAX_PEERS": "0"}, []string{"UDPPROBE_MAX_PEERS=0: must be 1 to 100000"}},
 		{"expiry within loss timeout", map[string]string{"UDPPROBE_PEER_EXPIRY": "2s"},
 			[]string{"UDPPROBE_PEER_EXPIRY=2s: must be longer than UDPPROBE_LOSS_TIMEOUT (3s)"}},

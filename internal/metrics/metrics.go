@@ -22,15 +22,22 @@ const (
 	ReasonVersion  = "bad_version"
 	ReasonHeader   = "bad_header"
 	ReasonName     = "bad_name"
+	ReasonReply    = "unexpected_reply"
 )
 
 // InvalidReasons lists every reason, so all series exist from the start.
-var InvalidReasons = []string{ReasonTooShort, ReasonMagic, ReasonVersion, ReasonHeader, ReasonName}
+var InvalidReasons = []string{ReasonTooShort, ReasonMagic, ReasonVersion, ReasonHeader, ReasonName, ReasonReply}
 
 // Bucket layouts, shared with the dashboard and rules.
 var (
 	GapLengthBuckets     = []float64{1, 2, 3, 5, 10, 20, 50, 100, 1000, 10000}
 	ReorderExtentBuckets = []float64{1, 2, 3, 5, 10, 20, 50, 100, 1000}
+	// DelayBuckets, for one-way delay and round-trip time, span 50µs to 10s.
+	DelayBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	// VariationBuckets, for IPDV, span 10µs to 1s.
+	VariationBuckets = []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
+	// LatenessBuckets, for the sender's schedule, span 1µs to 1s.
+	LatenessBuckets = []float64{.000001, .00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
 )
 
 func histogramOpts(subsystem, name, help string, buckets []float64) prometheus.HistogramOpts {

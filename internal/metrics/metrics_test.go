@@ -12,11 +12,15 @@ import (
 // side so labelled series exist, and requires promlint to find nothing.
 func TestLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	NewSender(reg).Peer("198.51.100.1:6464")
+	sp := NewSender(reg).Peer("198.51.100.1:6464")
+	sp.RTT.Observe(.04)
+	sp.ScheduleLateness.Observe(.0001)
 	r := NewReceiver(reg)
 	p := r.Peer("alpha")
 	p.GapLength.Observe(3)
 	p.ReorderExtent.Observe(1)
+	p.OneWayDelay.Observe(.02)
+	p.IPDV.Observe(.001)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
@@ -49,9 +53,9 @@ func TestDeletePeerRemovesEverySeries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 11 labelled metrics per peer, histograms counting as one each.
-	if before-after != 11 {
-		t.Fatalf("deleting a peer removed %d series, want 11", before-after)
+	// 18 labelled metrics per peer, histograms counting as one each.
+	if before-after != 18 {
+		t.Fatalf("deleting a peer removed %d series, want 18", before-after)
 	}
 	if n := testutil.CollectAndCount(r.PacketsReceived); n != 1 {
 		t.Fatalf("%d received series left, want 1 (beta)", n)

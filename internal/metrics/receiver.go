@@ -17,6 +17,13 @@ type Receiver struct {
 	LastPacket        *prometheus.GaugeVec
 	GapLength         *prometheus.HistogramVec
 	ReorderExtent     *prometheus.HistogramVec
+	OneWayDelay       *prometheus.HistogramVec
+	ClockSkew         *prometheus.CounterVec
+	Jitter            *prometheus.GaugeVec
+	IPDV              *prometheus.HistogramVec
+	RepliesSent       *prometheus.CounterVec
+	RepliesLimited    *prometheus.CounterVec
+	ReplyErrors       *prometheus.CounterVec
 
 	PacketsCorrupted prometheus.Counter
 	Invalid          *prometheus.CounterVec
@@ -30,8 +37,9 @@ type Receiver struct {
 // the receive path does no label lookups.
 type ReceiverPeer struct {
 	Received, Lost, Duplicated, Reordered, Late, Restarts, Resyncs, Goodbyes prometheus.Counter
-	LastPacket                                                               prometheus.Gauge
-	GapLength, ReorderExtent                                                 prometheus.Observer
+	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                      prometheus.Counter
+	LastPacket, Jitter                                                       prometheus.Gauge
+	GapLength, ReorderExtent, OneWayDelay, IPDV                              prometheus.Observer
 }
 
 // NewReceiver registers the receiver's metrics on reg.
@@ -64,6 +72,24 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 		ReorderExtent: prometheus.NewHistogramVec(histogramOpts(sub, "reorder_extent_packets",
 			"Reordering extent of reordered datagrams, in arrivals (RFC 4737).",
 			ReorderExtentBuckets), []string{"peer"}),
+		OneWayDelay: prometheus.NewHistogramVec(histogramOpts(sub, "one_way_delay_seconds",
+			"One-way delay of first copies received in time: receive time minus the sender's send time. Only meaningful with synchronised clocks.",
+			DelayBuckets), []string{"peer"}),
+		ClockSkew: counterVec(reg, sub, "clock_skew_events_total",
+			"Datagrams that arrived before their send time by this host's clock: the clocks are not synchronised; no delay was recorded.", "peer"),
+		Jitter: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: sub, Name: "jitter_seconds",
+			Help: "RFC 3550 interarrival jitter of the current session, from in-order datagrams; independent of clock offset.",
+		}, []string{"peer"}),
+		IPDV: prometheus.NewHistogramVec(histogramOpts(sub, "ipdv_seconds",
+			"Absolute IP packet delay variation between consecutive sequence numbers received in order (RFC 3393, RFC 5481).",
+			VariationBuckets), []string{"peer"}),
+		RepliesSent: counterVec(reg, sub, "replies_sent_total",
+			"Replies reflected to the sender (UDPPROBE_REFLECT).", "peer"),
+		RepliesLimited: counterVec(reg, sub, "replies_rate_limited_total",
+			"Replies not sent because the peer exceeded UDPPROBE_REFLECT_RATE; the sender counts them as downstream loss.", "peer"),
+		ReplyErrors: counterVec(reg, sub, "reply_errors_total",
+			"Replies this host failed to send; the sender counts them as downstream loss.", "peer"),
 		PacketsCorrupted: counter(sub, "packets_corrupted_total",
 			"Datagrams of this protocol whose checksum failed; not attributed to a sender."),
 		Invalid: counterVec(reg, sub, "invalid_packets_total",
@@ -81,7 +107,7 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 			Help: "Receive socket buffer size granted by the kernel.",
 		}),
 	}
-	reg.MustRegister(r.LastPacket, r.GapLength, r.ReorderExtent, r.PacketsCorrupted,
+	reg.MustRegister(r.LastPacket, r.GapLength, r.ReorderExtent, r.OneWayDelay, r.Jitter, r.IPDV, r.PacketsCorrupted,
 		r.PeerOverflow, r.SocketDrops, r.Peers, r.ReceiveBuffer)
 	for _, reason := range InvalidReasons {
 		r.Invalid.WithLabelValues(reason)
@@ -92,17 +118,24 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 // Peer returns one peer's instruments, creating its series at zero.
 func (r *Receiver) Peer(peer string) ReceiverPeer {
 	return ReceiverPeer{
-		Received:      r.PacketsReceived.WithLabelValues(peer),
-		Lost:          r.PacketsLost.WithLabelValues(peer),
-		Duplicated:    r.PacketsDuplicated.WithLabelValues(peer),
-		Reordered:     r.PacketsReordered.WithLabelValues(peer),
-		Late:          r.PacketsLate.WithLabelValues(peer),
-		Restarts:      r.PeerRestarts.WithLabelValues(peer),
-		Resyncs:       r.Resyncs.WithLabelValues(peer),
-		Goodbyes:      r.Goodbyes.WithLabelValues(peer),
-		LastPacket:    r.LastPacket.WithLabelValues(peer),
-		GapLength:     r.GapLength.WithLabelValues(peer),
-		ReorderExtent: r.ReorderExtent.WithLabelValues(peer),
+		Received:       r.PacketsReceived.WithLabelValues(peer),
+		Lost:           r.PacketsLost.WithLabelValues(peer),
+		Duplicated:     r.PacketsDuplicated.WithLabelValues(peer),
+		Reordered:      r.PacketsReordered.WithLabelValues(peer),
+		Late:           r.PacketsLate.WithLabelValues(peer),
+		Restarts:       r.PeerRestarts.WithLabelValues(peer),
+		Resyncs:        r.Resyncs.WithLabelValues(peer),
+		Goodbyes:       r.Goodbyes.WithLabelValues(peer),
+		LastPacket:     r.LastPacket.WithLabelValues(peer),
+		GapLength:      r.GapLength.WithLabelValues(peer),
+		ReorderExtent:  r.ReorderExtent.WithLabelValues(peer),
+		OneWayDelay:    r.OneWayDelay.WithLabelValues(peer),
+		ClockSkew:      r.ClockSkew.WithLabelValues(peer),
+		Jitter:         r.Jitter.WithLabelValues(peer),
+		IPDV:           r.IPDV.WithLabelValues(peer),
+		RepliesSent:    r.RepliesSent.WithLabelValues(peer),
+		RepliesLimited: r.RepliesLimited.WithLabelValues(peer),
+		ReplyErrors:    r.ReplyErrors.WithLabelValues(peer),
 	}
 }
 
@@ -111,6 +144,7 @@ func (r *Receiver) DeletePeer(peer string) {
 	for _, v := range []interface{ DeleteLabelValues(...string) bool }{
 		r.PacketsReceived, r.PacketsLost, r.PacketsDuplicated, r.PacketsReordered, r.PacketsLate,
 		r.PeerRestarts, r.Resyncs, r.Goodbyes, r.LastPacket, r.GapLength, r.ReorderExtent,
+		r.OneWayDelay, r.ClockSkew, r.Jitter, r.IPDV, r.RepliesSent, r.RepliesLimited, r.ReplyErrors,
 	} {
 		v.DeleteLabelValues(peer)
 	}

@@ -3,6 +3,7 @@ package receiver
 import (
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/tracker"
+	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
 // tally is a peer's running totals, for the summary log line.
@@ -14,6 +15,11 @@ type tally struct {
 type stream struct {
 	session uint64
 	tr      *tracker.Tracker
+	timing  timing
+	// got counts the distinct sequence numbers received in time (received or
+	// reordered): the count a reply carries. Late arrivals stay lost here as
+	// in the loss counter, so the sender's split agrees with this receiver.
+	got uint64
 }
 
 // peer is one sender, keyed by name. It keeps at most two streams: the
@@ -31,6 +37,25 @@ type peer struct {
 	shown    float64 // lastWall as last exported
 	total    tally
 	reported tally // total at the last summary
+	limit    limiter
+}
+
+// limiter is a token bucket for a peer's replies.
+type limiter struct {
+	tokens float64
+	last   int64 // monotonic ns of the last refill
+}
+
+// allow takes a token if there is one, after refilling at rate per second
+// up to burst.
+func (l *limiter) allow(now int64, rate, burst float64) bool {
+	l.tokens = min(burst, l.tokens+float64(now-l.last)*rate/1e9)
+	l.last = now
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
 }
 
 // Lost and Gap make a peer the sink of its streams' trackers.
@@ -58,6 +83,7 @@ func (p *peer) streamFor(session uint64, opts tracker.Options) (s *stream, resta
 	}
 	restarted = p.cur != nil
 	p.prev, p.cur = p.cur, &stream{session: session, tr: tr}
+	p.m.Jitter.Set(0)
 	return p.cur, restarted
 }
 
@@ -71,13 +97,31 @@ func (p *peer) known(session uint64) *stream {
 	return nil
 }
 
-// observe counts one data datagram.
-func (p *peer) observe(s *stream, seq uint64, now int64) {
-	r := s.tr.Observe(seq, now)
+// observe counts one data datagram that arrived at wall (ns since the
+// epoch) and mono (monotonic ns). One-way delay is recorded for first copies
+// in time, delay variation only for those in order; duplicated and late
+// datagrams feed neither (RFC 7679 leaves the delay of a lost packet
+// undefined).
+func (p *peer) observe(s *stream, h *wire.Header, wall, mono int64) {
+	r := s.tr.Observe(h.Seq, mono)
 	switch r.Outcome {
 	case tracker.Received, tracker.Reordered:
+		s.got++
 		p.total.received++
 		p.m.Received.Inc()
+		if d := wall - h.SendTime; d >= 0 {
+			p.m.OneWayDelay.Observe(float64(d) / 1e9)
+		} else {
+			p.m.ClockSkew.Inc()
+		}
+		if r.Outcome == tracker.Received && s == p.cur {
+			if v := s.timing.inOrder(h.Seq, h.SendClock, mono); v.ok {
+				p.m.Jitter.Set(v.jitter / 1e9)
+				if v.consec {
+					p.m.IPDV.Observe(float64(v.ipdv) / 1e9)
+				}
+			}
+		}
 		if r.Outcome == tracker.Reordered {
 			p.total.reordered++
 			p.m.Reordered.Inc()

@@ -16,11 +16,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/socket"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -33,8 +35,12 @@ type Options struct {
 	MaxPeers        int
 	PeerExpiry      time.Duration
 	ReceiveBuffer   int // bytes; 0 keeps the kernel default
-	Logger          *zap.Logger
-	Metrics         *metrics.Receiver
+	// Reflect sends every valid probe back to its source as a reply, at most
+	// ReflectRate per second per peer, in bursts of up to a tenth of that.
+	Reflect     bool
+	ReflectRate float64
+	Logger      *zap.Logger
+	Metrics     *metrics.Receiver
 }
 
 // Receiver is a bound receiving socket and its state.
@@ -49,19 +55,21 @@ type Receiver struct {
 	invalid map[error]invalidCounter
 	buf     []byte
 	oob     []byte
+	burst   float64 // reply token bucket depth
 
-	drops       uint32 // last SO_RXQ_OVFL value
-	nextHouse   time.Time
-	nextSummary time.Time
-	nextWarn    time.Time
-	local       problems // totals so far
-	warned      problems // totals at the last warning
+	drops          uint32 // last SO_RXQ_OVFL value
+	nextHouse      time.Time
+	nextSummary    time.Time
+	nextWarn       time.Time
+	local          problems // totals so far
+	lastReplyError error
+	warned         problems // totals at the last warning
 }
 
 type invalidCounter interface{ Inc() }
 
 // problems are local counts worth a warning when they grow.
-type problems struct{ socketDrops, overflow uint64 }
+type problems struct{ socketDrops, overflow, replyErrors uint64 }
 
 var reasons = map[error]string{
 	wire.ErrTooShort: metrics.ReasonTooShort,
@@ -69,14 +77,21 @@ var reasons = map[error]string{
 	wire.ErrVersion:  metrics.ReasonVersion,
 	wire.ErrHeader:   metrics.ReasonHeader,
 	wire.ErrName:     metrics.ReasonName,
+	errReply:         metrics.ReasonReply,
 }
+
+// errReply marks a reply arriving at a receiver: a sender pointed at a
+// sender, or reflected traffic looping back.
+var errReply = errors.New("reply sent to a receiver")
 
 // warnEvery limits how often local problems are logged.
 const warnEvery = time.Minute
 
 // New binds the socket; the receiver is ready to count once it returns.
 func New(opts Options) (*Receiver, error) {
-	lc := net.ListenConfig{Control: controlSocket}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return errors.Join(socket.EnableDrops(c), socket.EnableTimestamps(c))
+	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp", opts.ListenAddress)
 	if err != nil {
 		return nil, fmt.Errorf("listen on UDPPROBE_LISTEN_ADDRESS=%s: %w", opts.ListenAddress, err)
@@ -92,7 +107,8 @@ func New(opts Options) (*Receiver, error) {
 		peers:   make(map[string]*peer),
 		invalid: make(map[error]invalidCounter, len(reasons)),
 		buf:     make([]byte, wire.MaxSize+1),
-		oob:     make([]byte, oobSize),
+		oob:     make([]byte, socket.OOBSize),
+		burst:   max(1, opts.ReflectRate/10),
 	}
 	for err, reason := range reasons {
 		r.invalid[err] = r.m.Invalid.WithLabelValues(reason)
@@ -109,7 +125,7 @@ func (r *Receiver) setBuffer() error {
 	if err != nil {
 		return err
 	}
-	granted, err := setReceiveBuffer(raw, r.opts.ReceiveBuffer)
+	granted, err := socket.SetReceiveBuffer(raw, r.opts.ReceiveBuffer)
 	if err != nil {
 		return fmt.Errorf("set the receive buffer: %w", err)
 	}
@@ -136,7 +152,8 @@ func (r *Receiver) Run(ctx context.Context) error {
 	r.nextSummary = now.Add(r.opts.SummaryInterval)
 	r.nextWarn = now
 	r.log.Info("receiving", zap.Stringer("address", r.Addr()),
-		zap.Duration("loss_timeout", r.opts.LossTimeout), zap.Int("max_peers", r.opts.MaxPeers))
+		zap.Duration("loss_timeout", r.opts.LossTimeout), zap.Int("max_peers", r.opts.MaxPeers),
+		zap.Bool("kernel_timestamps", socket.Timestamps), zap.Bool("reflect", r.opts.Reflect))
 	for {
 		if !now.Before(r.nextHouse) {
 			r.housekeep(now)
@@ -144,7 +161,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		n, oobn, _, _, err := r.conn.ReadMsgUDPAddrPort(r.buf, r.oob)
+		n, oobn, _, from, err := r.conn.ReadMsgUDPAddrPort(r.buf, r.oob)
 		now = time.Now()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -157,18 +174,21 @@ func (r *Receiver) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("read: %w", err)
 		}
-		if d, ok := parseDrops(r.oob[:oobn]); ok {
-			n := uint64(d - r.drops) // uint32 arithmetic survives the wrap
+		ctl := socket.Parse(r.oob[:oobn])
+		if ctl.HasDrops {
+			n := uint64(ctl.Drops - r.drops) // uint32 arithmetic survives the wrap
 			r.m.SocketDrops.Add(float64(n))
 			r.local.socketDrops += n
-			r.drops = d
+			r.drops = ctl.Drops
 		}
-		r.handle(r.buf[:n], now)
+		wall, mono := socket.Arrival(ctl, now.UnixNano(), int64(now.Sub(r.epoch)))
+		r.handle(r.buf[:n], from, wall, mono)
 	}
 }
 
-// handle processes one datagram that arrived at now.
-func (r *Receiver) handle(b []byte, now time.Time) {
+// handle processes one datagram from addr that arrived at wall (ns since the
+// Unix epoch) and mono (ns since r.epoch).
+func (r *Receiver) handle(b []byte, from netip.AddrPort, wall, mono int64) {
 	var h wire.Header
 	if err := wire.Decode(b, &h); err != nil {
 		if err == wire.ErrChecksum {
@@ -176,6 +196,10 @@ func (r *Receiver) handle(b []byte, now time.Time) {
 			return
 		}
 		r.invalid[err].Inc()
+		return
+	}
+	if h.Reply() {
+		r.invalid[errReply].Inc()
 		return
 	}
 	p := r.peers[string(h.Name)]
@@ -190,12 +214,12 @@ func (r *Receiver) handle(b []byte, now time.Time) {
 		}
 		p = r.admit(string(h.Name))
 	}
-	mono := int64(now.Sub(r.epoch))
-	p.lastSeen, p.lastWall = mono, float64(now.UnixNano())/1e9
+	p.lastSeen, p.lastWall = mono, float64(wall)/1e9
 	if h.Goodbye() {
 		if s := p.known(h.Session); s != nil {
 			s.tr.Goodbye(h.Seq, mono)
 			p.m.Goodbyes.Inc()
+			r.reflect(p, s, b, from, mono)
 		}
 		return
 	}
@@ -205,11 +229,33 @@ func (r *Receiver) handle(b []byte, now time.Time) {
 		r.log.Info("sender restarted: a new session began", zap.String("peer", p.name),
 			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
 	}
-	p.observe(s, h.Seq, mono)
+	p.observe(s, &h, wall, mono)
+	r.reflect(p, s, b, from, mono)
+}
+
+// reflect sends the datagram in b back to where it came from as a reply
+// carrying the stream's received count, if reflecting is on and the peer's
+// rate allows. b is rewritten in place.
+func (r *Receiver) reflect(p *peer, s *stream, b []byte, to netip.AddrPort, now int64) {
+	if !r.opts.Reflect {
+		return
+	}
+	if !p.limit.allow(now, r.opts.ReflectRate, r.burst) {
+		p.m.RepliesLimited.Inc()
+		return
+	}
+	wire.MakeReply(b, s.got)
+	if _, err := r.conn.WriteToUDPAddrPort(b, to); err != nil {
+		p.m.ReplyErrors.Inc()
+		r.local.replyErrors++
+		r.lastReplyError = err
+		return
+	}
+	p.m.RepliesSent.Inc()
 }
 
 func (r *Receiver) admit(name string) *peer {
-	p := &peer{name: name, m: r.m.Peer(name)}
+	p := &peer{name: name, m: r.m.Peer(name), limit: limiter{tokens: r.burst}}
 	r.peers[name] = p
 	r.m.Peers.Set(float64(len(r.peers)))
 	r.log.Info("new peer", zap.String("peer", name))

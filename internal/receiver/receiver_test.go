@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -71,6 +72,11 @@ func datagram(t *testing.T, name string, session, seq uint64, flags wire.Flags) 
 	return b
 }
 
+// handleAt hands r a datagram read at the time at, without a kernel timestamp.
+func handleAt(r *Receiver, b []byte, at time.Time) {
+	r.handle(b, netip.AddrPort{}, at.UnixNano(), int64(at.Sub(r.epoch)))
+}
+
 // TestExposition drives handle with a scripted sequence and synthetic times
 // and compares the exported text.
 func TestExposition(t *testing.T) {
@@ -79,13 +85,13 @@ func TestExposition(t *testing.T) {
 	t0 := r.epoch
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	for i, seq := range []uint64{0, 1, 3, 4, 4, 2, 7} {
-		r.handle(datagram(t, "alpha", 1, seq, 0), at(i))
+		handleAt(r, datagram(t, "alpha", 1, seq, 0), at(i))
 	}
 	bad := datagram(t, "alpha", 1, 8, 0)
 	bad[20] ^= 4
-	r.handle(bad, at(7))
-	r.handle([]byte("hello"), at(8))
-	r.handle(datagram(t, "alpha", 2, 0, 0), at(9)) // restart
+	handleAt(r, bad, at(7))
+	handleAt(r, []byte("hello"), at(8))
+	handleAt(r, datagram(t, "alpha", 2, 0, 0), at(9)) // restart
 	r.housekeep(at(200))
 
 	const want = `
@@ -114,6 +120,7 @@ udpprobe_receiver_invalid_packets_total{reason="bad_magic"} 0
 udpprobe_receiver_invalid_packets_total{reason="bad_name"} 0
 udpprobe_receiver_invalid_packets_total{reason="bad_version"} 0
 udpprobe_receiver_invalid_packets_total{reason="too_short"} 1
+udpprobe_receiver_invalid_packets_total{reason="unexpected_reply"} 0
 # HELP udpprobe_receiver_loss_gap_length_packets Lengths of loss periods, maximal runs of consecutive lost sequence numbers (RFC 3357).
 # TYPE udpprobe_receiver_loss_gap_length_packets histogram
 udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="1"} 0
@@ -257,7 +264,7 @@ func TestSummary(t *testing.T) {
 	defer r.conn.Close()
 	t0 := r.epoch
 	for i, seq := range []uint64{0, 1, 2, 5, 5} {
-		r.handle(datagram(t, "alpha", 1, seq, 0), t0.Add(time.Duration(i)*time.Millisecond))
+		handleAt(r, datagram(t, "alpha", 1, seq, 0), t0.Add(time.Duration(i)*time.Millisecond))
 	}
 	r.nextSummary = t0.Add(time.Second)
 	r.housekeep(t0.Add(time.Second))
@@ -275,7 +282,7 @@ func TestSummary(t *testing.T) {
 func TestGoodbyeFromUnknownPeerIsIgnored(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{})
 	defer r.conn.Close()
-	r.handle(datagram(t, "ghost", 1, 9, wire.FlagGoodbye), r.epoch)
+	handleAt(r, datagram(t, "ghost", 1, 9, wire.FlagGoodbye), r.epoch)
 	if len(r.peers) != 0 || testutil.CollectAndCount(r.m.Goodbyes) != 0 {
 		t.Fatalf("a goodbye created state: %d peers", len(r.peers))
 	}
@@ -287,13 +294,13 @@ func TestHandleAllocatesNothing(t *testing.T) {
 	b := datagram(t, "alpha", 1, 0, 0)
 	var seq uint64
 	now := r.epoch
-	r.handle(b, now) // admits the peer
+	handleAt(r, b, now) // admits the peer
 	allocs := testing.AllocsPerRun(1000, func() {
 		seq++
 		wire.PutSeq(b, seq)
 		wire.Seal(b)
 		now = now.Add(time.Millisecond)
-		r.handle(b, now)
+		handleAt(r, b, now)
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)

@@ -47,6 +47,11 @@ func (r *Receiver) warnLocalProblems() bool {
 			zap.Uint64("dropped", d))
 		logged = true
 	}
+	if d := now.replyErrors - r.warned.replyErrors; d > 0 {
+		r.log.Warn("replies could not be sent; senders will count them as downstream loss",
+			zap.Error(r.lastReplyError), zap.Uint64("failed", d))
+		logged = true
+	}
 	if d := now.overflow - r.warned.overflow; d > 0 {
 		r.log.Warn("the peer table is full; datagrams from new senders are ignored: raise UDPPROBE_MAX_PEERS",
 			zap.Int("max_peers", r.opts.MaxPeers), zap.Uint64("ignored", d))

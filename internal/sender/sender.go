@@ -11,20 +11,30 @@
 // start + k/rate. Slots a late wake-up delays by up to CatchUp (or one
 // interval, if longer) are sent at once; a sender stalled for longer skips
 // the older slots and counts them as missed instead of bursting to catch up.
+//
+// With RoundTrip, each target also has a reader goroutine that takes the
+// replies of a reflecting receiver off the same socket and feeds the
+// target's round-trip tracker, which the two goroutines share under a mutex.
+// On shutdown the sender waits up to the loss timeout for the last replies
+// and the goodbye's reply, so a finite run is counted to its end.
 package sender
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/socket"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -34,6 +44,10 @@ type Options struct {
 	Rate        float64  // datagrams per second per target
 	PayloadSize int
 	Name        string
+	// RoundTrip expects every datagram back from a reflecting receiver and
+	// judges the round trip with LossTimeout as the waiting time.
+	RoundTrip   bool
+	LossTimeout time.Duration
 	Logger      *zap.Logger
 	Metrics     *metrics.Sender
 	// Session overrides the random session id; zero means random.
@@ -59,13 +73,27 @@ type Sender struct {
 	targets []*target
 }
 
+// conn is a connected UDP socket: *net.UDPConn, or a fake in tests.
+type conn interface {
+	Write(b []byte) (int, error)
+	ReadMsgUDPAddrPort(b, oob []byte) (n, oobn, flags int, addr netip.AddrPort, err error)
+	Close() error
+}
+
 type target struct {
-	addr string
-	conn net.Conn // connected UDP socket
-	buf  []byte
-	m    metrics.SenderPeer
-	log  *zap.Logger
-	seq  uint64 // next sequence number
+	addr    string
+	conn    conn
+	buf     []byte
+	m       metrics.SenderPeer
+	log     *zap.Logger
+	seq     uint64    // next sequence number
+	epoch   time.Time // origin of the send clock and of rt's times
+	session uint64
+	name    string
+
+	mu       sync.Mutex // guards rt and exported
+	rt       *roundTrip // nil without RoundTrip
+	exported rtCounts
 
 	unlogged  uint64 // send errors since the last log line
 	lastError error
@@ -98,12 +126,27 @@ func (s *Sender) dial(addr string) (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", addr, err)
 	}
+	uc := c.(*net.UDPConn)
 	t := &target{
-		addr: addr,
-		conn: c,
-		buf:  make([]byte, s.opts.PayloadSize),
-		m:    s.opts.Metrics.Peer(addr),
-		log:  s.opts.Logger.With(zap.String("peer", addr)),
+		addr:    addr,
+		conn:    uc,
+		buf:     make([]byte, s.opts.PayloadSize),
+		m:       s.opts.Metrics.Peer(addr),
+		log:     s.opts.Logger.With(zap.String("peer", addr)),
+		epoch:   time.Now(),
+		session: s.session,
+		name:    s.opts.Name,
+	}
+	if s.opts.RoundTrip {
+		t.rt = newRoundTrip(s.opts.LossTimeout, s.opts.Rate)
+		raw, err := uc.SyscallConn()
+		if err == nil {
+			err = socket.EnableTimestamps(raw)
+		}
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("target %s: receive timestamps: %w", addr, err)
+		}
 	}
 	h := wire.Header{Session: s.session, Name: []byte(s.opts.Name)}
 	if err := wire.Encode(t.buf, &h); err != nil {
@@ -122,19 +165,27 @@ func (s *Sender) close() {
 // Session is this process's session id.
 func (s *Sender) Session() uint64 { return s.session }
 
-// Run sends until ctx is done, then ends each session with a goodbye and
-// closes the sockets.
+// Run sends until ctx is done, then ends each session with a goodbye, waits
+// for the last replies if it expects any, and closes the sockets.
 func (s *Sender) Run(ctx context.Context) error {
-	defer s.close()
 	interval := time.Duration(float64(time.Second) / s.opts.Rate)
 	s.opts.Logger.Info("sending", zap.Strings("targets", s.opts.Targets), zap.String("name", s.opts.Name),
 		zap.Float64("rate", s.opts.Rate), zap.Int("payload_size", s.opts.PayloadSize),
-		zap.Duration("interval", interval), zap.Uint64("session", s.session))
-	var wg sync.WaitGroup
+		zap.Duration("interval", interval), zap.Uint64("session", s.session),
+		zap.Bool("round_trip", s.opts.RoundTrip))
+	var senders, readers sync.WaitGroup
 	for _, t := range s.targets {
-		wg.Go(func() { t.run(ctx, s.opts.Rate) })
+		if t.rt != nil {
+			readers.Go(t.readReplies)
+		}
+		senders.Go(func() {
+			t.run(ctx, s.opts.Rate)
+			t.drain(s.opts.LossTimeout)
+		})
 	}
-	wg.Wait()
+	senders.Wait()
+	s.close() // ends the readers
+	readers.Wait()
 	return nil
 }
 
@@ -163,25 +214,45 @@ func (t *target) run(ctx context.Context, rate float64) {
 			k += skipped
 			t.m.MissedSlots.Add(float64(skipped))
 		}
-		t.send()
+		t.send(due(k))
 	}
 }
 
-// send writes the next data datagram; the sequence number advances only if
-// the kernel accepted it.
-func (t *target) send() {
-	if t.write(t.seq, 0) {
+// send writes the next data datagram, due at due; the sequence number
+// advances only if the kernel accepted it.
+func (t *target) send(due time.Time) {
+	if t.write(t.seq, 0, due) {
 		t.seq++
 		t.m.PacketsSent.Inc()
 	}
 }
 
-func (t *target) write(seq uint64, flags wire.Flags) bool {
+// write stamps and sends one datagram. The clocks are read after everything
+// but the checksum is in place, as close to the write as the checksum allows.
+func (t *target) write(seq uint64, flags wire.Flags, due time.Time) bool {
 	wire.PutFlags(t.buf, flags)
 	wire.PutSeq(t.buf, seq)
-	wire.PutSendTime(t.buf, time.Now().UnixNano())
+	now := time.Now()
+	mono := int64(now.Sub(t.epoch))
+	wire.PutSendTime(t.buf, now.UnixNano(), mono)
 	wire.Seal(t.buf)
+	data := flags&wire.FlagGoodbye == 0
+	if data {
+		t.m.ScheduleLateness.Observe(max(0, now.Sub(due).Seconds()))
+		if t.rt != nil {
+			t.mu.Lock()
+			t.rt.send(seq, mono)
+			t.rt.advance(mono)
+			t.export()
+			t.mu.Unlock()
+		}
+	}
 	if _, err := t.conn.Write(t.buf); err != nil {
+		if data && t.rt != nil {
+			t.mu.Lock()
+			t.rt.unsend(seq)
+			t.mu.Unlock()
+		}
 		t.m.SendErrors.Inc()
 		t.sendError(err)
 		return false
@@ -208,7 +279,90 @@ func (t *target) goodbye() {
 		return // nothing was sent; there is nothing to settle
 	}
 	for range GoodbyeCopies {
-		t.write(t.seq-1, wire.FlagGoodbye)
+		t.write(t.seq-1, wire.FlagGoodbye, time.Time{})
 	}
 	t.log.Info("session ended with a goodbye", zap.Uint64("last_sequence", t.seq-1))
+}
+
+// readReplies takes replies off the socket until it is closed.
+func (t *target) readReplies() {
+	buf := make([]byte, wire.MaxSize+1)
+	oob := make([]byte, socket.OOBSize)
+	for {
+		n, oobn, _, _, err := t.conn.ReadMsgUDPAddrPort(buf, oob)
+		now := time.Now()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // ICMP errors (connection refused) surface here; sends count them
+		}
+		_, mono := socket.Arrival(socket.Parse(oob[:oobn]), now.UnixNano(), int64(now.Sub(t.epoch)))
+		t.handleReply(buf[:n], mono)
+	}
+}
+
+// handleReply processes one datagram read from the target's socket at mono.
+func (t *target) handleReply(b []byte, mono int64) {
+	var h wire.Header
+	if wire.Decode(b, &h) != nil || !h.Reply() || h.Session != t.session || string(h.Name) != t.name {
+		t.m.RepliesInvalid.Inc()
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h.Goodbye() {
+		t.rt.goodbye(h.Received)
+		return
+	}
+	if rtt, ok := t.rt.reply(h.Seq, h.Received, mono); ok {
+		t.m.RTT.Observe(float64(rtt) / 1e9)
+	}
+	t.export()
+}
+
+// export adds what the round-trip tracker counted since the last export to
+// the metrics. t.mu is held.
+func (t *target) export() {
+	c, e := &t.rt.c, &t.exported
+	exportDelta(t.m.RepliesReceived, c.Answered, &e.Answered)
+	exportDelta(t.m.RepliesLate, c.Late, &e.Late)
+	exportDelta(t.m.RepliesDuplicated, c.Duplicated, &e.Duplicated)
+	exportDelta(t.m.RepliesInvalid, c.Invalid, &e.Invalid)
+	exportDelta(t.m.RoundTripLost, c.Lost, &e.Lost)
+	exportDelta(t.m.UpstreamLost, c.Upstream, &e.Upstream)
+	exportDelta(t.m.DownstreamLost, c.Downstream, &e.Downstream)
+}
+
+func exportDelta(m prometheus.Counter, now uint64, was *uint64) {
+	if now != *was {
+		m.Add(float64(now - *was))
+		*was = now
+	}
+}
+
+// drain waits, after the goodbye, until every datagram's reply and the
+// goodbye's reply are in or the loss timeout has passed, then settles the
+// session's round trip.
+func (t *target) drain(timeout time.Duration) {
+	if t.rt == nil || t.seq == 0 {
+		return // nothing was sent, nothing will come back
+	}
+	tick := time.NewTicker(min(timeout/10, 10*time.Millisecond))
+	defer tick.Stop()
+	for deadline := time.Now().Add(timeout); ; {
+		now := time.Now()
+		t.mu.Lock()
+		t.rt.advance(int64(now.Sub(t.epoch)))
+		done := t.rt.settled() || !now.Before(deadline)
+		if done {
+			t.rt.finish()
+		}
+		t.export()
+		t.mu.Unlock()
+		if done {
+			return
+		}
+		<-tick.C
+	}
 }

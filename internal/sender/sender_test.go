@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -52,7 +53,11 @@ func (c *fakeConn) Write(b []byte) (int, error) {
 
 func (c *fakeConn) Close() error { return nil }
 
-func newTarget(t *testing.T, conn net.Conn) (*Sender, *target) {
+func (c *fakeConn) ReadMsgUDPAddrPort(_, _ []byte) (int, int, int, netip.AddrPort, error) {
+	return 0, 0, 0, netip.AddrPort{}, net.ErrClosed
+}
+
+func newTarget(t *testing.T, conn *fakeConn) (*Sender, *target) {
 	t.Helper()
 	s, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: 1000, PayloadSize: 64, Name: "me",
 		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry())})
@@ -71,7 +76,7 @@ func TestSendErrorsUseNoSequenceNumber(t *testing.T) {
 	conn := &fakeConn{fail: func(n int) bool { return n%2 == 1 }}
 	s, tg := newTarget(t, conn)
 	for range 20 {
-		tg.send()
+		tg.send(time.Now())
 	}
 	tg.goodbye()
 	if got := testutil.ToFloat64(tg.m.PacketsSent); got != 10 {

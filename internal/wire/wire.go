@@ -20,7 +20,13 @@
 //	|         send time, ns since the Unix epoch (signed 64)        | 24
 //	|                                                               |
 //	+---------------------------------------------------------------+
-//	|          name (name length bytes, 1..64)  ...                 | 32
+//	|     send clock, ns on the sender's monotonic clock (signed 64)| 32
+//	|                                                               |
+//	+---------------------------------------------------------------+
+//	|      received count (64): in replies, 0 in probes             | 40
+//	|                                                               |
+//	+---------------------------------------------------------------+
+//	|          name (name length bytes, 1..64)  ...                 | 48
 //	+---------------------------------------------------------------+
 //	|          padding (any bytes, sent as zero) ...                |
 //	+---------------------------------------------------------------+
@@ -46,7 +52,7 @@ const (
 	Version = 1
 
 	// HeaderSize is the size of the fixed header before the name.
-	HeaderSize = 32
+	HeaderSize = 48
 	// TrailerSize is the size of the checksum at the end.
 	TrailerSize = 4
 	// MaxNameLen is the longest sender name.
@@ -67,8 +73,12 @@ const (
 	// FlagGoodbye marks the last datagram of a session. Its sequence number is
 	// the last data sequence number the sender sent; it is not itself data.
 	FlagGoodbye Flags = 1 << 0
+	// FlagReply marks a datagram a reflecting receiver sent back: the probe
+	// it received, byte for byte but for this flag, the received count and
+	// the checksum.
+	FlagReply Flags = 1 << 1
 
-	knownFlags = FlagGoodbye
+	knownFlags = FlagGoodbye | FlagReply
 )
 
 // Decoding errors. ErrChecksum means the datagram is ours but damaged; the
@@ -91,12 +101,23 @@ type Header struct {
 	Session  uint64
 	Seq      uint64
 	SendTime int64 // ns since the Unix epoch, sender's wall clock
+	// SendClock is the send time on the sender's monotonic clock, in ns from
+	// an origin fixed for the session: differences between datagrams of one
+	// session are immune to steps of the sender's wall clock.
+	SendClock int64
+	// Received is, in a reply, how many distinct sequence numbers of the
+	// session the receiver had received when it reflected the datagram,
+	// counting the datagram itself. Zero in probes.
+	Received uint64
 	// Name is the sender's name. After Decode it aliases the decoded buffer.
 	Name []byte
 }
 
 // Goodbye reports whether the datagram ends its session.
 func (h *Header) Goodbye() bool { return h.Flags&FlagGoodbye != 0 }
+
+// Reply reports whether the datagram is a reflected reply.
+func (h *Header) Reply() bool { return h.Flags&FlagReply != 0 }
 
 // MinSize is the smallest datagram that can carry a name of nameLen bytes.
 func MinSize(nameLen int) int { return HeaderSize + nameLen + TrailerSize }
@@ -141,6 +162,8 @@ func Encode(b []byte, h *Header) error {
 	binary.BigEndian.PutUint64(b[8:], h.Session)
 	binary.BigEndian.PutUint64(b[16:], h.Seq)
 	binary.BigEndian.PutUint64(b[24:], uint64(h.SendTime))
+	binary.BigEndian.PutUint64(b[32:], uint64(h.SendClock))
+	binary.BigEndian.PutUint64(b[40:], h.Received)
 	n := copy(b[HeaderSize:], h.Name)
 	clear(b[HeaderSize+n : len(b)-TrailerSize])
 	Seal(b)
@@ -154,10 +177,23 @@ func Seal(b []byte) {
 	binary.BigEndian.PutUint32(b[end:], crc32.Checksum(b[:end], castagnoli))
 }
 
-// PutSeq and PutSendTime patch an encoded datagram; call Seal afterwards.
-func PutSeq(b []byte, seq uint64)    { binary.BigEndian.PutUint64(b[16:], seq) }
-func PutSendTime(b []byte, ns int64) { binary.BigEndian.PutUint64(b[24:], uint64(ns)) }
+// PutSeq, PutSendTime and PutFlags patch an encoded datagram; call Seal
+// afterwards.
+func PutSeq(b []byte, seq uint64) { binary.BigEndian.PutUint64(b[16:], seq) }
+func PutSendTime(b []byte, wall, clock int64) {
+	binary.BigEndian.PutUint64(b[24:], uint64(wall))
+	binary.BigEndian.PutUint64(b[32:], uint64(clock))
+}
 func PutFlags(b []byte, flags Flags) { b[5] = byte(flags) }
+
+// MakeReply turns a decoded probe in b into its reply in place: the reply
+// flag, the receiver's received count and a new checksum. The reply has the
+// probe's size, so reflecting never amplifies.
+func MakeReply(b []byte, received uint64) {
+	b[5] |= byte(FlagReply)
+	binary.BigEndian.PutUint64(b[40:], received)
+	Seal(b)
+}
 func checksum(b []byte) (want, got uint32) {
 	end := len(b) - TrailerSize
 	return binary.BigEndian.Uint32(b[end:]), crc32.Checksum(b[:end], castagnoli)
@@ -205,6 +241,8 @@ func Decode(b []byte, h *Header) error {
 	h.Session = binary.BigEndian.Uint64(b[8:])
 	h.Seq = seq
 	h.SendTime = int64(binary.BigEndian.Uint64(b[24:]))
+	h.SendClock = int64(binary.BigEndian.Uint64(b[32:]))
+	h.Received = binary.BigEndian.Uint64(b[40:])
 	h.Name = name
 	return nil
 }

@@ -11,30 +11,48 @@ func testHeader() Header {
 	return Header{
 		Session:  0x0102030405060708,
 		Seq:      42,
-		SendTime: 1_700_000_000_123_456_789,
-		Name:     []byte("alpha"),
+		SendTime:  1_700_000_000_123_456_789,
+		SendClock: 123_456_789,
+		Name:      []byte("alpha"),
 	}
 }
 
-// golden is testHeader encoded into 48 bytes, laid out by hand from
+// golden is testHeader encoded into 64 bytes, laid out by hand from
 // docs/protocol.md; its checksum came from an independent bitwise CRC-32C
 // (polynomial 0x82F63B78), not from this package.
 const golden = "55445050" + "01" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
 	"0102030405060708" + // session
 	"000000000000002a" + // sequence 42
 	"17979cfe3d85cd15" + // send time 1700000000123456789
+	"00000000075bcd15" + // send clock 123456789
+	"0000000000000000" + // received count, 0 in a probe
 	"616c706861" + // "alpha"
 	"00000000000000" + // 7 bytes of padding
-	"e7f31ec1" // CRC-32C of the 44 bytes before it
+	"078be7a5" // CRC-32C of the 60 bytes before it
+
+// goldenReply is golden after MakeReply(b, 17), by hand the same way.
+const goldenReply = "55445050" + "01" + "02" + "05" + "00" + // flags: reply
+	"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+	"0000000000000011" + // received count 17
+	"616c706861" + "00000000000000" +
+	"8445b3ca"
 
 func TestEncodeGolden(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 48)
+	b := make([]byte, 64)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}
 	if got := hex.EncodeToString(b); got != golden {
 		t.Fatalf("encoding changed:\n got %s\nwant %s", got, golden)
+	}
+	MakeReply(b, 17)
+	if got := hex.EncodeToString(b); got != goldenReply {
+		t.Fatalf("reply changed:\n got %s\nwant %s", got, goldenReply)
+	}
+	var r Header
+	if err := Decode(b, &r); err != nil || !r.Reply() || r.Goodbye() || r.Received != 17 {
+		t.Fatalf("decoded reply %+v, %v", r, err)
 	}
 }
 
@@ -56,7 +74,7 @@ func TestDecodeGolden(t *testing.T) {
 	}
 	want := testHeader()
 	if h.Session != want.Session || h.Seq != want.Seq || h.SendTime != want.SendTime ||
-		!bytes.Equal(h.Name, want.Name) || h.Flags != 0 || h.TagLen != 0 {
+		h.SendClock != want.SendClock || h.Received != 0 || !bytes.Equal(h.Name, want.Name) || h.Flags != 0 || h.TagLen != 0 {
 		t.Fatalf("decoded %+v, want %+v", h, want)
 	}
 }
@@ -68,14 +86,14 @@ func TestRoundTripPatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	PutSeq(b, 7)
-	PutSendTime(b, -5)
+	PutSendTime(b, -5, -6)
 	PutFlags(b, FlagGoodbye)
 	Seal(b)
 	var d Header
 	if err := Decode(b, &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Seq != 7 || d.SendTime != -5 || !d.Goodbye() || string(d.Name) != "alpha" {
+	if d.Seq != 7 || d.SendTime != -5 || d.SendClock != -6 || !d.Goodbye() || string(d.Name) != "alpha" {
 		t.Fatalf("decoded %+v", d)
 	}
 }
@@ -124,23 +142,24 @@ func TestDecodeErrors(t *testing.T) {
 	}{
 		{"empty", nil, ErrTooShort},
 		{"one short", valid()[:MinSize(1)-1], ErrTooShort},
-		{"foreign", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789"), ErrMagic},
+		{"foreign", []byte("GET / HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n0123456789"), ErrMagic},
 		{"zeros", make([]byte, 64), ErrMagic},
 		{"future version", resealed(func(b []byte) { b[4] = 7 }), ErrVersion},
 		{"version 2", resealed(func(b []byte) { b[4] = 2 }), ErrVersion},
 		{"bit error in magic", func() []byte { b := valid(); b[1] ^= 0x10; return b }(), ErrChecksum},
 		{"bit error in version", func() []byte { b := valid(); b[4] ^= 0x02; return b }(), ErrChecksum},
 		{"bit error in sequence", func() []byte { b := valid(); b[23] ^= 1; return b }(), ErrChecksum},
-		{"bit error in padding", func() []byte { b := valid(); b[40] ^= 0x80; return b }(), ErrChecksum},
-		{"bit error in checksum", func() []byte { b := valid(); b[47] ^= 1; return b }(), ErrChecksum},
-		{"truncated", valid()[:47], ErrChecksum},
+		{"bit error in padding", func() []byte { b := valid(); b[56] ^= 0x80; return b }(), ErrChecksum},
+		{"bit error in send clock", func() []byte { b := valid(); b[35] ^= 4; return b }(), ErrChecksum},
+		{"bit error in checksum", func() []byte { b := valid(); b[63] ^= 1; return b }(), ErrChecksum},
+		{"truncated", valid()[:63], ErrChecksum},
 		{"unknown flag", resealed(func(b []byte) { b[5] = 0x40 }), ErrHeader},
 		{"name overruns", resealed(func(b []byte) { b[6] = 20 }), ErrHeader},
 		{"name too long", resealed(func(b []byte) { b[6] = MaxNameLen + 1 }), ErrHeader},
 		{"tag overruns", resealed(func(b []byte) { b[7] = 8 }), ErrHeader},
 		{"sequence top bit", resealed(func(b []byte) { b[16] |= 0x80 }), ErrHeader},
 		{"empty name", resealed(func(b []byte) { b[6] = 0 }), ErrName},
-		{"bad name byte", resealed(func(b []byte) { b[33] = ' ' }), ErrName},
+		{"bad name byte", resealed(func(b []byte) { b[49] = ' ' }), ErrName},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Header

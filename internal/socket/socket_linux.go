@@ -1,0 +1,87 @@
+package socket
+
+import (
+	"encoding/binary"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// OOBSize holds every control message this package asks for.
+var OOBSize = unix.CmsgSpace(4) + unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
+
+// Timestamps is true where the kernel can timestamp received datagrams.
+const Timestamps = true
+
+// EnableTimestamps asks for a kernel receive timestamp on every datagram
+// (SO_TIMESTAMPNS).
+func EnableTimestamps(c syscall.RawConn) error {
+	return setInt(c, unix.SO_TIMESTAMPNS)
+}
+
+// EnableDrops asks for the socket's cumulative drop count on every datagram
+// read after a drop (SO_RXQ_OVFL).
+func EnableDrops(c syscall.RawConn) error {
+	return setInt(c, unix.SO_RXQ_OVFL)
+}
+
+func setInt(c syscall.RawConn, opt int) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// SetReceiveBuffer asks for size bytes, bypassing net.core.rmem_max when the
+// process may (CAP_NET_ADMIN), and returns what the kernel granted. Linux
+// reports twice the usable size; we report half, the figure comparable to the
+// request.
+func SetReceiveBuffer(c syscall.RawConn, size int) (granted int, err error) {
+	cerr := c.Control(func(fd uintptr) {
+		if size > 0 {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
+				err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+			}
+		}
+		if err == nil {
+			granted, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+			granted /= 2
+		}
+	})
+	if cerr != nil {
+		return 0, cerr
+	}
+	return granted, err
+}
+
+// Parse reads the control messages of one datagram without allocating.
+// Messages it does not know, and a malformed tail, are ignored.
+func Parse(oob []byte) (c Control) {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return c
+		}
+		data := oob[unix.CmsgLen(0):l]
+		if h.Level == unix.SOL_SOCKET {
+			switch {
+			case h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
+				c.Drops, c.HasDrops = binary.NativeEndian.Uint32(data), true
+			case h.Type == unix.SO_TIMESTAMPNS && len(data) >= int(unsafe.Sizeof(unix.Timespec{})):
+				ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
+				c.Time, c.HasTime = ts.Nano(), true
+			}
+		}
+		next := unix.CmsgSpace(l - unix.CmsgLen(0))
+		if next >= len(oob) {
+			return c
+		}
+		oob = oob[next:]
+	}
+	return c
+}

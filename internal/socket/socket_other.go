@@ -1,0 +1,20 @@
+//go:build !linux
+
+package socket
+
+import "syscall"
+
+// Elsewhere the kernel attaches nothing: the read time stands in for the
+// receive timestamp and socket drops stay 0.
+var OOBSize = 0
+
+// Timestamps is true where the kernel can timestamp received datagrams.
+const Timestamps = false
+
+func EnableTimestamps(syscall.RawConn) error { return nil }
+
+func EnableDrops(syscall.RawConn) error { return nil }
+
+func SetReceiveBuffer(syscall.RawConn, int) (int, error) { return 0, nil }
+
+func Parse([]byte) Control { return Control{} }
