@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"sort"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -31,7 +32,8 @@ func (r *Receiver) summarize() {
 		r.log.Info("summary", zap.String("peer", name), zap.Duration("interval", r.opts.SummaryInterval),
 			zap.Uint64("received", d.received), zap.Uint64("lost", d.lost),
 			zap.Uint64("duplicated", d.duplicated), zap.Uint64("reordered", d.reordered),
-			zap.Uint64("late", d.late), zap.Float64("loss_ratio", ratio))
+			zap.Uint64("late", d.late), zap.Float64("loss_ratio", ratio),
+			zap.Duration("jitter", time.Duration(p.cur.timing.jitter)))
 	}
 }
 

@@ -9,8 +9,8 @@ import (
 
 func testHeader() Header {
 	return Header{
-		Session:  0x0102030405060708,
-		Seq:      42,
+		Session:   0x0102030405060708,
+		Seq:       42,
 		SendTime:  1_700_000_000_123_456_789,
 		SendClock: 123_456_789,
 		Name:      []byte("alpha"),

@@ -1,0 +1,210 @@
+package receiver
+
+import (
+	"math"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// probe is a datagram sent at s ms on both of the sender's clocks, from an
+// arbitrary wall-clock origin.
+func probe(t *testing.T, session, seq uint64, s float64) []byte {
+	t.Helper()
+	b := make([]byte, 64)
+	h := wire.Header{Name: []byte("alpha"), Session: session, Seq: seq,
+		SendTime: wall0 + int64(s*1e6), SendClock: int64(s * 1e6)}
+	if err := wire.Encode(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+const wall0 = 1_700_000_000 * int64(time.Second)
+
+func histogram(t *testing.T, o any) (count uint64, sum float64) {
+	t.Helper()
+	var m dto.Metric
+	if err := o.(interface{ Write(*dto.Metric) error }).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+}
+
+// TestTiming drives handle with chosen send and arrival times and checks
+// one-way delay, clock skew, RFC 3550 jitter and IPDV against values worked
+// out by hand. Arrival a ms: wall clock wall0 + a (but for a step), monotonic
+// a.
+func TestTiming(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{})
+	defer r.conn.Close()
+	const hour = float64(time.Hour / time.Millisecond)
+	for _, d := range []struct {
+		seq        uint64
+		sent, wall float64 // ms
+		mono       float64
+	}{
+		{0, 0, 10, 10},     // transit 10
+		{1, 40, 70, 70},    // 30: |D| = 20, J = 1.25
+		{2, 80, 90, 90},    // 10: |D| = 20, J = 1.25 + 18.75/16 = 2.421875
+		{4, 160, 170, 170}, // 10: |D| = 0 against 2, J = 2.421875·15/16; 3 missing: no IPDV
+		{3, 120, 180, 180}, // reordered: delay 60, no jitter
+		{5, 200, 210 - hour, 210}, // the wall clock stepped back an hour: skew; |D| = 0
+	} {
+		r.handle(probe(t, 1, d.seq, d.sent), netip.AddrPort{}, wall0+int64(d.wall*1e6), int64(d.mono*1e6))
+	}
+	p := r.peers["alpha"]
+	if n, sum := histogram(t, p.m.OneWayDelay); n != 5 || math.Abs(sum-0.120) > 1e-9 {
+		t.Errorf("one-way delay: %d samples summing to %v s, want 5 and 0.120", n, sum)
+	}
+	if got := testutil.ToFloat64(p.m.ClockSkew); got != 1 {
+		t.Errorf("clock skew events %v, want 1", got)
+	}
+	want := 2.421875 * 15 / 16 * 15 / 16 / 1e3
+	if got := testutil.ToFloat64(p.m.Jitter); math.Abs(got-want) > 1e-12 {
+		t.Errorf("jitter %v s, want %v", got, want)
+	}
+	if n, sum := histogram(t, p.m.IPDV); n != 3 || math.Abs(sum-0.040) > 1e-9 {
+		t.Errorf("IPDV: %d samples summing to %v s, want 3 (0-1, 1-2, 4-5) and 0.040", n, sum)
+	}
+	r.handle(probe(t, 2, 0, 300), netip.AddrPort{}, wall0+310e6, 310e6) // a restart
+	if got := testutil.ToFloat64(p.m.Jitter); got != 0 {
+		t.Errorf("jitter %v after a restart, want 0 until the new session has two datagrams", got)
+	}
+}
+
+// TestReflect: a reflecting receiver answers each valid probe, goodbyes
+// included, with a same-size reply carrying its received count; it never
+// answers a reply.
+func TestReflect(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 1000})
+	run(t, r)
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	read := func() (wire.Header, int) {
+		t.Helper()
+		b := make([]byte, 100)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h wire.Header
+		if err := wire.Decode(b[:n], &h); err != nil {
+			t.Fatal(err)
+		}
+		return h, n
+	}
+	for _, step := range []struct {
+		b     []byte
+		seq   uint64
+		count uint64
+	}{
+		{probe(t, 1, 0, 0), 0, 1},
+		{probe(t, 1, 2, 20), 2, 2},
+		{probe(t, 1, 2, 20), 2, 2}, // a duplicate is answered, the count stays
+		{probe(t, 1, 1, 10), 1, 3}, // reordered
+	} {
+		if _, err := c.Write(step.b); err != nil {
+			t.Fatal(err)
+		}
+		h, n := read()
+		if !h.Reply() || h.Goodbye() || h.Seq != step.seq || h.Received != step.count || n != len(step.b) ||
+			h.SendClock != int64(step.seq)*10e6 {
+			t.Fatalf("reply %+v (%d bytes), want seq %d count %d in %d bytes", h, n, step.seq, step.count, len(step.b))
+		}
+	}
+	reply := probe(t, 1, 3, 30)
+	wire.MakeReply(reply, 9)
+	bye := probe(t, 1, 2, 40)
+	wire.PutFlags(bye, wire.FlagGoodbye)
+	wire.Seal(bye)
+	for _, b := range [][]byte{reply, bye} {
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, _ := read(); !h.Reply() || !h.Goodbye() || h.Received != 3 {
+		t.Fatalf("goodbye reply %+v, want the final count 3 (the reply in between must not be answered)", h)
+	}
+	eventually(t, "the reply counted as invalid", func() bool {
+		return testutil.ToFloat64(r.m.Invalid.WithLabelValues("unexpected_reply")) == 1
+	})
+	if got := testutil.ToFloat64(r.m.RepliesSent.WithLabelValues("alpha")); got != 5 {
+		t.Fatalf("replies sent %v, want 5", got)
+	}
+}
+
+// TestLimiter: a token bucket at 10 per second with a burst of 2.
+func TestLimiter(t *testing.T) {
+	l := limiter{tokens: 2}
+	ms := func(n int64) int64 { return n * int64(time.Millisecond) }
+	var got []bool
+	for _, at := range []int64{0, 0, 0, 50, 100, 100, 400, 400, 400} {
+		got = append(got, l.allow(ms(at), 10, 2))
+	}
+	want := []bool{true, true, false, false, true, false, true, true, false}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("allow sequence %v, want %v", got, want)
+		}
+	}
+}
+
+// TestReflectRateLimited counts replies held back by the limiter.
+func TestReflectRateLimited(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10}) // burst 1
+	defer r.conn.Close()
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	for seq := range uint64(5) { // 5 in 4 ms: one token, then none
+		r.handle(probe(t, 1, seq, float64(seq)), to, wall0+int64(seq)*1e6, int64(seq)*1e6)
+	}
+	p := r.peers["alpha"]
+	if sent, limited := testutil.ToFloat64(p.m.RepliesSent), testutil.ToFloat64(p.m.RepliesLimited); sent != 1 || limited != 4 {
+		t.Fatalf("sent %v, limited %v; want 1 and 4", sent, limited)
+	}
+}
+
+// TestReflectAllocatesNothing: the receive path with timing and a reply
+// costs no allocation.
+func TestReflectAllocatesNothing(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 1e6})
+	defer r.conn.Close()
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	b := probe(t, 1, 0, 0)
+	r.handle(b, to, wall0, 0)
+	var seq int64
+	allocs := testing.AllocsPerRun(500, func() {
+		seq++
+		wire.PutFlags(b, 0) // the reply was made in place
+		wire.PutSeq(b, uint64(seq))
+		wire.PutSendTime(b, wall0+seq*1e6, seq*1e6)
+		wire.Seal(b)
+		r.handle(b, to, wall0+seq*1e6+5e5, seq*1e6+5e5)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per datagram, want 0", allocs)
+	}
+	if got := testutil.ToFloat64(r.peers["alpha"].m.RepliesSent); got < 500 {
+		t.Fatalf("%v replies sent; the loop did not exercise the reply path", got)
+	}
+}
