@@ -22,16 +22,21 @@ type harness struct {
 	t   *testing.T
 	reg *prometheus.Registry
 	rcv *receiver.Receiver
+	m   *metrics.Receiver
 }
 
 // startReceiver runs a receiver on loopback until the test ends.
-func startReceiver(t *testing.T) *harness {
+func startReceiver(t *testing.T) *harness { return startReceiverWith(t, false) }
+
+// startReceiverWith runs a receiver, reflecting if reflect is set.
+func startReceiverWith(t *testing.T, reflect bool) *harness {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
+	m := metrics.NewReceiver(reg)
 	rcv, err := receiver.New(receiver.Options{
 		ListenAddress: "127.0.0.1:0", LossTimeout: lossTimeout, MaxPeers: 10,
-		PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
-		Logger: zaptest.NewLogger(t), Metrics: metrics.NewReceiver(reg),
+		PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20, Reflect: reflect, ReflectRate: 10000,
+		Logger: zaptest.NewLogger(t), Metrics: m,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -45,13 +50,18 @@ func startReceiver(t *testing.T) *harness {
 			t.Errorf("receiver: %v", err)
 		}
 	})
-	return &harness{t: t, reg: reg, rcv: rcv}
+	return &harness{t: t, reg: reg, rcv: rcv, m: m}
 }
 
-// startRelay runs a relay in front of the receiver until the test ends.
-func (h *harness) startRelay(cfg impair.Config) *impair.Relay {
+// startRelay runs a relay in front of the receiver until the test ends,
+// damaging probes as up says and replies as down says.
+func (h *harness) startRelay(up impair.Config, down ...impair.Config) *impair.Relay {
 	h.t.Helper()
-	r, err := impair.New("127.0.0.1:0", h.rcv.Addr().String(), cfg)
+	var d impair.Config
+	if len(down) > 0 {
+		d = down[0]
+	}
+	r, err := impair.New("127.0.0.1:0", h.rcv.Addr().String(), up, d)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -63,10 +73,18 @@ func (h *harness) startRelay(cfg impair.Config) *impair.Relay {
 // send runs a sender to target for d, then stops it, which sends its goodbye.
 func send(t *testing.T, target, name string, session uint64, rate float64, d time.Duration) {
 	t.Helper()
-	s, err := sender.New(sender.Options{
-		Targets: []string{target}, Rate: rate, PayloadSize: 100, Name: name, Session: session,
-		Logger: zaptest.NewLogger(t), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry()),
-	})
+	sendWith(t, sender.Options{Targets: []string{target}, Name: name, Session: session, Rate: rate}, d)
+}
+
+// sendWith runs a sender with opts (and a test logger and metrics) for d,
+// then stops it, and returns the instruments of its first target. With
+// RoundTrip it returns once the sender has waited for the last replies.
+func sendWith(t *testing.T, opts sender.Options, d time.Duration) metrics.SenderPeer {
+	t.Helper()
+	m := metrics.NewSender(prometheus.NewPedanticRegistry())
+	opts.PayloadSize, opts.LossTimeout = 100, lossTimeout
+	opts.Logger, opts.Metrics = zaptest.NewLogger(t), m
+	s, err := sender.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +93,7 @@ func send(t *testing.T, target, name string, session uint64, rate float64, d tim
 	if err := s.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return m.Peer(opts.Targets[0])
 }
 
 // delivered waits until the relay has been idle for 100 ms, so that the

@@ -50,11 +50,11 @@ func TestTiming(t *testing.T) {
 		sent, wall float64 // ms
 		mono       float64
 	}{
-		{0, 0, 10, 10},     // transit 10
-		{1, 40, 70, 70},    // 30: |D| = 20, J = 1.25
-		{2, 80, 90, 90},    // 10: |D| = 20, J = 1.25 + 18.75/16 = 2.421875
-		{4, 160, 170, 170}, // 10: |D| = 0 against 2, J = 2.421875·15/16; 3 missing: no IPDV
-		{3, 120, 180, 180}, // reordered: delay 60, no jitter
+		{0, 0, 10, 10},            // transit 10
+		{1, 40, 70, 70},           // 30: |D| = 20, J = 1.25
+		{2, 80, 90, 90},           // 10: |D| = 20, J = 1.25 + 18.75/16 = 2.421875
+		{4, 160, 170, 170},        // 10: |D| = 0 against 2, J = 2.421875·15/16; 3 missing: no IPDV
+		{3, 120, 180, 180},        // reordered: delay 60, no jitter
 		{5, 200, 210 - hour, 210}, // the wall clock stepped back an hour: skew; |D| = 0
 	} {
 		r.handle(probe(t, 1, d.seq, d.sent), netip.AddrPort{}, wall0+int64(d.wall*1e6), int64(d.mono*1e6))

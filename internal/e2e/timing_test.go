@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/udpprobe/udpprobe/internal/impair"
+	"github.com/udpprobe/udpprobe/internal/sender"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// hist reads a histogram child's sample count and sum.
+func hist(t *testing.T, o prometheus.Observer) (uint64, float64) {
+	t.Helper()
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+}
+
+// TestFixedDelay puts 20 ms on each direction. The one-way delay mean must
+// be within 1 ms of 20 ms and the round-trip mean within 2 ms of 40 ms, with
+// every datagram answered in time.
+func TestFixedDelay(t *testing.T) {
+	const delay = 20 * time.Millisecond
+	h := startReceiverWith(t, true)
+	relay := h.startRelay(impair.Config{Delay: delay}, impair.Config{Delay: delay})
+	sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "delayed", Rate: 100, RoundTrip: true},
+		time.Second)
+	p := h.m.Peer("delayed")
+	n, sum := hist(t, p.OneWayDelay)
+	sent := testutil.ToFloat64(sm.PacketsSent)
+	if sent < 50 || float64(n) != sent {
+		t.Fatalf("%v sent, %d one-way delays recorded: every datagram should have one", sent, n)
+	}
+	if mean := time.Duration(sum / float64(n) * 1e9); (mean - delay).Abs() > time.Millisecond {
+		t.Errorf("one-way delay mean %v, want %v ± 1ms", mean, delay)
+	}
+	rn, rsum := hist(t, sm.RTT)
+	if float64(rn) != sent || testutil.ToFloat64(sm.RepliesReceived) != sent || testutil.ToFloat64(sm.RoundTripLost) != 0 {
+		t.Fatalf("%v sent, %d round trips, %v lost: every datagram should come back in time",
+			sent, rn, testutil.ToFloat64(sm.RoundTripLost))
+	}
+	if mean := time.Duration(rsum / float64(rn) * 1e9); (mean - 2*delay).Abs() > 2*time.Millisecond {
+		t.Errorf("round-trip mean %v, want %v ± 2ms", mean, 2*delay)
+	}
+	if skew := testutil.ToFloat64(p.ClockSkew); skew != 0 {
+		t.Errorf("%v clock skew events on one host", skew)
+	}
+	t.Logf("%v datagrams: one-way delay mean %v, round-trip mean %v", sent,
+		time.Duration(sum/float64(n)*1e9), time.Duration(rsum/float64(rn)*1e9))
+}
+
+// TestAlternatingDelayJitter delays datagrams by 10 and 30 ms in turn, 40 ms
+// apart so that none is reordered: every |D| is 20 ms, and RFC 3550's
+// estimator, starting at 0 with gain g = 1/16, reaches 20 ms · (1 − (1−g)^n)
+// after n samples. If every |D| lies within 20 ms ± δ, the estimate lies in
+// [(20 ms − δ)(1 − (1−g)^n), 20 ms + δ]. δ is measured from the relay's own
+// record (its timers' error), plus one loopback write (1 ms, generously)
+// between the relay's clock and the receiver's kernel timestamp.
+func TestAlternatingDelayJitter(t *testing.T) {
+	h := startReceiver(t)
+	relay := h.startRelay(impair.Config{Script: func(i int, hd *wire.Header) impair.Action {
+		if hd == nil || hd.Goodbye() {
+			return impair.Action{}
+		}
+		if hd.Seq%2 == 0 {
+			return impair.Action{Delay: 10 * time.Millisecond}
+		}
+		return impair.Action{Delay: 30 * time.Millisecond}
+	}})
+	send(t, relay.Addr(), "jittery", 0x71, 25, 4*time.Second)
+	var data []impair.Delivery
+	for _, d := range delivered(t, relay) {
+		if d.Valid && !d.Goodbye {
+			data = append(data, d)
+		}
+	}
+	const want = 20 * time.Millisecond
+	var delta time.Duration
+	for i := 1; i < len(data); i++ {
+		a, b := data[i-1], data[i]
+		if b.Seq != a.Seq+1 {
+			t.Fatalf("the relay reordered or lost %d → %d; the interval is too short for this test", a.Seq, b.Seq)
+		}
+		d := (b.At.Sub(a.At) - time.Duration(b.SendClock-a.SendClock)).Abs()
+		delta = max(delta, (d - want).Abs())
+	}
+	const hop = time.Millisecond
+	p := h.m.Peer("jittery")
+	c := h.waitFor("jittery", uint64(len(data)))
+	if c.received != uint64(len(data)) || c.lost != 0 || c.reordered != 0 {
+		t.Fatalf("receiver counts %+v for %d clean datagrams", c, len(data))
+	}
+	samples := float64(len(data) - 1)
+	ipdv, _ := hist(t, p.IPDV)
+	if float64(ipdv) != samples {
+		t.Errorf("%d IPDV samples, want %v (every pair is consecutive)", ipdv, samples)
+	}
+	got := time.Duration(testutil.ToFloat64(p.Jitter) * 1e9)
+	lo := time.Duration(float64(want-delta-hop) * (1 - math.Pow(15.0/16, samples)))
+	hi := want + delta + hop
+	if got < lo || got > hi {
+		t.Fatalf("jitter %v after %v samples, want within [%v, %v] (relay timer error δ = %v)", got, samples, lo, hi, delta)
+	}
+	t.Logf("jitter %v after %v samples; bounds [%v, %v], δ = %v", got, samples, lo, hi, delta)
+}
+
+// dataSeqs returns the distinct data sequence numbers among deliveries.
+func dataSeqs(ds []impair.Delivery) map[uint64]bool {
+	seqs := map[uint64]bool{}
+	for _, d := range ds {
+		if d.Valid && !d.Goodbye {
+			seqs[d.Seq] = true
+		}
+	}
+	return seqs
+}
+
+// TestLossSplitByDirection drops datagrams only upstream, then only
+// downstream, and requires the sender's round-trip loss, and its split,
+// to equal what the relay dropped in each direction.
+func TestLossSplitByDirection(t *testing.T) {
+	// Seeded drops of a tenth of the data; the goodbye and its replies get
+	// through, so the tail of the session is split too.
+	dropTenth := func(seed uint64) impair.Config {
+		rng := rand.New(rand.NewPCG(seed, 0))
+		return impair.Config{Script: func(_ int, hd *wire.Header) impair.Action {
+			if hd == nil || hd.Goodbye() {
+				return impair.Action{}
+			}
+			return impair.Action{Drop: rng.Float64() < 0.1}
+		}}
+	}
+	for _, tc := range []struct {
+		name     string
+		up, down impair.Config
+	}{
+		{"upstream", dropTenth(7), impair.Config{}},
+		{"downstream", impair.Config{}, dropTenth(3)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startReceiverWith(t, true)
+			relay := h.startRelay(tc.up, tc.down)
+			sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "split", Rate: 200, RoundTrip: true},
+				time.Second)
+			sent := uint64(testutil.ToFloat64(sm.PacketsSent))
+			up := dataSeqs(relay.Delivered())  // probes that reached the receiver
+			back := dataSeqs(relay.Returned()) // replies that reached the sender
+			wantUp, wantDown := sent-uint64(len(up)), uint64(len(up)-len(back))
+			got := func(c prometheus.Counter) uint64 { return uint64(testutil.ToFloat64(c)) }
+			if got(sm.RoundTripLost) != wantUp+wantDown || got(sm.UpstreamLost) != wantUp ||
+				got(sm.DownstreamLost) != wantDown || got(sm.RepliesReceived) != uint64(len(back)) {
+				t.Fatalf("sender: round trip lost %d (upstream %d, downstream %d), %d replies; "+
+					"relay: %d sent, %d dropped up, %d dropped down",
+					got(sm.RoundTripLost), got(sm.UpstreamLost), got(sm.DownstreamLost), got(sm.RepliesReceived),
+					sent, wantUp, wantDown)
+			}
+			if wantUp+wantDown == 0 || (wantUp != 0 && wantDown != 0) {
+				t.Fatalf("the relay dropped %d up and %d down; want drops in one direction only", wantUp, wantDown)
+			}
+			if got(sm.RepliesLate) != 0 || got(sm.RepliesInvalid) != 0 {
+				t.Fatalf("late %d, invalid %d replies on loopback", got(sm.RepliesLate), got(sm.RepliesInvalid))
+			}
+			t.Logf("%d sent: %d lost upstream, %d downstream", sent, wantUp, wantDown)
+		})
+	}
+}
