@@ -24,7 +24,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newTestReceiver(t *testing.T, opts Options) (*Receiver, *prometheus.Registry, *observer.ObservedLogs) {
+func newTestReceiver(t testing.TB, opts Options) (*Receiver, *prometheus.Registry, *observer.ObservedLogs) {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	core, logs := observer.New(zapcore.InfoLevel)

@@ -1,0 +1,128 @@
+package sender
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// newRoundTripTarget is a sender with one round-trip target, a socket that
+// nobody reads; tests feed the reply path by hand.
+func newRoundTripTarget(tb testing.TB) (*Sender, *target) {
+	tb.Helper()
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sink.Close() })
+	s, err := New(Options{Targets: []string{sink.LocalAddr().String()}, Rate: 1000, PayloadSize: 64, Name: "me",
+		RoundTrip: true, LossTimeout: time.Second,
+		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry())})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.close)
+	return s, s.targets[0]
+}
+
+func replyTo(tb testing.TB, session, seq, count uint64, sendTime int64) []byte {
+	tb.Helper()
+	b := make([]byte, 64)
+	if err := wire.Encode(b, &wire.Header{Name: []byte("me"), Session: session, Seq: seq,
+		SendTime: sendTime, SendClock: sendTime}); err != nil {
+		tb.Fatal(err)
+	}
+	wire.MakeReply(b, count)
+	return b
+}
+
+// TestRTTUsesOnlyTheMonotonicClock: the round-trip time is the difference
+// of this host's monotonic readings at send and at reply. The times in the
+// reply (here an hour off, as after a wall-clock step) do not enter.
+func TestRTTUsesOnlyTheMonotonicClock(t *testing.T) {
+	s, tg := newRoundTripTarget(t)
+	tg.rt.send(0, 1e6)
+	tg.handleReply(replyTo(t, s.Session(), 0, 1, int64(time.Hour)), 6e6)
+	var m dto.Metric
+	if err := tg.m.RTT.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum(); n != 1 || sum != 0.005 {
+		t.Fatalf("%d round trips summing to %v s, want one of 0.005", n, sum)
+	}
+	if got := testutil.ToFloat64(tg.m.RepliesReceived); got != 1 {
+		t.Fatalf("replies received %v, want 1", got)
+	}
+}
+
+// TestInvalidReplies: a probe (not a reply), a reply to another session,
+// a damaged reply and a reply to a datagram never sent are each counted
+// as invalid and change nothing else.
+func TestInvalidReplies(t *testing.T) {
+	s, tg := newRoundTripTarget(t)
+	tg.rt.send(0, 0)
+	probe := replyTo(t, s.Session(), 0, 1, 0)
+	wire.PutFlags(probe, 0)
+	wire.Seal(probe)
+	damaged := replyTo(t, s.Session(), 0, 1, 0)
+	damaged[20] ^= 1
+	for _, b := range [][]byte{probe, replyTo(t, s.Session()+1, 0, 1, 0), damaged,
+		replyTo(t, s.Session(), 5, 1, 0), []byte("junk")} {
+		tg.handleReply(b, 1e6)
+	}
+	if got := testutil.ToFloat64(tg.m.RepliesInvalid); got != 5 {
+		t.Fatalf("invalid replies %v, want 5", got)
+	}
+	if got := testutil.ToFloat64(tg.m.RepliesReceived); got != 0 {
+		t.Fatalf("replies received %v, want 0", got)
+	}
+}
+
+// TestReplyPathAllocatesNothing: sending with round-trip tracking and
+// taking a reply cost no allocation.
+func TestReplyPathAllocatesNothing(t *testing.T) {
+	s, tg := newRoundTripTarget(t)
+	b := replyTo(t, s.Session(), 0, 1, 0)
+	var seq uint64
+	allocs := testing.AllocsPerRun(1000, func() {
+		tg.send(time.Now())
+		wire.PutSeq(b, seq)
+		wire.Seal(b)
+		seq++
+		tg.handleReply(b, int64(time.Since(tg.epoch)))
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per datagram, want 0", allocs)
+	}
+	if got := testutil.ToFloat64(tg.m.RepliesReceived); got < 1000 {
+		t.Fatalf("%v replies taken; the loop missed the reply path", got)
+	}
+}
+
+// BenchmarkRoundTrip is a send and its reply on the round-trip path,
+// without the socket write.
+func BenchmarkRoundTrip(b *testing.B) {
+	s, tg := newRoundTripTarget(b)
+	reply := replyTo(b, s.Session(), 0, 1, 0)
+	b.ReportAllocs()
+	var now int64
+	for seq := uint64(0); b.Loop(); seq++ {
+		now += 1e6
+		tg.mu.Lock()
+		tg.rt.send(seq, now)
+		tg.rt.advance(now)
+		tg.export()
+		tg.mu.Unlock()
+		wire.PutSeq(reply, seq)
+		wire.Seal(reply)
+		tg.handleReply(reply, now+5e5)
+	}
+}
