@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -59,5 +60,28 @@ func TestDeletePeerRemovesEverySeries(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(r.PacketsReceived); n != 1 {
 		t.Fatalf("%d received series left, want 1 (beta)", n)
+	}
+}
+
+// TestDocumented requires every metric to appear in the README's table and
+// in docs/metrics.md.
+func TestDocumented(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	NewSender(reg).Peer("a:1")
+	NewReceiver(reg).Peer("a")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range []string{"../../README.md", "../../docs/metrics.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if !strings.Contains(string(b), "`"+mf.GetName()+"`") {
+				t.Errorf("%s does not document %s", doc, mf.GetName())
+			}
+		}
 	}
 }
