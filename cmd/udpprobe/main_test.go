@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -186,9 +187,10 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestDaemons builds the binary and runs a receiver and a sender as a user
-// would: summary lines appear, the HTTP endpoints answer, SIGTERM makes the
-// sender say goodbye and both exit 0.
+// TestDaemons builds the binary and runs a reflecting receiver and a
+// round-trip sender as a user would: summary lines appear, the HTTP
+// endpoints answer, replies come back, SIGTERM makes the sender say goodbye
+// and both exit 0.
 func TestDaemons(t *testing.T) {
 	clearEnv(t)
 	bin := filepath.Join(t.TempDir(), "udpprobe")
@@ -197,10 +199,11 @@ func TestDaemons(t *testing.T) {
 	}
 	udp, rweb, sweb := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
 	rcv := start(t, bin, "receiver", "UDPPROBE_LISTEN_ADDRESS="+udp, "UDPPROBE_WEB_LISTEN_ADDRESS="+rweb,
-		"UDPPROBE_SUMMARY_INTERVAL=1s", "UDPPROBE_LOSS_TIMEOUT=100ms", "UDPPROBE_LOG_FORMAT=json")
+		"UDPPROBE_SUMMARY_INTERVAL=1s", "UDPPROBE_LOSS_TIMEOUT=100ms", "UDPPROBE_LOG_FORMAT=json",
+		"UDPPROBE_REFLECT=true")
 	rcv.await(t, `"msg":"receiving"`)
 	snd := start(t, bin, "sender", "UDPPROBE_TARGETS="+udp, "UDPPROBE_WEB_LISTEN_ADDRESS="+sweb,
-		"UDPPROBE_RATE=200", "UDPPROBE_NAME=probe-1")
+		"UDPPROBE_RATE=200", "UDPPROBE_NAME=probe-1", "UDPPROBE_ROUND_TRIP=true", "UDPPROBE_LOSS_TIMEOUT=100ms")
 	line := rcv.await(t, `"msg":"summary","peer":"probe-1"`)
 	if !strings.Contains(line, `"received":`) || !strings.Contains(line, `"loss_ratio":0`) {
 		t.Errorf("summary line %s", line)
@@ -211,8 +214,10 @@ func TestDaemons(t *testing.T) {
 			t.Errorf("GET %s: %d", url, code)
 		}
 	}
-	if _, body := get(t, "http://"+sweb+"/metrics"); !strings.Contains(body, `udpprobe_sender_packets_sent_total{peer="`+udp+`"}`) {
-		t.Errorf("sender metrics lack packets_sent_total for %s", udp)
+	_, body := get(t, "http://"+sweb+"/metrics")
+	replies := regexp.MustCompile(`udpprobe_sender_replies_received_total\{peer="` + regexp.QuoteMeta(udp) + `"\} ([1-9][0-9]*)`)
+	if !replies.MatchString(body) || !strings.Contains(body, `udpprobe_sender_roundtrip_packets_lost_total{peer="`+udp+`"} 0`) {
+		t.Errorf("sender metrics show no replies, or round-trip loss, from %s:\n%s", udp, body)
 	}
 	if code := snd.stop(t); code != exitOK {
 		t.Errorf("sender exit code %d", code)

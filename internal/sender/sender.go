@@ -237,22 +237,25 @@ func (t *target) write(seq uint64, flags wire.Flags, due time.Time) bool {
 	wire.PutSendTime(t.buf, now.UnixNano(), mono)
 	wire.Seal(t.buf)
 	data := flags&wire.FlagGoodbye == 0
+	if data && t.rt != nil {
+		t.mu.Lock()
+		t.rt.send(seq, mono) // before the write, so no reply can beat it
+		t.mu.Unlock()
+	}
+	_, err := t.conn.Write(t.buf)
 	if data {
 		t.m.ScheduleLateness.Observe(max(0, now.Sub(due).Seconds()))
 		if t.rt != nil {
 			t.mu.Lock()
-			t.rt.send(seq, mono)
+			if err != nil {
+				t.rt.unsend(seq)
+			}
 			t.rt.advance(mono)
 			t.export()
 			t.mu.Unlock()
 		}
 	}
-	if _, err := t.conn.Write(t.buf); err != nil {
-		if data && t.rt != nil {
-			t.mu.Lock()
-			t.rt.unsend(seq)
-			t.mu.Unlock()
-		}
+	if err != nil {
 		t.m.SendErrors.Inc()
 		t.sendError(err)
 		return false
