@@ -40,8 +40,11 @@ var (
 	LatenessBuckets = []float64{.000001, .00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
 )
 
-func histogramOpts(subsystem, name, help string, buckets []float64) prometheus.HistogramOpts {
-	return prometheus.HistogramOpts{
+// histogramVec registers a histogram with classic buckets and the native
+// histogram settings every udpprobe histogram shares.
+func histogramVec(reg prometheus.Registerer, subsystem, name, help string, buckets []float64,
+	labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace:                       namespace,
 		Subsystem:                       subsystem,
 		Name:                            name,
@@ -50,11 +53,27 @@ func histogramOpts(subsystem, name, help string, buckets []float64) prometheus.H
 		NativeHistogramBucketFactor:     1.1,
 		NativeHistogramMaxBucketNumber:  100,
 		NativeHistogramMinResetDuration: time.Hour,
-	}
+	}, labels)
+	reg.MustRegister(h)
+	return h
 }
 
-func counter(sub, name, help string) prometheus.Counter {
-	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: sub, Name: name, Help: help})
+func counter(reg prometheus.Registerer, sub, name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: sub, Name: name, Help: help})
+	reg.MustRegister(c)
+	return c
+}
+
+func gauge(reg prometheus.Registerer, sub, name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: sub, Name: name, Help: help})
+	reg.MustRegister(g)
+	return g
+}
+
+func gaugeVec(reg prometheus.Registerer, sub, name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: sub, Name: name, Help: help}, labels)
+	reg.MustRegister(g)
+	return g
 }
 
 func counterVec(reg prometheus.Registerer, subsystem, name, help string, labels ...string) *prometheus.CounterVec {

@@ -29,19 +29,19 @@ type SenderPeer struct {
 // NewSender registers the sender's metrics on reg.
 func NewSender(reg prometheus.Registerer) *Sender {
 	const sub = "sender"
-	s := &Sender{
+	return &Sender{
 		PacketsSent: counterVec(reg, sub, "packets_sent_total",
 			"Data datagrams handed to the kernel, per target.", "peer"),
 		SendErrors: counterVec(reg, sub, "send_errors_total",
 			"Data datagrams the kernel refused to send; they consume no sequence number.", "peer"),
 		MissedSlots: counterVec(reg, sub, "missed_slots_total",
 			"Schedule slots skipped because the sender fell more than one interval behind.", "peer"),
-		ScheduleLateness: prometheus.NewHistogramVec(histogramOpts(sub, "schedule_lateness_seconds",
+		ScheduleLateness: histogramVec(reg, sub, "schedule_lateness_seconds",
 			"How late each data datagram was sent against its slot in the schedule.",
-			LatenessBuckets), []string{"peer"}),
-		RTT: prometheus.NewHistogramVec(histogramOpts(sub, "rtt_seconds",
+			LatenessBuckets, "peer"),
+		RTT: histogramVec(reg, sub, "rtt_seconds",
 			"Round-trip time of replies received within the loss timeout, on this host's monotonic clock.",
-			DelayBuckets), []string{"peer"}),
+			DelayBuckets, "peer"),
 		RepliesReceived: counterVec(reg, sub, "replies_received_total",
 			"First replies received within the loss timeout (UDPPROBE_ROUND_TRIP).", "peer"),
 		RepliesLate: counterVec(reg, sub, "replies_late_total",
@@ -57,8 +57,6 @@ func NewSender(reg prometheus.Registerer) *Sender {
 		DownstreamLost: counterVec(reg, sub, "downstream_packets_lost_total",
 			"Round-trip losses the receiver's count shows it received: the reply was lost on the way back.", "peer"),
 	}
-	reg.MustRegister(s.ScheduleLateness, s.RTT)
-	return s
 }
 
 // Peer returns the instruments of one target, creating its series at zero.

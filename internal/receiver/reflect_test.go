@@ -28,6 +28,26 @@ func probe(t testing.TB, session, seq uint64, s float64) []byte {
 
 const wall0 = 1_700_000_000 * int64(time.Second)
 
+// reuse turns b, a probe or the reply handle made of it in place, into the
+// probe with sequence number seq, sent at seq ms.
+func reuse(b []byte, seq int64) {
+	wire.PutFlags(b, 0)
+	wire.PutSeq(b, uint64(seq))
+	wire.PutSendTime(b, wall0+seq*1e6, seq*1e6)
+	wire.Seal(b)
+}
+
+// sinkAddr is the address of a socket that takes replies and is never read.
+func sinkAddr(tb testing.TB) netip.AddrPort {
+	tb.Helper()
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sink.Close() })
+	return sink.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
 func histogram(t *testing.T, o any) (count uint64, sum float64) {
 	t.Helper()
 	var m dto.Metric
@@ -165,12 +185,7 @@ func TestLimiter(t *testing.T) {
 func TestReflectRateLimited(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10}) // burst 1
 	defer r.conn.Close()
-	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	to := sinkAddr(t)
 	for seq := range uint64(5) { // 5 in 4 ms: one token, then none
 		r.handle(probe(t, 1, seq, float64(seq)), to, wall0+int64(seq)*1e6, int64(seq)*1e6)
 	}
@@ -185,21 +200,13 @@ func TestReflectRateLimited(t *testing.T) {
 func TestReflectAllocatesNothing(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 1e6})
 	defer r.conn.Close()
-	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	to := sinkAddr(t)
 	b := probe(t, 1, 0, 0)
 	r.handle(b, to, wall0, 0)
 	var seq int64
 	allocs := testing.AllocsPerRun(500, func() {
 		seq++
-		wire.PutFlags(b, 0) // the reply was made in place
-		wire.PutSeq(b, uint64(seq))
-		wire.PutSendTime(b, wall0+seq*1e6, seq*1e6)
-		wire.Seal(b)
+		reuse(b, seq)
 		r.handle(b, to, wall0+seq*1e6+5e5, seq*1e6+5e5)
 	})
 	if allocs != 0 {
@@ -218,19 +225,11 @@ func BenchmarkHandle(b *testing.B) {
 		b.Run(map[bool]string{false: "timing", true: "reflect"}[reflect], func(b *testing.B) {
 			r, _, _ := newTestReceiver(b, Options{Reflect: reflect, ReflectRate: 1e9})
 			defer r.conn.Close()
-			sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer sink.Close()
-			to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+			to := sinkAddr(b)
 			buf := probe(b, 1, 0, 0)
 			b.ReportAllocs()
 			for seq := int64(0); b.Loop(); seq++ {
-				wire.PutFlags(buf, 0)
-				wire.PutSeq(buf, uint64(seq))
-				wire.PutSendTime(buf, wall0+seq*1e6, seq*1e6)
-				wire.Seal(buf)
+				reuse(buf, seq)
 				r.handle(buf, to, wall0+seq*1e6+5e5, seq*1e6+5e5)
 			}
 		})
