@@ -62,8 +62,8 @@ type Receiver struct {
 	nextSummary    time.Time
 	nextWarn       time.Time
 	local          problems // totals so far
-	lastReplyError error
 	warned         problems // totals at the last warning
+	lastReplyError error    // for the warning about reply errors
 }
 
 type invalidCounter interface{ Inc() }
