@@ -8,15 +8,24 @@ VPKG     := github.com/prometheus/common/version
 LDFLAGS  := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH)
 FUZZTIME ?= 60s
 
-.PHONY: all build test unit style vet lint tidy-check bench fuzz clean
+# The Prometheus and Alertmanager releases the deploy/ files are written for.
+# promtool and amtool are built from the Go module proxy at these versions
+# (Prometheus 3.x is tagged v0.3xx.y there) and cached outside the tree.
+PROMETHEUS_MODULE   := v0.316.0
+ALERTMANAGER_MODULE := v0.34.2
+TOOLS    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/udpprobe/tools
+PROMTOOL := $(TOOLS)/prometheus-$(PROMETHEUS_MODULE)/promtool
+AMTOOL   := $(TOOLS)/alertmanager-$(ALERTMANAGER_MODULE)/amtool
+
+.PHONY: all build test unit style vet lint tidy-check check-deploy bench fuzz clean
 
 all: build test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/udpprobe ./cmd/udpprobe
 
-## test: everything CI checks: style, vet, lint, tidy go.mod, tests with -race.
-test: style vet lint tidy-check unit
+## test: everything CI checks: style, vet, lint, tidy go.mod, deploy/ files, tests with -race.
+test: style vet lint tidy-check check-deploy unit
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -34,6 +43,18 @@ lint:
 
 tidy-check:
 	$(GO) mod tidy -diff
+
+## check-deploy: Prometheus config, rules and rule tests, Alertmanager config.
+check-deploy: $(PROMTOOL) $(AMTOOL)
+	$(PROMTOOL) check config deploy/prometheus.yml
+	$(PROMTOOL) test rules deploy/rules/udpprobe.rules.test.yml
+	$(AMTOOL) check-config deploy/alertmanager.yml
+
+$(PROMTOOL):
+	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_MODULE)
+
+$(AMTOOL):
+	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/alertmanager/cmd/amtool@$(ALERTMANAGER_MODULE)
 
 ## bench: the Go benchmarks with allocation counts.
 bench:
