@@ -4,6 +4,8 @@
 //
 //	udpprobe receiver    run the receiver (configured by UDPPROBE_* variables)
 //	udpprobe sender      run the sender
+//	udpprobe healthcheck receiver|sender
+//	                     exit 0 if that daemon (same variables) is ready
 //	udpprobe version     print the version
 //	udpprobe help        print the configuration table
 //
@@ -46,6 +48,8 @@ const usageText = `Usage: udpprobe <mode>
 Modes:
   receiver   receive probes and export what the path did to them
   sender     send probes to one or more receivers
+  healthcheck receiver|sender
+             exit 0 if the daemon configured by the same variables is ready
   version    print version information
   help       print this text and the configuration table
 
@@ -55,6 +59,9 @@ an error. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration
 
 // run is main without the process: it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return runHealthcheck(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) != 1 {
 		fmt.Fprint(stderr, usageText)
 		return exitUsage

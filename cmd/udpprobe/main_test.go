@@ -219,6 +219,11 @@ func TestDaemons(t *testing.T) {
 	if !replies.MatchString(body) || !strings.Contains(body, `udpprobe_sender_roundtrip_packets_lost_total{peer="`+udp+`"} 0`) {
 		t.Errorf("sender metrics show no replies, or round-trip loss, from %s:\n%s", udp, body)
 	}
+	// The healthcheck, as the container runs it: the same variables.
+	t.Setenv("UDPPROBE_WEB_LISTEN_ADDRESS", rweb)
+	if code, stdout, stderr := runArgs(t, "healthcheck", "receiver"); code != exitOK || !strings.Contains(stdout, "/-/ready: ready") {
+		t.Errorf("healthcheck of a running receiver: exit %d, %q %q", code, stdout, stderr)
+	}
 	if code := snd.stop(t); code != exitOK {
 		t.Errorf("sender exit code %d", code)
 	}
@@ -237,6 +242,33 @@ func TestDaemons(t *testing.T) {
 	}
 	if code := rcv.stop(t); code != exitOK {
 		t.Errorf("receiver exit code %d", code)
+	}
+	if code, _, stderr := runArgs(t, "healthcheck", "receiver"); code != exitFailure || !strings.Contains(stderr, "connection refused") {
+		t.Errorf("healthcheck of a stopped receiver: exit %d, %q", code, stderr)
+	}
+}
+
+func TestHealthcheckUsage(t *testing.T) {
+	clearEnv(t)
+	for _, args := range [][]string{{"healthcheck"}, {"healthcheck", "relay"}, {"healthcheck", "sender", "x"}} {
+		if code, _, stderr := runArgs(t, args...); code != exitUsage || !strings.Contains(stderr, "udpprobe healthcheck receiver|sender") {
+			t.Errorf("%v: exit %d, %q", args, code, stderr)
+		}
+	}
+	// A sender's healthcheck reads the sender's variables, and reports them.
+	if code, _, stderr := runArgs(t, "healthcheck", "sender"); code != exitUsage || !strings.Contains(stderr, "UDPPROBE_TARGETS is required") {
+		t.Errorf("sender healthcheck without targets: exit %d, %q", code, stderr)
+	}
+}
+
+func TestLocalAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		":8464": "127.0.0.1:8464", "0.0.0.0:8464": "127.0.0.1:8464", "[::]:8465": "[::1]:8465",
+		"10.0.0.5:8464": "10.0.0.5:8464", "[2001:db8::1]:8464": "[2001:db8::1]:8464", "localhost:1": "localhost:1",
+	} {
+		if got := localAddress(in); got != want {
+			t.Errorf("localAddress(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
