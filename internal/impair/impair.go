@@ -199,10 +199,8 @@ func (r *Relay) pump(d *direction, c *net.UDPConn, upstream bool) {
 			i-- // an ICMP error from a closed receiver port; nothing was read
 			continue
 		}
-		if ctl := socket.Parse(oob[:oobn]); ctl.HasTime {
-			if waited := time.Duration(now.UnixNano() - ctl.Time); waited >= 0 && waited < time.Second {
-				now = now.Add(-waited) // keeps the monotonic reading
-			}
+		if waited, ok := socket.Waited(socket.Parse(oob[:oobn]), now.UnixNano()); ok {
+			now = now.Add(-waited) // keeps the monotonic reading
 		}
 		if upstream {
 			r.mu.Lock()

@@ -31,12 +31,17 @@ const maxQueueing = time.Second
 // reading too. Without a usable kernel timestamp the read time is the
 // arrival time.
 func Arrival(c Control, readWall, readMono int64) (wall, mono int64) {
-	if !c.HasTime {
+	waited, ok := Waited(c, readWall)
+	if !ok {
 		return readWall, readMono
 	}
-	waited := readWall - c.Time
-	if waited < 0 || waited > int64(maxQueueing) {
-		return readWall, readMono
-	}
-	return c.Time, readMono - waited
+	return c.Time, readMono - int64(waited)
+}
+
+// Waited is how long the datagram waited between the kernel's timestamp
+// and a read at readWall. ok is false without a kernel timestamp, or when
+// the wait is negative or implausibly long: the wall clock stepped.
+func Waited(c Control, readWall int64) (waited time.Duration, ok bool) {
+	waited = time.Duration(readWall - c.Time)
+	return waited, c.HasTime && waited >= 0 && waited <= maxQueueing
 }
