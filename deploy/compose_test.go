@@ -1,0 +1,196 @@
+package deploy
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+const composeFile = "../docker-compose.yml"
+
+// loadCompose loads the compose file as `docker compose` would, from the
+// repository root, with no variables from the environment.
+func loadCompose(t *testing.T, profiles ...string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{composeFile}, cli.WithWorkingDirectory(".."),
+		cli.WithProfiles(profiles), cli.WithEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := cli.ProjectFromOptions(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("%s: %v", composeFile, err)
+	}
+	return p
+}
+
+func TestComposeServices(t *testing.T) {
+	if regexp.MustCompile(`(?m)^version:`).Match(read(t, composeFile)) {
+		t.Error("the Compose Specification has no top-level version:")
+	}
+	p := loadCompose(t)
+	var names []string
+	for name := range p.Services {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	if want := []string{"alertmanager", "grafana", "prometheus", "receiver", "sender"}; !slices.Equal(names, want) {
+		t.Fatalf("services %v, want %v (netem only with its profile)", names, want)
+	}
+	p = loadCompose(t, "netem")
+	pinned := regexp.MustCompile(`^[a-z0-9./-]+:v?[0-9]+\.[0-9]+(\.[0-9]+)?$`)
+	for name, s := range p.Services {
+		if s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) == 0 {
+			t.Errorf("%s has no healthcheck", name)
+		}
+		if s.Build == nil && !pinned.MatchString(s.Image) {
+			t.Errorf("%s: image %q is not pinned to an exact version", name, s.Image)
+		}
+		for dep, d := range s.DependsOn {
+			if d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("%s depends on %s with %q, want service_healthy", name, dep, d.Condition)
+			}
+		}
+		for _, v := range s.Volumes {
+			if v.Type != types.VolumeTypeBind {
+				continue
+			}
+			if _, err := os.Stat(v.Source); err != nil {
+				t.Errorf("%s mounts %s, which does not exist: %v", name, v.Source, err)
+			}
+			if !v.ReadOnly {
+				t.Errorf("%s mounts %s writable; configuration is mounted read-only", name, v.Source)
+			}
+		}
+	}
+	for _, name := range []string{"receiver", "sender"} {
+		s := p.Services[name]
+		if s.Build == nil || s.Build.Context != filepath.Clean(filepath.Join(mustAbs(t, ".."))) {
+			t.Errorf("%s is not built from the repository's Dockerfile: %+v", name, s.Build)
+		}
+		if hc := s.HealthCheck.Test; !slices.Equal(hc, []string{"CMD", "/udpprobe", "healthcheck", name}) {
+			t.Errorf("%s healthcheck %v", name, hc)
+		}
+	}
+	udp := false
+	for _, port := range p.Services["receiver"].Ports {
+		udp = udp || port.Target == 6464 && port.Protocol == "udp" && port.Published == "6464"
+	}
+	if !udp {
+		t.Errorf("the receiver does not publish 6464/udp: %+v", p.Services["receiver"].Ports)
+	}
+	if env := p.Services["sender"].Environment["UDPPROBE_TARGETS"]; env == nil || *env != "receiver:6464" {
+		t.Errorf("the sender does not target the receiver service: %v", env)
+	}
+}
+
+func mustAbs(t *testing.T, path string) string {
+	t.Helper()
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// TestComposeNetem: the netem sidecar shares the sender's network namespace
+// with NET_ADMIN and applies $NETEM, which has a default.
+func TestComposeNetem(t *testing.T) {
+	s := loadCompose(t, "netem").Services["netem"]
+	if s.NetworkMode != "service:sender" || !slices.Contains(s.CapAdd, "NET_ADMIN") || !slices.Equal(s.Profiles, []string{"netem"}) {
+		t.Errorf("netem: network mode %q, capabilities %v, profiles %v", s.NetworkMode, s.CapAdd, s.Profiles)
+	}
+	cmd := strings.Join(s.Command, " ")
+	if env := s.Environment["NETEM"]; env == nil || !strings.Contains(*env, "loss") ||
+		!strings.Contains(cmd, "tc qdisc replace dev eth0 root netem $NETEM") {
+		t.Errorf("netem: NETEM %v, command %q", env, cmd)
+	}
+}
+
+// TestComposeMatchesConfigs: the paths and versions the compose file uses
+// are the ones the other files expect.
+func TestComposeMatchesConfigs(t *testing.T) {
+	p := loadCompose(t)
+	mount := func(service, target string) string {
+		t.Helper()
+		for _, v := range p.Services[service].Volumes {
+			if v.Target == target {
+				return v.Source
+			}
+		}
+		t.Fatalf("%s mounts nothing at %s", service, target)
+		return ""
+	}
+	// Prometheus finds its rules relative to its configuration file.
+	if !strings.Contains(string(read(t, "prometheus.yml")), "- rules/*.rules.yml") ||
+		mount("prometheus", "/etc/prometheus/rules") != mustAbs(t, "rules") ||
+		mount("prometheus", "/etc/prometheus/prometheus.yml") != mustAbs(t, "prometheus.yml") {
+		t.Error("prometheus.yml's rule_files and the compose mounts disagree")
+	}
+	mount("alertmanager", "/etc/alertmanager/alertmanager.yml")
+	// Grafana: the provider's path is where the dashboards are mounted, and
+	// the home dashboard is one of them.
+	dashboards := mount("grafana", "/var/lib/grafana/dashboards")
+	if !strings.Contains(string(read(t, "grafana/provisioning/dashboards/udpprobe.yml")), "path: /var/lib/grafana/dashboards") {
+		t.Error("the dashboard provider does not read /var/lib/grafana/dashboards")
+	}
+	home := p.Services["grafana"].Environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+	if home == nil || !strings.HasPrefix(*home, "/var/lib/grafana/dashboards/") {
+		t.Fatalf("home dashboard %v", home)
+	}
+	if _, err := os.Stat(filepath.Join(dashboards, filepath.Base(*home))); err != nil {
+		t.Errorf("home dashboard: %v", err)
+	}
+	if mount("grafana", "/etc/grafana/provisioning") != mustAbs(t, "grafana/provisioning") {
+		t.Error("grafana provisioning is not mounted from deploy/grafana/provisioning")
+	}
+	// The scrape targets are the services and their ports.
+	cfg := string(read(t, "prometheus.yml"))
+	for _, target := range []string{`"receiver:8464"`, `"sender:8465"`, `"alertmanager:9093"`} {
+		if !strings.Contains(cfg, target) {
+			t.Errorf("prometheus.yml lacks %s", target)
+		}
+	}
+	// The images are the versions promtool and amtool are built at.
+	mk := string(read(t, "../Makefile"))
+	prom := regexp.MustCompile(`PROMETHEUS_MODULE\s*:= v0\.3([0-9]{2})\.([0-9]+)`).FindStringSubmatch(mk)
+	am := regexp.MustCompile(`ALERTMANAGER_MODULE\s*:= (v[0-9.]+)`).FindStringSubmatch(mk)
+	if prom == nil || am == nil {
+		t.Fatal("no pinned versions in the Makefile")
+	}
+	wantProm := "prom/prometheus:v3." + strings.TrimLeft(prom[1], "0") + "." + prom[2]
+	if prom[1] == "00" {
+		wantProm = "prom/prometheus:v3.0." + prom[2]
+	}
+	if got := p.Services["prometheus"].Image; got != wantProm {
+		t.Errorf("prometheus image %s, but promtool is built at %s (%s)", got, prom[0], wantProm)
+	}
+	if got := p.Services["alertmanager"].Image; got != "prom/alertmanager:"+am[1] {
+		t.Errorf("alertmanager image %s, but amtool is built at %s", got, am[1])
+	}
+}
+
+// TestDockerfile: the image runs the binary the healthchecks call, as a
+// non-root user, from a pinned builder.
+func TestDockerfile(t *testing.T) {
+	df := string(read(t, "../Dockerfile"))
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^FROM golang:[0-9]+\.[0-9]+\.[0-9]+-\w+ AS build$`),
+		regexp.MustCompile(`(?m)^FROM scratch$`),
+		regexp.MustCompile(`(?m)^COPY --from=build /out/udpprobe /udpprobe$`),
+		regexp.MustCompile(`(?m)^USER [1-9][0-9]*:[1-9][0-9]*$`),
+		regexp.MustCompile(`(?m)^ENTRYPOINT \["/udpprobe"\]$`),
+		regexp.MustCompile(`(?m)^RUN CGO_ENABLED=0 go build`),
+	} {
+		if !want.MatchString(df) {
+			t.Errorf("Dockerfile lacks %s", want)
+		}
+	}
+}
