@@ -175,7 +175,7 @@ func (c *Sender) Validate() error {
 		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (%d + name length) to %d bytes",
 			c.PayloadSize, lo, wire.MinSize(0), wire.MaxSize))
 	}
-	errs = append(errs, inRange("UDPPROBE_LOSS_TIMEOUT", c.LossTimeout, 10*time.Millisecond, 10*time.Minute))
+	errs = append(errs, validateLossTimeout(c.LossTimeout))
 	return errors.Join(errs...)
 }
 
@@ -187,7 +187,7 @@ func (c *Receiver) Validate() error {
 	if _, err := net.ResolveUDPAddr("udp", c.ListenAddress); err != nil {
 		errs = append(errs, fmt.Errorf("UDPPROBE_LISTEN_ADDRESS=%q: must be [host]:port: %v", c.ListenAddress, err))
 	}
-	errs = append(errs, inRange("UDPPROBE_LOSS_TIMEOUT", c.LossTimeout, 10*time.Millisecond, 10*time.Minute))
+	errs = append(errs, validateLossTimeout(c.LossTimeout))
 	if c.SummaryInterval != 0 {
 		errs = append(errs, inRange("UDPPROBE_SUMMARY_INTERVAL", c.SummaryInterval, time.Second, 24*time.Hour))
 	}
@@ -216,6 +216,12 @@ func (l Logging) validate() []error {
 		errs = append(errs, fmt.Errorf("UDPPROBE_LOG_FORMAT=%q: must be console or json", l.LogFormat))
 	}
 	return errs
+}
+
+// validateLossTimeout holds the bounds of UDPPROBE_LOSS_TIMEOUT, which the
+// sender and the receiver both read and should set alike.
+func validateLossTimeout(d time.Duration) error {
+	return inRange("UDPPROBE_LOSS_TIMEOUT", d, 10*time.Millisecond, 10*time.Minute)
 }
 
 func inRange(name string, d, lo, hi time.Duration) error {
