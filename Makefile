@@ -9,13 +9,18 @@ LDFLAGS  := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) 
 FUZZTIME ?= 60s
 
 # The Prometheus and Alertmanager releases the deploy/ files are written for.
-# promtool and amtool are built from the Go module proxy at these versions
-# (Prometheus 3.x is tagged v0.3xx.y there) and cached outside the tree.
+# promtool, amtool and the Prometheus server the live test (deploy/live_test.go)
+# runs are built from the Go module proxy at these versions (Prometheus 3.x is
+# tagged v0.3xx.y there) and cached outside the tree. Alertmanager's module
+# lacks its built UI, so the server cannot be built that way: the live test
+# runs Debian's (apt-get install prometheus-alertmanager; .ci/run does).
 PROMETHEUS_MODULE   := v0.316.0
 ALERTMANAGER_MODULE := v0.34.2
 TOOLS    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/udpprobe/tools
 PROMTOOL := $(TOOLS)/prometheus-$(PROMETHEUS_MODULE)/promtool
+PROMETHEUS := $(TOOLS)/prometheus-$(PROMETHEUS_MODULE)/prometheus
 AMTOOL   := $(TOOLS)/alertmanager-$(ALERTMANAGER_MODULE)/amtool
+ALERTMANAGER ?= $(shell command -v prometheus-alertmanager || command -v alertmanager)
 
 .PHONY: all build test unit style vet lint tidy-check check-deploy bench fuzz clean
 
@@ -24,11 +29,12 @@ all: build test
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/udpprobe ./cmd/udpprobe
 
-## test: everything CI checks: style, vet, lint, tidy go.mod, deploy/ files, tests with -race.
+## test: everything CI checks: style, vet, lint, tidy go.mod, deploy/ files, tests with -race
+## (the live test among them runs Prometheus and Alertmanager).
 test: style vet lint tidy-check check-deploy unit
 
-unit:
-	$(GO) test -race -count=1 ./...
+unit: $(PROMETHEUS)
+	TEST_PROMETHEUS=$(PROMETHEUS) TEST_ALERTMANAGER=$(ALERTMANAGER) $(GO) test -race -count=1 ./...
 
 style:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -52,6 +58,9 @@ check-deploy: $(PROMTOOL) $(AMTOOL)
 
 $(PROMTOOL):
 	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_MODULE)
+
+$(PROMETHEUS):
+	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_MODULE)
 
 $(AMTOOL):
 	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/alertmanager/cmd/amtool@$(ALERTMANAGER_MODULE)

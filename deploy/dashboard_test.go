@@ -1,7 +1,8 @@
-// Package deploy holds the files of the observability stack; its tests
-// check them offline. promtool and amtool check the Prometheus and
-// Alertmanager files (make check-deploy); these tests check the Grafana
-// dashboard against the metrics, the rules and the provisioning.
+// Package deploy holds the files of the observability stack. promtool and
+// amtool check the Prometheus and Alertmanager files (make check-deploy);
+// these tests check the Grafana dashboard against the metrics, the rules
+// and the provisioning, and the compose file, offline; and the live test
+// runs the daemons, Prometheus and Alertmanager with these files.
 package deploy
 
 import (

@@ -1,22 +1,20 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/udpprobe/udpprobe/internal/testproc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -89,93 +87,6 @@ func TestReadmeConfigurationTable(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T, network string) string {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// daemon is the built binary running in one mode.
-type daemon struct {
-	cmd   *exec.Cmd
-	lines chan string
-	done  chan error
-}
-
-func start(t *testing.T, bin, mode string, env ...string) *daemon {
-	t.Helper()
-	cmd := exec.Command(bin, mode)
-	cmd.Env = append(os.Environ(), env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{cmd: cmd, lines: make(chan string, 1000), done: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			d.lines <- sc.Text()
-		}
-		close(d.lines)
-		d.done <- cmd.Wait()
-	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	return d
-}
-
-// await returns the first log line containing s.
-func (d *daemon) await(t *testing.T, s string) string {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case l, ok := <-d.lines:
-			if !ok {
-				t.Fatalf("exited before logging %q", s)
-			}
-			if strings.Contains(l, s) {
-				return l
-			}
-		case <-timeout:
-			t.Fatalf("no log line with %q", s)
-		}
-	}
-}
-
-// stop sends SIGTERM and returns the exit code.
-func (d *daemon) stop(t *testing.T) int {
-	t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for range d.lines { // drain
-		}
-	}()
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("did not exit after SIGTERM")
-	}
-	return d.cmd.ProcessState.ExitCode()
-}
-
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -193,18 +104,15 @@ func get(t *testing.T, url string) (int, string) {
 // and both exit 0.
 func TestDaemons(t *testing.T) {
 	clearEnv(t)
-	bin := filepath.Join(t.TempDir(), "udpprobe")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	udp, rweb, sweb := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
-	rcv := start(t, bin, "receiver", "UDPPROBE_LISTEN_ADDRESS="+udp, "UDPPROBE_WEB_LISTEN_ADDRESS="+rweb,
+	bin := testproc.Build(t, ".")
+	udp, rweb, sweb := testproc.FreeAddr(t, "udp"), testproc.FreeAddr(t, "tcp"), testproc.FreeAddr(t, "tcp")
+	rcv := testproc.Start(t, []string{"UDPPROBE_LISTEN_ADDRESS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + rweb,
 		"UDPPROBE_SUMMARY_INTERVAL=1s", "UDPPROBE_LOSS_TIMEOUT=100ms", "UDPPROBE_LOG_FORMAT=json",
-		"UDPPROBE_REFLECT=true")
-	rcv.await(t, `"msg":"receiving"`)
-	snd := start(t, bin, "sender", "UDPPROBE_TARGETS="+udp, "UDPPROBE_WEB_LISTEN_ADDRESS="+sweb,
-		"UDPPROBE_RATE=200", "UDPPROBE_NAME=probe-1", "UDPPROBE_ROUND_TRIP=true", "UDPPROBE_LOSS_TIMEOUT=100ms")
-	line := rcv.await(t, `"msg":"summary","peer":"probe-1"`)
+		"UDPPROBE_REFLECT=true"}, bin, "receiver")
+	rcv.Await(t, `"msg":"receiving"`)
+	snd := testproc.Start(t, []string{"UDPPROBE_TARGETS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + sweb,
+		"UDPPROBE_RATE=200", "UDPPROBE_NAME=probe-1", "UDPPROBE_ROUND_TRIP=true", "UDPPROBE_LOSS_TIMEOUT=100ms"}, bin, "sender")
+	line := rcv.Await(t, `"msg":"summary","peer":"probe-1"`)
 	if !strings.Contains(line, `"received":`) || !strings.Contains(line, `"loss_ratio":0`) {
 		t.Errorf("summary line %s", line)
 	}
@@ -224,7 +132,7 @@ func TestDaemons(t *testing.T) {
 	if code, stdout, stderr := runArgs(t, "healthcheck", "receiver"); code != exitOK || !strings.Contains(stdout, "/-/ready: ready") {
 		t.Errorf("healthcheck of a running receiver: exit %d, %q %q", code, stdout, stderr)
 	}
-	if code := snd.stop(t); code != exitOK {
+	if code := snd.Stop(t); code != exitOK {
 		t.Errorf("sender exit code %d", code)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -240,7 +148,7 @@ func TestDaemons(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if code := rcv.stop(t); code != exitOK {
+	if code := rcv.Stop(t); code != exitOK {
 		t.Errorf("receiver exit code %d", code)
 	}
 	if code, _, stderr := runArgs(t, "healthcheck", "receiver"); code != exitFailure || !strings.Contains(stderr, "connection refused") {
@@ -281,7 +189,7 @@ func TestBindFailureExits1(t *testing.T) {
 	}
 	defer l.Close()
 	t.Setenv("UDPPROBE_LISTEN_ADDRESS", l.LocalAddr().String())
-	t.Setenv("UDPPROBE_WEB_LISTEN_ADDRESS", freeAddr(t, "tcp"))
+	t.Setenv("UDPPROBE_WEB_LISTEN_ADDRESS", testproc.FreeAddr(t, "tcp"))
 	if code, _, stderr := runArgs(t, "receiver"); code != exitFailure || !strings.Contains(stderr, "address already in use") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}

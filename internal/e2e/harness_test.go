@@ -11,7 +11,6 @@ import (
 
 	"github.com/udpprobe/udpprobe/internal/impair"
 	"github.com/udpprobe/udpprobe/internal/metrics"
-	"github.com/udpprobe/udpprobe/internal/oracle"
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 )
@@ -164,25 +163,6 @@ func (h *harness) waitFor(peer string, expected uint64) counts {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// truth turns the relay's deliveries of one session into the oracle's input
-// and returns its verdict and the number of corrupted deliveries.
-func truth(delivered []impair.Delivery, session uint64) (w oracle.Want, corrupted uint64) {
-	var seqs []uint64
-	last := int64(-1)
-	for _, d := range delivered {
-		switch {
-		case d.Corrupted:
-			corrupted++
-		case !d.Valid || d.Session != session:
-		case d.Goodbye:
-			last = int64(d.Seq)
-		default:
-			seqs = append(seqs, d.Seq)
-		}
-	}
-	return oracle.Classify(seqs, last), corrupted
 }
 
 func sum(xs []uint64) (s uint64) {
