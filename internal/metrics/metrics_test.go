@@ -54,9 +54,9 @@ func TestDeletePeerRemovesEverySeries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 18 labelled metrics per peer, histograms counting as one each.
-	if before-after != 18 {
-		t.Fatalf("deleting a peer removed %d series, want 18", before-after)
+	// 19 labelled metrics per peer, histograms counting as one each.
+	if before-after != 19 {
+		t.Fatalf("deleting a peer removed %d series, want 19", before-after)
 	}
 	if n := testutil.CollectAndCount(r.PacketsReceived); n != 1 {
 		t.Fatalf("%d received series left, want 1 (beta)", n)

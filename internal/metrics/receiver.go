@@ -11,6 +11,7 @@ type Receiver struct {
 	PacketsDuplicated *prometheus.CounterVec
 	PacketsReordered  *prometheus.CounterVec
 	PacketsLate       *prometheus.CounterVec
+	DroppedLocally    *prometheus.CounterVec
 	PeerRestarts      *prometheus.CounterVec
 	Resyncs           *prometheus.CounterVec
 	Goodbyes          *prometheus.CounterVec
@@ -37,6 +38,7 @@ type Receiver struct {
 // the receive path does no label lookups.
 type ReceiverPeer struct {
 	Received, Lost, Duplicated, Reordered, Late, Restarts, Resyncs, Goodbyes prometheus.Counter
+	DroppedLocally                                                           prometheus.Counter
 	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                      prometheus.Counter
 	LastPacket, Jitter                                                       prometheus.Gauge
 	GapLength, ReorderExtent, OneWayDelay, IPDV                              prometheus.Observer
@@ -56,6 +58,8 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 			"First copies that arrived after a higher sequence number, within the loss timeout (RFC 4737).", "peer"),
 		PacketsLate: counterVec(reg, sub, "packets_late_total",
 			"Datagrams that arrived after they had been declared lost; they stay counted as lost.", "peer"),
+		DroppedLocally: counterVec(reg, sub, "packets_dropped_locally_total",
+			"Missing sequence numbers attributed to this host's socket drops rather than the network; not in packets_lost_total.", "peer"),
 		PeerRestarts: counterVec(reg, sub, "peer_restarts_total",
 			"New session ids seen from a known sender: sender restarts.", "peer"),
 		Resyncs: counterVec(reg, sub, "sequence_resyncs_total",
@@ -111,6 +115,7 @@ func (r *Receiver) Peer(peer string) ReceiverPeer {
 		Duplicated:     r.PacketsDuplicated.WithLabelValues(peer),
 		Reordered:      r.PacketsReordered.WithLabelValues(peer),
 		Late:           r.PacketsLate.WithLabelValues(peer),
+		DroppedLocally: r.DroppedLocally.WithLabelValues(peer),
 		Restarts:       r.PeerRestarts.WithLabelValues(peer),
 		Resyncs:        r.Resyncs.WithLabelValues(peer),
 		Goodbyes:       r.Goodbyes.WithLabelValues(peer),
@@ -130,7 +135,7 @@ func (r *Receiver) Peer(peer string) ReceiverPeer {
 // DeletePeer removes every series of peer.
 func (r *Receiver) DeletePeer(peer string) {
 	for _, v := range []interface{ DeleteLabelValues(...string) bool }{
-		r.PacketsReceived, r.PacketsLost, r.PacketsDuplicated, r.PacketsReordered, r.PacketsLate,
+		r.PacketsReceived, r.PacketsLost, r.PacketsDuplicated, r.PacketsReordered, r.PacketsLate, r.DroppedLocally,
 		r.PeerRestarts, r.Resyncs, r.Goodbyes, r.LastPacket, r.GapLength, r.ReorderExtent,
 		r.OneWayDelay, r.ClockSkew, r.Jitter, r.IPDV, r.RepliesSent, r.RepliesLimited, r.ReplyErrors,
 	} {

@@ -8,7 +8,7 @@ import (
 
 // tally is a peer's running totals, for the summary log line.
 type tally struct {
-	received, lost, duplicated, reordered, late uint64
+	received, lost, local, duplicated, reordered, late uint64
 }
 
 // stream is one session of a sender.
@@ -38,6 +38,12 @@ type peer struct {
 	total    tally
 	reported tally // total at the last summary
 	limit    limiter
+	// credit is how many of the numbers this peer's streams will yet declare
+	// lost were dropped by this host's socket instead (see Receiver.attribute),
+	// until creditUntil (monotonic ns), when the gaps it was given for have
+	// all been settled.
+	credit      uint64
+	creditUntil int64
 }
 
 // limiter is a token bucket for a peer's replies.
@@ -58,10 +64,15 @@ func (l *limiter) allow(now int64, rate, burst float64) bool {
 	return true
 }
 
-// Lost and Gap make a peer the sink of its streams' trackers.
+// Lost and Gap make a peer the sink of its streams' trackers. Lost numbers
+// are the socket's as far as the peer has credit, the network's beyond.
 func (p *peer) Lost(n uint64) {
-	p.total.lost += n
-	p.m.Lost.Add(float64(n))
+	local := min(n, p.credit)
+	p.credit -= local
+	p.total.local += local
+	p.m.DroppedLocally.Add(float64(local))
+	p.total.lost += n - local
+	p.m.Lost.Add(float64(n - local))
 }
 
 func (p *peer) Gap(length uint64) { p.m.GapLength.Observe(float64(length)) }
@@ -102,7 +113,7 @@ func (p *peer) known(session uint64) *stream {
 // in time, delay variation only for those in order; duplicated and late
 // datagrams feed neither (RFC 7679 leaves the delay of a lost packet
 // undefined).
-func (p *peer) observe(s *stream, h *wire.Header, wall, mono int64) {
+func (p *peer) observe(s *stream, h *wire.Header, wall, mono int64) tracker.Result {
 	r := s.tr.Observe(h.Seq, mono)
 	switch r.Outcome {
 	case tracker.Received, tracker.Reordered:
@@ -137,14 +148,20 @@ func (p *peer) observe(s *stream, h *wire.Header, wall, mono int64) {
 	if r.Resync {
 		p.m.Resyncs.Inc()
 	}
+	return r
 }
 
-// expire settles what is due in both streams.
+// expire settles what is due in both streams. Credit left once its gaps
+// are settled (their numbers arrived after all) is dropped, so it cannot
+// turn a later network loss into a local one.
 func (p *peer) expire(now int64) {
 	for _, s := range []*stream{p.cur, p.prev} {
 		if s != nil {
 			s.tr.Expire(now)
 		}
+	}
+	if now >= p.creditUntil {
+		p.credit = 0
 	}
 }
 

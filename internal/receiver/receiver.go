@@ -58,6 +58,8 @@ type Receiver struct {
 	burst   float64 // reply token bucket depth
 
 	drops          uint32 // last SO_RXQ_OVFL value
+	unattributed   uint64 // socket drops not yet matched to a peer's gap
+	dropAt         int64  // monotonic ns of the datagram that reported the latest drops
 	nextHouse      time.Time
 	nextSummary    time.Time
 	nextWarn       time.Time
@@ -175,13 +177,11 @@ func (r *Receiver) Run(ctx context.Context) error {
 			return fmt.Errorf("read: %w", err)
 		}
 		ctl := socket.Parse(r.oob[:oobn])
-		if ctl.HasDrops {
-			n := uint64(ctl.Drops - r.drops) // uint32 arithmetic survives the wrap
-			r.m.SocketDrops.Add(float64(n))
-			r.local.socketDrops += n
+		wall, mono := socket.Arrival(ctl, now.UnixNano(), int64(now.Sub(r.epoch)))
+		if ctl.HasDrops && ctl.Drops != r.drops {
+			r.socketDropped(uint64(ctl.Drops-r.drops), mono) // uint32 arithmetic survives the wrap
 			r.drops = ctl.Drops
 		}
-		wall, mono := socket.Arrival(ctl, now.UnixNano(), int64(now.Sub(r.epoch)))
 		r.handle(r.buf[:n], from, wall, mono)
 	}
 }
@@ -214,6 +214,7 @@ func (r *Receiver) handle(b []byte, from netip.AddrPort, wall, mono int64) {
 		}
 		p = r.admit(string(h.Name))
 	}
+	prevSeen := p.lastSeen
 	p.lastSeen, p.lastWall = mono, float64(wall)/1e9
 	if h.Goodbye() {
 		if s := p.known(h.Session); s != nil {
@@ -229,8 +230,44 @@ func (r *Receiver) handle(b []byte, from netip.AddrPort, wall, mono int64) {
 		r.log.Info("sender restarted: a new session began", zap.String("peer", p.name),
 			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
 	}
-	p.observe(s, &h, wall, mono)
+	res := p.observe(s, &h, wall, mono)
+	r.attribute(p, prevSeen, res.Revealed, mono)
 	r.reflect(p, s, b, from, mono)
+}
+
+// socketDropped takes n datagrams the kernel dropped at the socket before
+// the one that arrived at now was queued.
+func (r *Receiver) socketDropped(n uint64, now int64) {
+	r.m.SocketDrops.Add(float64(n))
+	r.local.socketDrops += n
+	r.unattributed += n
+	r.dropAt = now
+}
+
+// attribute matches socket drops to the gap a datagram of p just revealed,
+// so that they are counted as dropped locally and not as lost. The drops
+// happened before r.dropAt; the gap can hold them if p's previous datagram
+// arrived before that. With one sender this is exact, as long as the socket
+// drops only first copies: every number the socket dropped is missing from
+// the gap the next datagram reveals. With several, a peer whose gap spans the
+// drops takes as many as it can, first come first served; the total stays
+// the kernel's count. Drops no gap claims within the loss timeout are left
+// unattributed (they were duplicates, or another peer's that never showed).
+func (r *Receiver) attribute(p *peer, prevSeen int64, revealed uint64, now int64) {
+	if r.unattributed == 0 {
+		return
+	}
+	if now-r.dropAt >= int64(r.opts.LossTimeout) {
+		r.unattributed = 0
+		return
+	}
+	if revealed == 0 || prevSeen >= r.dropAt {
+		return
+	}
+	n := min(r.unattributed, revealed)
+	r.unattributed -= n
+	p.credit += n
+	p.creditUntil = now + int64(r.opts.LossTimeout)
 }
 
 // reflect sends the datagram in b back to where it came from as a reply

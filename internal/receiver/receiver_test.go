@@ -339,5 +339,63 @@ func TestSocketDrops(t *testing.T) {
 		t.Fatalf("%v drops of %d with a minimal buffer", drops, burst)
 	}
 	t.Logf("granted %v bytes: %v received, %v dropped by the socket", testutil.ToFloat64(r.m.ReceiveBuffer), received(), drops)
+	// One sender, no reordering: every dropped number is local, none lost.
+	local := func() float64 { return testutil.ToFloat64(r.m.DroppedLocally.WithLabelValues("alpha")) }
+	eventually(t, "the gap settled", func() bool { return local() == drops })
+	if lost := testutil.ToFloat64(r.m.PacketsLost.WithLabelValues("alpha")); lost != 0 {
+		t.Errorf("%v socket drops counted as lost too", lost)
+	}
 	eventually(t, "a warning", func() bool { return logs.FilterMessageSnippet("socket receive buffer overflowed").Len() == 1 })
+}
+
+// TestAttribution: socket drops go to the gaps that span them, first come
+// first served and never more than a gap holds; drops no gap claims within
+// the loss timeout, and credit whose gaps were filled, are let go.
+func TestAttribution(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{LossTimeout: 100 * time.Millisecond})
+	t0 := r.epoch.Add(time.Second)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	mono := func(d time.Duration) int64 { return int64(at(d).Sub(r.epoch)) }
+	for seq := range uint64(2) {
+		handleAt(r, datagram(t, "a", 1, seq, 0), at(0))
+		handleAt(r, datagram(t, "b", 1, seq, 0), at(0))
+	}
+	// 3 drops reported on a's datagram 4: a's gap {2, 3} takes 2; b's next
+	// datagram reveals {2, 3} too and takes the last one.
+	r.socketDropped(3, mono(10*time.Millisecond))
+	handleAt(r, datagram(t, "a", 1, 4, 0), at(10*time.Millisecond))
+	handleAt(r, datagram(t, "b", 1, 4, 0), at(11*time.Millisecond))
+	// b's next gap opens after the drops: none of them can be in it.
+	handleAt(r, datagram(t, "b", 1, 6, 0), at(12*time.Millisecond))
+	r.housekeep(at(200 * time.Millisecond))
+	want := func(peer string, lost, local float64) {
+		t.Helper()
+		if got := testutil.ToFloat64(r.m.PacketsLost.WithLabelValues(peer)); got != lost {
+			t.Errorf("%s: lost %v, want %v", peer, got, lost)
+		}
+		if got := testutil.ToFloat64(r.m.DroppedLocally.WithLabelValues(peer)); got != local {
+			t.Errorf("%s: dropped locally %v, want %v", peer, got, local)
+		}
+	}
+	want("a", 0, 2)
+	want("b", 2, 1)
+
+	// Drops unclaimed for a loss timeout are let go.
+	r.socketDropped(5, mono(300*time.Millisecond))
+	handleAt(r, datagram(t, "a", 1, 6, 0), at(400*time.Millisecond))
+	r.housekeep(at(600 * time.Millisecond))
+	want("a", 1, 2)
+
+	// Credit for a gap whose number then arrives (the socket dropped a
+	// duplicate, say) is let go once the gap is settled.
+	r.socketDropped(1, mono(700*time.Millisecond))
+	handleAt(r, datagram(t, "a", 1, 8, 0), at(700*time.Millisecond))
+	handleAt(r, datagram(t, "a", 1, 7, 0), at(710*time.Millisecond))
+	r.housekeep(at(900 * time.Millisecond))
+	handleAt(r, datagram(t, "a", 1, 10, 0), at(910*time.Millisecond))
+	r.housekeep(at(1100 * time.Millisecond))
+	want("a", 2, 2)
+	if got := testutil.ToFloat64(r.m.SocketDrops); got != 9 {
+		t.Errorf("socket drops %v, want the kernel's 9", got)
+	}
 }

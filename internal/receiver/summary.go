@@ -20,6 +20,7 @@ func (r *Receiver) summarize() {
 		d := tally{
 			received:   p.total.received - p.reported.received,
 			lost:       p.total.lost - p.reported.lost,
+			local:      p.total.local - p.reported.local,
 			duplicated: p.total.duplicated - p.reported.duplicated,
 			reordered:  p.total.reordered - p.reported.reordered,
 			late:       p.total.late - p.reported.late,
@@ -30,7 +31,7 @@ func (r *Receiver) summarize() {
 			ratio = float64(d.lost) / float64(d.received+d.lost)
 		}
 		r.log.Info("summary", zap.String("peer", name), zap.Duration("interval", r.opts.SummaryInterval),
-			zap.Uint64("received", d.received), zap.Uint64("lost", d.lost),
+			zap.Uint64("received", d.received), zap.Uint64("lost", d.lost), zap.Uint64("dropped_locally", d.local),
 			zap.Uint64("duplicated", d.duplicated), zap.Uint64("reordered", d.reordered),
 			zap.Uint64("late", d.late), zap.Float64("loss_ratio", ratio),
 			zap.Duration("jitter", time.Duration(p.cur.timing.jitter)))

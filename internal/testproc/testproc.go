@@ -97,7 +97,13 @@ type Process struct {
 // is killed when the test ends.
 func Start(t testing.TB, env []string, bin string, args ...string) *Process {
 	t.Helper()
-	p := &Process{name: filepath.Base(bin), cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	return StartAs(t, filepath.Base(bin), env, bin, args...)
+}
+
+// StartAs is Start with the name the process goes by in failure messages.
+func StartAs(t testing.TB, name string, env []string, bin string, args ...string) *Process {
+	t.Helper()
+	p := &Process{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -178,3 +184,6 @@ func (p *Process) Stop(t testing.TB) int {
 	}
 	return p.cmd.ProcessState.ExitCode()
 }
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }

@@ -69,6 +69,9 @@ type Result struct {
 	// Resync is set when this datagram jumped so far ahead that the stream was
 	// settled and restarted at its sequence number.
 	Resync bool
+	// Revealed is how many sequence numbers this datagram, the new highest,
+	// found missing just below it: the gap that opened right before it.
+	Revealed uint64
 }
 
 // Counts are the cumulative totals of a Tracker.
@@ -178,8 +181,10 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 			r.Resync = true
 			return r
 		}
-		t.advance(seq, now)
-		return t.receive(Received, 0)
+		revealed := t.advance(seq, now)
+		r := t.receive(Received, 0)
+		r.Revealed = revealed
+		return r
 	case seq < t.floor():
 		return t.late() // older than the window: cannot be placed
 	case seq < t.low:
@@ -238,8 +243,9 @@ func (t *Tracker) floor() uint64 {
 }
 
 // advance takes a new highest sequence number; [head, seq) become missing
-// candidates with one deadline (RFC 7680, waiting time from the reveal).
-func (t *Tracker) advance(seq uint64, now int64) {
+// candidates with one deadline (RFC 7680, waiting time from the reveal). It
+// returns how many there are.
+func (t *Tracker) advance(seq uint64, now int64) (revealed uint64) {
 	newHead := seq + 1
 	if newHead > t.window {
 		floor := newHead - t.window
@@ -257,12 +263,14 @@ func (t *Tracker) advance(seq uint64, now int64) {
 			t.expireFront()
 		}
 		t.gaps.push(gap{start: start, end: seq, deadline: now + t.timeout, arrival: t.arrivals})
+		revealed = seq - start
 	}
 	t.set(seq)
 	t.head = newHead
 	if t.gaps.len() == 0 {
 		t.settleTo(t.head)
 	}
+	return revealed
 }
 
 // settleBelow settles every sequence number below limit, which may lie beyond

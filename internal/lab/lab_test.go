@@ -1,0 +1,260 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/udpprobe/udpprobe/internal/testproc"
+)
+
+const (
+	port     = 6464
+	peer     = "lab-sender"
+	rcvWeb   = "http://127.0.0.1:8464/metrics"
+	sndWeb   = "http://127.0.0.1:8465/metrics"
+	rate     = "5000"
+	minProbe = 20000 // probes through a random drop, for its binomial bound
+)
+
+var target = fmt.Sprintf("%s:%d", ReceiverAddr, port)
+
+// pair is a receiver and a sender running in a lab.
+type pair struct {
+	l        *Lab
+	rcv, snd *testproc.Process
+}
+
+func start(t *testing.T, rcvEnv ...string) *pair {
+	t.Helper()
+	l := New(t)
+	bin := testproc.Build(t, "../../cmd/udpprobe")
+	p := &pair{l: l}
+	p.rcv = l.Start(t, l.Receiver, append([]string{"UDPPROBE_LISTEN_ADDRESS=" + target,
+		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8464", "UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_LOG_FORMAT=json"},
+		rcvEnv...), bin, "receiver")
+	p.rcv.Await(t, `"msg":"receiving"`)
+	p.snd = l.Start(t, l.Sender, []string{"UDPPROBE_TARGETS=" + target,
+		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8465", "UDPPROBE_NAME=" + peer, "UDPPROBE_RATE=" + rate,
+		"UDPPROBE_LOG_FORMAT=json"}, bin, "sender")
+	p.snd.Await(t, `"msg":"serving metrics"`)
+	return p
+}
+
+// metric reads one series from the receiver or the sender.
+func (p *pair) metric(t *testing.T, h Host, url, series string) float64 {
+	t.Helper()
+	v, ok := Metric(p.l.Get(t, h, url), series)
+	if !ok {
+		t.Fatalf("%s has no %s", url, series)
+	}
+	return v
+}
+
+func (p *pair) receiver(t *testing.T, name string) uint64 {
+	t.Helper()
+	return uint64(p.metric(t, p.l.Receiver, rcvWeb, name))
+}
+
+// awaitSent waits until the sender has sent at least n probes.
+func (p *pair) awaitSent(t *testing.T, n float64) {
+	t.Helper()
+	series := `udpprobe_sender_packets_sent_total{peer="` + target + `"}`
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if p.metric(t, p.l.Sender, sndWeb, series) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sender did not reach %v probes in a minute", n)
+		}
+	}
+}
+
+// finish stops the sender, which says goodbye, and waits until the
+// receiver has decided every probe; it returns how many the sender sent.
+func (p *pair) finish(t *testing.T) uint64 {
+	t.Helper()
+	if code := p.snd.Stop(t); code != 0 {
+		t.Fatalf("sender exited %d", code)
+	}
+	var end struct {
+		Last uint64 `json:"last_sequence"`
+	}
+	if err := json.Unmarshal([]byte(p.snd.Await(t, `"msg":"session ended with a goodbye"`)), &end); err != nil {
+		t.Fatal(err)
+	}
+	sent := end.Last + 1
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		got := p.receiver(t, `udpprobe_receiver_packets_received_total{peer="`+peer+`"}`) +
+			p.receiver(t, `udpprobe_receiver_packets_lost_total{peer="`+peer+`"}`) +
+			p.receiver(t, `udpprobe_receiver_packets_dropped_locally_total{peer="`+peer+`"}`)
+		if got == sent {
+			return sent
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the receiver decided %d of the %d probes sent", got, sent)
+		}
+	}
+}
+
+// want checks the receiver's counters for the lab's peer.
+func (p *pair) want(t *testing.T, lost, local uint64) {
+	t.Helper()
+	for series, want := range map[string]uint64{
+		`udpprobe_receiver_packets_lost_total{peer="` + peer + `"}`:            lost,
+		`udpprobe_receiver_packets_dropped_locally_total{peer="` + peer + `"}`: local,
+		`udpprobe_receiver_socket_drops_total`:                                 local,
+		`udpprobe_receiver_packets_duplicated_total{peer="` + peer + `"}`:      0,
+		`udpprobe_receiver_packets_late_total{peer="` + peer + `"}`:            0,
+	} {
+		if got := p.receiver(t, series); got != want {
+			t.Errorf("%s = %d, want %d", series, got, want)
+		}
+	}
+	for _, line := range p.snd.Lines() {
+		if strings.Contains(line, "send failed") {
+			t.Errorf("the sender had send errors: %s", line)
+		}
+	}
+}
+
+var nftCounter = regexp.MustCompile(`packets (\d+) bytes`)
+
+// TestKernelRandomLoss drops 5% of the probes at the receiving host's
+// ingress with nftables' random number generator, before any socket sees
+// them: loss in the network as far as udpprobe can tell. The receiver's
+// loss count must equal the kernel's drop counter exactly, and the drop
+// ratio must lie within 4 standard deviations of the binomial mean.
+func TestKernelRandomLoss(t *testing.T) {
+	Require(t, "ip", "nft")
+	p := start(t)
+	rules := filepath.Join(t.TempDir(), "drop.nft")
+	err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
+	counter seen {}
+	counter dropped {}
+	chain ingress {
+		type filter hook prerouting priority raw; policy accept;
+		udp dport `+strconv.Itoa(port)+` counter name "seen" numgen random mod 1000 < 50 counter name "dropped" drop
+	}
+}
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.l.Exec(t, p.l.Receiver, "nft", "-f", rules)
+	p.awaitSent(t, minProbe+minProbe/10)
+	p.l.Exec(t, p.l.Receiver, "nft", "flush", "chain", "inet", "udpprobe_lab", "ingress")
+	count := func(name string) uint64 {
+		m := nftCounter.FindStringSubmatch(p.l.Exec(t, p.l.Receiver, "nft", "list", "counter", "inet", "udpprobe_lab", name))
+		if m == nil {
+			t.Fatalf("nft counter %s unreadable", name)
+		}
+		n, _ := strconv.ParseUint(m[1], 10, 64)
+		return n
+	}
+	seen, dropped := count("seen"), count("dropped")
+	sent := p.finish(t)
+	p.want(t, dropped, 0)
+
+	const prob = 0.05
+	n := float64(seen)
+	mean, sd := n*prob, math.Sqrt(n*prob*(1-prob))
+	lo, hi := mean-4*sd, mean+4*sd
+	t.Logf("kernel random drop: %d of %d probes (%.3f%%), 4σ bound [%.0f, %.0f]; udpprobe counted %d lost of %d sent",
+		dropped, seen, 100*float64(dropped)/n, lo, hi, p.receiver(t, `udpprobe_receiver_packets_lost_total{peer="`+peer+`"}`), sent)
+	if seen < minProbe {
+		t.Errorf("only %d probes met the drop rule, want at least %d", seen, minProbe)
+	}
+	if d := float64(dropped); d < lo || d > hi {
+		t.Errorf("%d dropped of %d is outside the binomial 4σ bound [%.0f, %.0f]", dropped, seen, lo, hi)
+	}
+}
+
+var tbfDropped = regexp.MustCompile(`\(dropped (\d+),`)
+
+// TestTokenBucketLoss sends faster than a tbf on the sender's egress lets
+// through. Its drops happen in the sending host's queueing discipline, which
+// tells a UDP socket nothing: to udpprobe they are loss on the path, and
+// must be counted as network loss, exactly as many as tbf dropped, with no
+// socket drops and no send errors.
+func TestTokenBucketLoss(t *testing.T) {
+	Require(t, "ip", "tc")
+	p := start(t)
+	// About 100 bytes a probe on the wire at 5000/s is 4 Mbit/s: half fits.
+	p.l.Exec(t, p.l.Sender, "tc", "qdisc", "add", "dev", p.l.Sender.Dev, "root", "tbf",
+		"rate", "2mbit", "burst", "4kb", "latency", "20ms")
+	p.awaitSent(t, 10000)
+	// Pause the sender, let the queue drain, read the drop count, and lift
+	// the limit before the goodbye, so that every drop is of a probe.
+	if err := syscall.Kill(p.snd.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	m := tbfDropped.FindStringSubmatch(p.l.Exec(t, p.l.Sender, "tc", "-s", "qdisc", "show", "dev", p.l.Sender.Dev))
+	if m == nil {
+		t.Fatal("tbf statistics unreadable")
+	}
+	dropped, _ := strconv.ParseUint(m[1], 10, 64)
+	p.l.Exec(t, p.l.Sender, "tc", "qdisc", "del", "dev", p.l.Sender.Dev, "root")
+	if err := syscall.Kill(p.snd.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	sent := p.finish(t)
+	t.Logf("tbf at 2 Mbit/s dropped %d of %d probes sent", dropped, sent)
+	if dropped == 0 {
+		t.Fatal("tbf dropped nothing; the test shows nothing")
+	}
+	p.want(t, dropped, 0)
+}
+
+// TestSocketDropsAreLocal shrinks the receiver's socket buffer and stalls
+// the receiver while the sender goes on: the kernel drops at the full
+// socket. Those drops are this host's, not the network's, and must be
+// counted as socket drops and dropped-locally, exactly as many as the
+// kernel's own count in /proc/net/udp, with no network loss.
+func TestSocketDropsAreLocal(t *testing.T) {
+	Require(t, "ip")
+	p := start(t, "UDPPROBE_RECEIVE_BUFFER=16384")
+	p.awaitSent(t, 2000)
+	if err := syscall.Kill(p.rcv.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := syscall.Kill(p.rcv.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	p.awaitSent(t, 6000)
+	sent := p.finish(t)
+	drops := kernelDrops(t, p.l)
+	t.Logf("the stalled receiver's socket dropped %d of %d probes sent", drops, sent)
+	if drops == 0 {
+		t.Fatal("the socket dropped nothing; the test shows nothing")
+	}
+	p.want(t, 0, drops)
+}
+
+// kernelDrops is the drops column of the receiver's socket in /proc/net/udp.
+func kernelDrops(t *testing.T, l *Lab) uint64 {
+	t.Helper()
+	local := fmt.Sprintf(":%04X ", port)
+	for _, line := range strings.Split(l.Exec(t, l.Receiver, "cat", "/proc/net/udp"), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 2 && strings.HasSuffix(f[1]+" ", local) {
+			n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+			if err != nil {
+				t.Fatalf("/proc/net/udp: %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no socket on port %d in /proc/net/udp", port)
+	return 0
+}
