@@ -33,8 +33,12 @@ build:
 ## (the live test among them runs Prometheus and Alertmanager).
 test: style vet lint tidy-check check-deploy unit
 
+# The lab and live tests run verbosely: their logs state what was measured
+# against which bound, and which impairments the kernel allowed.
+REPORTED := ./internal/lab ./deploy
 unit: $(PROMETHEUS)
-	TEST_PROMETHEUS=$(PROMETHEUS) TEST_ALERTMANAGER=$(ALERTMANAGER) $(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /internal/lab$$ -e /deploy$$)
+	TEST_PROMETHEUS=$(PROMETHEUS) TEST_ALERTMANAGER=$(ALERTMANAGER) $(GO) test -race -count=1 -v $(REPORTED)
 
 style:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
