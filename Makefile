@@ -22,12 +22,17 @@ PROMETHEUS := $(TOOLS)/prometheus-$(PROMETHEUS_MODULE)/prometheus
 AMTOOL   := $(TOOLS)/alertmanager-$(ALERTMANAGER_MODULE)/amtool
 ALERTMANAGER ?= $(shell command -v prometheus-alertmanager || command -v alertmanager)
 
-.PHONY: all build test unit style vet lint tidy-check check-deploy bench fuzz clean
+.PHONY: all build run test unit style vet lint tidy-check check-deploy bench fuzz clean
 
 all: build test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/udpprobe ./cmd/udpprobe
+
+## run: the one-machine demo without Docker: receiver, sender and Prometheus
+## (http://127.0.0.1:9090) from the Procfile, with goreman pinned in go.mod.
+run: build $(PROMETHEUS)
+	PROMETHEUS=$(PROMETHEUS) $(GO) tool goreman -f Procfile start
 
 ## test: everything CI checks: style, vet, lint, tidy go.mod, deploy/ files, tests with -race
 ## (the live test among them runs Prometheus and Alertmanager).
@@ -54,9 +59,11 @@ lint:
 tidy-check:
 	$(GO) mod tidy -diff
 
-## check-deploy: Prometheus config, rules and rule tests, Alertmanager config.
+## check-deploy: Prometheus configs, rules and rule tests, Alertmanager config, Procfile.
 check-deploy: $(PROMTOOL) $(AMTOOL)
 	$(PROMTOOL) check config deploy/prometheus.yml
+	$(PROMTOOL) check config deploy/local/prometheus.yml
+	$(GO) tool goreman -f Procfile check
 	$(PROMTOOL) test rules deploy/rules/udpprobe.rules.test.yml
 	$(AMTOOL) check-config deploy/alertmanager.yml
 
