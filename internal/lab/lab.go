@@ -146,9 +146,11 @@ func (l *Lab) Exec(t testing.TB, h Host, args ...string) string {
 	return run(t, "ip", append([]string{"netns", "exec", h.NS}, args...)...)
 }
 
-// Try runs a command in h's namespace and reports whether it succeeded.
-func (l *Lab) Try(h Host, args ...string) bool {
-	return exec.Command("ip", append([]string{"netns", "exec", h.NS}, args...)...).Run() == nil
+// Output runs a command in h's namespace and returns its combined output
+// and error, for commands whose failure the caller examines.
+func (l *Lab) Output(h Host, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", h.NS}, args...)...).CombinedOutput()
+	return string(out), err
 }
 
 // Start runs a program in h's namespace until the test ends. ip netns exec

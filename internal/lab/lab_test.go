@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -269,9 +268,9 @@ func TestNetem(t *testing.T) {
 	Require(t, "ip", "tc")
 	p := start(t)
 	const delay = 10 * time.Millisecond
-	if out, err := exec.Command("ip", "netns", "exec", p.l.Sender.NS, "tc", "qdisc", "add", "dev", p.l.Sender.Dev,
-		"root", "netem", "delay", "10ms", "loss", "5%").CombinedOutput(); err != nil {
-		if !strings.Contains(string(out), "Specified qdisc kind is unknown") {
+	if out, err := p.l.Output(p.l.Sender, "tc", "qdisc", "add", "dev", p.l.Sender.Dev,
+		"root", "netem", "delay", "10ms", "loss", "5%"); err != nil {
+		if !strings.Contains(out, "Specified qdisc kind is unknown") {
 			t.Fatalf("tc qdisc add netem: %v\n%s", err, out)
 		}
 		t.Log("netem is not in this kernel (CONFIG_NET_SCH_NETEM): the lab ran nftables random drops, tbf and socket overflow; " +
