@@ -22,7 +22,7 @@ PROMETHEUS := $(TOOLS)/prometheus-$(PROMETHEUS_MODULE)/prometheus
 AMTOOL   := $(TOOLS)/alertmanager-$(ALERTMANAGER_MODULE)/amtool
 ALERTMANAGER ?= $(shell command -v prometheus-alertmanager || command -v alertmanager)
 
-.PHONY: all build run test unit style vet lint tidy-check check-deploy bench fuzz clean
+.PHONY: all build run test unit style vet lint tidy-check check-deploy check-lab bench fuzz clean
 
 all: build test
 
@@ -36,7 +36,7 @@ run: build $(PROMETHEUS)
 
 ## test: everything CI checks: style, vet, lint, tidy go.mod, deploy/ files, tests with -race
 ## (the live test among them runs Prometheus and Alertmanager).
-test: style vet lint tidy-check check-deploy unit
+test: style vet lint tidy-check check-deploy check-lab unit
 
 # The lab and live tests run verbosely: their logs state what was measured
 # against which bound, and which impairments the kernel allowed.
@@ -66,6 +66,19 @@ check-deploy: $(PROMTOOL) $(AMTOOL)
 	$(GO) tool goreman -f Procfile check
 	$(PROMTOOL) test rules deploy/rules/udpprobe.rules.test.yml
 	$(AMTOOL) check-config deploy/alertmanager.yml
+
+# $(call tool,NAME,COMMAND) runs COMMAND if NAME is installed; without it the
+# check fails under CI=true (.ci/run installs it) and is reported skipped
+# elsewhere.
+tool = if command -v $(1) >/dev/null; then echo '$(2)' && $(2); \
+	elif [ "$$CI" = true ]; then echo '$(1) is missing: .ci/run installs it' >&2; exit 1; \
+	else echo 'SKIPPED, $(1) is not installed: $(2)'; fi
+
+## check-lab: the Vagrantfile, the Ansible playbook (syntax and ansible-lint).
+check-lab:
+	@$(call tool,vagrant,vagrant validate --ignore-provider)
+	@$(call tool,ansible-playbook,ansible-playbook --syntax-check -i deploy/ansible/inventory.ini deploy/ansible/site.yml)
+	@$(call tool,ansible-lint,ansible-lint --offline deploy/ansible/site.yml)
 
 $(PROMTOOL):
 	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_MODULE)
