@@ -435,3 +435,25 @@ func TestReset(t *testing.T) {
 		t.Fatalf("reused tracker: %q %+v", out, tr.Counts())
 	}
 }
+
+// TestRevealed: a new highest sequence number reports the gap it opened
+// just below itself, and nothing else does.
+func TestRevealed(t *testing.T) {
+	tr := New(Options{Timeout: 100 * ms, Window: 64, ResyncJump: 1000})
+	for _, step := range []struct {
+		seq, want uint64
+	}{
+		{10, 0}, // the first datagram
+		{11, 0}, // in order
+		{15, 3}, // 12, 13, 14
+		{13, 0}, // reordered: fills, reveals nothing
+		{15, 0}, // duplicate
+		{16, 0},
+		{2000, 0}, // a resync is not a gap
+		{2003, 2},
+	} {
+		if got := tr.Observe(step.seq, 0).Revealed; got != step.want {
+			t.Errorf("seq %d revealed %d, want %d", step.seq, got, step.want)
+		}
+	}
+}
