@@ -178,7 +178,35 @@ func TestKernelRandomLoss(t *testing.T) {
 	}
 }
 
-var tbfDropped = regexp.MustCompile(`\(dropped (\d+),`)
+var qdiscDropped = regexp.MustCompile(`\(dropped (\d+),`)
+
+// liftQdisc pauses the sender, lets the sender's queueing discipline drain,
+// reads how many datagrams it dropped, runs paused (if not nil), removes the
+// discipline and resumes the sender: lifted before the goodbye, every drop
+// it counted was of a probe.
+func (p *pair) liftQdisc(t *testing.T, paused func()) uint64 {
+	t.Helper()
+	signal(t, p.snd, syscall.SIGSTOP)
+	time.Sleep(100 * time.Millisecond)
+	m := qdiscDropped.FindStringSubmatch(p.l.Exec(t, p.l.Sender, "tc", "-s", "qdisc", "show", "dev", p.l.Sender.Dev))
+	if m == nil {
+		t.Fatal("qdisc statistics unreadable")
+	}
+	dropped, _ := strconv.ParseUint(m[1], 10, 64)
+	if paused != nil {
+		paused()
+	}
+	p.l.Exec(t, p.l.Sender, "tc", "qdisc", "del", "dev", p.l.Sender.Dev, "root")
+	signal(t, p.snd, syscall.SIGCONT)
+	return dropped
+}
+
+func signal(t *testing.T, proc *testproc.Process, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(proc.Pid(), sig); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // TestTokenBucketLoss sends faster than a tbf on the sender's egress lets
 // through. Its drops happen in the sending host's queueing discipline, which
@@ -192,21 +220,7 @@ func TestTokenBucketLoss(t *testing.T) {
 	p.l.Exec(t, p.l.Sender, "tc", "qdisc", "add", "dev", p.l.Sender.Dev, "root", "tbf",
 		"rate", "2mbit", "burst", "4kb", "latency", "20ms")
 	p.awaitSent(t, 10000)
-	// Pause the sender, let the queue drain, read the drop count, and lift
-	// the limit before the goodbye, so that every drop is of a probe.
-	if err := syscall.Kill(p.snd.Pid(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond)
-	m := tbfDropped.FindStringSubmatch(p.l.Exec(t, p.l.Sender, "tc", "-s", "qdisc", "show", "dev", p.l.Sender.Dev))
-	if m == nil {
-		t.Fatal("tbf statistics unreadable")
-	}
-	dropped, _ := strconv.ParseUint(m[1], 10, 64)
-	p.l.Exec(t, p.l.Sender, "tc", "qdisc", "del", "dev", p.l.Sender.Dev, "root")
-	if err := syscall.Kill(p.snd.Pid(), syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	dropped := p.liftQdisc(t, nil)
 	sent := p.finish(t)
 	t.Logf("tbf at 2 Mbit/s dropped %d of %d probes sent", dropped, sent)
 	if dropped == 0 {
@@ -224,13 +238,9 @@ func TestSocketDropsAreLocal(t *testing.T) {
 	Require(t, "ip")
 	p := start(t, "UDPPROBE_RECEIVE_BUFFER=16384")
 	p.awaitSent(t, 2000)
-	if err := syscall.Kill(p.rcv.Pid(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	signal(t, p.rcv, syscall.SIGSTOP)
 	time.Sleep(500 * time.Millisecond)
-	if err := syscall.Kill(p.rcv.Pid(), syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	signal(t, p.rcv, syscall.SIGCONT)
 	p.awaitSent(t, 6000)
 	sent := p.finish(t)
 	drops := kernelDrops(t, p.l)
@@ -278,22 +288,12 @@ func TestNetem(t *testing.T) {
 		return
 	}
 	p.awaitSent(t, minProbe)
-	if err := syscall.Kill(p.snd.Pid(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond) // the delayed queue drains
-	m := tbfDropped.FindStringSubmatch(p.l.Exec(t, p.l.Sender, "tc", "-s", "qdisc", "show", "dev", p.l.Sender.Dev))
-	if m == nil {
-		t.Fatal("netem statistics unreadable")
-	}
-	dropped, _ := strconv.ParseUint(m[1], 10, 64)
-	body := p.l.Get(t, p.l.Receiver, rcvWeb)
-	count, _ := Metric(body, `udpprobe_receiver_one_way_delay_seconds_count{peer="`+peer+`"}`)
-	sum, _ := Metric(body, `udpprobe_receiver_one_way_delay_seconds_sum{peer="`+peer+`"}`)
-	p.l.Exec(t, p.l.Sender, "tc", "qdisc", "del", "dev", p.l.Sender.Dev, "root")
-	if err := syscall.Kill(p.snd.Pid(), syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	var count, sum float64
+	dropped := p.liftQdisc(t, func() { // only the delayed probes' delays
+		body := p.l.Get(t, p.l.Receiver, rcvWeb)
+		count, _ = Metric(body, `udpprobe_receiver_one_way_delay_seconds_count{peer="`+peer+`"}`)
+		sum, _ = Metric(body, `udpprobe_receiver_one_way_delay_seconds_sum{peer="`+peer+`"}`)
+	})
 	sent := p.finish(t)
 	mean := time.Duration(sum / count * 1e9)
 	t.Logf("netem delay %v loss 5%%: dropped %d of %d probes sent; one-way delay mean %v over %v probes", delay, dropped, sent, mean, count)
