@@ -53,8 +53,7 @@ type Receiver struct {
 	trOpts  tracker.Options
 	peers   map[string]*peer
 	invalid map[error]invalidCounter
-	buf     []byte
-	oob     []byte
+	in      *socket.Reader
 	burst   float64 // reply token bucket depth
 
 	drops          uint32 // last SO_RXQ_OVFL value
@@ -89,6 +88,11 @@ var errReply = errors.New("reply sent to a receiver")
 // warnEvery limits how often local problems are logged.
 const warnEvery = time.Minute
 
+// ReadBatch is how many datagrams one read takes off the socket at most
+// (recvmmsg on Linux). Each has a slot of the largest datagram; the slots'
+// pages are resident only as far as datagrams have reached into them.
+const ReadBatch = 64
+
 // New binds the socket; the receiver is ready to count once it returns.
 func New(opts Options) (*Receiver, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
@@ -108,14 +112,18 @@ func New(opts Options) (*Receiver, error) {
 		trOpts:  tracker.Options{Timeout: int64(opts.LossTimeout)},
 		peers:   make(map[string]*peer),
 		invalid: make(map[error]invalidCounter, len(reasons)),
-		buf:     make([]byte, wire.MaxSize+1),
-		oob:     make([]byte, socket.OOBSize),
 		burst:   max(1, opts.ReflectRate/10),
 	}
 	for err, reason := range reasons {
 		r.invalid[err] = r.m.Invalid.WithLabelValues(reason)
 	}
-	if err := r.setBuffer(); err != nil {
+	// One byte more than the largest datagram, so that a longer one is cut
+	// to a length the decoder rejects instead of to one it accepts.
+	r.in, err = socket.NewReader(conn, ReadBatch, wire.MaxSize+1)
+	if err == nil {
+		err = r.setBuffer()
+	}
+	if err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -163,7 +171,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		n, oobn, _, from, err := r.conn.ReadMsgUDPAddrPort(r.buf, r.oob)
+		msgs, err := r.in.Read()
 		now = time.Now()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -176,14 +184,23 @@ func (r *Receiver) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("read: %w", err)
 		}
-		ctl := socket.Parse(r.oob[:oobn])
-		wall, mono := socket.Arrival(ctl, now.UnixNano(), int64(now.Sub(r.epoch)))
-		if ctl.HasDrops && ctl.Drops != r.drops {
-			r.socketDropped(uint64(ctl.Drops-r.drops), mono) // uint32 arithmetic survives the wrap
-			r.drops = ctl.Drops
+		readWall, readMono := now.UnixNano(), int64(now.Sub(r.epoch))
+		for i := range msgs {
+			r.receive(&msgs[i], readWall, readMono)
 		}
-		r.handle(r.buf[:n], from, wall, mono)
 	}
+}
+
+// receive takes one datagram of a batch read at readWall and readMono. Each
+// carries the socket's drop count as of its own arrival, so drops are placed
+// between the right two datagrams of a batch.
+func (r *Receiver) receive(m *socket.Message, readWall, readMono int64) {
+	wall, mono := socket.Arrival(m.Control, readWall, readMono)
+	if c := m.Control; c.HasDrops && c.Drops != r.drops {
+		r.socketDropped(uint64(c.Drops-r.drops), mono) // uint32 arithmetic survives the wrap
+		r.drops = c.Drops
+	}
+	r.handle(m.Buf, m.From, wall, mono)
 }
 
 // handle processes one datagram from addr that arrived at wall (ns since the

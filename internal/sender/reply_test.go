@@ -93,7 +93,7 @@ func TestReplyPathAllocatesNothing(t *testing.T) {
 	b := replyTo(t, s.Session(), 0, 1, 0)
 	var seq uint64
 	allocs := testing.AllocsPerRun(1000, func() {
-		tg.send(time.Now())
+		tg.send([]time.Time{time.Now()})
 		wire.PutSeq(b, seq)
 		wire.Seal(b)
 		seq++

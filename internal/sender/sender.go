@@ -66,6 +66,17 @@ const CatchUp = 20 * time.Millisecond
 // errorLogEvery limits send-error logging per target.
 const errorLogEvery = time.Minute
 
+// MaxBatch is the most datagrams one write sends (sendmmsg on Linux). A
+// batch holds only slots already due, so batches form only when the rate
+// outruns the timer's wake-ups. Their datagrams share one send time taken
+// just before the write: the kernel's time to send the earlier ones of a
+// batch (about a microsecond each) adds to a datagram's measured delay,
+// which a small batch keeps small.
+const MaxBatch = 16
+
+// batchBytes bounds a target's datagram buffers for large payloads.
+const batchBytes = 256 << 10
+
 // Sender sends to every target.
 type Sender struct {
 	opts    Options
@@ -75,15 +86,25 @@ type Sender struct {
 
 // conn is a connected UDP socket: *net.UDPConn, or a fake in tests.
 type conn interface {
-	Write(b []byte) (int, error)
 	ReadMsgUDPAddrPort(b, oob []byte) (n, oobn, flags int, addr netip.AddrPort, err error)
 	Close() error
+}
+
+// writer sends a batch of datagrams on the target's socket: a
+// socket.Writer, or a fake in tests. It returns how many the kernel
+// accepted and, if not all, why the next one was refused.
+type writer interface {
+	Write(bufs [][]byte) (int, error)
 }
 
 type target struct {
 	addr    string
 	conn    conn
-	buf     []byte
+	out     writer
+	bufs    [][]byte    // MaxBatch datagrams, or fewer for large payloads
+	dues    []time.Time // their slots' due times
+	start   time.Time   // slot 0 is due at start, slot k at start + k/rate
+	rate    float64
 	m       metrics.SenderPeer
 	log     *zap.Logger
 	seq     uint64    // next sequence number
@@ -127,10 +148,17 @@ func (s *Sender) dial(addr string) (*target, error) {
 		return nil, fmt.Errorf("target %s: %w", addr, err)
 	}
 	uc := c.(*net.UDPConn)
+	batch := min(MaxBatch, max(1, batchBytes/max(1, s.opts.PayloadSize)))
+	out, err := socket.NewWriter(uc, batch)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("target %s: %w", addr, err)
+	}
 	t := &target{
 		addr:    addr,
 		conn:    uc,
-		buf:     make([]byte, s.opts.PayloadSize),
+		out:     out,
+		dues:    make([]time.Time, 0, batch),
 		m:       s.opts.Metrics.Peer(addr),
 		log:     s.opts.Logger.With(zap.String("peer", addr)),
 		epoch:   time.Now(),
@@ -149,9 +177,13 @@ func (s *Sender) dial(addr string) (*target, error) {
 		}
 	}
 	h := wire.Header{Session: s.session, Name: []byte(s.opts.Name)}
-	if err := wire.Encode(t.buf, &h); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("encode for %s: %w", addr, err)
+	for range batch {
+		b := make([]byte, s.opts.PayloadSize)
+		if err := wire.Encode(b, &h); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("encode for %s: %w", addr, err)
+		}
+		t.bufs = append(t.bufs, b)
 	}
 	return t, nil
 }
@@ -190,14 +222,13 @@ func (s *Sender) Run(ctx context.Context) error {
 }
 
 func (t *target) run(ctx context.Context, rate float64) {
-	start := time.Now()
-	due := func(k int64) time.Time { return start.Add(time.Duration(float64(k) * float64(time.Second) / rate)) }
+	t.start, t.rate = time.Now(), rate
 	interval := time.Duration(float64(time.Second) / rate)
 	catchUp := max(interval, CatchUp)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for k := int64(0); ; k++ {
-		if wait := time.Until(due(k)); wait > 0 {
+	for k := int64(0); ; {
+		if wait := time.Until(t.due(k)); wait > 0 {
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
@@ -209,58 +240,95 @@ func (t *target) run(ctx context.Context, rate float64) {
 			t.goodbye()
 			return
 		}
-		if behind := time.Since(due(k)); behind > catchUp {
+		now := time.Now()
+		if behind := now.Sub(t.due(k)); behind > catchUp {
 			skipped := int64((behind - catchUp) / interval)
 			k += skipped
 			t.m.MissedSlots.Add(float64(skipped))
 		}
-		t.send(due(k))
+		dues := t.dueBy(k, now)
+		t.send(dues)
+		k += int64(len(dues))
 	}
 }
 
-// send writes the next data datagram, due at due; the sequence number
-// advances only if the kernel accepted it.
-func (t *target) send(due time.Time) {
-	if t.write(t.seq, 0, due) {
-		t.seq++
-		t.m.PacketsSent.Inc()
-	}
+// due is when slot k is due.
+func (t *target) due(k int64) time.Time {
+	return t.start.Add(time.Duration(float64(k) * float64(time.Second) / t.rate))
 }
 
-// write stamps and sends one datagram. The clocks are read after everything
-// but the checksum is in place, as close to the write as the checksum allows.
-func (t *target) write(seq uint64, flags wire.Flags, due time.Time) bool {
-	wire.PutFlags(t.buf, flags)
-	wire.PutSeq(t.buf, seq)
-	now := time.Now()
-	mono := int64(now.Sub(t.epoch))
-	wire.PutSendTime(t.buf, now.UnixNano(), mono)
-	wire.Seal(t.buf)
-	data := flags&wire.FlagGoodbye == 0
-	if data && t.rt != nil {
-		t.mu.Lock()
-		t.rt.send(seq, mono) // before the write, so no reply can beat it
-		t.mu.Unlock()
+// dueBy returns the due times of slot k, which is due, and of the slots
+// after it due by now, up to a batch: none is sent before its time.
+func (t *target) dueBy(k int64, now time.Time) []time.Time {
+	dues := append(t.dues[:0], t.due(k))
+	for len(dues) < cap(t.dues) {
+		d := t.due(k + int64(len(dues)))
+		if d.After(now) {
+			break
+		}
+		dues = append(dues, d)
 	}
-	_, err := t.conn.Write(t.buf)
-	if data {
-		t.m.ScheduleLateness.Observe(max(0, now.Sub(due).Seconds()))
+	return dues
+}
+
+// send writes one data datagram for each slot in dues, with the next
+// sequence numbers, as one batch. A datagram the kernel refuses uses its
+// slot but no sequence number: those after it are renumbered and sent.
+func (t *target) send(dues []time.Time) {
+	for len(dues) > 0 {
+		bufs := t.bufs[:len(dues)]
+		now, mono := t.stamp(bufs, t.seq, 0)
 		if t.rt != nil {
 			t.mu.Lock()
-			if err != nil {
-				t.rt.unsend(seq)
+			for i := range bufs {
+				t.rt.send(t.seq+uint64(i), mono) // before the write, so no reply can beat it
+			}
+			t.mu.Unlock()
+		}
+		sent, err := t.out.Write(bufs)
+		tried := sent
+		if err != nil {
+			tried++
+		}
+		for _, d := range dues[:tried] {
+			t.m.ScheduleLateness.Observe(max(0, now.Sub(d).Seconds()))
+		}
+		if t.rt != nil {
+			t.mu.Lock()
+			for i := len(bufs) - 1; i >= sent; i-- {
+				t.rt.unsend(t.seq + uint64(i))
 			}
 			t.rt.advance(mono)
 			t.export()
 			t.mu.Unlock()
 		}
-	}
-	if err != nil {
+		t.seq += uint64(sent)
+		t.m.PacketsSent.Add(float64(sent))
+		if err == nil {
+			return
+		}
 		t.m.SendErrors.Inc()
 		t.sendError(err)
-		return false
+		dues = dues[tried:]
 	}
-	return true
+}
+
+// stamp writes flags, consecutive sequence numbers from seq and the send
+// time into each datagram of bufs and seals it. The clocks are read once,
+// after everything but the checksums is in place, as close to the write as
+// they allow; it returns them.
+func (t *target) stamp(bufs [][]byte, seq uint64, flags wire.Flags) (now time.Time, mono int64) {
+	for i, b := range bufs {
+		wire.PutFlags(b, flags)
+		wire.PutSeq(b, seq+uint64(i))
+	}
+	now = time.Now()
+	mono = int64(now.Sub(t.epoch))
+	for _, b := range bufs {
+		wire.PutSendTime(b, now.UnixNano(), mono)
+		wire.Seal(b)
+	}
+	return now, mono
 }
 
 // sendError logs the first error at once and then at most one line a minute
@@ -281,8 +349,13 @@ func (t *target) goodbye() {
 	if t.seq == 0 {
 		return // nothing was sent; there is nothing to settle
 	}
+	bye := t.bufs[:1]
 	for range GoodbyeCopies {
-		t.write(t.seq-1, wire.FlagGoodbye, time.Time{})
+		t.stamp(bye, t.seq-1, wire.FlagGoodbye)
+		if _, err := t.out.Write(bye); err != nil {
+			t.m.SendErrors.Inc()
+			t.sendError(err)
+		}
 	}
 	t.log.Info("session ended with a goodbye", zap.Uint64("last_sequence", t.seq-1))
 }

@@ -4,7 +4,10 @@
 // platforms without these options the functions do nothing and report none.
 package socket
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // Control is what the kernel attached to one datagram.
 type Control struct {
@@ -44,4 +47,11 @@ func Arrival(c Control, readWall, readMono int64) (wall, mono int64) {
 func Waited(c Control, readWall int64) (waited time.Duration, ok bool) {
 	waited = time.Duration(readWall - c.Time)
 	return waited, c.HasTime && waited >= 0 && waited <= maxQueueing
+}
+
+// Message is one datagram a Reader read.
+type Message struct {
+	Buf     []byte // the datagram, in the Reader's storage
+	From    netip.AddrPort
+	Control Control
 }

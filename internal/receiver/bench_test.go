@@ -1,0 +1,120 @@
+package receiver
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/udpprobe/udpprobe/internal/socket"
+	"github.com/udpprobe/udpprobe/internal/tracker"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// loopback sends batches of probes from peer "alpha" to a receiver's socket.
+type loopback struct {
+	w    *socket.Writer
+	bufs [][]byte
+	seq  int64
+}
+
+func newLoopback(tb testing.TB, r *Receiver, batch int) *loopback {
+	tb.Helper()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.Addr()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	w, err := socket.NewWriter(c, batch)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l := &loopback{w: w}
+	for range batch {
+		l.bufs = append(l.bufs, probe(tb, 1, 0, 0))
+	}
+	return l
+}
+
+// send writes the next len(l.bufs) sequence numbers.
+func (l *loopback) send(tb testing.TB) {
+	for _, b := range l.bufs {
+		reuse(b, l.seq)
+		l.seq++
+	}
+	if n, err := l.w.Write(l.bufs); n != len(l.bufs) || err != nil {
+		tb.Fatalf("sent %d of %d: %v", n, len(l.bufs), err)
+	}
+}
+
+// take reads and receives n datagrams, as Run does.
+func (r *Receiver) take(tb testing.TB, n int) {
+	for n > 0 {
+		msgs, err := r.in.Read()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		now := time.Now()
+		for i := range msgs {
+			r.receive(&msgs[i], now.UnixNano(), int64(now.Sub(r.epoch)))
+		}
+		n -= len(msgs)
+	}
+}
+
+// TestReceivePathAllocatesNothing: the whole path from the socket, batch
+// read included, allocates nothing per datagram, and counts every one.
+func TestReceivePathAllocatesNothing(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{})
+	defer r.conn.Close()
+	r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l := newLoopback(t, r, 32)
+	l.send(t)
+	r.take(t, 32)
+	allocs := testing.AllocsPerRun(100, func() {
+		l.send(t)
+		r.take(t, 32)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per batch of 32", allocs)
+	}
+	if got := testutil.ToFloat64(r.peers["alpha"].m.Received); got != float64(l.seq) {
+		t.Fatalf("received %v of %d", got, l.seq)
+	}
+}
+
+// BenchmarkReceive is the receive path from the socket in batches of 64:
+// recvmmsg and handle, per datagram. Sending the batch is not timed.
+func BenchmarkReceive(b *testing.B) {
+	r, _, _ := newTestReceiver(b, Options{})
+	defer r.conn.Close()
+	r.conn.SetReadDeadline(time.Now().Add(time.Hour))
+	const batch = ReadBatch
+	l := newLoopback(b, r, batch)
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		l.send(b)
+		b.StartTimer()
+		r.take(b, batch)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(l.seq), "ns/datagram")
+}
+
+// BenchmarkDecodeTrack is the per-datagram work that decides what became of
+// it: decode and verify the header, then classify its sequence number.
+func BenchmarkDecodeTrack(b *testing.B) {
+	tr := tracker.New(tracker.Options{Timeout: int64(3 * time.Second)})
+	buf := probe(b, 1, 0, 0)
+	var h wire.Header
+	b.ReportAllocs()
+	for seq := int64(0); b.Loop(); seq++ {
+		wire.PutSeq(buf, uint64(seq))
+		wire.Seal(buf)
+		if err := wire.Decode(buf, &h); err != nil {
+			b.Fatal(err)
+		}
+		tr.Observe(h.Seq, seq*1e6)
+	}
+}

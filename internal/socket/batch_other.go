@@ -1,0 +1,52 @@
+//go:build !linux
+
+package socket
+
+import (
+	"net"
+)
+
+// BatchIO is true where a Reader and a Writer move several datagrams per
+// system call (recvmmsg, sendmmsg).
+const BatchIO = false
+
+// Reader reads one datagram per call here.
+type Reader struct {
+	c    *net.UDPConn
+	buf  []byte
+	msgs [1]Message
+}
+
+// NewReader prepares to read datagrams of up to slot bytes from c; size is
+// ignored where the platform reads one at a time.
+func NewReader(c *net.UDPConn, _, slot int) (*Reader, error) {
+	return &Reader{c: c, buf: make([]byte, slot)}, nil
+}
+
+// Read blocks until a datagram is there and returns it. It is valid until
+// the next Read.
+func (r *Reader) Read() ([]Message, error) {
+	n, _, _, from, err := r.c.ReadMsgUDPAddrPort(r.buf, nil)
+	if err != nil {
+		return nil, err
+	}
+	r.msgs[0] = Message{Buf: r.buf[:n], From: from}
+	return r.msgs[:], nil
+}
+
+// Writer sends one datagram per call here, on a connected socket.
+type Writer struct{ c *net.UDPConn }
+
+// NewWriter prepares to send on c; size is ignored.
+func NewWriter(c *net.UDPConn, _ int) (*Writer, error) { return &Writer{c: c}, nil }
+
+// Write sends bufs in order and returns how many the kernel accepted. If
+// that is fewer than len(bufs), err says why bufs[n] was refused.
+func (w *Writer) Write(bufs [][]byte) (int, error) {
+	for i, b := range bufs {
+		if _, err := w.c.Write(b); err != nil {
+			return i, err
+		}
+	}
+	return len(bufs), nil
+}
