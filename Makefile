@@ -89,9 +89,14 @@ $(PROMETHEUS):
 $(AMTOOL):
 	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/alertmanager/cmd/amtool@$(ALERTMANAGER_MODULE)
 
-## bench: the Go benchmarks with allocation counts.
-bench:
+## bench: the Go benchmarks with allocation counts, then the harness that
+## runs udpprobe beside iperf3 and irtt on loopback (apt-get install iperf3
+## irtt); docs/performance.md shows its output. BENCHFLAGS go to the harness
+## (go run ./bench -h).
+BENCHFLAGS ?= -runs 3
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	$(GO) run ./bench -udpprobe bin/udpprobe $(BENCHFLAGS)
 
 ## fuzz: run each fuzz target for FUZZTIME (the seed corpora run in `make test`).
 fuzz:

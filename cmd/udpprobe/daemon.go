@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -73,6 +75,20 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
+// setProcs sets GOMAXPROCS, unless the environment does, to the number of
+// goroutines that do most of the daemon's work (at most the CPUs the runtime
+// would use): idle processors only add wake-ups, which are most of what a
+// datagram costs at low rates (docs/performance.md).
+func setProcs(log *zap.Logger, busy int) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	n := min(max(busy, 1), runtime.GOMAXPROCS(0))
+	runtime.GOMAXPROCS(n)
+	log.Debug("GOMAXPROCS set to the goroutines that do the work; set GOMAXPROCS to override",
+		zap.Int("gomaxprocs", n))
+}
+
 func runReceiver(ctx context.Context, stderr io.Writer) int {
 	cfg, err := config.LoadReceiver()
 	if err != nil {
@@ -80,6 +96,7 @@ func runReceiver(ctx context.Context, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Logging, stderr).Named("receiver")
 	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
+	setProcs(log, 1)
 	reg := newRegistry()
 	rcv, err := receiver.New(receiver.Options{
 		ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
@@ -100,7 +117,9 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 		return configError(stderr, config.ModeSender, err)
 	}
 	log := newLogger(cfg.Logging, stderr).Named("sender")
-	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
+	defer log.Sync()                //nolint:errcheck // nothing useful to do on exit
+	setProcs(log, len(cfg.Targets)) // a reply reader, with round trips, does little
+
 	reg := newRegistry()
 	snd, err := sender.New(sender.Options{
 		Targets: cfg.Targets, Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
@@ -116,5 +117,49 @@ func BenchmarkDecodeTrack(b *testing.B) {
 			b.Fatal(err)
 		}
 		tr.Observe(h.Seq, seq*1e6)
+	}
+}
+
+// TestHold: the pause after a read that emptied the socket shrinks fourfold
+// when more than the budget queued up since the last pause, down to the
+// floor, doubles back when little did, up to the maximum, which scales with
+// the granted buffer; reflecting receivers never pause.
+func TestHold(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{ReceiveBuffer: 2 << 20})
+	defer r.conn.Close()
+	if r.maxHold != MaxHold/2 || r.hold != r.maxHold || r.budget != 1<<20 {
+		t.Fatalf("a 2 MiB buffer holds up to %v from %v with a budget of %d; want %v and 1 MiB", r.maxHold, r.hold, r.budget, MaxHold/2)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // pause adapts, then returns at once
+	for _, step := range []struct {
+		queued int
+		want   time.Duration
+	}{
+		{r.budget + 1, MaxHold / 8},
+		{r.budget / 2, MaxHold / 8}, // within the band: unchanged
+		{r.budget + 1, MaxHold / 32},
+		{10 * r.budget, MaxHold / 128},
+		{10 * r.budget, minHold},
+		{10 * r.budget, minHold},
+		{r.budget/8 - 1, 2 * minHold},
+		{0, 4 * minHold},
+	} {
+		r.queued = step.queued
+		r.pause(done)
+		if r.hold != step.want || r.queued != 0 {
+			t.Fatalf("after %d bytes queued the hold is %v (queued %d), want %v", step.queued, r.hold, r.queued, step.want)
+		}
+	}
+	for range 20 {
+		r.pause(done)
+	}
+	if r.hold != r.maxHold {
+		t.Fatalf("an idle receiver holds %v, want the maximum %v", r.hold, r.maxHold)
+	}
+	rr, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10})
+	defer rr.conn.Close()
+	if rr.maxHold != 0 {
+		t.Fatalf("a reflecting receiver holds up to %v", rr.maxHold)
 	}
 }

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+// TestParseIperf reads an iperf3 3.12 UDP client report (trimmed, with 7 of
+// 1000 datagrams lost) and rejects error reports.
+func TestParseIperf(t *testing.T) {
+	b, err := os.ReadFile("testdata/iperf3-udp.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := parseIperf(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := rep.End.Sum; s.Packets != 1000 || s.LostPackets != 7 || s.Seconds < 1 || s.Seconds > 1.001 {
+		t.Fatalf("sum %+v", s)
+	}
+	if _, err := parseIperf([]byte(`{"error": "unable to connect to server"}`)); err == nil {
+		t.Fatal("an error report parsed")
+	}
+	if _, err := parseIperf([]byte(`{"end": {"sum": {}}}`)); err == nil {
+		t.Fatal("a report without packets parsed")
+	}
+}
+
+func TestParseRcvbufErrors(t *testing.T) {
+	snmp := "Icmp: InMsgs InErrors\nIcmp: 1 2\n" +
+		"Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 10 0 5 10 1478161 0\n" +
+		"UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdpLite: 0 0 0 0 9\n"
+	if n, err := parseRcvbufErrors([]byte(snmp)); err != nil || n != 1478161 {
+		t.Fatalf("snmp: %d, %v", n, err)
+	}
+	if n, err := parseRcvbufErrors([]byte("Udp6InDatagrams 5\nUdp6RcvbufErrors                \t42\n")); err != nil || n != 42 {
+		t.Fatalf("snmp6: %d, %v", n, err)
+	}
+	if _, err := parseRcvbufErrors([]byte("Ip: Forwarding\nIp: 1\n")); err == nil {
+		t.Fatal("no error without a Udp line")
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	m := parseMetrics([]byte("# HELP x y\n# TYPE x counter\n" +
+		`udpprobe_receiver_packets_received_total{peer="bench"} 301590` + "\n" +
+		"udpprobe_receiver_socket_drops_total 0\nbad line\n"))
+	if got := m.get(`udpprobe_receiver_packets_received_total{peer="bench"}`); got != 301590 {
+		t.Fatalf("received %d", got)
+	}
+	if len(m) != 2 {
+		t.Fatalf("%d samples, want 2: %v", len(m), m)
+	}
+}
+
+func TestLogRecord(t *testing.T) {
+	rec := logRecord{"ts": "2026-11-24T08:47:55.123Z", "msg": "session ended with a goodbye", "last_sequence": 301589.0}
+	if n, err := rec.uint("last_sequence"); err != nil || n != 301589 {
+		t.Fatalf("last_sequence %d, %v", n, err)
+	}
+	if _, err := rec.uint("missing"); err == nil {
+		t.Fatal("a missing field read")
+	}
+	ts, err := rec.time()
+	if err != nil || !ts.Equal(time.Date(2026, 11, 24, 8, 47, 55, 123e6, time.UTC)) {
+		t.Fatalf("ts %v, %v", ts, err)
+	}
+}

@@ -1,0 +1,97 @@
+package receiver
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// liveHeap is the live heap after a full collection.
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// admitPeers sends one datagram from each of n senders named prefix0,
+// prefix1, …, and checks that all were admitted.
+func admitPeers(tb testing.TB, r *Receiver, prefix string, n int) {
+	tb.Helper()
+	b := make([]byte, 64)
+	from := sinkAddr(tb)
+	for i := range n {
+		h := wire.Header{Name: fmt.Appendf(nil, "%s%d", prefix, i), Session: 1, SendTime: wall0}
+		if err := wire.Encode(b, &h); err != nil {
+			tb.Fatal(err)
+		}
+		r.handle(b, from, wall0, int64(i))
+	}
+	if len(r.peers) != n {
+		tb.Fatalf("%d peers in the table, want %d", len(r.peers), n)
+	}
+}
+
+// forget expires every peer: housekeeping an hour on.
+func forget(tb testing.TB, r *Receiver) {
+	tb.Helper()
+	r.housekeep(r.epoch.Add(time.Hour))
+	if len(r.peers) != 0 {
+		tb.Fatalf("%d peers left after their expiry", len(r.peers))
+	}
+}
+
+// TestForgottenPeersFreeMemory: 10,000 senders, each sending once and then
+// forgotten, leave the heap where it was but for the hash tables of the peer
+// table and the 19 metric vectors (Go maps keep their capacity; about 1.3 KB
+// a peer), which the next peers reuse: a second round of 10,000 adds
+// nothing. The state of a peer itself is freed.
+func TestForgottenPeersFreeMemory(t *testing.T) {
+	const n = 10000
+	r, _, _ := newTestReceiver(t, Options{MaxPeers: n, PeerExpiry: time.Minute})
+	defer r.conn.Close()
+	r.log = zap.NewNop() // the test's observer would keep every line
+	base := liveHeap()
+	admitPeers(t, r, "first", n)
+	peak := liveHeap()
+	forget(t, r)
+	first := liveHeap()
+	admitPeers(t, r, "second", n)
+	forget(t, r)
+	second := liveHeap()
+	runtime.KeepAlive(r)
+	t.Logf("heap: %d B before, %d B with %d peers (%d B each), %d B after forgetting them, %d B after a second round",
+		base, peak, n, (peak-base)/n, first, second)
+	if first-base > 1536*n {
+		t.Errorf("forgetting %d peers left %d B more on the heap than before them", n, first-base)
+	}
+	if second-first > 256<<10 {
+		t.Errorf("a second round of %d peers left %d B more than the first: state is leaking", n, second-first)
+	}
+	if per := (peak - base) / n; per > 32<<10 {
+		t.Errorf("%d B a peer, over the documented 32 KiB", per)
+	}
+}
+
+// BenchmarkPeerState reports the heap one peer with one stream takes:
+// the tracker's ring and the peer's series.
+func BenchmarkPeerState(b *testing.B) {
+	const n = 1000
+	var total int64
+	for i := 0; b.Loop(); i++ {
+		r, _, _ := newTestReceiver(b, Options{MaxPeers: n})
+		r.log = zap.NewNop()
+		base := liveHeap()
+		admitPeers(b, r, fmt.Sprintf("r%d-", i), n)
+		total += liveHeap() - base
+		runtime.KeepAlive(r)
+		r.conn.Close()
+	}
+	b.ReportMetric(float64(total)/float64(b.N*n), "B/peer")
+}
