@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func clearEnv(t *testing.T) {
 	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "UDPPROBE_") {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "UDPPROBE_") || k == "GOMAXPROCS" {
 			t.Setenv(k, "")
 			os.Unsetenv(k)
 		}
@@ -123,6 +123,11 @@ func TestDaemons(t *testing.T) {
 		}
 	}
 	_, body := get(t, "http://"+sweb+"/metrics")
+	// One receiving goroutine, one target: one processor each.
+	if _, rbody := get(t, "http://"+rweb+"/metrics"); !strings.Contains(rbody, "\ngo_sched_gomaxprocs_threads 1\n") ||
+		!strings.Contains(body, "\ngo_sched_gomaxprocs_threads 1\n") {
+		t.Errorf("GOMAXPROCS is not 1 in the receiver or the sender")
+	}
 	replies := regexp.MustCompile(`udpprobe_sender_replies_received_total\{peer="` + regexp.QuoteMeta(udp) + `"\} ([1-9][0-9]*)`)
 	if !replies.MatchString(body) || !strings.Contains(body, `udpprobe_sender_roundtrip_packets_lost_total{peer="`+udp+`"} 0`) {
 		t.Errorf("sender metrics show no replies, or round-trip loss, from %s:\n%s", udp, body)
