@@ -221,32 +221,21 @@ func oneWay(o options, rate float64) (oneWayResult, error) {
 	if r.sent, r.elapsed, err = session(send); err != nil {
 		return r, err
 	}
-	// The receiver settles the last gaps one loss timeout after the goodbye.
-	peer := `{peer="bench"}`
-	var rm metrics
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if rm, err = scrape(web); err != nil {
-			return r, fmt.Errorf("receiver metrics: %w", err)
+	// The receiver settles the last gaps one loss timeout after the goodbye:
+	// wait until every datagram is accounted for (or 10 s), and a loss
+	// timeout more for anything still pending.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := r.readReceiver(web); err != nil {
+			return r, err
 		}
-		r.received = rm.get("udpprobe_receiver_packets_received_total" + peer)
-		r.lost = rm.get("udpprobe_receiver_packets_lost_total" + peer)
-		r.local = rm.get("udpprobe_receiver_packets_dropped_locally_total" + peer)
 		if r.received+r.lost+r.local >= r.sent || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(600 * time.Millisecond) // a loss timeout more, for anything still pending
-	if rm, err = scrape(web); err != nil {
+	time.Sleep(600 * time.Millisecond)
+	if err := r.readReceiver(web); err != nil {
 		return r, err
 	}
-	r.received = rm.get("udpprobe_receiver_packets_received_total" + peer)
-	r.lost = rm.get("udpprobe_receiver_packets_lost_total" + peer)
-	r.local = rm.get("udpprobe_receiver_packets_dropped_locally_total" + peer)
-	r.late = rm.get("udpprobe_receiver_packets_late_total" + peer)
-	r.duplicated = rm.get("udpprobe_receiver_packets_duplicated_total" + peer)
-	r.reordered = rm.get("udpprobe_receiver_packets_reordered_total" + peer)
-	r.socketDrops = rm.get("udpprobe_receiver_socket_drops_total")
 	kernel1, err := rcvbufErrors()
 	if err != nil {
 		return r, err
@@ -283,6 +272,23 @@ func session(send *proc) (sent uint64, elapsed time.Duration, err error) {
 		return 0, 0, err
 	}
 	return last + 1, t1.Sub(t0), nil
+}
+
+// readReceiver takes the receiver's counts for peer "bench" from its metrics.
+func (r *oneWayResult) readReceiver(web string) error {
+	m, err := scrape(web)
+	if err != nil {
+		return fmt.Errorf("receiver metrics: %w", err)
+	}
+	peer := `{peer="bench"}`
+	r.received = m.get("udpprobe_receiver_packets_received_total" + peer)
+	r.lost = m.get("udpprobe_receiver_packets_lost_total" + peer)
+	r.local = m.get("udpprobe_receiver_packets_dropped_locally_total" + peer)
+	r.late = m.get("udpprobe_receiver_packets_late_total" + peer)
+	r.duplicated = m.get("udpprobe_receiver_packets_duplicated_total" + peer)
+	r.reordered = m.get("udpprobe_receiver_packets_reordered_total" + peer)
+	r.socketDrops = m.get("udpprobe_receiver_socket_drops_total")
+	return nil
 }
 
 // iperfResult is one iperf3 run.

@@ -102,7 +102,7 @@ const warnEvery = time.Minute
 // hold changes no measurement; it is off when reflecting (a reply must
 // leave at once) and where the kernel does not timestamp. A step to 200,000
 // small datagrams/s during a hold fills about a quarter of the buffer, and
-// the hold adapts to what the reads find (see Receiver.adapt).
+// the hold adapts to what the reads find (see Receiver.pause).
 const MaxHold = 10 * time.Millisecond
 
 // ReadBatch is how many datagrams one read takes off the socket at most
