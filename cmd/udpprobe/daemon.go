@@ -117,9 +117,10 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 		return configError(stderr, config.ModeSender, err)
 	}
 	log := newLogger(cfg.Logging, stderr).Named("sender")
-	defer log.Sync()                //nolint:errcheck // nothing useful to do on exit
-	setProcs(log, len(cfg.Targets)) // a reply reader, with round trips, does little
-
+	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
+	// One goroutine per target does the work; a reply reader, with round
+	// trips, does little.
+	setProcs(log, len(cfg.Targets))
 	reg := newRegistry()
 	snd, err := sender.New(sender.Options{
 		Targets: cfg.Targets, Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
