@@ -68,8 +68,8 @@ func (r *Receiver) take(tb testing.TB, n int) {
 // read included, allocates nothing per datagram, and counts every one.
 func TestReceivePathAllocatesNothing(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{})
-	defer r.conn.Close()
-	r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer r.in.Close()
+	r.in.SetDeadline(time.Now().Add(10 * time.Second))
 	l := newLoopback(t, r, 32)
 	l.send(t)
 	r.take(t, 32)
@@ -89,8 +89,8 @@ func TestReceivePathAllocatesNothing(t *testing.T) {
 // recvmmsg and handle, per datagram. Sending the batch is not timed.
 func BenchmarkReceive(b *testing.B) {
 	r, _, _ := newTestReceiver(b, Options{})
-	defer r.conn.Close()
-	r.conn.SetReadDeadline(time.Now().Add(time.Hour))
+	defer r.in.Close()
+	r.in.SetDeadline(time.Now().Add(time.Hour))
 	const batch = ReadBatch
 	l := newLoopback(b, r, batch)
 	b.ReportAllocs()
@@ -126,7 +126,7 @@ func BenchmarkDecodeTrack(b *testing.B) {
 // the granted buffer; reflecting receivers never pause.
 func TestHold(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{ReceiveBuffer: 2 << 20})
-	defer r.conn.Close()
+	defer r.in.Close()
 	if r.maxHold != MaxHold/2 || r.hold != r.maxHold || r.budget != 1<<20 {
 		t.Fatalf("a 2 MiB buffer holds up to %v from %v with a budget of %d; want %v and 1 MiB", r.maxHold, r.hold, r.budget, MaxHold/2)
 	}
@@ -158,7 +158,7 @@ func TestHold(t *testing.T) {
 		t.Fatalf("an idle receiver holds %v, want the maximum %v", r.hold, r.maxHold)
 	}
 	rr, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10})
-	defer rr.conn.Close()
+	defer rr.in.Close()
 	if rr.maxHold != 0 {
 		t.Fatalf("a reflecting receiver holds up to %v", rr.maxHold)
 	}

@@ -55,7 +55,7 @@ func forget(tb testing.TB, r *Receiver) {
 func TestForgottenPeersFreeMemory(t *testing.T) {
 	const n = 10000
 	r, _, _ := newTestReceiver(t, Options{MaxPeers: n, PeerExpiry: time.Minute})
-	defer r.conn.Close()
+	defer r.in.Close()
 	r.log = zap.NewNop() // the test's observer would keep every line
 	base := liveHeap()
 	admitPeers(t, r, "first", n)
@@ -91,7 +91,7 @@ func BenchmarkPeerState(b *testing.B) {
 		admitPeers(b, r, fmt.Sprintf("r%d-", i), n)
 		total += liveHeap() - base
 		runtime.KeepAlive(r)
-		r.conn.Close()
+		r.in.Close()
 	}
 	b.ReportMetric(float64(total)/float64(b.N*n), "B/peer")
 }

@@ -48,7 +48,8 @@ type Receiver struct {
 	opts    Options
 	log     *zap.Logger
 	m       *metrics.Receiver
-	conn    *net.UDPConn
+	conn    *net.UDPConn // for replies; closed by in.Unpoll when holding
+	addr    netip.AddrPort
 	epoch   time.Time // origin of the monotonic nanoseconds given to trackers
 	trOpts  tracker.Options
 	peers   map[string]*peer
@@ -125,6 +126,7 @@ func New(opts Options) (*Receiver, error) {
 		log:     opts.Logger,
 		m:       opts.Metrics,
 		conn:    conn,
+		addr:    conn.LocalAddr().(*net.UDPAddr).AddrPort(),
 		epoch:   time.Now(),
 		trOpts:  tracker.Options{Timeout: int64(opts.LossTimeout)},
 		peers:   make(map[string]*peer),
@@ -136,12 +138,18 @@ func New(opts Options) (*Receiver, error) {
 	}
 	// One byte more than the largest datagram, so that a longer one is cut
 	// to a length the decoder rejects instead of to one it accepts.
-	r.in, err = socket.NewReader(conn, ReadBatch, wire.MaxSize+1)
-	if err == nil {
-		err = r.setBuffer()
+	if r.in, err = socket.NewReader(conn, ReadBatch, wire.MaxSize+1); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	err = r.setBuffer()
+	if err == nil && r.maxHold > 0 {
+		// Between holds, datagrams arriving must not wake the runtime's
+		// poller; replies, which need the connection, never hold.
+		err = r.in.Unpoll()
 	}
 	if err != nil {
-		conn.Close()
+		r.in.Close()
 		return nil, err
 	}
 	return r, nil
@@ -174,13 +182,13 @@ func (r *Receiver) setBuffer() error {
 }
 
 // Addr is the bound address.
-func (r *Receiver) Addr() netip.AddrPort { return r.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (r *Receiver) Addr() netip.AddrPort { return r.addr }
 
 // Run receives until ctx is done. It closes the socket on return.
 func (r *Receiver) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { r.conn.Close() })
+	stop := context.AfterFunc(ctx, func() { r.in.Close() })
 	defer stop()
-	defer r.conn.Close()
+	defer r.in.Close()
 	now := time.Now()
 	r.nextHouse = now
 	r.nextSummary = now.Add(r.opts.SummaryInterval)
@@ -191,7 +199,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 	for {
 		if !now.Before(r.nextHouse) {
 			r.housekeep(now)
-			if err := r.conn.SetReadDeadline(r.nextHouse); err != nil && ctx.Err() == nil {
+			if err := r.in.SetDeadline(r.nextHouse); err != nil && ctx.Err() == nil {
 				return err
 			}
 		}

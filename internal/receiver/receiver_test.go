@@ -81,7 +81,7 @@ func handleAt(r *Receiver, b []byte, at time.Time) {
 // and compares the exported text.
 func TestExposition(t *testing.T) {
 	r, reg, _ := newTestReceiver(t, Options{})
-	defer r.conn.Close()
+	defer r.in.Close()
 	t0 := r.epoch
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	for i, seq := range []uint64{0, 1, 3, 4, 4, 2, 7} {
@@ -261,7 +261,7 @@ func TestPeerTableBounded(t *testing.T) {
 // TestSummary checks the periodic line reports the interval's counts.
 func TestSummary(t *testing.T) {
 	r, _, logs := newTestReceiver(t, Options{SummaryInterval: time.Second})
-	defer r.conn.Close()
+	defer r.in.Close()
 	t0 := r.epoch
 	for i, seq := range []uint64{0, 1, 2, 5, 5} {
 		handleAt(r, datagram(t, "alpha", 1, seq, 0), t0.Add(time.Duration(i)*time.Millisecond))
@@ -281,7 +281,7 @@ func TestSummary(t *testing.T) {
 
 func TestGoodbyeFromUnknownPeerIsIgnored(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{})
-	defer r.conn.Close()
+	defer r.in.Close()
 	handleAt(r, datagram(t, "ghost", 1, 9, wire.FlagGoodbye), r.epoch)
 	if len(r.peers) != 0 || testutil.CollectAndCount(r.m.Goodbyes) != 0 {
 		t.Fatalf("a goodbye created state: %d peers", len(r.peers))
@@ -290,7 +290,7 @@ func TestGoodbyeFromUnknownPeerIsIgnored(t *testing.T) {
 
 func TestHandleAllocatesNothing(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{})
-	defer r.conn.Close()
+	defer r.in.Close()
 	b := datagram(t, "alpha", 1, 0, 0)
 	var seq uint64
 	now := r.epoch

@@ -63,7 +63,7 @@ func histogram(t *testing.T, o any) (count uint64, sum float64) {
 // a.
 func TestTiming(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{})
-	defer r.conn.Close()
+	defer r.in.Close()
 	const hour = float64(time.Hour / time.Millisecond)
 	for _, d := range []struct {
 		seq        uint64
@@ -184,7 +184,7 @@ func TestLimiter(t *testing.T) {
 // TestReflectRateLimited counts replies held back by the limiter.
 func TestReflectRateLimited(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10}) // burst 1
-	defer r.conn.Close()
+	defer r.in.Close()
 	to := sinkAddr(t)
 	for seq := range uint64(5) { // 5 in 4 ms: one token, then none
 		r.handle(probe(t, 1, seq, float64(seq)), to, wall0+int64(seq)*1e6, int64(seq)*1e6)
@@ -199,7 +199,7 @@ func TestReflectRateLimited(t *testing.T) {
 // costs no allocation.
 func TestReflectAllocatesNothing(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 1e6})
-	defer r.conn.Close()
+	defer r.in.Close()
 	to := sinkAddr(t)
 	b := probe(t, 1, 0, 0)
 	r.handle(b, to, wall0, 0)
@@ -224,7 +224,7 @@ func BenchmarkHandle(b *testing.B) {
 	for _, reflect := range []bool{false, true} {
 		b.Run(map[bool]string{false: "timing", true: "reflect"}[reflect], func(b *testing.B) {
 			r, _, _ := newTestReceiver(b, Options{Reflect: reflect, ReflectRate: 1e9})
-			defer r.conn.Close()
+			defer r.in.Close()
 			to := sinkAddr(b)
 			buf := probe(b, 1, 0, 0)
 			b.ReportAllocs()

@@ -1,11 +1,15 @@
 package socket
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -16,9 +20,10 @@ import (
 const BatchIO = true
 
 // Reader reads datagrams from a UDP socket, up to its size per recvmmsg
-// call, into storage it allocates once. A Reader is not safe for concurrent
-// use; the socket's read deadline applies.
+// call, into storage it allocates once. Read is not safe for concurrent use;
+// Close may be called at any time, and stops a Read in progress.
 type Reader struct {
+	conn  *net.UDPConn
 	raw   syscall.RawConn
 	hdrs  []unix.Mmsghdr
 	names []unix.RawSockaddrInet6 // room for either family
@@ -30,6 +35,16 @@ type Reader struct {
 	recv  func(fd uintptr) bool // r.recvmmsg, bound once so reads allocate nothing
 	got   int                   // messages the last call filled
 	errno syscall.Errno
+
+	// After Unpoll the Reader owns the socket (fd) and an eventfd (wake)
+	// that Close signals; mu keeps Close from closing them under a Read.
+	mu       sync.Mutex
+	fd, wake int // -1 while the socket is in the runtime's poller
+	deadline atomic.Int64
+	closing  atomic.Bool
+	closed   bool
+	pfds     [2]unix.PollFd
+	timeout  unix.Timespec
 }
 
 // NewReader prepares to read up to size datagrams of up to slot bytes each
@@ -41,7 +56,10 @@ func NewReader(c *net.UDPConn, size, slot int) (*Reader, error) {
 	}
 	size = max(size, 1)
 	r := &Reader{
+		conn:  c,
 		raw:   raw,
+		fd:    -1,
+		wake:  -1,
 		slot:  slot,
 		hdrs:  make([]unix.Mmsghdr, size),
 		names: make([]unix.RawSockaddrInet6, size),
@@ -66,8 +84,16 @@ func NewReader(c *net.UDPConn, size, slot int) (*Reader, error) {
 
 // Read blocks until at least one datagram is there and returns those the
 // call received. The messages and their bytes are valid until the next Read.
+// Past the deadline it returns an error whose Timeout method is true; after
+// Close, net.ErrClosed.
 func (r *Reader) Read() ([]Message, error) {
-	if err := r.raw.Read(r.recv); err != nil {
+	var err error
+	if r.fd < 0 {
+		err = r.raw.Read(r.recv)
+	} else {
+		err = r.readUnpolled()
+	}
+	if err != nil {
 		return nil, err
 	}
 	if r.errno != 0 {
@@ -83,6 +109,115 @@ func (r *Reader) Read() ([]Message, error) {
 	return r.msgs[:r.got], nil
 }
 
+// SetDeadline sets when a Read waiting for a datagram gives up; the zero
+// time means never.
+func (r *Reader) SetDeadline(t time.Time) error {
+	if r.fd < 0 {
+		return r.conn.SetReadDeadline(t)
+	}
+	var ns int64
+	if !t.IsZero() {
+		ns = max(t.UnixNano(), 1)
+	}
+	r.deadline.Store(ns)
+	return nil
+}
+
+// Close closes the socket. A Read in progress returns net.ErrClosed.
+func (r *Reader) Close() error {
+	if r.fd < 0 {
+		return r.conn.Close()
+	}
+	if r.closing.Swap(true) {
+		return net.ErrClosed
+	}
+	one := [8]byte{1} // an eventfd adds the 64-bit number written; any will do
+	_, err := unix.Write(r.wake, one[:])
+	r.mu.Lock() // a Read in ppoll has seen wake and left
+	defer r.mu.Unlock()
+	r.closed = true
+	if err != nil {
+		err = os.NewSyscallError("write eventfd", err)
+	}
+	return errors.Join(err, unix.Close(r.fd), unix.Close(r.wake))
+}
+
+// Unpoll takes the socket out of the Go runtime's network poller: the
+// Reader keeps a duplicate of its descriptor and closes the connection it
+// was made with, whose other methods then fail. Call it before the first
+// Read, on a socket that no longer needs the connection's methods.
+//
+// While a socket is in the poller, every datagram that arrives wakes the
+// runtime's idle thread, whether or not a Read waits for it; at low rates
+// those wake-ups are most of what a datagram costs a receiver that reads
+// in batches between pauses. Out of it, a datagram wakes nobody unless a
+// Read is waiting, which then waits in ppoll, a blocking system call.
+func (r *Reader) Unpoll() error {
+	var fd int
+	var derr error
+	if err := r.raw.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return os.NewSyscallError("fcntl", derr)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return os.NewSyscallError("eventfd", err)
+	}
+	// The duplicate shares the socket's file status, so it stays
+	// non-blocking; closing the connection only drops its descriptor.
+	if err := r.conn.Close(); err != nil {
+		unix.Close(fd)
+		unix.Close(wake)
+		return err
+	}
+	r.fd, r.wake = fd, wake
+	r.pfds = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
+	return nil
+}
+
+// readUnpolled reads the socket Unpoll kept, waiting in ppoll while it is
+// empty.
+func (r *Reader) readUnpolled() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for !r.closed && !r.recvmmsg(uintptr(r.fd)) {
+		if err := r.wait(); err != nil {
+			return err
+		}
+	}
+	if r.closed {
+		return net.ErrClosed
+	}
+	return nil
+}
+
+// wait blocks until the socket is readable, the deadline passes or Close
+// signals.
+func (r *Reader) wait() error {
+	var ts uintptr // nil: no timeout
+	if d := r.deadline.Load(); d != 0 {
+		left := d - time.Now().UnixNano()
+		if left <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		r.timeout = unix.NsecToTimespec(left)
+		ts = uintptr(unsafe.Pointer(&r.timeout))
+	}
+	r.pfds[0].Revents, r.pfds[1].Revents = 0, 0
+	_, _, errno := unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfds[0])), uintptr(len(r.pfds)),
+		ts, 0, 0, 0)
+	switch {
+	case r.pfds[1].Revents != 0:
+		return net.ErrClosed
+	case errno != 0 && errno != unix.EINTR:
+		return os.NewSyscallError("ppoll", errno)
+	}
+	return nil // readable, timed out or interrupted: the caller reads again
+}
+
 // recvmmsg is the raw read. It reports false, to wait for readability, only
 // when the socket is empty.
 func (r *Reader) recvmmsg(fd uintptr) bool {
@@ -94,7 +229,7 @@ func (r *Reader) recvmmsg(fd uintptr) bool {
 	}
 	for {
 		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])),
-			uintptr(len(r.hdrs)), 0, 0, 0)
+			uintptr(len(r.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case unix.EINTR:
 			continue

@@ -4,6 +4,7 @@ package socket
 
 import (
 	"net"
+	"time"
 )
 
 // BatchIO is true where a Reader and a Writer move several datagrams per
@@ -33,6 +34,15 @@ func (r *Reader) Read() ([]Message, error) {
 	r.msgs[0] = Message{Buf: r.buf[:n], From: from}
 	return r.msgs[:], nil
 }
+
+// SetDeadline sets when a Read waiting for a datagram gives up.
+func (r *Reader) SetDeadline(t time.Time) error { return r.c.SetReadDeadline(t) }
+
+// Close closes the socket. A Read in progress returns net.ErrClosed.
+func (r *Reader) Close() error { return r.c.Close() }
+
+// Unpoll does nothing here: the socket stays in the runtime's poller.
+func (r *Reader) Unpoll() error { return nil }
 
 // Writer sends one datagram per call here, on a connected socket.
 type Writer struct{ c *net.UDPConn }

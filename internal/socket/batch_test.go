@@ -45,9 +45,9 @@ func dial(t testing.TB, to net.Addr) *net.UDPConn {
 }
 
 // readN reads until n datagrams have arrived, copying them out.
-func readN(t testing.TB, c *net.UDPConn, r *Reader, n int) (got []Message, calls int) {
+func readN(t testing.TB, r *Reader, n int) (got []Message, calls int) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r.SetDeadline(time.Now().Add(5 * time.Second))
 	for len(got) < n {
 		msgs, err := r.Read()
 		if err != nil {
@@ -97,7 +97,7 @@ func TestReaderBatches(t *testing.T) {
 				want = append(want, d[:min(len(d), slot)])
 				from = append(from, w.LocalAddr().(*net.UDPAddr).AddrPort())
 			}
-			got, calls := readN(t, c, r, n)
+			got, calls := readN(t, r, n)
 			after := time.Now().UnixNano()
 			if len(got) != n {
 				t.Fatalf("read %d datagrams, want %d", len(got), n)
@@ -228,7 +228,7 @@ func TestWriterBatches(t *testing.T) {
 		}
 		rest = rest[sent:]
 	}
-	got, _ := readN(t, c, r, n)
+	got, _ := readN(t, r, n)
 	for i, m := range got {
 		if !bytes.Equal(m.Buf, bufs[i]) {
 			t.Fatalf("datagram %d is %q, want %q", i, m.Buf, bufs[i])
