@@ -58,8 +58,40 @@ func TestDeletePeerRemovesEverySeries(t *testing.T) {
 	if before-after != 19 {
 		t.Fatalf("deleting a peer removed %d series, want 19", before-after)
 	}
-	if n := testutil.CollectAndCount(r.PacketsReceived); n != 1 {
-		t.Fatalf("%d received series left, want 1 (beta)", n)
+	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_packets_received_total"); err != nil || n != 1 {
+		t.Fatalf("%d received series left (%v), want 1 (beta)", n, err)
+	}
+}
+
+// TestPeerSeries: a peer's instruments are the ones exported under its
+// label, asking again for a peer gives the same instruments, and the
+// template vectors keep none of them.
+func TestPeerSeries(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	r := NewReceiver(reg)
+	a := r.Peer("alpha")
+	a.Received.Add(3)
+	a.OneWayDelay.Observe(.002)
+	if again := r.Peer("alpha"); again != a {
+		t.Fatal("a second Peer call for alpha made new instruments")
+	}
+	r.Peer("beta").Received.Inc()
+	want := `
+# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
+# TYPE udpprobe_receiver_packets_received_total counter
+udpprobe_receiver_packets_received_total{peer="alpha"} 3
+udpprobe_receiver_packets_received_total{peer="beta"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "udpprobe_receiver_packets_received_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_one_way_delay_seconds"); err != nil || n != 2 {
+		t.Fatalf("%d one-way delay series (%v), want 2", n, err)
+	}
+	for _, v := range r.peers.vecs.all() {
+		if n := testutil.CollectAndCount(v); n != 0 {
+			t.Fatalf("a template vector holds %d series", n)
+		}
 	}
 }
 

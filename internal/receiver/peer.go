@@ -29,7 +29,7 @@ type stream struct {
 // the peer expires.
 type peer struct {
 	name     string
-	m        metrics.ReceiverPeer
+	m        *metrics.ReceiverPeer
 	cur      *stream
 	prev     *stream
 	lastSeen int64   // monotonic ns

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"syscall"
@@ -53,6 +54,7 @@ type Receiver struct {
 	epoch   time.Time // origin of the monotonic nanoseconds given to trackers
 	trOpts  tracker.Options
 	peers   map[string]*peer
+	peak    int // the most peers r.peers has held since it was last rebuilt
 	invalid map[error]invalidCounter
 	in      *socket.Reader
 	burst   float64 // reply token bucket depth
@@ -376,6 +378,7 @@ func (r *Receiver) reflect(p *peer, s *stream, b []byte, to netip.AddrPort, now 
 func (r *Receiver) admit(name string) *peer {
 	p := &peer{name: name, m: r.m.Peer(name), limit: limiter{tokens: r.burst}}
 	r.peers[name] = p
+	r.peak = max(r.peak, len(r.peers))
 	r.m.Peers.Set(float64(len(r.peers)))
 	r.log.Info("new peer", zap.String("peer", name))
 	return p
@@ -401,6 +404,13 @@ func (r *Receiver) housekeep(now time.Time) {
 			p.m.LastPacket.Set(p.lastWall)
 			p.shown = p.lastWall
 		}
+	}
+	if r.peak > 64 && len(r.peers) <= r.peak/4 {
+		// A Go map keeps the size it grew to; a new one, sized for the
+		// peers left, lets a crowd come and go without leaving memory
+		// behind (the series' own map does the same).
+		r.peers = maps.Collect(maps.All(r.peers))
+		r.peak = len(r.peers)
 	}
 	if r.opts.SummaryInterval > 0 && !now.Before(r.nextSummary) {
 		r.summarize()

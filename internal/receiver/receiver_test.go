@@ -148,7 +148,7 @@ udpprobe_receiver_peers 1
 		"udpprobe_receiver_peers"); err != nil {
 		t.Fatal(err)
 	}
-	if got := testutil.ToFloat64(r.m.LastPacket.WithLabelValues("alpha")); got != float64(at(9).UnixNano())/1e9 {
+	if got := testutil.ToFloat64(r.m.Peer("alpha").LastPacket); got != float64(at(9).UnixNano())/1e9 {
 		t.Fatalf("last packet %v, want %v", got, float64(at(9).UnixNano())/1e9)
 	}
 	problems, err := testutil.GatherAndLint(reg)
@@ -231,7 +231,7 @@ func TestGarbage(t *testing.T) {
 // and get no series, admitted ones keep counting, and silent ones expire with
 // their series.
 func TestPeerTableBounded(t *testing.T) {
-	r, _, logs := newTestReceiver(t, Options{MaxPeers: 3, PeerExpiry: 300 * time.Millisecond})
+	r, reg, logs := newTestReceiver(t, Options{MaxPeers: 3, PeerExpiry: 300 * time.Millisecond})
 	run(t, r)
 	var ds [][]byte
 	for i := range 10 {
@@ -241,21 +241,46 @@ func TestPeerTableBounded(t *testing.T) {
 	}
 	sendTo(t, r.Addr().String(), ds...)
 	eventually(t, "overflow counted", func() bool { return testutil.ToFloat64(r.m.PeerOverflow) == 35 })
-	if n := testutil.CollectAndCount(r.m.PacketsReceived); n != 3 {
-		t.Fatalf("%d received series, want 3", n)
+	want := `
+# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
+# TYPE udpprobe_receiver_packets_received_total counter
+udpprobe_receiver_packets_received_total{peer="peera"} 5
+udpprobe_receiver_packets_received_total{peer="peerb"} 5
+udpprobe_receiver_packets_received_total{peer="peerc"} 5
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "udpprobe_receiver_packets_received_total"); err != nil {
+		t.Fatal(err)
 	}
-	for _, name := range []string{"peera", "peerb", "peerc"} {
-		if got := testutil.ToFloat64(r.m.PacketsReceived.WithLabelValues(name)); got != 5 {
-			t.Errorf("%s received %v, want 5", name, got)
-		}
+	if n := peerSeries(t, reg); n != 3*19 {
+		t.Fatalf("%d series labelled by peer, want 19 for each of 3 peers", n)
 	}
 	eventually(t, "peers expired", func() bool { return testutil.ToFloat64(r.m.Peers) == 0 })
-	if n := testutil.CollectAndCount(r.m.PacketsReceived); n != 0 {
-		t.Fatalf("%d received series after expiry, want 0", n)
+	if n := peerSeries(t, reg); n != 0 {
+		t.Fatalf("%d series labelled by peer after expiry, want 0", n)
 	}
 	if got := len(logs.FilterMessageSnippet("peer expired").All()); got != 3 {
 		t.Errorf("%d expiry log lines, want 3", got)
 	}
+}
+
+// peerSeries counts the series in reg that carry a peer label.
+func peerSeries(t testing.TB, reg prometheus.Gatherer) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "peer" {
+					n++
+				}
+			}
+		}
+	}
+	return n
 }
 
 // TestSummary checks the periodic line reports the interval's counts.
@@ -280,10 +305,10 @@ func TestSummary(t *testing.T) {
 }
 
 func TestGoodbyeFromUnknownPeerIsIgnored(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{})
+	r, reg, _ := newTestReceiver(t, Options{})
 	defer r.in.Close()
 	handleAt(r, datagram(t, "ghost", 1, 9, wire.FlagGoodbye), r.epoch)
-	if len(r.peers) != 0 || testutil.CollectAndCount(r.m.Goodbyes) != 0 {
+	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_goodbyes_total"); len(r.peers) != 0 || err != nil || n != 0 {
 		t.Fatalf("a goodbye created state: %d peers", len(r.peers))
 	}
 }
@@ -325,7 +350,7 @@ func TestSocketDrops(t *testing.T) {
 	}
 	sendTo(t, r.Addr().String(), ds...) // nobody is reading: most are dropped
 	run(t, r)
-	received := func() float64 { return testutil.ToFloat64(r.m.PacketsReceived.WithLabelValues("alpha")) }
+	received := func() float64 { return testutil.ToFloat64(r.m.Peer("alpha").Received) }
 	eventually(t, "the queue drained", func() bool {
 		n := received()
 		time.Sleep(50 * time.Millisecond)
@@ -340,9 +365,9 @@ func TestSocketDrops(t *testing.T) {
 	}
 	t.Logf("granted %v bytes: %v received, %v dropped by the socket", testutil.ToFloat64(r.m.ReceiveBuffer), received(), drops)
 	// One sender, no reordering: every dropped number is local, none lost.
-	local := func() float64 { return testutil.ToFloat64(r.m.DroppedLocally.WithLabelValues("alpha")) }
+	local := func() float64 { return testutil.ToFloat64(r.m.Peer("alpha").DroppedLocally) }
 	eventually(t, "the gap settled", func() bool { return local() == drops })
-	if lost := testutil.ToFloat64(r.m.PacketsLost.WithLabelValues("alpha")); lost != 0 {
+	if lost := testutil.ToFloat64(r.m.Peer("alpha").Lost); lost != 0 {
 		t.Errorf("%v socket drops counted as lost too", lost)
 	}
 	eventually(t, "a warning", func() bool { return logs.FilterMessageSnippet("socket receive buffer overflowed").Len() == 1 })
@@ -370,10 +395,10 @@ func TestAttribution(t *testing.T) {
 	r.housekeep(at(200 * time.Millisecond))
 	want := func(peer string, lost, local float64) {
 		t.Helper()
-		if got := testutil.ToFloat64(r.m.PacketsLost.WithLabelValues(peer)); got != lost {
+		if got := testutil.ToFloat64(r.m.Peer(peer).Lost); got != lost {
 			t.Errorf("%s: lost %v, want %v", peer, got, lost)
 		}
-		if got := testutil.ToFloat64(r.m.DroppedLocally.WithLabelValues(peer)); got != local {
+		if got := testutil.ToFloat64(r.m.Peer(peer).DroppedLocally); got != local {
 			t.Errorf("%s: dropped locally %v, want %v", peer, got, local)
 		}
 	}

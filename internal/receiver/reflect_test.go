@@ -161,7 +161,7 @@ func TestReflect(t *testing.T) {
 	})
 	// The count moves just after the write the client has already read.
 	eventually(t, "five replies counted", func() bool {
-		return testutil.ToFloat64(r.m.RepliesSent.WithLabelValues("alpha")) == 5
+		return testutil.ToFloat64(r.m.Peer("alpha").RepliesSent) == 5
 	})
 }
 
