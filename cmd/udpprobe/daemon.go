@@ -101,7 +101,7 @@ func runReceiver(ctx context.Context, stderr io.Writer) int {
 	rcv, err := receiver.New(receiver.Options{
 		ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
 		SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
-		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate,
+		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate, Keys: cfg.Keys,
 		Logger: log, Metrics: metrics.NewReceiver(reg),
 	})
 	if err != nil {
@@ -124,7 +124,7 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 	reg := newRegistry()
 	snd, err := sender.New(sender.Options{
 		Targets: cfg.Targets, Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
-		RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Logger: log, Metrics: metrics.NewSender(reg),
+		RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: metrics.NewSender(reg),
 	})
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))

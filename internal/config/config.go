@@ -35,15 +35,68 @@ type Logging struct {
 	LogFormat string `split_words:"true" default:"console" desc:"console (human-readable) or json"`
 }
 
+// Auth is datagram authentication, which both modes read.
+type Auth struct {
+	HMACKey     string `envconfig:"HMAC_KEY" desc:"shared key authenticating every datagram (HMAC-SHA-256), 16 to 256 bytes; two, comma-separated, during a rotation: the first signs, both are accepted; empty: off"`
+	HMACKeyFile string `envconfig:"HMAC_KEY_FILE" desc:"file holding the key instead, or two keys on two lines"`
+	// Keys are the keys read from either, checked by Validate.
+	Keys [][]byte `ignored:"true"`
+}
+
+// enabled reports whether a key is configured, before Validate reads it.
+func (a *Auth) enabled() bool { return a.HMACKey != "" || a.HMACKeyFile != "" }
+
+// validate reads the keys into a.Keys.
+func (a *Auth) validate() error {
+	var list []string
+	switch {
+	case a.HMACKey != "" && a.HMACKeyFile != "":
+		return errors.New("UDPPROBE_HMAC_KEY and UDPPROBE_HMAC_KEY_FILE are both set: set one")
+	case a.HMACKey != "":
+		list = strings.Split(a.HMACKey, ",")
+	case a.HMACKeyFile != "":
+		b, err := os.ReadFile(a.HMACKeyFile)
+		if err != nil {
+			return fmt.Errorf("UDPPROBE_HMAC_KEY_FILE: %w", err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				list = append(list, l)
+			}
+		}
+	default:
+		return nil
+	}
+	where := "UDPPROBE_HMAC_KEY"
+	if a.HMACKeyFile != "" {
+		where = "UDPPROBE_HMAC_KEY_FILE " + a.HMACKeyFile
+	}
+	if len(list) == 0 || len(list) > wire.MaxKeys {
+		return fmt.Errorf("%s holds %d keys: want 1, or 2 during a rotation", where, len(list))
+	}
+	a.Keys = nil
+	for i, k := range list {
+		k = strings.TrimSpace(k)
+		if len(k) < wire.MinKeyLen || len(k) > wire.MaxKeyLen {
+			// The key itself is never printed.
+			return fmt.Errorf("%s: key %d is %d bytes: want %d to %d (openssl rand -hex 32 makes one)",
+				where, i+1, len(k), wire.MinKeyLen, wire.MaxKeyLen)
+		}
+		a.Keys = append(a.Keys, []byte(k))
+	}
+	return nil
+}
+
 // Sender is the sender's configuration.
 type Sender struct {
 	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
 	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
 	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
-	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 52 + name length to 65507; 0 picks the smallest"`
+	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 52 + name length (+ 16 with a key) to 65507; 0 picks the smallest"`
 	Name             string        `split_words:"true" desc:"this sender's name, the receiver's peer label: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
+	Auth
 	Logging
 }
 
@@ -58,6 +111,7 @@ type Receiver struct {
 	ReceiveBuffer    int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
 	Reflect          bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
 	ReflectRate      float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
+	Auth
 	Logging
 }
 
@@ -79,7 +133,7 @@ func LoadSender() (*Sender, error) {
 			c.Name = host
 		}
 		if c.PayloadSize == 0 && wire.ValidName([]byte(c.Name)) {
-			c.PayloadSize = wire.MinSize(len(c.Name))
+			c.PayloadSize = c.minPayload()
 		}
 		return c.Validate()
 	})
@@ -147,10 +201,21 @@ func checkUnknown(mode string) error {
 	return errors.Join(errs...)
 }
 
+// minPayload is the smallest datagram that carries the name and, with
+// authentication, the tag.
+func (c *Sender) minPayload() int {
+	n := wire.MinSize(len(c.Name))
+	if c.Auth.enabled() {
+		n += wire.TagSize
+	}
+	return n
+}
+
 // Validate reports every out-of-range value.
 func (c *Sender) Validate() error {
 	var errs []error
 	errs = append(errs, c.Logging.validate()...)
+	errs = append(errs, c.Auth.validate())
 	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", c.WebListenAddress))
 	if len(c.Targets) == 0 {
 		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: comma-separated host:port of receivers"))
@@ -171,9 +236,13 @@ func (c *Sender) Validate() error {
 	if !wire.ValidName([]byte(c.Name)) {
 		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
 			c.Name, wire.MaxNameLen))
-	} else if lo := wire.MinSize(len(c.Name)); c.PayloadSize < lo || c.PayloadSize > wire.MaxSize {
-		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (%d + name length) to %d bytes",
-			c.PayloadSize, lo, wire.MinSize(0), wire.MaxSize))
+	} else if lo := c.minPayload(); c.PayloadSize < lo || c.PayloadSize > wire.MaxSize {
+		with := ""
+		if c.Auth.enabled() {
+			with = fmt.Sprintf(" + %d for the authentication tag", wire.TagSize)
+		}
+		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (%d + name length%s) to %d bytes",
+			c.PayloadSize, lo, wire.MinSize(0), with, wire.MaxSize))
 	}
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
 	return errors.Join(errs...)
@@ -183,6 +252,7 @@ func (c *Sender) Validate() error {
 func (c *Receiver) Validate() error {
 	var errs []error
 	errs = append(errs, c.Logging.validate()...)
+	errs = append(errs, c.Auth.validate())
 	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", c.WebListenAddress))
 	if _, err := net.ResolveUDPAddr("udp", c.ListenAddress); err != nil {
 		errs = append(errs, fmt.Errorf("UDPPROBE_LISTEN_ADDRESS=%q: must be [host]:port: %v", c.ListenAddress, err))

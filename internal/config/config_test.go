@@ -2,6 +2,9 @@ package config
 
 import (
 	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,9 +65,87 @@ func TestReceiverDefaults(t *testing.T) {
 		SummaryInterval: 10 * time.Second, MaxPeers: 100, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
 		ReflectRate: 1000, Logging: Logging{LogLevel: "info", LogFormat: "console"},
 	}
-	if *c != want {
+	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
 	}
+}
+
+// TestAuthKeys: a key from UDPPROBE_HMAC_KEY or from a file, or two during
+// a rotation, in order (the first signs); the sender's smallest datagram
+// makes room for the tag.
+func TestAuthKeys(t *testing.T) {
+	const k1, k2 = "0123456789abcdef0123456789abcdef", "fedcba9876543210"
+	file := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(file, []byte("\n  "+k1+"  \n\n"+k2+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"UDPPROBE_HMAC_KEY": k1}, []string{k1}},
+		{map[string]string{"UDPPROBE_HMAC_KEY": k1 + ", " + k2}, []string{k1, k2}},
+		{map[string]string{"UDPPROBE_HMAC_KEY_FILE": file}, []string{k1, k2}},
+		{nil, nil},
+	} {
+		setEnv(t, tc.env)
+		r, err := LoadReceiver()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("UDPPROBE_TARGETS", "a:1")
+		t.Setenv("UDPPROBE_NAME", "abcd")
+		s, err := LoadSender()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, k := range r.Keys {
+			got = append(got, string(k))
+		}
+		if !slices.Equal(got, tc.want) || !reflect.DeepEqual(s.Keys, r.Keys) {
+			t.Errorf("%v: receiver keys %q, sender keys %q, want %q", tc.env, got, s.Keys, tc.want)
+		}
+		if want := wire.MinSize(4) + wire.TagSize*min(1, len(tc.want)); s.PayloadSize != want {
+			t.Errorf("%v: default payload %d, want %d", tc.env, s.PayloadSize, want)
+		}
+	}
+}
+
+func TestBadAuth(t *testing.T) {
+	const short = "tooshort-secret"
+	dir := t.TempDir()
+	three := filepath.Join(dir, "three")
+	os.WriteFile(three, []byte("0123456789abcdef\n0123456789abcdeg\n0123456789abcdeh\n"), 0o600)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"both", map[string]string{"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_HMAC_KEY_FILE": three},
+			[]string{"UDPPROBE_HMAC_KEY and UDPPROBE_HMAC_KEY_FILE are both set"}},
+		{"short", map[string]string{"UDPPROBE_HMAC_KEY": short},
+			[]string{"UDPPROBE_HMAC_KEY: key 1 is 15 bytes: want 16 to 256"}},
+		{"short second", map[string]string{"UDPPROBE_HMAC_KEY": "0123456789abcdef," + short},
+			[]string{"UDPPROBE_HMAC_KEY: key 2 is 15 bytes"}},
+		{"three", map[string]string{"UDPPROBE_HMAC_KEY_FILE": three},
+			[]string{"UDPPROBE_HMAC_KEY_FILE " + three + " holds 3 keys: want 1, or 2 during a rotation"}},
+		{"missing file", map[string]string{"UDPPROBE_HMAC_KEY_FILE": filepath.Join(dir, "none")},
+			[]string{"UDPPROBE_HMAC_KEY_FILE: open"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			_, err := LoadReceiver()
+			assertErr(t, err, tc.want)
+			if err != nil && strings.Contains(err.Error(), short) {
+				t.Fatalf("the error shows the key: %v", err)
+			}
+		})
+	}
+	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
+		"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_PAYLOAD_SIZE": "71"})
+	_, err := LoadSender()
+	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=71: must be 72 (52 + name length + 16 for the authentication tag) to 65507"})
 }
 
 func TestBadSender(t *testing.T) {

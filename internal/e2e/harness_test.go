@@ -27,14 +27,15 @@ type harness struct {
 // startReceiver runs a receiver on loopback until the test ends.
 func startReceiver(t *testing.T) *harness { return startReceiverWith(t, false) }
 
-// startReceiverWith runs a receiver, reflecting if reflect is set.
-func startReceiverWith(t *testing.T, reflect bool) *harness {
+// startReceiverWith runs a receiver, reflecting if reflect is set and
+// authenticating datagrams with keys if any are given.
+func startReceiverWith(t *testing.T, reflect bool, keys ...[]byte) *harness {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m := metrics.NewReceiver(reg)
 	rcv, err := receiver.New(receiver.Options{
 		ListenAddress: "127.0.0.1:0", LossTimeout: lossTimeout, MaxPeers: 10,
-		PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20, Reflect: reflect, ReflectRate: 10000,
+		PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20, Reflect: reflect, ReflectRate: 10000, Keys: keys,
 		Logger: zaptest.NewLogger(t), Metrics: m,
 	})
 	if err != nil {

@@ -96,7 +96,7 @@ func TestFixedDelay(t *testing.T) {
 		sent, owd, oneWay/time.Duration(n), rtt, roundTrip/time.Duration(rn))
 }
 
-// TestAlternatingDelayJitter delays datagrams by 10 and 30 ms in turn, 40 ms
+// TestAlternatingDelayJitter delays datagrams by 10 and 30 ms in turn, 50 ms
 // apart so that none is reordered: every |D| is 20 ms, and RFC 3550's
 // estimator, starting at 0 with gain g = 1/16, reaches 20 ms · (1 − (1−g)^n)
 // after n samples. If every |D| lies within 20 ms ± δ, the estimate lies in
@@ -114,7 +114,7 @@ func TestAlternatingDelayJitter(t *testing.T) {
 		}
 		return impair.Action{Delay: 30 * time.Millisecond}
 	}})
-	send(t, relay.Addr(), "jittery", 0x71, 25, 4*time.Second)
+	send(t, relay.Addr(), "jittery", 0x71, 20, 4*time.Second) // 50 ms apart: 30 ms to spare
 	var data []impair.Delivery
 	for _, d := range delivered(t, relay) {
 		if d.Valid && !d.Goodbye {

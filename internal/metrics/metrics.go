@@ -23,10 +23,11 @@ const (
 	ReasonHeader   = "bad_header"
 	ReasonName     = "bad_name"
 	ReasonReply    = "unexpected_reply"
+	ReasonAuth     = "auth"
 )
 
 // InvalidReasons lists every reason, so all series exist from the start.
-var InvalidReasons = []string{ReasonTooShort, ReasonMagic, ReasonVersion, ReasonHeader, ReasonName, ReasonReply}
+var InvalidReasons = []string{ReasonTooShort, ReasonMagic, ReasonVersion, ReasonHeader, ReasonName, ReasonReply, ReasonAuth}
 
 // Bucket layouts, shared with the dashboard and rules.
 var (

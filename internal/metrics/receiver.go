@@ -114,7 +114,7 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 		PacketsCorrupted: counter(reg, sub, "packets_corrupted_total",
 			"Datagrams of this protocol whose checksum failed; not attributed to a sender."),
 		Invalid: counterVec(reg, sub, "invalid_packets_total",
-			"Datagrams that are not of this protocol, by reason.", "reason"),
+			"Datagrams that are not of this protocol, or not authenticated with UDPPROBE_HMAC_KEY, by reason.", "reason"),
 		PeerOverflow: counter(reg, sub, "peer_overflow_packets_total",
 			"Valid datagrams ignored because the peer table was full."),
 		SocketDrops: counter(reg, sub, "socket_drops_total",

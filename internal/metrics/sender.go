@@ -49,7 +49,7 @@ func NewSender(reg prometheus.Registerer) *Sender {
 		RepliesDuplicated: counterVec(reg, sub, "replies_duplicated_total",
 			"Extra replies for a datagram already answered.", "peer"),
 		RepliesInvalid: counterVec(reg, sub, "replies_invalid_total",
-			"Datagrams on the sending socket that are not a reply to this session: foreign, damaged, or for a datagram never sent.", "peer"),
+			"Datagrams on the sending socket that are not a reply to this session: foreign, damaged, unauthenticated with UDPPROBE_HMAC_KEY, or for a datagram never sent.", "peer"),
 		RoundTripLost: counterVec(reg, sub, "roundtrip_packets_lost_total",
 			"Data datagrams whose reply did not arrive within the loss timeout (RFC 7680).", "peer"),
 		UpstreamLost: counterVec(reg, sub, "upstream_packets_lost_total",

@@ -40,8 +40,11 @@ type Options struct {
 	// ReflectRate per second per peer, in bursts of up to a tenth of that.
 	Reflect     bool
 	ReflectRate float64
-	Logger      *zap.Logger
-	Metrics     *metrics.Receiver
+	// Keys, if any, authenticate datagrams (wire.Auth): the others are
+	// counted as invalid and ignored, and replies are signed.
+	Keys    [][]byte
+	Logger  *zap.Logger
+	Metrics *metrics.Receiver
 }
 
 // Receiver is a bound receiving socket and its state.
@@ -57,7 +60,8 @@ type Receiver struct {
 	peak    int // the most peers r.peers has held since it was last rebuilt
 	invalid map[error]invalidCounter
 	in      *socket.Reader
-	burst   float64 // reply token bucket depth
+	auth    *wire.Auth // nil: datagrams are not authenticated
+	burst   float64    // reply token bucket depth
 
 	hold      time.Duration // pause after a read that emptied the socket
 	maxHold   time.Duration // 0: no pauses
@@ -74,12 +78,15 @@ type Receiver struct {
 	local          problems // totals so far
 	warned         problems // totals at the last warning
 	lastReplyError error    // for the warning about reply errors
+	// lastUnauthenticated is the source of the latest datagram that failed
+	// authentication, for the warning.
+	lastUnauthenticated netip.AddrPort
 }
 
 type invalidCounter interface{ Inc() }
 
 // problems are local counts worth a warning when they grow.
-type problems struct{ socketDrops, overflow, replyErrors uint64 }
+type problems struct{ socketDrops, overflow, replyErrors, unauthenticated uint64 }
 
 var reasons = map[error]string{
 	wire.ErrTooShort: metrics.ReasonTooShort,
@@ -88,6 +95,7 @@ var reasons = map[error]string{
 	wire.ErrHeader:   metrics.ReasonHeader,
 	wire.ErrName:     metrics.ReasonName,
 	errReply:         metrics.ReasonReply,
+	wire.ErrAuth:     metrics.ReasonAuth,
 }
 
 // errReply marks a reply arriving at a receiver: a sender pointed at a
@@ -137,6 +145,12 @@ func New(opts Options) (*Receiver, error) {
 	}
 	for err, reason := range reasons {
 		r.invalid[err] = r.m.Invalid.WithLabelValues(reason)
+	}
+	if len(opts.Keys) > 0 {
+		if r.auth, err = wire.NewAuth(opts.Keys); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("UDPPROBE_HMAC_KEY: %w", err)
+		}
 	}
 	// One byte more than the largest datagram, so that a longer one is cut
 	// to a length the decoder rejects instead of to one it accepts.
@@ -282,6 +296,16 @@ func (r *Receiver) handle(b []byte, from netip.AddrPort, wall, mono int64) {
 		r.invalid[err].Inc()
 		return
 	}
+	key := 0 // the key that authenticated b, for its reply
+	if r.auth != nil {
+		var err error
+		if key, err = r.auth.Verify(b); err != nil {
+			r.invalid[err].Inc()
+			r.local.unauthenticated++
+			r.lastUnauthenticated = from
+			return
+		}
+	}
 	if h.Reply() {
 		r.invalid[errReply].Inc()
 		return
@@ -304,7 +328,7 @@ func (r *Receiver) handle(b []byte, from netip.AddrPort, wall, mono int64) {
 		if s := p.known(h.Session); s != nil {
 			s.tr.Goodbye(h.Seq, mono)
 			p.m.Goodbyes.Inc()
-			r.reflect(p, s, b, from, mono)
+			r.reflect(p, s, b, key, from, mono)
 		}
 		return
 	}
@@ -316,7 +340,7 @@ func (r *Receiver) handle(b []byte, from netip.AddrPort, wall, mono int64) {
 	}
 	res := p.observe(s, &h, wall, mono)
 	r.attribute(p, prevSeen, res.Revealed, mono)
-	r.reflect(p, s, b, from, mono)
+	r.reflect(p, s, b, key, from, mono)
 }
 
 // socketDropped takes n datagrams the kernel dropped at the socket before
@@ -356,8 +380,9 @@ func (r *Receiver) attribute(p *peer, prevSeen int64, revealed uint64, now int64
 
 // reflect sends the datagram in b back to where it came from as a reply
 // carrying the stream's received count, if reflecting is on and the peer's
-// rate allows. b is rewritten in place.
-func (r *Receiver) reflect(p *peer, s *stream, b []byte, to netip.AddrPort, now int64) {
+// rate allows, signed under the key that authenticated b. b is rewritten in
+// place.
+func (r *Receiver) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort, now int64) {
 	if !r.opts.Reflect {
 		return
 	}
@@ -366,6 +391,9 @@ func (r *Receiver) reflect(p *peer, s *stream, b []byte, to netip.AddrPort, now 
 		return
 	}
 	wire.MakeReply(b, s.got)
+	if r.auth != nil {
+		r.auth.Sign(b, key)
+	}
 	if _, err := r.conn.WriteToUDPAddrPort(b, to); err != nil {
 		p.m.ReplyErrors.Inc()
 		r.local.replyErrors++

@@ -113,8 +113,9 @@ udpprobe_receiver_packets_corrupted_total 1
 # HELP udpprobe_receiver_peer_restarts_total New session ids seen from a known sender: sender restarts.
 # TYPE udpprobe_receiver_peer_restarts_total counter
 udpprobe_receiver_peer_restarts_total{peer="alpha"} 1
-# HELP udpprobe_receiver_invalid_packets_total Datagrams that are not of this protocol, by reason.
+# HELP udpprobe_receiver_invalid_packets_total Datagrams that are not of this protocol, or not authenticated with UDPPROBE_HMAC_KEY, by reason.
 # TYPE udpprobe_receiver_invalid_packets_total counter
+udpprobe_receiver_invalid_packets_total{reason="auth"} 0
 udpprobe_receiver_invalid_packets_total{reason="bad_header"} 0
 udpprobe_receiver_invalid_packets_total{reason="bad_magic"} 0
 udpprobe_receiver_invalid_packets_total{reason="bad_name"} 0

@@ -55,6 +55,12 @@ func (r *Receiver) warnLocalProblems() bool {
 			zap.Error(r.lastReplyError), zap.Uint64("failed", d))
 		logged = true
 	}
+	if d := now.unauthenticated - r.warned.unauthenticated; d > 0 {
+		r.log.Warn("datagrams failed authentication and were ignored: a sender without the key, with a wrong one, "+
+			"or forged traffic; senders must use a key in UDPPROBE_HMAC_KEY",
+			zap.Uint64("ignored", d), zap.Stringer("last_source", r.lastUnauthenticated))
+		logged = true
+	}
 	if d := now.overflow - r.warned.overflow; d > 0 {
 		r.log.Warn("the peer table is full; datagrams from new senders are ignored: raise UDPPROBE_MAX_PEERS",
 			zap.Int("max_peers", r.opts.MaxPeers), zap.Uint64("ignored", d))

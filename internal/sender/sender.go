@@ -48,8 +48,11 @@ type Options struct {
 	// judges the round trip with LossTimeout as the waiting time.
 	RoundTrip   bool
 	LossTimeout time.Duration
-	Logger      *zap.Logger
-	Metrics     *metrics.Sender
+	// Keys, if any, authenticate every datagram (wire.Auth): the first
+	// signs; a reply must carry a tag under one of them.
+	Keys    [][]byte
+	Logger  *zap.Logger
+	Metrics *metrics.Sender
 	// Session overrides the random session id; zero means random.
 	Session uint64
 }
@@ -111,6 +114,9 @@ type target struct {
 	epoch   time.Time // origin of the send clock and of rt's times
 	session uint64
 	name    string
+	// sign and verify authenticate what is sent and the replies; two,
+	// because sending and reading replies run concurrently. nil without keys.
+	sign, verify *wire.Auth
 
 	mu       sync.Mutex // guards rt and exported
 	rt       *roundTrip // nil without RoundTrip
@@ -177,6 +183,17 @@ func (s *Sender) dial(addr string) (*target, error) {
 		}
 	}
 	h := wire.Header{Session: s.session, Name: []byte(s.opts.Name)}
+	if len(s.opts.Keys) > 0 {
+		t.sign, err = wire.NewAuth(s.opts.Keys)
+		if err == nil {
+			t.verify, err = wire.NewAuth(s.opts.Keys)
+		}
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("UDPPROBE_HMAC_KEY: %w", err)
+		}
+		h.TagLen = wire.TagSize
+	}
 	for range batch {
 		b := make([]byte, s.opts.PayloadSize)
 		if err := wire.Encode(b, &h); err != nil {
@@ -326,7 +343,11 @@ func (t *target) stamp(bufs [][]byte, seq uint64, flags wire.Flags) (now time.Ti
 	mono = int64(now.Sub(t.epoch))
 	for _, b := range bufs {
 		wire.PutSendTime(b, now.UnixNano(), mono)
-		wire.Seal(b)
+		if t.sign != nil {
+			t.sign.Sign(b, 0)
+		} else {
+			wire.Seal(b)
+		}
 	}
 	return now, mono
 }
@@ -384,6 +405,12 @@ func (t *target) handleReply(b []byte, mono int64) {
 	if wire.Decode(b, &h) != nil || !h.Reply() || h.Session != t.session || string(h.Name) != t.name {
 		t.m.RepliesInvalid.Inc()
 		return
+	}
+	if t.verify != nil {
+		if _, err := t.verify.Verify(b); err != nil {
+			t.m.RepliesInvalid.Inc()
+			return
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/sender"
+)
+
+var (
+	oldKey = []byte("the key being retired, 32 bytes!")
+	newKey = []byte("the key taking over, 32 bytes!!!")
+)
+
+// TestAuthentication: a receiver with a key counts every datagram of a
+// sender without it, or with another key, as an auth invalid (goodbyes
+// included) and nothing else; a sender with the key is counted exactly,
+// and its replies, signed, are accepted.
+func TestAuthentication(t *testing.T) {
+	h := startReceiverWith(t, true, oldKey)
+	target := h.rcv.Addr().String()
+	auth := h.m.Invalid.WithLabelValues(metrics.ReasonAuth)
+	var rejected float64
+	for name, keys := range map[string][][]byte{"nokey": nil, "wrongkey": {newKey}} {
+		sm := sendWith(t, sender.Options{Targets: []string{target}, Name: name, Rate: 200, Keys: keys},
+			300*time.Millisecond)
+		sent := testutil.ToFloat64(sm.PacketsSent)
+		rejected += sent + sender.GoodbyeCopies
+		if sent < 20 {
+			t.Fatalf("%s: %v sent", name, sent)
+		}
+		waitUntil(t, func() bool { return testutil.ToFloat64(auth) == rejected })
+	}
+	sm := sendWith(t, sender.Options{Targets: []string{target}, Name: "keyed", Rate: 200, RoundTrip: true,
+		Keys: [][]byte{oldKey}}, 300*time.Millisecond)
+	sent := uint64(testutil.ToFloat64(sm.PacketsSent))
+	got := h.waitFor("keyed", sent)
+	h.assertCounts(got, counts{received: sent, goodbyes: sender.GoodbyeCopies})
+	if n := testutil.ToFloat64(sm.RepliesReceived); n != float64(sent) {
+		t.Errorf("%v of %d replies accepted by the sender", n, sent)
+	}
+	if n := testutil.ToFloat64(sm.RepliesInvalid); n != 0 {
+		t.Errorf("%v replies rejected by the sender", n)
+	}
+	if got := testutil.ToFloat64(auth); got != rejected {
+		t.Errorf("%v auth invalids, want %v", got, rejected)
+	}
+	for _, reason := range metrics.InvalidReasons {
+		if n := testutil.ToFloat64(h.m.Invalid.WithLabelValues(reason)); reason != metrics.ReasonAuth && n != 0 {
+			t.Errorf("%v invalids for %s", n, reason)
+		}
+	}
+	if n := testutil.ToFloat64(h.m.Peers); n != 1 {
+		t.Errorf("%v peers, want only the sender with the key", n)
+	}
+}
+
+// TestKeyRotation: a receiver that accepts the old and the new key loses
+// nothing while one sender, restarted, moves from the old key to the new
+// and another keeps the old one throughout.
+func TestKeyRotation(t *testing.T) {
+	h := startReceiverWith(t, false, newKey, oldKey)
+	target := h.rcv.Addr().String()
+	var wg sync.WaitGroup
+	var steadySent uint64
+	wg.Go(func() {
+		sm := sendWith(t, sender.Options{Targets: []string{target}, Name: "steady", Rate: 200,
+			Keys: [][]byte{oldKey}}, 600*time.Millisecond)
+		steadySent = uint64(testutil.ToFloat64(sm.PacketsSent))
+	})
+	var movingSent uint64
+	for session, keys := range [][][]byte{{oldKey}, {newKey, oldKey}} {
+		sm := sendWith(t, sender.Options{Targets: []string{target}, Name: "moving", Session: uint64(session + 1),
+			Rate: 200, Keys: keys}, 300*time.Millisecond)
+		movingSent += uint64(testutil.ToFloat64(sm.PacketsSent))
+	}
+	wg.Wait()
+	h.assertCounts(h.waitFor("moving", movingSent), counts{received: movingSent, restarts: 1, goodbyes: 2 * sender.GoodbyeCopies})
+	h.assertCounts(h.waitFor("steady", steadySent), counts{received: steadySent, goodbyes: sender.GoodbyeCopies})
+	if n := testutil.ToFloat64(h.m.Invalid.WithLabelValues(metrics.ReasonAuth)); n != 0 {
+		t.Errorf("%v auth invalids during the rotation", n)
+	}
+}
+
+// waitUntil polls cond for up to 5 s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}
