@@ -78,6 +78,12 @@ func TestComposeServices(t *testing.T) {
 		if hc := s.HealthCheck.Test; !slices.Equal(hc, []string{"CMD", "/udpprobe", "healthcheck", name}) {
 			t.Errorf("%s healthcheck %v", name, hc)
 		}
+		if !s.ReadOnly || !slices.Equal(s.CapDrop, []string{"ALL"}) || len(s.CapAdd) != 0 || s.Privileged ||
+			!slices.Contains(s.SecurityOpt, "no-new-privileges:true") || s.User != "" {
+			t.Errorf("%s is not locked down (read-only root, no capabilities, no new privileges, the image's "+
+				"non-root user): read_only %v, cap_drop %v, cap_add %v, security_opt %v, user %q",
+				name, s.ReadOnly, s.CapDrop, s.CapAdd, s.SecurityOpt, s.User)
+		}
 	}
 	udp := false
 	for _, port := range p.Services["receiver"].Ports {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
 	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 
@@ -108,7 +111,7 @@ func runReceiver(ctx context.Context, stderr io.Writer) int {
 		log.Error("cannot start", zap.Error(err))
 		return exitFailure
 	}
-	return serve(ctx, log, reg, cfg.WebListenAddress, "receiver", rcv.Run)
+	return serve(ctx, log, reg, cfg.WebListenAddress, cfg.WebConfigFile, "receiver", rcv.Run)
 }
 
 func runSender(ctx context.Context, stderr io.Writer) int {
@@ -130,12 +133,12 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 		log.Error("cannot start", zap.Error(err))
 		return exitFailure
 	}
-	return serve(ctx, log, reg, cfg.WebListenAddress, "sender", snd.Run)
+	return serve(ctx, log, reg, cfg.WebListenAddress, cfg.WebConfigFile, "sender", snd.Run)
 }
 
 // serve runs the component and the HTTP server until ctx is done or either
 // fails, then shuts both down.
-func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAddr, mode string,
+func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAddr, webConfig, mode string,
 	component func(context.Context) error) int {
 	ln, err := net.Listen("tcp", webAddr)
 	if err != nil {
@@ -161,7 +164,11 @@ func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAd
 		return component(gctx)
 	})
 	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		// exporter-toolkit adds TLS, basic auth and its rate limit from the
+		// web configuration file, if there is one; it reads the file again
+		// as it changes, so certificates can be renewed in place.
+		flags := &web.FlagConfig{WebConfigFile: &webConfig}
+		if err := web.Serve(ln, srv, flags, slog.New(zapslog.NewHandler(log.Named("http").Core()))); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil

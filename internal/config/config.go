@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -90,6 +91,7 @@ func (a *Auth) validate() error {
 // Sender is the sender's configuration.
 type Sender struct {
 	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
+	WebConfigFile    string        `split_words:"true" desc:"exporter-toolkit web configuration file: TLS, basic auth and a rate limit for the HTTP endpoints; empty: plain HTTP"`
 	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
 	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
 	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 52 + name length (+ 16 with a key) to 65507; 0 picks the smallest"`
@@ -103,6 +105,7 @@ type Sender struct {
 // Receiver is the receiver's configuration.
 type Receiver struct {
 	WebListenAddress string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
+	WebConfigFile    string        `split_words:"true" desc:"exporter-toolkit web configuration file: TLS, basic auth and a rate limit for the HTTP endpoints; empty: plain HTTP"`
 	ListenAddress    string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
 	SummaryInterval  time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
@@ -217,6 +220,7 @@ func (c *Sender) Validate() error {
 	errs = append(errs, c.Logging.validate()...)
 	errs = append(errs, c.Auth.validate())
 	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", c.WebListenAddress))
+	errs = append(errs, validateWebConfig(c.WebConfigFile))
 	if len(c.Targets) == 0 {
 		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: comma-separated host:port of receivers"))
 	}
@@ -254,6 +258,7 @@ func (c *Receiver) Validate() error {
 	errs = append(errs, c.Logging.validate()...)
 	errs = append(errs, c.Auth.validate())
 	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", c.WebListenAddress))
+	errs = append(errs, validateWebConfig(c.WebConfigFile))
 	if _, err := net.ResolveUDPAddr("udp", c.ListenAddress); err != nil {
 		errs = append(errs, fmt.Errorf("UDPPROBE_LISTEN_ADDRESS=%q: must be [host]:port: %v", c.ListenAddress, err))
 	}
@@ -297,6 +302,18 @@ func validateLossTimeout(d time.Duration) error {
 func inRange(name string, d, lo, hi time.Duration) error {
 	if d < lo || d > hi {
 		return fmt.Errorf("%s=%v: must be %v to %v", name, d, lo, hi)
+	}
+	return nil
+}
+
+// validateWebConfig loads an exporter-toolkit web configuration file and
+// the certificates it names.
+func validateWebConfig(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("UDPPROBE_WEB_CONFIG_FILE=%q: %v", path, err)
 	}
 	return nil
 }
