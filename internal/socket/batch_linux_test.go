@@ -136,19 +136,7 @@ func TestUnpolledReads(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a waiting Read did not return when a datagram arrived")
 	}
-
-	d := []byte("probe")
-	allocs := testing.AllocsPerRun(200, func() {
-		if _, err := w.Write(d); err != nil {
-			t.Fatal(err)
-		}
-		if msgs, err := r.Read(); err != nil || len(msgs) != 1 {
-			t.Fatalf("read %d datagrams: %v", len(msgs), err)
-		}
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations per read", allocs)
-	}
+	assertReadAllocatesNothing(t, r, w)
 }
 
 // TestUnpolledDeadline: out of the poller, the deadline ends a waiting Read
