@@ -187,28 +187,22 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 func oneWay(o options, rate float64) (oneWayResult, error) {
 	r := oneWayResult{rate: rate}
 	udp, web, sweb := freeUDP(), freeTCP(), freeTCP()
-	recv, err := start(o.udpprobe, []string{"UDPPROBE_LISTEN_ADDRESS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + web,
+	recv, err := startReady(o.udpprobe, "receiving", []string{"UDPPROBE_LISTEN_ADDRESS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + web,
 		"UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_SUMMARY_INTERVAL=0", "UDPPROBE_LOG_FORMAT=json"}, "receiver")
 	if err != nil {
 		return r, err
 	}
 	defer recv.kill()
-	if err := recv.await("receiving", 10*time.Second); err != nil {
-		return r, err
-	}
 	kernel0, err := rcvbufErrors()
 	if err != nil {
 		return r, err
 	}
-	send, err := start(o.udpprobe, []string{"UDPPROBE_TARGETS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + sweb,
+	send, err := startReady(o.udpprobe, `"sending"`, []string{"UDPPROBE_TARGETS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + sweb,
 		"UDPPROBE_RATE=" + strconv.FormatFloat(rate, 'f', -1, 64), "UDPPROBE_NAME=bench", "UDPPROBE_LOG_FORMAT=json"}, "sender")
 	if err != nil {
 		return r, err
 	}
 	defer send.kill()
-	if err := send.await(`"sending"`, 10*time.Second); err != nil {
-		return r, err
-	}
 	time.Sleep(o.duration)
 	sm, err := scrape(sweb)
 	if err != nil {
@@ -336,14 +330,11 @@ func parseIperf(b []byte) (iperfReport, error) {
 func iperf(o options, rate float64) (iperfResult, error) {
 	r := iperfResult{rate: rate}
 	port := strconv.Itoa(freeTCPPort())
-	srv, err := start(o.iperf3, nil, "-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", port)
+	srv, err := startReady(o.iperf3, "Server listening", nil, "-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", port)
 	if err != nil {
 		return r, err
 	}
 	defer srv.kill()
-	if err := srv.await("Server listening", 10*time.Second); err != nil {
-		return r, err
-	}
 	kernel0, err := rcvbufErrors()
 	if err != nil {
 		return r, err
@@ -413,15 +404,12 @@ func lowRun(o options, tool string, recvEnv, sendEnv []string) (lowResult, error
 	r := lowResult{tool: tool}
 	udp := freeUDP()
 	rate := strconv.FormatFloat(o.lowRate, 'f', -1, 64)
-	recv, err := start(o.udpprobe, append([]string{"UDPPROBE_LISTEN_ADDRESS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + freeTCP(),
+	recv, err := startReady(o.udpprobe, "receiving", append([]string{"UDPPROBE_LISTEN_ADDRESS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + freeTCP(),
 		"UDPPROBE_SUMMARY_INTERVAL=0", "UDPPROBE_LOG_FORMAT=json"}, recvEnv...), "receiver")
 	if err != nil {
 		return r, err
 	}
 	defer recv.kill()
-	if err := recv.await("receiving", 10*time.Second); err != nil {
-		return r, err
-	}
 	send, err := start(o.udpprobe, append([]string{"UDPPROBE_TARGETS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + freeTCP(),
 		"UDPPROBE_RATE=" + rate, "UDPPROBE_NAME=bench", "UDPPROBE_LOG_FORMAT=json"}, sendEnv...), "sender")
 	if err != nil {
@@ -461,14 +449,11 @@ func irttRun(o options) (lowResult, error) {
 func irttRound(o options) (lowResult, error) {
 	r := lowResult{tool: "irtt"}
 	addr := freeUDP()
-	srv, err := start(o.irtt, nil, "server", "-b", addr, "-i", "0")
+	srv, err := startReady(o.irtt, "ListenerStart", nil, "server", "-b", addr, "-i", "0")
 	if err != nil {
 		return r, err
 	}
 	defer srv.kill()
-	if err := srv.await("ListenerStart", 10*time.Second); err != nil {
-		return r, err
-	}
 	dir, err := os.MkdirTemp("", "udpprobe-bench")
 	if err != nil {
 		return r, err
@@ -535,6 +520,20 @@ func start(bin string, env []string, args ...string) (*proc, error) {
 		return nil, err
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// startReady starts bin and waits up to 10 s until its output says ready;
+// if it does not, the process is killed.
+func startReady(bin, ready string, env []string, args ...string) (*proc, error) {
+	p, err := start(bin, env, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.await(ready, 10*time.Second); err != nil {
+		p.kill()
+		return nil, err
+	}
 	return p, nil
 }
 
