@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 )
 
@@ -21,7 +22,7 @@ var (
 // included) and nothing else; a sender with the key is counted exactly,
 // and its replies, signed, are accepted.
 func TestAuthentication(t *testing.T) {
-	h := startReceiverWith(t, true, oldKey)
+	h := startReceiverWith(t, receiver.Options{Reflect: true, Keys: [][]byte{oldKey}})
 	target := h.rcv.Addr().String()
 	auth := h.m.Invalid.WithLabelValues(metrics.ReasonAuth)
 	var rejected float64
@@ -33,7 +34,7 @@ func TestAuthentication(t *testing.T) {
 		if sent < 20 {
 			t.Fatalf("%s: %v sent", name, sent)
 		}
-		waitUntil(t, func() bool { return testutil.ToFloat64(auth) == rejected })
+		waitUntil(t, "every datagram is rejected", func() bool { return testutil.ToFloat64(auth) == rejected })
 	}
 	sm := sendWith(t, sender.Options{Targets: []string{target}, Name: "keyed", Rate: 200, RoundTrip: true,
 		Keys: [][]byte{oldKey}}, 300*time.Millisecond)
@@ -63,7 +64,7 @@ func TestAuthentication(t *testing.T) {
 // nothing while one sender, restarted, moves from the old key to the new
 // and another keeps the old one throughout.
 func TestKeyRotation(t *testing.T) {
-	h := startReceiverWith(t, false, newKey, oldKey)
+	h := startReceiverWith(t, receiver.Options{Keys: [][]byte{newKey, oldKey}})
 	target := h.rcv.Addr().String()
 	var wg sync.WaitGroup
 	var steadySent uint64
@@ -83,15 +84,5 @@ func TestKeyRotation(t *testing.T) {
 	h.assertCounts(h.waitFor("steady", steadySent), counts{received: steadySent, goodbyes: sender.GoodbyeCopies})
 	if n := testutil.ToFloat64(h.m.Invalid.WithLabelValues(metrics.ReasonAuth)); n != 0 {
 		t.Errorf("%v auth invalids during the rotation", n)
-	}
-}
-
-// waitUntil polls cond for up to 5 s.
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
 	}
 }

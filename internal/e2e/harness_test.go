@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"testing"
 	"time"
@@ -25,19 +26,23 @@ type harness struct {
 }
 
 // startReceiver runs a receiver on loopback until the test ends.
-func startReceiver(t *testing.T) *harness { return startReceiverWith(t, false) }
+func startReceiver(t *testing.T) *harness { return startReceiverWith(t, receiver.Options{}) }
 
-// startReceiverWith runs a receiver, reflecting if reflect is set and
-// authenticating datagrams with keys if any are given.
-func startReceiverWith(t *testing.T, reflect bool, keys ...[]byte) *harness {
+// startReceiverWith runs a receiver with o, whose zero fields get the
+// harness's defaults, until the test ends.
+func startReceiverWith(t *testing.T, o receiver.Options) *harness {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m := metrics.NewReceiver(reg)
-	rcv, err := receiver.New(receiver.Options{
-		ListenAddress: "127.0.0.1:0", LossTimeout: lossTimeout, MaxPeers: 10,
-		PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20, Reflect: reflect, ReflectRate: 10000, Keys: keys,
-		Logger: zaptest.NewLogger(t), Metrics: m,
-	})
+	o.ListenAddress, o.LossTimeout, o.Metrics = "127.0.0.1:0", lossTimeout, m
+	o.MaxPeers = cmp.Or(o.MaxPeers, 10)
+	o.PeerExpiry = cmp.Or(o.PeerExpiry, time.Hour)
+	o.ReceiveBuffer = cmp.Or(o.ReceiveBuffer, 4<<20)
+	o.ReflectRate = cmp.Or(o.ReflectRate, 10000)
+	if o.Logger == nil {
+		o.Logger = zaptest.NewLogger(t)
+	}
+	rcv, err := receiver.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,5 +182,15 @@ func (h *harness) assertCounts(got, want counts) {
 	h.t.Helper()
 	if got != want {
 		h.t.Errorf("receiver exported\n %+v\nground truth\n %+v", got, want)
+	}
+}
+
+// waitUntil polls cond, briefly apart, for up to 10 seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(100 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
 	}
 }

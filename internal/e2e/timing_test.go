@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/udpprobe/udpprobe/internal/impair"
+	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -38,7 +39,7 @@ func hist(t *testing.T, o prometheus.Observer) (uint64, float64) {
 // from the nominal 40 ms, keeps a loaded machine's late timers out of it.
 func TestFixedDelay(t *testing.T) {
 	const delay = 20 * time.Millisecond
-	h := startReceiverWith(t, true)
+	h := startReceiverWith(t, receiver.Options{Reflect: true})
 	relay := h.startRelay(impair.Config{Delay: delay}, impair.Config{Delay: delay})
 	sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "delayed", Rate: 100, RoundTrip: true},
 		time.Second)
@@ -185,7 +186,7 @@ func TestLossSplitByDirection(t *testing.T) {
 		{"downstream", impair.Config{}, dropTenth(3)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := startReceiverWith(t, true)
+			h := startReceiverWith(t, receiver.Options{Reflect: true})
 			relay := h.startRelay(tc.up, tc.down)
 			sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "split", Rate: 200, RoundTrip: true},
 				time.Second)

@@ -33,6 +33,7 @@ type peerVecs struct {
 	PacketsDuplicated *prometheus.CounterVec
 	PacketsReordered  *prometheus.CounterVec
 	PacketsLate       *prometheus.CounterVec
+	PacketsStray      *prometheus.CounterVec
 	DroppedLocally    *prometheus.CounterVec
 	PeerRestarts      *prometheus.CounterVec
 	Resyncs           *prometheus.CounterVec
@@ -52,13 +53,13 @@ type peerVecs struct {
 // ReceiverPeer holds one peer's instruments, looked up once on admission so
 // the receive path does no label lookups.
 type ReceiverPeer struct {
-	Received, Lost, Duplicated, Reordered, Late, Restarts, Resyncs, Goodbyes prometheus.Counter
-	DroppedLocally                                                           prometheus.Counter
-	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                      prometheus.Counter
-	LastPacket, Jitter                                                       prometheus.Gauge
-	GapLength, ReorderExtent, OneWayDelay, IPDV                              prometheus.Observer
+	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs, Goodbyes prometheus.Counter
+	DroppedLocally                                                                  prometheus.Counter
+	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                             prometheus.Counter
+	LastPacket, Jitter                                                              prometheus.Gauge
+	GapLength, ReorderExtent, OneWayDelay, IPDV                                     prometheus.Observer
 
-	all []prometheus.Metric // the 19 above, for collection
+	all []prometheus.Metric // the 20 above, for collection
 }
 
 // NewReceiver registers the receiver's metrics on reg.
@@ -76,12 +77,14 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 			"First copies that arrived after a higher sequence number, within the loss timeout (RFC 4737).", "peer"),
 		PacketsLate: counterVec(tmpl, sub, "packets_late_total",
 			"Datagrams that arrived after they had been declared lost; they stay counted as lost.", "peer"),
+		PacketsStray: counterVec(tmpl, sub, "packets_stray_total",
+			"Datagrams whose sequence number was more than 2^31 from the session's highest and that the next datagram did not follow: not counted otherwise (RFC 3550 A.1).", "peer"),
 		DroppedLocally: counterVec(tmpl, sub, "packets_dropped_locally_total",
 			"Missing sequence numbers attributed to this host's socket drops rather than the network; not in packets_lost_total.", "peer"),
 		PeerRestarts: counterVec(tmpl, sub, "peer_restarts_total",
 			"New session ids seen from a known sender: sender restarts.", "peer"),
 		Resyncs: counterVec(tmpl, sub, "sequence_resyncs_total",
-			"Implausible forward sequence jumps taken as a new start instead of loss.", "peer"),
+			"Implausible sequence jumps, confirmed by the next datagram, taken as a new start instead of loss.", "peer"),
 		Goodbyes: counterVec(tmpl, sub, "goodbyes_total",
 			"Sessions a sender ended with a goodbye datagram.", "peer"),
 		LastPacket: gaugeVec(tmpl, sub, "last_packet_timestamp_seconds",
@@ -152,6 +155,7 @@ func (r *Receiver) Peer(peer string) *ReceiverPeer {
 		Duplicated:     v.PacketsDuplicated.WithLabelValues(peer),
 		Reordered:      v.PacketsReordered.WithLabelValues(peer),
 		Late:           v.PacketsLate.WithLabelValues(peer),
+		Stray:          v.PacketsStray.WithLabelValues(peer),
 		DroppedLocally: v.DroppedLocally.WithLabelValues(peer),
 		Restarts:       v.PeerRestarts.WithLabelValues(peer),
 		Resyncs:        v.Resyncs.WithLabelValues(peer),
@@ -167,7 +171,7 @@ func (r *Receiver) Peer(peer string) *ReceiverPeer {
 		RepliesLimited: v.RepliesLimited.WithLabelValues(peer),
 		ReplyErrors:    v.ReplyErrors.WithLabelValues(peer),
 	}
-	p.all = []prometheus.Metric{p.Received, p.Lost, p.Duplicated, p.Reordered, p.Late, p.DroppedLocally,
+	p.all = []prometheus.Metric{p.Received, p.Lost, p.Duplicated, p.Reordered, p.Late, p.Stray, p.DroppedLocally,
 		p.Restarts, p.Resyncs, p.Goodbyes, p.LastPacket, p.GapLength.(prometheus.Metric),
 		p.ReorderExtent.(prometheus.Metric), p.OneWayDelay.(prometheus.Metric), p.ClockSkew, p.Jitter,
 		p.IPDV.(prometheus.Metric), p.RepliesSent, p.RepliesLimited, p.ReplyErrors}
@@ -207,13 +211,14 @@ type vec interface {
 
 func (v *peerVecs) all() []vec {
 	return []vec{
-		v.PacketsReceived, v.PacketsLost, v.PacketsDuplicated, v.PacketsReordered, v.PacketsLate, v.DroppedLocally,
+		v.PacketsReceived, v.PacketsLost, v.PacketsDuplicated, v.PacketsReordered, v.PacketsLate, v.PacketsStray,
+		v.DroppedLocally,
 		v.PeerRestarts, v.Resyncs, v.Goodbyes, v.LastPacket, v.GapLength, v.ReorderExtent,
 		v.OneWayDelay, v.ClockSkew, v.Jitter, v.IPDV, v.RepliesSent, v.RepliesLimited, v.ReplyErrors,
 	}
 }
 
-// Describe sends the descriptions of the 19 per-peer metrics.
+// Describe sends the descriptions of the 20 per-peer metrics.
 func (s *peerSet) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range s.vecs.all() {
 		c.Describe(ch)

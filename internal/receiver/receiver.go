@@ -81,12 +81,15 @@ type Receiver struct {
 	// lastUnauthenticated is the source of the latest datagram that failed
 	// authentication, for the warning.
 	lastUnauthenticated netip.AddrPort
+	lastStray           string // the peer of the latest stray datagram
 }
 
 type invalidCounter interface{ Inc() }
 
 // problems are local counts worth a warning when they grow.
-type problems struct{ socketDrops, overflow, replyErrors, unauthenticated uint64 }
+// Strays are not local, but someone must look: a sender is broken, or
+// datagrams are forged.
+type problems struct{ socketDrops, overflow, replyErrors, unauthenticated, stray uint64 }
 
 var reasons = map[error]string{
 	wire.ErrTooShort: metrics.ReasonTooShort,
@@ -339,6 +342,10 @@ func (r *Receiver) handle(b []byte, from netip.AddrPort, wall, mono int64) {
 			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
 	}
 	res := p.observe(s, &h, wall, mono)
+	if res.Outcome == tracker.Stray {
+		r.local.stray++
+		r.lastStray = p.name
+	}
 	r.attribute(p, prevSeen, res.Revealed, mono)
 	r.reflect(p, s, b, key, from, mono)
 }

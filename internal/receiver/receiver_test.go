@@ -252,8 +252,8 @@ udpprobe_receiver_packets_received_total{peer="peerc"} 5
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "udpprobe_receiver_packets_received_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := peerSeries(t, reg); n != 3*19 {
-		t.Fatalf("%d series labelled by peer, want 19 for each of 3 peers", n)
+	if n := peerSeries(t, reg); n != 3*20 {
+		t.Fatalf("%d series labelled by peer, want 20 for each of 3 peers", n)
 	}
 	eventually(t, "peers expired", func() bool { return testutil.ToFloat64(r.m.Peers) == 0 })
 	if n := peerSeries(t, reg); n != 0 {

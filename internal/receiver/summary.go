@@ -38,8 +38,9 @@ func (r *Receiver) summarize() {
 	}
 }
 
-// warnLocalProblems logs socket drops and peer-table overflow, which a person
-// must act on, when they grew since the last warning. It reports whether it
+// warnLocalProblems logs socket drops, reply errors, failed authentication,
+// stray datagrams and peer-table overflow, which a person must act on, when
+// they grew since the last warning. It reports whether it
 // logged.
 func (r *Receiver) warnLocalProblems() bool {
 	now := r.local
@@ -59,6 +60,12 @@ func (r *Receiver) warnLocalProblems() bool {
 		r.log.Warn("datagrams failed authentication and were ignored: a sender without the key, with a wrong one, "+
 			"or forged traffic; senders must use a key in UDPPROBE_HMAC_KEY",
 			zap.Uint64("ignored", d), zap.Stringer("last_source", r.lastUnauthenticated))
+		logged = true
+	}
+	if d := now.stray - r.warned.stray; d > 0 {
+		r.log.Warn("datagrams with sequence numbers implausibly far from their session's were ignored: "+
+			"a broken sender, or forged datagrams (UDPPROBE_HMAC_KEY authenticates senders)",
+			zap.Uint64("ignored", d), zap.String("last_peer", r.lastStray))
 		logged = true
 	}
 	if d := now.overflow - r.warned.overflow; d > 0 {

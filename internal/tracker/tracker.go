@@ -31,8 +31,11 @@ type Options struct {
 	// declared lost before their timeout, and datagrams older than the window
 	// count as late. Zero means DefaultWindow.
 	Window uint64
-	// ResyncJump is the forward jump, in sequence numbers, that is taken as a
-	// resynchronisation rather than loss. Zero means DefaultResyncJump.
+	// ResyncJump bounds a plausible jump, in sequence numbers: a datagram
+	// more than that ahead of the highest number, or more than that behind
+	// it (and older than the window), is not placed (Stray) unless the next
+	// datagram follows it, which resynchronises the stream there (RFC 3550
+	// appendix A.1). Zero means DefaultResyncJump.
 	ResyncJump uint64
 	// Sink receives losses and loss periods as they are settled. May be nil.
 	Sink Sink
@@ -57,6 +60,7 @@ const (
 	Reordered                     // first copy, after a higher sequence number, within its waiting time
 	Duplicated                    // another copy of a sequence number already seen
 	Late                          // arrived after it was declared lost, or too old to place
+	Stray                         // an implausible jump, not (yet) followed by the next number: not placed
 )
 
 // Result is returned by Observe.
@@ -66,8 +70,9 @@ type Result struct {
 	// many first copies arrived between the earliest-arriving datagram with a
 	// higher sequence number and this one, counting that datagram.
 	Extent uint64
-	// Resync is set when this datagram jumped so far ahead that the stream was
-	// settled and restarted at its sequence number.
+	// Resync is set when this datagram confirmed an implausible jump (it
+	// followed a Stray one), so the stream was settled and restarted at its
+	// sequence number.
 	Resync bool
 	// Revealed is how many sequence numbers this datagram, the new highest,
 	// found missing just below it: the gap that opened right before it.
@@ -76,7 +81,7 @@ type Result struct {
 
 // Counts are the cumulative totals of a Tracker.
 type Counts struct {
-	Received, Lost, Duplicated, Reordered, Late, Gaps, Resyncs uint64
+	Received, Lost, Duplicated, Reordered, Late, Stray, Gaps, Resyncs uint64
 	// Expected is how many sequence numbers the stream covers: the sum, over
 	// segments between resyncs, of highest − lowest + 1 (the announced last
 	// sequence number counts as the highest after a goodbye).
@@ -110,6 +115,10 @@ type Tracker struct {
 	arrivals     uint64 // first copies received in this segment: RFC 4737 positions
 	run          uint64 // lost numbers ending at tail-1 whose run is still open
 	before       uint64 // Expected of earlier segments
+	// probation, when set, is the number that would confirm the latest
+	// implausible jump: a datagram with it resynchronises the stream.
+	probation    uint64
+	hasProbation bool
 
 	bits []uint64 // received flags, a ring over [head-window, head)
 	gaps gapQueue
@@ -173,19 +182,16 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 	switch {
 	case seq >= t.head:
 		if seq-t.head >= t.resyncJump {
-			t.Settle()
-			t.before = t.Counts().Expected
-			t.counts.Resyncs++
-			t.start(seq, now)
-			r := t.receive(Received, 0)
-			r.Resync = true
-			return r
+			return t.jump(seq, now)
 		}
 		revealed := t.advance(seq, now)
 		r := t.receive(Received, 0)
 		r.Revealed = revealed
 		return r
 	case seq < t.floor():
+		if t.head-1-seq > t.resyncJump { // more than that below the highest
+			return t.jump(seq, now)
+		}
 		return t.late() // older than the window: cannot be placed
 	case seq < t.low:
 		if now >= t.firstArrival+t.timeout {
@@ -205,6 +211,26 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 		return t.receive(Reordered, t.arrivals) // revealed by the segment's first datagram
 	}
 	return t.late()
+}
+
+// jump takes a datagram an implausible distance from the stream, ahead or
+// behind. Like RTP (RFC 3550 appendix A.1) it believes the jump only when
+// the next number follows: one such datagram is a stray and changes nothing
+// else, so a single forged or corrupted number cannot derail the stream;
+// its successor settles the stream and restarts it at the new number.
+func (t *Tracker) jump(seq uint64, now int64) Result {
+	if !t.hasProbation || seq != t.probation {
+		t.probation, t.hasProbation = seq+1, true
+		t.counts.Stray++
+		return Result{Outcome: Stray}
+	}
+	t.Settle()
+	t.before = t.Counts().Expected
+	t.counts.Resyncs++
+	t.start(seq, now)
+	r := t.receive(Received, 0)
+	r.Resync = true
+	return r
 }
 
 func (t *Tracker) receive(o Outcome, extent uint64) Result {
@@ -229,6 +255,7 @@ func (t *Tracker) start(seq uint64, now int64) {
 	t.run = 0
 	t.preOpen = false
 	t.closing = false
+	t.hasProbation = false
 	t.gaps.reset()
 	clear(t.bits)
 	t.set(seq)
@@ -480,6 +507,8 @@ func (o Outcome) String() string {
 		return "duplicated"
 	case Late:
 		return "late"
+	case Stray:
+		return "stray"
 	}
 	return "unknown"
 }

@@ -1,0 +1,228 @@
+package receiver
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// streamCounts is what the receiver exported for one peer.
+type streamCounts struct {
+	received, lost, duplicated, reordered, late, stray, resyncs, restarts uint64
+	gaps, gapSum                                                          uint64
+}
+
+func exported(t *testing.T, r *Receiver, peer string) streamCounts {
+	t.Helper()
+	m := r.m.Peer(peer)
+	c := func(c prometheus.Counter) uint64 { return uint64(testutil.ToFloat64(c)) }
+	var gaps dto.Metric
+	if err := m.GapLength.(prometheus.Metric).Write(&gaps); err != nil {
+		t.Fatal(err)
+	}
+	return streamCounts{
+		received: c(m.Received), lost: c(m.Lost), duplicated: c(m.Duplicated), reordered: c(m.Reordered),
+		late: c(m.Late), stray: c(m.Stray), resyncs: c(m.Resyncs), restarts: c(m.Restarts),
+		gaps: gaps.GetHistogram().GetSampleCount(), gapSum: uint64(gaps.GetHistogram().GetSampleSum()),
+	}
+}
+
+// clock hands datagrams to a receiver at synthetic times.
+type clock struct {
+	r   *Receiver
+	now time.Time
+}
+
+// send hands r one datagram of peer "real", session 1, for each number,
+// step apart.
+func (c *clock) send(t *testing.T, step time.Duration, seqs ...uint64) {
+	t.Helper()
+	for _, seq := range seqs {
+		handleAt(c.r, datagram(t, "real", 1, seq, 0), c.now)
+		c.now = c.now.Add(step)
+	}
+}
+
+// settle lets every waiting time pass.
+func (c *clock) settle() {
+	c.now = c.now.Add(time.Second)
+	c.r.housekeep(c.now)
+}
+
+func span(from, to uint64) []uint64 { // [from, to]
+	var s []uint64
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+// TestSequenceAbuse sends the numbers a broken or hostile sender might, in
+// the real stream's own name and session (without keys anyone can), and
+// requires exactly the counts the rules in docs/metrics.md give: a lone
+// implausible number is a stray and nothing else; the real stream recovers
+// from any two; huge plausible jumps are loss, counted without walking
+// them; repeats are duplicates and replays duplicates or late.
+func TestSequenceAbuse(t *testing.T) {
+	const huge = 1 << 40
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, c *clock)
+		want streamCounts
+	}{{
+		name: "one implausible number amid the real stream is a stray",
+		run: func(t *testing.T, c *clock) {
+			c.send(t, time.Millisecond, span(0, 49)...)
+			c.send(t, time.Millisecond, wire.MaxSeq)
+			c.send(t, time.Millisecond, span(50, 99)...)
+		},
+		want: streamCounts{received: 100, stray: 1},
+	}, {
+		name: "two forged in a row take the stream; the next two real ones take it back",
+		run: func(t *testing.T, c *clock) {
+			c.send(t, time.Millisecond, span(0, 49)...)
+			c.send(t, time.Millisecond, huge, huge+1)
+			c.send(t, time.Millisecond, span(50, 99)...)
+		},
+		// huge is a stray, huge+1 a resync; 50, far behind, a stray, 51 the
+		// resync back. Only 50 goes uncounted.
+		want: streamCounts{received: 100, stray: 2, resyncs: 2},
+	}, {
+		name: "the largest number, then a wrap to zero",
+		run: func(t *testing.T, c *clock) {
+			c.send(t, time.Millisecond, span(wire.MaxSeq-3, wire.MaxSeq)...)
+			c.send(t, time.Millisecond, 0, 1, 2)
+		},
+		want: streamCounts{received: 6, stray: 1, resyncs: 1},
+	}, {
+		name: "the largest plausible jump is loss, settled without walking it",
+		run: func(t *testing.T, c *clock) {
+			c.send(t, time.Millisecond, 0, 1<<31, 1<<31+1)
+		},
+		want: streamCounts{received: 3, lost: 1<<31 - 1, gaps: 1, gapSum: 1<<31 - 1},
+	}, {
+		name: "one past it is a stray",
+		run: func(t *testing.T, c *clock) {
+			c.send(t, time.Millisecond, 0, 1<<31+1, 1)
+		},
+		want: streamCounts{received: 2, stray: 1},
+	}, {
+		name: "a repeated number is one datagram and its duplicates",
+		run: func(t *testing.T, c *clock) {
+			for range 1000 {
+				c.send(t, time.Microsecond, 5)
+			}
+		},
+		want: streamCounts{received: 1, duplicated: 999},
+	}, {
+		name: "backwards: below the first number, in its waiting time and after",
+		run: func(t *testing.T, c *clock) {
+			for seq := uint64(100); seq > 50; seq-- {
+				c.send(t, time.Millisecond, seq)
+			}
+			c.settle()
+			for seq := uint64(50); seq != math.MaxUint64; seq-- {
+				c.send(t, time.Millisecond, seq)
+			}
+		},
+		// 99 down to 51 extend the stream downwards (reordered); once the
+		// first datagram's waiting time is over, lower ones are late.
+		want: streamCounts{received: 50, reordered: 49, late: 51},
+	}, {
+		name: "replays: duplicates in the window, late beyond it",
+		run: func(t *testing.T, c *clock) {
+			c.send(t, time.Microsecond, span(0, 199)...)
+			c.send(t, time.Microsecond, span(0, 199)...)
+			c.send(t, time.Microsecond, span(200, 70_000)...)
+			c.send(t, time.Microsecond, span(0, 199)...)
+		},
+		want: streamCounts{received: 70_001, duplicated: 200, late: 200},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _, _ := newTestReceiver(t, Options{})
+			defer r.in.Close()
+			c := &clock{r: r, now: r.epoch}
+			tc.run(t, c)
+			c.settle()
+			if got := exported(t, r, "real"); got != tc.want {
+				t.Errorf("exported\n %+v\nwant\n %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSequenceOutOfRange: a number above 2^63−1 is a malformed header,
+// whatever the stream.
+func TestSequenceOutOfRange(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{})
+	defer r.in.Close()
+	handleAt(r, datagram(t, "real", 1, 0, 0), r.epoch)
+	b := datagram(t, "real", 1, 0, 0)
+	wire.PutSeq(b, wire.MaxSeq+1)
+	wire.Seal(b)
+	handleAt(r, b, r.epoch)
+	if n := testutil.ToFloat64(r.m.Invalid.WithLabelValues(metrics.ReasonHeader)); n != 1 {
+		t.Fatalf("%v bad_header invalids, want 1", n)
+	}
+	if got := exported(t, r, "real"); got != (streamCounts{received: 1}) {
+		t.Fatalf("the stream counted %+v", got)
+	}
+}
+
+// TestReplayAuthenticated: keys do not stop a replay (docs/protocol.md);
+// a replayed datagram is a duplicate, counted as one.
+func TestReplayAuthenticated(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{Keys: [][]byte{testKey}})
+	defer r.in.Close()
+	for _, seq := range []uint64{0, 1, 2, 1, 1, 0} {
+		handleAt(r, signedDatagram(t, testKey, "real", seq), r.epoch)
+	}
+	if got := exported(t, r, "real"); got != (streamCounts{received: 3, duplicated: 3}) {
+		t.Fatalf("the stream counted %+v", got)
+	}
+}
+
+// TestSequenceAbuseAllocatesNothing: jumps of any size, strays, resyncs
+// either way and the settling they cause allocate nothing; nothing the
+// receiver holds grows with the distance jumped.
+func TestSequenceAbuseAllocatesNothing(t *testing.T) {
+	r, _, _ := newTestReceiver(t, Options{})
+	defer r.in.Close()
+	b := datagram(t, "real", 1, 0, 0)
+	now := r.epoch
+	put := func(seq uint64) {
+		wire.PutSeq(b, seq)
+		wire.Seal(b)
+		now = now.Add(time.Millisecond)
+		handleAt(r, b, now)
+	}
+	seq := uint64(0)
+	round := func() {
+		put(seq)
+		put(seq + 1<<31)     // plausible: 2^31−1 lost
+		put(seq + 1<<31 + 7) // a gap that waits for its deadline
+		far := seq + 1<<40
+		put(far)     // stray
+		put(far + 1) // resync ahead
+		put(seq + 1) // stray, far behind
+		put(seq + 2) // resync back
+		seq += 3
+	}
+	round() // the gap queue takes its first storage
+	if allocs := testing.AllocsPerRun(1000, round); allocs != 0 {
+		t.Fatalf("%v allocations per round of abuse", allocs)
+	}
+	// AllocsPerRun runs the round once more than asked, to warm up.
+	const rounds = 1 + 1 + 1000
+	got := exported(t, r, "real")
+	if got.stray != 2*rounds || got.resyncs != 2*rounds || got.lost != rounds*(1<<31-1+6) || got.gaps != 2*rounds {
+		t.Fatalf("counted %+v, want a round to count 2 strays, 2 resyncs, and 2^31−1 + 6 lost in 2 gaps", got)
+	}
+}
