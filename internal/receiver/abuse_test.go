@@ -226,3 +226,19 @@ func TestSequenceAbuseAllocatesNothing(t *testing.T) {
 		t.Fatalf("counted %+v, want a round to count 2 strays, 2 resyncs, and 2^31−1 + 6 lost in 2 gaps", got)
 	}
 }
+
+// TestStrayWarning: strays are worth a person's look (a broken sender, or
+// forgery), so they are warned about, once a minute at most, with the peer.
+func TestStrayWarning(t *testing.T) {
+	r, _, logs := newTestReceiver(t, Options{})
+	defer r.in.Close()
+	c := &clock{r: r, now: r.epoch}
+	c.send(t, time.Millisecond, 0, wire.MaxSeq, 1, wire.MaxSeq-5)
+	r.housekeep(c.now)
+	c.send(t, time.Millisecond, wire.MaxSeq)
+	r.housekeep(c.now.Add(time.Second))
+	lines := logs.FilterMessageSnippet("implausibly far").All()
+	if len(lines) != 1 || lines[0].ContextMap()["ignored"] != uint64(2) || lines[0].ContextMap()["last_peer"] != "real" {
+		t.Fatalf("warnings: %v", lines)
+	}
+}
