@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/udpprobe/udpprobe/internal/heaptest"
 	"github.com/udpprobe/udpprobe/internal/impair"
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/oracle"
@@ -158,15 +159,6 @@ func (f *flood) wellFormed(b []byte, i int) []byte {
 	return f.encode(b, &h)
 }
 
-// liveHeap is the live heap after a full collection.
-func liveHeap() int64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
-}
-
 // TestFlood sends a real stream through the impairment relay while
 // 1,200,000 hostile and fake datagrams arrive beside it, and requires the
 // real stream's counts to stay exact, every hostile datagram to be counted
@@ -197,15 +189,15 @@ func TestFlood(t *testing.T) {
 	}
 	f := newFlood(1)
 	goroutines := runtime.NumGoroutine()
-	heapBefore := liveHeap()
+	heapBefore := heaptest.Live()
 
 	var heapMid int64
 	var midDelivered int
 	f.send(t, h, func() {
-		heapMid = liveHeap()
+		heapMid = heaptest.Live()
 		midDelivered = len(relay.Delivered())
 	})
-	heapAfter := liveHeap()
+	heapAfter := heaptest.Live()
 	if n := testutil.ToFloat64(h.m.SocketDrops); n != 0 {
 		t.Errorf("the socket dropped %v datagrams: the flood's pacing failed, and the counts below cannot be exact", n)
 	}

@@ -8,17 +8,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/udpprobe/udpprobe/internal/heaptest"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
-
-// liveHeap is the live heap after a full collection.
-func liveHeap() int64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
-}
 
 // admitPeers sends one datagram from each of n senders named prefix0,
 // prefix1, …, and checks that all were admitted.
@@ -56,14 +48,14 @@ func TestForgottenPeersFreeMemory(t *testing.T) {
 	r, _, _ := newTestReceiver(t, Options{MaxPeers: n, PeerExpiry: time.Minute})
 	defer r.in.Close()
 	r.log = zap.NewNop() // the test's observer would keep every line
-	base := liveHeap()
+	base := heaptest.Live()
 	admitPeers(t, r, "first", n)
-	peak := liveHeap()
+	peak := heaptest.Live()
 	forget(t, r)
-	first := liveHeap()
+	first := heaptest.Live()
 	admitPeers(t, r, "second", n)
 	forget(t, r)
-	second := liveHeap()
+	second := heaptest.Live()
 	runtime.KeepAlive(r)
 	t.Logf("heap: %d B before, %d B with %d peers (%d B each), %d B after forgetting them, %d B after a second round",
 		base, peak, n, (peak-base)/n, first, second)
@@ -88,9 +80,9 @@ func BenchmarkPeerState(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		r, _, _ := newTestReceiver(b, Options{MaxPeers: n})
 		r.log = zap.NewNop()
-		base := liveHeap()
+		base := heaptest.Live()
 		admitPeers(b, r, fmt.Sprintf("r%d-", i), n)
-		total += liveHeap() - base
+		total += heaptest.Live() - base
 		runtime.KeepAlive(r)
 		r.in.Close()
 	}
