@@ -8,7 +8,7 @@ import (
 
 // tally is a peer's running totals, for the summary log line.
 type tally struct {
-	received, lost, local, duplicated, reordered, late, stray uint64
+	received, lost, local, duplicated, reordered, late uint64
 }
 
 // stream is one session of a sender.
@@ -145,7 +145,6 @@ func (p *peer) observe(s *stream, h *wire.Header, wall, mono int64) tracker.Resu
 		p.total.late++
 		p.m.Late.Inc()
 	case tracker.Stray:
-		p.total.stray++
 		p.m.Stray.Inc()
 	}
 	if r.Resync {

@@ -40,8 +40,7 @@ func (r *Receiver) summarize() {
 
 // warnLocalProblems logs socket drops, reply errors, failed authentication,
 // stray datagrams and peer-table overflow, which a person must act on, when
-// they grew since the last warning. It reports whether it
-// logged.
+// they grew since the last warning. It reports whether it logged.
 func (r *Receiver) warnLocalProblems() bool {
 	now := r.local
 	logged := false

@@ -115,10 +115,9 @@ type Tracker struct {
 	arrivals     uint64 // first copies received in this segment: RFC 4737 positions
 	run          uint64 // lost numbers ending at tail-1 whose run is still open
 	before       uint64 // Expected of earlier segments
-	// probation, when set, is the number that would confirm the latest
-	// implausible jump: a datagram with it resynchronises the stream.
-	probation    uint64
-	hasProbation bool
+	// probation is the number that would confirm the latest implausible
+	// jump (a datagram with it resynchronises the stream); 0 if none.
+	probation uint64
 
 	bits []uint64 // received flags, a ring over [head-window, head)
 	gaps gapQueue
@@ -219,8 +218,8 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 // else, so a single forged or corrupted number cannot derail the stream;
 // its successor settles the stream and restarts it at the new number.
 func (t *Tracker) jump(seq uint64, now int64) Result {
-	if !t.hasProbation || seq != t.probation {
-		t.probation, t.hasProbation = seq+1, true
+	if t.probation == 0 || seq != t.probation {
+		t.probation = seq + 1
 		t.counts.Stray++
 		return Result{Outcome: Stray}
 	}
@@ -255,7 +254,7 @@ func (t *Tracker) start(seq uint64, now int64) {
 	t.run = 0
 	t.preOpen = false
 	t.closing = false
-	t.hasProbation = false
+	t.probation = 0
 	t.gaps.reset()
 	clear(t.bits)
 	t.set(seq)
