@@ -40,9 +40,9 @@ test: style vet lint tidy-check check-deploy check-lab unit
 
 # The lab and live tests run verbosely: their logs state what was measured
 # against which bound, and which impairments the kernel allowed.
-REPORTED := ./internal/lab ./deploy
+REPORTED := ./internal/testkit/lab ./deploy
 unit: $(PROMETHEUS)
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /internal/lab$$ -e /deploy$$)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /internal/testkit/lab$$ -e /deploy$$)
 	TEST_PROMETHEUS=$(PROMETHEUS) TEST_ALERTMANAGER=$(ALERTMANAGER) $(GO) test -race -count=1 -v $(REPORTED)
 
 style:

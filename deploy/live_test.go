@@ -18,9 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/udpprobe/udpprobe/internal/impair"
-	"github.com/udpprobe/udpprobe/internal/oracle"
-	"github.com/udpprobe/udpprobe/internal/testproc"
+	"github.com/udpprobe/udpprobe/internal/testkit/impair"
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -136,7 +135,7 @@ func TestLive(t *testing.T) {
 		t.Fatal("the relay delivered nothing")
 	}
 	session := slices.IndexFunc(delivered, func(d impair.Delivery) bool { return d.Valid })
-	w, corrupted := oracle.Relayed(delivered, delivered[session].Session)
+	w, corrupted := impair.Truth(delivered, delivered[session].Session)
 	want := map[string]float64{
 		`udpprobe_receiver_packets_received_total{peer="lossy"}`:        float64(w.Received),
 		`udpprobe_receiver_packets_lost_total{peer="lossy"}`:            float64(w.Lost),

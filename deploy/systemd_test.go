@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/udpprobe/udpprobe/internal/testproc"
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
 // TestSystemdUnits: each unit runs its own mode, reads the shared and its

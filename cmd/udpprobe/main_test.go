@@ -14,7 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/udpprobe/udpprobe/internal/testproc"
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

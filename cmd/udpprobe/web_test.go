@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/udpprobe/udpprobe/internal/testproc"
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key into dir.

@@ -7,8 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/udpprobe/udpprobe/internal/impair"
-	"github.com/udpprobe/udpprobe/internal/oracle"
+	"github.com/udpprobe/udpprobe/internal/testkit/impair"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -26,7 +25,7 @@ func TestRandomImpairmentExact(t *testing.T) {
 			})
 			const session = 0x5eed
 			send(t, relay.Addr(), "random", session, 2000, time.Second)
-			w, corrupted := oracle.Relayed(delivered(t, relay), session)
+			w, corrupted := impair.Truth(delivered(t, relay), session)
 			if w.Lost == 0 || w.Duplicated == 0 || w.Reordered == 0 || corrupted == 0 || w.Received < 1500 {
 				t.Fatalf("the relay did not exercise every impairment: %+v, %d corrupted", w, corrupted)
 			}

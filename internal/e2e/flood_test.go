@@ -17,13 +17,12 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/udpprobe/udpprobe/internal/heaptest"
-	"github.com/udpprobe/udpprobe/internal/impair"
 	"github.com/udpprobe/udpprobe/internal/metrics"
-	"github.com/udpprobe/udpprobe/internal/oracle"
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/socket"
+	"github.com/udpprobe/udpprobe/internal/testkit/heaptest"
+	"github.com/udpprobe/udpprobe/internal/testkit/impair"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -212,7 +211,7 @@ func TestFlood(t *testing.T) {
 	}
 
 	// The real stream, exactly as the relay delivered it.
-	w, relayCorrupted := oracle.Relayed(delivered(t, relay), session)
+	w, relayCorrupted := impair.Truth(delivered(t, relay), session)
 	got := h.waitFor("real", w.Expected)
 	h.assertCounts(got, counts{
 		received: w.Received, lost: w.Lost, duplicated: w.Duplicated, reordered: w.Reordered,

@@ -10,10 +10,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/udpprobe/udpprobe/internal/impair"
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
+	"github.com/udpprobe/udpprobe/internal/testkit/impair"
 )
 
 const lossTimeout = 200 * time.Millisecond

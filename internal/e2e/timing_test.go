@@ -10,9 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/udpprobe/udpprobe/internal/impair"
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
+	"github.com/udpprobe/udpprobe/internal/testkit/impair"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 

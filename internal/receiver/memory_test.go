@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/udpprobe/udpprobe/internal/heaptest"
+	"github.com/udpprobe/udpprobe/internal/testkit/heaptest"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 

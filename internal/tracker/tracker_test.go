@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/udpprobe/udpprobe/internal/oracle"
+	"github.com/udpprobe/udpprobe/internal/testkit/oracle"
 )
 
 const ms = int64(time.Millisecond)

@@ -5,11 +5,7 @@
 // window, so nothing is late; tests that exercise lateness assert by hand.
 package oracle
 
-import (
-	"slices"
-
-	"github.com/udpprobe/udpprobe/internal/impair"
-)
+import "slices"
 
 // Want is the ground truth for one stream.
 type Want struct {
@@ -67,25 +63,4 @@ func Classify(delivered []uint64, last int64) Want {
 		w.Gaps = append(w.Gaps, run)
 	}
 	return w
-}
-
-// Relayed is the ground truth for one session from what the relay
-// delivered, and the number of deliveries it corrupted (which the receiver
-// must count as corrupted, and whose sequence numbers as lost unless another
-// copy arrives).
-func Relayed(delivered []impair.Delivery, session uint64) (w Want, corrupted uint64) {
-	var seqs []uint64
-	last := int64(-1)
-	for _, d := range delivered {
-		switch {
-		case d.Corrupted:
-			corrupted++
-		case !d.Valid || d.Session != session:
-		case d.Goodbye:
-			last = int64(d.Seq)
-		default:
-			seqs = append(seqs, d.Seq)
-		}
-	}
-	return Classify(seqs, last), corrupted
 }

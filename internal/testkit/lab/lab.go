@@ -32,7 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/udpprobe/udpprobe/internal/testproc"
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
 // The addresses of the two hosts.

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/udpprobe/udpprobe/internal/socket"
+	"github.com/udpprobe/udpprobe/internal/testkit/oracle"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -88,8 +89,8 @@ type Relay struct {
 	delayed queue          // by due time
 }
 
-// late is a delayed datagram.
-type late struct {
+// pending is a delayed datagram waiting for its time.
+type pending struct {
 	due    time.Time
 	dir    *direction
 	data   []byte
@@ -98,12 +99,12 @@ type late struct {
 }
 
 // queue is a min-heap of delayed datagrams by due time.
-type queue []late
+type queue []pending
 
 func (q queue) Len() int           { return len(q) }
 func (q queue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
 func (q queue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *queue) Push(x any)        { *q = append(*q, x.(late)) }
+func (q *queue) Push(x any)        { *q = append(*q, x.(pending)) }
 func (q *queue) Pop() any {
 	old := *q
 	x := old[len(old)-1]
@@ -246,7 +247,7 @@ func (r *Relay) timekeeper() {
 		}
 		r.mu.Lock()
 		for len(r.delayed) > 0 && !time.Now().Before(r.delayed[0].due) {
-			l := heap.Pop(&r.delayed).(late)
+			l := heap.Pop(&r.delayed).(pending)
 			r.deliver(l.dir, l.data, l.d, l.copies)
 		}
 		r.mu.Unlock()
@@ -314,7 +315,7 @@ func (r *Relay) relay(dir *direction, i int, data []byte, now time.Time) {
 	switch {
 	case a.Drop:
 	case a.Delay > 0:
-		heap.Push(&r.delayed, late{due: now.Add(a.Delay), dir: dir, data: data, d: d, copies: a.Copies})
+		heap.Push(&r.delayed, pending{due: now.Add(a.Delay), dir: dir, data: data, d: d, copies: a.Copies})
 		select {
 		case r.wake <- struct{}{}:
 		default:
@@ -348,4 +349,25 @@ func (r *Relay) deliver(dir *direction, data []byte, d Delivery, copies int) {
 			dir.delivered = append(dir.delivered, d)
 		}
 	}
+}
+
+// Truth is the ground truth for one session from what the relay
+// delivered, and the number of deliveries it corrupted (which the receiver
+// must count as corrupted, and whose sequence numbers as lost unless another
+// copy arrives).
+func Truth(delivered []Delivery, session uint64) (w oracle.Want, corrupted uint64) {
+	var seqs []uint64
+	last := int64(-1)
+	for _, d := range delivered {
+		switch {
+		case d.Corrupted:
+			corrupted++
+		case !d.Valid || d.Session != session:
+		case d.Goodbye:
+			last = int64(d.Seq)
+		default:
+			seqs = append(seqs, d.Seq)
+		}
+	}
+	return oracle.Classify(seqs, last), corrupted
 }
