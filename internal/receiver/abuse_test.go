@@ -19,41 +19,43 @@ type streamCounts struct {
 	gaps, gapSum                                                          uint64
 }
 
-func exported(t *testing.T, r *Receiver, peer string) streamCounts {
+func exported(t *testing.T, m *metrics.Receiver, peer string) streamCounts {
 	t.Helper()
-	m := r.m.Peer(peer)
+	p := m.Peer(peer)
 	c := func(c prometheus.Counter) uint64 { return uint64(testutil.ToFloat64(c)) }
 	var gaps dto.Metric
-	if err := m.GapLength.(prometheus.Metric).Write(&gaps); err != nil {
+	if err := p.GapLength.(prometheus.Metric).Write(&gaps); err != nil {
 		t.Fatal(err)
 	}
 	return streamCounts{
-		received: c(m.Received), lost: c(m.Lost), duplicated: c(m.Duplicated), reordered: c(m.Reordered),
-		late: c(m.Late), stray: c(m.Stray), resyncs: c(m.Resyncs), restarts: c(m.Restarts),
+		received: c(p.Received), lost: c(p.Lost), duplicated: c(p.Duplicated), reordered: c(p.Reordered),
+		late: c(p.Late), stray: c(p.Stray), resyncs: c(p.Resyncs), restarts: c(p.Restarts),
 		gaps: gaps.GetHistogram().GetSampleCount(), gapSum: uint64(gaps.GetHistogram().GetSampleSum()),
 	}
 }
 
-// clock hands datagrams to a receiver at synthetic times.
-type clock struct {
-	r   *Receiver
-	now time.Time
+// script hands datagrams to a table at synthetic times.
+type script struct {
+	tt  *testTable
+	now time.Duration // since the test's origin
 }
 
-// send hands r one datagram of peer "real", session 1, for each number,
-// step apart.
-func (c *clock) send(t *testing.T, step time.Duration, seqs ...uint64) {
+// send hands the table one datagram of peer "real", session 1, for each
+// number, step apart.
+func (c *script) send(t *testing.T, step time.Duration, seqs ...uint64) {
 	t.Helper()
 	for _, seq := range seqs {
-		handleAt(c.r, datagram(t, "real", 1, seq, 0), c.now)
-		c.now = c.now.Add(step)
+		c.tt.handle(datagram(t, "real", 1, seq, 0), c.at())
+		c.now += step
 	}
 }
 
+func (c *script) at() Instant { return at(float64(c.now) / 1e6) }
+
 // settle lets every waiting time pass.
-func (c *clock) settle() {
-	c.now = c.now.Add(time.Second)
-	c.r.housekeep(c.now)
+func (c *script) settle() {
+	c.now += time.Second
+	c.tt.Housekeep(c.at())
 }
 
 func span(from, to uint64) []uint64 { // [from, to]
@@ -74,11 +76,11 @@ func TestSequenceAbuse(t *testing.T) {
 	const huge = 1 << 40
 	for _, tc := range []struct {
 		name string
-		run  func(t *testing.T, c *clock)
+		run  func(t *testing.T, c *script)
 		want streamCounts
 	}{{
 		name: "one implausible number amid the real stream is a stray",
-		run: func(t *testing.T, c *clock) {
+		run: func(t *testing.T, c *script) {
 			c.send(t, time.Millisecond, span(0, 49)...)
 			c.send(t, time.Millisecond, wire.MaxSeq)
 			c.send(t, time.Millisecond, span(50, 99)...)
@@ -86,7 +88,7 @@ func TestSequenceAbuse(t *testing.T) {
 		want: streamCounts{received: 100, stray: 1},
 	}, {
 		name: "two forged in a row take the stream; the next two real ones take it back",
-		run: func(t *testing.T, c *clock) {
+		run: func(t *testing.T, c *script) {
 			c.send(t, time.Millisecond, span(0, 49)...)
 			c.send(t, time.Millisecond, huge, huge+1)
 			c.send(t, time.Millisecond, span(50, 99)...)
@@ -96,26 +98,26 @@ func TestSequenceAbuse(t *testing.T) {
 		want: streamCounts{received: 100, stray: 2, resyncs: 2},
 	}, {
 		name: "the largest number, then a wrap to zero",
-		run: func(t *testing.T, c *clock) {
+		run: func(t *testing.T, c *script) {
 			c.send(t, time.Millisecond, span(wire.MaxSeq-3, wire.MaxSeq)...)
 			c.send(t, time.Millisecond, 0, 1, 2)
 		},
 		want: streamCounts{received: 6, stray: 1, resyncs: 1},
 	}, {
 		name: "the largest plausible jump is loss, settled without walking it",
-		run: func(t *testing.T, c *clock) {
+		run: func(t *testing.T, c *script) {
 			c.send(t, time.Millisecond, 0, 1<<31, 1<<31+1)
 		},
 		want: streamCounts{received: 3, lost: 1<<31 - 1, gaps: 1, gapSum: 1<<31 - 1},
 	}, {
 		name: "one past it is a stray",
-		run: func(t *testing.T, c *clock) {
+		run: func(t *testing.T, c *script) {
 			c.send(t, time.Millisecond, 0, 1<<31+1, 1)
 		},
 		want: streamCounts{received: 2, stray: 1},
 	}, {
 		name: "a repeated number is one datagram and its duplicates",
-		run: func(t *testing.T, c *clock) {
+		run: func(t *testing.T, c *script) {
 			for range 1000 {
 				c.send(t, time.Microsecond, 5)
 			}
@@ -123,7 +125,7 @@ func TestSequenceAbuse(t *testing.T) {
 		want: streamCounts{received: 1, duplicated: 999},
 	}, {
 		name: "backwards: below the first number, in its waiting time and after",
-		run: func(t *testing.T, c *clock) {
+		run: func(t *testing.T, c *script) {
 			for seq := uint64(100); seq > 50; seq-- {
 				c.send(t, time.Millisecond, seq)
 			}
@@ -137,7 +139,7 @@ func TestSequenceAbuse(t *testing.T) {
 		want: streamCounts{received: 50, reordered: 49, late: 51},
 	}, {
 		name: "replays: duplicates in the window, late beyond it",
-		run: func(t *testing.T, c *clock) {
+		run: func(t *testing.T, c *script) {
 			c.send(t, time.Microsecond, span(0, 199)...)
 			c.send(t, time.Microsecond, span(0, 199)...)
 			c.send(t, time.Microsecond, span(200, 70_000)...)
@@ -146,12 +148,11 @@ func TestSequenceAbuse(t *testing.T) {
 		want: streamCounts{received: 70_001, duplicated: 200, late: 200},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, _, _ := newTestReceiver(t, Options{})
-			defer r.in.Close()
-			c := &clock{r: r, now: r.epoch}
+			tt := newTable(t, Options{})
+			c := &script{tt: tt}
 			tc.run(t, c)
 			c.settle()
-			if got := exported(t, r, "real"); got != tc.want {
+			if got := exported(t, tt.m, "real"); got != tc.want {
 				t.Errorf("exported\n %+v\nwant\n %+v", got, tc.want)
 			}
 		})
@@ -161,17 +162,16 @@ func TestSequenceAbuse(t *testing.T) {
 // TestSequenceOutOfRange: a number above 2^63−1 is a malformed header,
 // whatever the stream.
 func TestSequenceOutOfRange(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{})
-	defer r.in.Close()
-	handleAt(r, datagram(t, "real", 1, 0, 0), r.epoch)
+	tt := newTable(t, Options{})
+	tt.handle(datagram(t, "real", 1, 0, 0), at(0))
 	b := datagram(t, "real", 1, 0, 0)
 	wire.PutSeq(b, wire.MaxSeq+1)
 	wire.Seal(b)
-	handleAt(r, b, r.epoch)
-	if n := testutil.ToFloat64(r.m.Invalid.WithLabelValues(metrics.ReasonHeader)); n != 1 {
+	tt.handle(b, at(0))
+	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues(metrics.ReasonHeader)); n != 1 {
 		t.Fatalf("%v bad_header invalids, want 1", n)
 	}
-	if got := exported(t, r, "real"); got != (streamCounts{received: 1}) {
+	if got := exported(t, tt.m, "real"); got != (streamCounts{received: 1}) {
 		t.Fatalf("the stream counted %+v", got)
 	}
 }
@@ -179,12 +179,11 @@ func TestSequenceOutOfRange(t *testing.T) {
 // TestReplayAuthenticated: keys do not stop a replay (docs/protocol.md);
 // a replayed datagram is a duplicate, counted as one.
 func TestReplayAuthenticated(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{Keys: [][]byte{testKey}})
-	defer r.in.Close()
+	tt := newTable(t, Options{Keys: [][]byte{testKey}})
 	for _, seq := range []uint64{0, 1, 2, 1, 1, 0} {
-		handleAt(r, signedDatagram(t, testKey, "real", seq), r.epoch)
+		tt.handle(signedDatagram(t, testKey, "real", seq), at(0))
 	}
-	if got := exported(t, r, "real"); got != (streamCounts{received: 3, duplicated: 3}) {
+	if got := exported(t, tt.m, "real"); got != (streamCounts{received: 3, duplicated: 3}) {
 		t.Fatalf("the stream counted %+v", got)
 	}
 }
@@ -193,15 +192,14 @@ func TestReplayAuthenticated(t *testing.T) {
 // either way and the settling they cause allocate nothing; nothing the
 // receiver holds grows with the distance jumped.
 func TestSequenceAbuseAllocatesNothing(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{})
-	defer r.in.Close()
+	tt := newTable(t, Options{})
 	b := datagram(t, "real", 1, 0, 0)
-	now := r.epoch
+	var now float64 // ms
 	put := func(seq uint64) {
 		wire.PutSeq(b, seq)
 		wire.Seal(b)
-		now = now.Add(time.Millisecond)
-		handleAt(r, b, now)
+		now++
+		tt.handle(b, at(now))
 	}
 	seq := uint64(0)
 	round := func() {
@@ -221,7 +219,7 @@ func TestSequenceAbuseAllocatesNothing(t *testing.T) {
 	}
 	// AllocsPerRun runs the round once more than asked, to warm up.
 	const rounds = 1 + 1 + 1000
-	got := exported(t, r, "real")
+	got := exported(t, tt.m, "real")
 	if got.stray != 2*rounds || got.resyncs != 2*rounds || got.lost != rounds*(1<<31-1+6) || got.gaps != 2*rounds {
 		t.Fatalf("counted %+v, want a round to count 2 strays, 2 resyncs, and 2^31−1 + 6 lost in 2 gaps", got)
 	}
@@ -230,14 +228,13 @@ func TestSequenceAbuseAllocatesNothing(t *testing.T) {
 // TestStrayWarning: strays are worth a person's look (a broken sender, or
 // forgery), so they are warned about, once a minute at most, with the peer.
 func TestStrayWarning(t *testing.T) {
-	r, _, logs := newTestReceiver(t, Options{})
-	defer r.in.Close()
-	c := &clock{r: r, now: r.epoch}
+	tt := newTable(t, Options{})
+	c := &script{tt: tt}
 	c.send(t, time.Millisecond, 0, wire.MaxSeq, 1, wire.MaxSeq-5)
-	r.housekeep(c.now)
+	tt.Housekeep(c.at())
 	c.send(t, time.Millisecond, wire.MaxSeq)
-	r.housekeep(c.now.Add(time.Second))
-	lines := logs.FilterMessageSnippet("implausibly far").All()
+	tt.Housekeep(at(float64(c.now+time.Second) / 1e6))
+	lines := tt.logs.FilterMessageSnippet("implausibly far").All()
 	if len(lines) != 1 || lines[0].ContextMap()["ignored"] != uint64(2) || lines[0].ContextMap()["last_peer"] != "real" {
 		t.Fatalf("warnings: %v", lines)
 	}

@@ -3,7 +3,6 @@ package receiver
 import (
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -33,38 +32,37 @@ func signedDatagram(t testing.TB, key []byte, name string, seq uint64) []byte {
 // latest source once per interval; signed datagrams are counted, and
 // allocate nothing.
 func TestAuthRejects(t *testing.T) {
-	r, _, logs := newTestReceiver(t, Options{Keys: [][]byte{testKey}})
-	defer r.in.Close()
+	tt := newTable(t, Options{Keys: [][]byte{testKey}})
 	from := netip.MustParseAddrPort("192.0.2.7:40000")
-	r.handle(datagram(t, "plain", 1, 0, 0), from, wall0, 0)
-	r.handle(signedDatagram(t, []byte("some other key, 16 bytes or more"), "forged", 0), from, wall0, 0)
-	if n := testutil.ToFloat64(r.m.Invalid.WithLabelValues(metrics.ReasonAuth)); n != 2 || len(r.peers) != 0 {
-		t.Fatalf("%v auth invalids and %d peers, want 2 and 0", n, len(r.peers))
+	tt.Handle(datagram(t, "plain", 1, 0, 0), from, at(0))
+	tt.Handle(signedDatagram(t, []byte("some other key, 16 bytes or more"), "forged", 0), from, at(0))
+	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues(metrics.ReasonAuth)); n != 2 || tt.Len() != 0 {
+		t.Fatalf("%v auth invalids and %d peers, want 2 and 0", n, tt.Len())
 	}
-	r.housekeep(r.epoch.Add(time.Second))
-	lines := logs.FilterMessageSnippet("failed authentication").All()
+	tt.Housekeep(at(1000))
+	lines := tt.logs.FilterMessageSnippet("failed authentication").All()
 	if len(lines) != 1 || lines[0].ContextMap()["ignored"] != uint64(2) ||
 		lines[0].ContextMap()["last_source"] != "192.0.2.7:40000" {
 		t.Fatalf("warnings: %v", lines)
 	}
 
 	b := signedDatagram(t, testKey, "alpha", 0)
-	r.handle(b, from, wall0, 0)
+	tt.Handle(b, from, at(0))
 	a, _ := wire.NewAuth([][]byte{testKey})
 	var seq uint64
 	allocs := testing.AllocsPerRun(100, func() {
 		seq++
 		wire.PutSeq(b, seq)
 		a.Sign(b, 0)
-		r.handle(b, from, wall0, int64(seq))
+		tt.Handle(b, from, Instant{Wall: wall0, Mono: int64(seq)})
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per authenticated datagram", allocs)
 	}
-	if got := testutil.ToFloat64(r.m.Peer("alpha").Received); got != float64(seq+1) {
+	if got := testutil.ToFloat64(tt.m.Peer("alpha").Received); got != float64(seq+1) {
 		t.Fatalf("received %v, want %d", got, seq+1)
 	}
-	if n := testutil.ToFloat64(r.m.Invalid.WithLabelValues(metrics.ReasonAuth)); n != 2 {
+	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues(metrics.ReasonAuth)); n != 2 {
 		t.Fatalf("%v auth invalids after signed datagrams, want still 2", n)
 	}
 }

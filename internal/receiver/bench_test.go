@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ type loopback struct {
 	seq  int64
 }
 
-func newLoopback(tb testing.TB, r *Receiver, batch int) *loopback {
+func newLoopback(tb testing.TB, r *testReceiver, batch int) *loopback {
 	tb.Helper()
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.Addr()))
 	if err != nil {
@@ -52,22 +51,18 @@ func (l *loopback) send(tb testing.TB) {
 // take reads and receives n datagrams, as Run does.
 func (r *Receiver) take(tb testing.TB, n int) {
 	for n > 0 {
-		msgs, err := r.in.Read()
+		got, _, err := r.read()
 		if err != nil {
 			tb.Fatal(err)
 		}
-		now := time.Now()
-		for i := range msgs {
-			r.receive(&msgs[i], now.UnixNano(), int64(now.Sub(r.epoch)))
-		}
-		n -= len(msgs)
+		n -= got
 	}
 }
 
 // TestReceivePathAllocatesNothing: the whole path from the socket, batch
 // read included, allocates nothing per datagram, and counts every one.
 func TestReceivePathAllocatesNothing(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{})
+	r := newTestReceiver(t, Options{})
 	defer r.in.Close()
 	r.in.SetDeadline(time.Now().Add(10 * time.Second))
 	l := newLoopback(t, r, 32)
@@ -80,7 +75,7 @@ func TestReceivePathAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocations per batch of 32", allocs)
 	}
-	if got := testutil.ToFloat64(r.peers["alpha"].m.Received); got != float64(l.seq) {
+	if got := testutil.ToFloat64(r.m.Peer("alpha").Received); got != float64(l.seq) {
 		t.Fatalf("received %v of %d", got, l.seq)
 	}
 }
@@ -88,7 +83,7 @@ func TestReceivePathAllocatesNothing(t *testing.T) {
 // BenchmarkReceive is the receive path from the socket in batches of 64:
 // recvmmsg and handle, per datagram. Sending the batch is not timed.
 func BenchmarkReceive(b *testing.B) {
-	r, _, _ := newTestReceiver(b, Options{})
+	r := newTestReceiver(b, Options{})
 	defer r.in.Close()
 	r.in.SetDeadline(time.Now().Add(time.Hour))
 	const batch = ReadBatch
@@ -125,41 +120,40 @@ func BenchmarkDecodeTrack(b *testing.B) {
 // floor, doubles back when little did, up to the maximum, which scales with
 // the granted buffer; reflecting receivers never pause.
 func TestHold(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{ReceiveBuffer: 2 << 20})
-	defer r.in.Close()
-	if r.maxHold != MaxHold/2 || r.hold != r.maxHold || r.budget != 1<<20 {
-		t.Fatalf("a 2 MiB buffer holds up to %v from %v with a budget of %d; want %v and 1 MiB", r.maxHold, r.hold, r.budget, MaxHold/2)
+	p := newPacer(2 << 20)
+	if p.max != MaxHold/2 || p.hold != p.max || p.budget != 1<<20 {
+		t.Fatalf("a 2 MiB buffer holds up to %v from %v with a budget of %d; want %v and 1 MiB", p.max, p.hold, p.budget, MaxHold/2)
 	}
-	done, cancel := context.WithCancel(context.Background())
-	cancel() // pause adapts, then returns at once
+	const datagram = 60 // bytes, + skbOverhead each
 	for _, step := range []struct {
-		queued int
-		want   time.Duration
+		datagrams int
+		want      time.Duration
 	}{
-		{r.budget + 1, MaxHold / 8},
-		{r.budget / 2, MaxHold / 8}, // within the band: unchanged
-		{r.budget + 1, MaxHold / 32},
-		{10 * r.budget, MaxHold / 128},
-		{10 * r.budget, minHold},
-		{10 * r.budget, minHold},
-		{r.budget/8 - 1, 2 * minHold},
+		{p.budget/(datagram+skbOverhead) + 1, MaxHold / 8},
+		{p.budget / 2 / (datagram + skbOverhead), MaxHold / 8}, // within the band: unchanged
+		{p.budget/(datagram+skbOverhead) + 1, MaxHold / 32},
+		{10 * p.budget / (datagram + skbOverhead), MaxHold / 128},
+		{10 * p.budget / (datagram + skbOverhead), minHold},
+		{10 * p.budget / (datagram + skbOverhead), minHold},
+		{p.budget/8/(datagram+skbOverhead) - 1, 2 * minHold},
 		{0, 4 * minHold},
 	} {
-		r.queued = step.queued
-		r.pause(done)
-		if r.hold != step.want || r.queued != 0 {
-			t.Fatalf("after %d bytes queued the hold is %v (queued %d), want %v", step.queued, r.hold, r.queued, step.want)
+		for range step.datagrams {
+			p.queue(datagram)
+		}
+		if got := p.next(); got != step.want || p.hold != got || p.queued != 0 {
+			t.Fatalf("after %d datagrams the hold is %v (queued %d), want %v", step.datagrams, got, p.queued, step.want)
 		}
 	}
 	for range 20 {
-		r.pause(done)
+		p.next()
 	}
-	if r.hold != r.maxHold {
-		t.Fatalf("an idle receiver holds %v, want the maximum %v", r.hold, r.maxHold)
+	if p.hold != p.max {
+		t.Fatalf("an idle receiver holds %v, want the maximum %v", p.hold, p.max)
 	}
-	rr, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10})
-	defer rr.in.Close()
-	if rr.maxHold != 0 {
-		t.Fatalf("a reflecting receiver holds up to %v", rr.maxHold)
+	r := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10})
+	defer r.in.Close()
+	if r.pace.max != 0 {
+		t.Fatalf("a reflecting receiver holds up to %v", r.pace.max)
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // admitPeers sends one datagram from each of n senders named prefix0,
 // prefix1, …, and checks that all were admitted.
-func admitPeers(tb testing.TB, r *Receiver, prefix string, n int) {
+func admitPeers(tb testing.TB, tt *testTable, prefix string, n int) {
 	tb.Helper()
 	b := make([]byte, 64)
 	from := sinkAddr(tb)
@@ -23,19 +23,26 @@ func admitPeers(tb testing.TB, r *Receiver, prefix string, n int) {
 		if err := wire.Encode(b, &h); err != nil {
 			tb.Fatal(err)
 		}
-		r.handle(b, from, wall0, int64(i))
+		tt.Handle(b, from, Instant{Wall: wall0, Mono: int64(i)})
 	}
-	if len(r.peers) != n {
-		tb.Fatalf("%d peers in the table, want %d", len(r.peers), n)
+	if tt.Len() != n {
+		tb.Fatalf("%d peers in the table, want %d", tt.Len(), n)
 	}
 }
 
+// newQuietTable is a table that logs nothing: the test's observer would
+// keep every line.
+func newQuietTable(tb testing.TB, opts Options) *testTable {
+	opts.Logger = zap.NewNop()
+	return newTable(tb, opts)
+}
+
 // forget expires every peer: housekeeping an hour on.
-func forget(tb testing.TB, r *Receiver) {
+func forget(tb testing.TB, tt *testTable) {
 	tb.Helper()
-	r.housekeep(r.epoch.Add(time.Hour))
-	if len(r.peers) != 0 {
-		tb.Fatalf("%d peers left after their expiry", len(r.peers))
+	tt.Housekeep(at(float64(time.Hour / time.Millisecond)))
+	if tt.Len() != 0 {
+		tb.Fatalf("%d peers left after their expiry", tt.Len())
 	}
 }
 
@@ -45,9 +52,7 @@ func forget(tb testing.TB, r *Receiver) {
 // go) are all freed, and a second round does the same.
 func TestForgottenPeersFreeMemory(t *testing.T) {
 	const n = 10000
-	r, _, _ := newTestReceiver(t, Options{MaxPeers: n, PeerExpiry: time.Minute})
-	defer r.in.Close()
-	r.log = zap.NewNop() // the test's observer would keep every line
+	r := newQuietTable(t, Options{MaxPeers: n, PeerExpiry: time.Minute})
 	base := heaptest.Live()
 	admitPeers(t, r, "first", n)
 	peak := heaptest.Live()
@@ -78,13 +83,11 @@ func BenchmarkPeerState(b *testing.B) {
 	const n = 1000
 	var total int64
 	for i := 0; b.Loop(); i++ {
-		r, _, _ := newTestReceiver(b, Options{MaxPeers: n})
-		r.log = zap.NewNop()
+		r := newQuietTable(b, Options{MaxPeers: n})
 		base := heaptest.Live()
 		admitPeers(b, r, fmt.Sprintf("r%d-", i), n)
 		total += heaptest.Live() - base
 		runtime.KeepAlive(r)
-		r.in.Close()
 	}
 	b.ReportMetric(float64(total)/float64(b.N*n), "B/peer")
 }

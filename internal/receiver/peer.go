@@ -14,12 +14,11 @@ type tally struct {
 // stream is one session of a sender.
 type stream struct {
 	session uint64
-	tr      *tracker.Tracker
-	timing  timing
-	// got counts the distinct sequence numbers received in time (received or
-	// reordered): the count a reply carries. Late arrivals stay lost here as
-	// in the loss counter, so the sender's split agrees with this receiver.
-	got uint64
+	// tr's Received, the distinct sequence numbers received in time, is the
+	// count a reply carries: late arrivals stay lost there as in the loss
+	// counter, so the sender's split agrees with this receiver.
+	tr     *tracker.Tracker
+	timing timing
 }
 
 // peer is one sender, keyed by name. It keeps at most two streams: the
@@ -39,7 +38,7 @@ type peer struct {
 	reported tally // total at the last summary
 	limit    limiter
 	// credit is how many of the numbers this peer's streams will yet declare
-	// lost were dropped by this host's socket instead (see Receiver.attribute),
+	// lost were dropped by this host's socket instead (see ledger.attribute),
 	// until creditUntil (monotonic ns), when the gaps it was given for have
 	// all been settled.
 	credit      uint64
@@ -108,25 +107,23 @@ func (p *peer) known(session uint64) *stream {
 	return nil
 }
 
-// observe counts one data datagram that arrived at wall (ns since the
-// epoch) and mono (monotonic ns). One-way delay is recorded for first copies
-// in time, delay variation only for those in order; duplicated and late
-// datagrams feed neither (RFC 7679 leaves the delay of a lost packet
-// undefined).
-func (p *peer) observe(s *stream, h *wire.Header, wall, mono int64) tracker.Result {
-	r := s.tr.Observe(h.Seq, mono)
+// observe counts one data datagram that arrived at the given instant.
+// One-way delay is recorded for first copies in time, delay variation only
+// for those in order; duplicated and late datagrams feed neither (RFC 7679
+// leaves the delay of a lost packet undefined).
+func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
+	r := s.tr.Observe(h.Seq, at.Mono)
 	switch r.Outcome {
 	case tracker.Received, tracker.Reordered:
-		s.got++
 		p.total.received++
 		p.m.Received.Inc()
-		if d := wall - h.SendTime; d >= 0 {
+		if d := at.Wall - h.SendTime; d >= 0 {
 			p.m.OneWayDelay.Observe(float64(d) / 1e9)
 		} else {
 			p.m.ClockSkew.Inc()
 		}
 		if r.Outcome == tracker.Received && s == p.cur {
-			if v := s.timing.inOrder(h.Seq, h.SendClock, mono); v.ok {
+			if v := s.timing.inOrder(h.Seq, h.SendClock, at.Mono); v.ok {
 				p.m.Jitter.Set(v.jitter / 1e9)
 				if v.consec {
 					p.m.IPDV.Observe(float64(v.ipdv) / 1e9)

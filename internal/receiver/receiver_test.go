@@ -24,13 +24,114 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newTestReceiver(t testing.TB, opts Options) (*Receiver, *prometheus.Registry, *observer.ObservedLogs) {
+// testReceiver is a Receiver on a loopback socket with what a test reads of
+// it: its metrics, its registry and its log.
+type testReceiver struct {
+	*Receiver
+	m    *metrics.Receiver
+	reg  *prometheus.Registry
+	logs *observer.ObservedLogs
+}
+
+func newTestReceiver(t testing.TB, opts Options) *testReceiver {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
+	tr := &testReceiver{reg: prometheus.NewPedanticRegistry()}
 	core, logs := observer.New(zapcore.InfoLevel)
+	tr.logs = logs
+	opts = testDefaults(opts)
 	opts.ListenAddress = "127.0.0.1:0"
 	opts.Logger = zap.New(core)
-	opts.Metrics = metrics.NewReceiver(reg)
+	opts.Metrics = metrics.NewReceiver(tr.reg)
+	tr.m = opts.Metrics
+	var err error
+	if tr.Receiver, err = New(opts); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// run runs r until the test ends.
+func run(t *testing.T, r *testReceiver) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func datagram(t testing.TB, name string, session, seq uint64, flags wire.Flags) []byte {
+	t.Helper()
+	b := make([]byte, 64)
+	if err := wire.Encode(b, &wire.Header{Name: []byte(name), Session: session, Seq: seq, Flags: flags}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testTable is a Table with what a test reads of it: its metrics, its
+// registry, its log and the replies it sent.
+type testTable struct {
+	*Table
+	m       *metrics.Receiver
+	reg     *prometheus.Registry
+	logs    *observer.ObservedLogs
+	replies replies
+}
+
+// replies records the replies a table sends, without allocating.
+type replies struct {
+	n    int
+	last [wire.MaxSize]byte
+	size int
+	to   netip.AddrPort
+	fail error // returned by every send, if set
+}
+
+func (r *replies) send(b []byte, to netip.AddrPort) error {
+	if r.fail != nil {
+		return r.fail
+	}
+	r.n++
+	r.size = copy(r.last[:], b)
+	r.to = to
+	return nil
+}
+
+// header decodes the last reply.
+func (r *replies) header(t testing.TB) wire.Header {
+	t.Helper()
+	var h wire.Header
+	if err := wire.Decode(r.last[:r.size], &h); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// newTable is a table with short test defaults, logging to an observer
+// unless opts names a logger.
+func newTable(t testing.TB, opts Options) *testTable {
+	t.Helper()
+	tt := &testTable{reg: prometheus.NewPedanticRegistry()}
+	core, logs := observer.New(zapcore.InfoLevel)
+	tt.logs = logs
+	opts = testDefaults(opts)
+	if opts.Logger == nil {
+		opts.Logger = zap.New(core)
+	}
+	opts.Metrics = metrics.NewReceiver(tt.reg)
+	tt.m = opts.Metrics
+	var err error
+	if tt.Table, err = NewTable(opts, tt.replies.send); err != nil {
+		t.Fatal(err)
+	}
+	return tt
+}
+
+func testDefaults(opts Options) Options {
 	if opts.LossTimeout == 0 {
 		opts.LossTimeout = 100 * time.Millisecond
 	}
@@ -43,56 +144,32 @@ func newTestReceiver(t testing.TB, opts Options) (*Receiver, *prometheus.Registr
 	if opts.ReceiveBuffer == 0 {
 		opts.ReceiveBuffer = 8 << 20
 	}
-	r, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r, reg, logs
+	return opts
 }
 
-// run runs r until the test ends.
-func run(t *testing.T, r *Receiver) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+// at is the instant ms milliseconds after the test's origin: wall0 on the
+// wall clock, 0 on the monotonic one.
+func at(ms float64) Instant {
+	return Instant{Wall: wall0 + int64(ms*1e6), Mono: int64(ms * 1e6)}
 }
 
-func datagram(t *testing.T, name string, session, seq uint64, flags wire.Flags) []byte {
-	t.Helper()
-	b := make([]byte, 64)
-	if err := wire.Encode(b, &wire.Header{Name: []byte(name), Session: session, Seq: seq, Flags: flags}); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+// handle hands the table a datagram from nowhere in particular.
+func (tt *testTable) handle(b []byte, at Instant) { tt.Handle(b, netip.AddrPort{}, at) }
 
-// handleAt hands r a datagram read at the time at, without a kernel timestamp.
-func handleAt(r *Receiver, b []byte, at time.Time) {
-	r.handle(b, netip.AddrPort{}, at.UnixNano(), int64(at.Sub(r.epoch)))
-}
-
-// TestExposition drives handle with a scripted sequence and synthetic times
-// and compares the exported text.
+// TestExposition drives the table with a scripted sequence and synthetic
+// times and compares the exported text.
 func TestExposition(t *testing.T) {
-	r, reg, _ := newTestReceiver(t, Options{})
-	defer r.in.Close()
-	t0 := r.epoch
-	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	tt := newTable(t, Options{})
+	reg := tt.reg
 	for i, seq := range []uint64{0, 1, 3, 4, 4, 2, 7} {
-		handleAt(r, datagram(t, "alpha", 1, seq, 0), at(i))
+		tt.handle(datagram(t, "alpha", 1, seq, 0), at(float64(i)))
 	}
 	bad := datagram(t, "alpha", 1, 8, 0)
 	bad[20] ^= 4
-	handleAt(r, bad, at(7))
-	handleAt(r, []byte("hello"), at(8))
-	handleAt(r, datagram(t, "alpha", 2, 0, 0), at(9)) // restart
-	r.housekeep(at(200))
+	tt.handle(bad, at(7))
+	tt.handle([]byte("hello"), at(8))
+	tt.handle(datagram(t, "alpha", 2, 0, 0), at(9)) // restart
+	tt.Housekeep(at(200))
 
 	const want = `
 # HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
@@ -149,8 +226,8 @@ udpprobe_receiver_peers 1
 		"udpprobe_receiver_peers"); err != nil {
 		t.Fatal(err)
 	}
-	if got := testutil.ToFloat64(r.m.Peer("alpha").LastPacket); got != float64(at(9).UnixNano())/1e9 {
-		t.Fatalf("last packet %v, want %v", got, float64(at(9).UnixNano())/1e9)
+	if got, want := testutil.ToFloat64(tt.m.Peer("alpha").LastPacket), float64(at(9).Wall)/1e9; got != want {
+		t.Fatalf("last packet %v, want %v", got, want)
 	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil || len(problems) > 0 {
@@ -184,7 +261,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // TestGarbage sends random bytes at a running receiver: only the invalid
 // counters may move, no peer or series appears, and nothing is logged.
 func TestGarbage(t *testing.T) {
-	r, reg, logs := newTestReceiver(t, Options{})
+	r := newTestReceiver(t, Options{})
+	reg, logs := r.reg, r.logs
 	run(t, r)
 	before, err := testutil.GatherAndCount(reg)
 	if err != nil {
@@ -230,18 +308,17 @@ func TestGarbage(t *testing.T) {
 
 // TestPeerTableBounded fills the table: later senders are counted as overflow
 // and get no series, admitted ones keep counting, and silent ones expire with
-// their series.
+// their series, exactly at their expiry.
 func TestPeerTableBounded(t *testing.T) {
-	r, reg, logs := newTestReceiver(t, Options{MaxPeers: 3, PeerExpiry: 300 * time.Millisecond})
-	run(t, r)
-	var ds [][]byte
+	tt := newTable(t, Options{MaxPeers: 3, PeerExpiry: 300 * time.Millisecond})
 	for i := range 10 {
 		for seq := range uint64(5) {
-			ds = append(ds, datagram(t, "peer"+string(rune('a'+i)), 1, seq, 0))
+			tt.handle(datagram(t, "peer"+string(rune('a'+i)), 1, seq, 0), at(float64(i)))
 		}
 	}
-	sendTo(t, r.Addr().String(), ds...)
-	eventually(t, "overflow counted", func() bool { return testutil.ToFloat64(r.m.PeerOverflow) == 35 })
+	if got := testutil.ToFloat64(tt.m.PeerOverflow); got != 35 {
+		t.Fatalf("overflow %v, want 35", got)
+	}
 	want := `
 # HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
 # TYPE udpprobe_receiver_packets_received_total counter
@@ -249,17 +326,24 @@ udpprobe_receiver_packets_received_total{peer="peera"} 5
 udpprobe_receiver_packets_received_total{peer="peerb"} 5
 udpprobe_receiver_packets_received_total{peer="peerc"} 5
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "udpprobe_receiver_packets_received_total"); err != nil {
+	if err := testutil.GatherAndCompare(tt.reg, strings.NewReader(want), "udpprobe_receiver_packets_received_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := peerSeries(t, reg); n != 3*20 {
+	if n := peerSeries(t, tt.reg); n != 3*20 {
 		t.Fatalf("%d series labelled by peer, want 20 for each of 3 peers", n)
 	}
-	eventually(t, "peers expired", func() bool { return testutil.ToFloat64(r.m.Peers) == 0 })
-	if n := peerSeries(t, reg); n != 0 {
+	tt.Housekeep(at(300)) // peera's last datagram came at 0 ms, peerc's at 2
+	if got := testutil.ToFloat64(tt.m.Peers); got != 2 || tt.Len() != 2 {
+		t.Fatalf("%v peers exported, %d in the table 300 ms after the first one's last datagram; want 2", got, tt.Len())
+	}
+	tt.Housekeep(at(302))
+	if got := testutil.ToFloat64(tt.m.Peers); got != 0 || tt.Len() != 0 {
+		t.Fatalf("%v peers exported, %d in the table after every expiry; want 0", got, tt.Len())
+	}
+	if n := peerSeries(t, tt.reg); n != 0 {
 		t.Fatalf("%d series labelled by peer after expiry, want 0", n)
 	}
-	if got := len(logs.FilterMessageSnippet("peer expired").All()); got != 3 {
+	if got := len(tt.logs.FilterMessageSnippet("peer expired").All()); got != 3 {
 		t.Errorf("%d expiry log lines, want 3", got)
 	}
 }
@@ -286,15 +370,17 @@ func peerSeries(t testing.TB, reg prometheus.Gatherer) int {
 
 // TestSummary checks the periodic line reports the interval's counts.
 func TestSummary(t *testing.T) {
-	r, _, logs := newTestReceiver(t, Options{SummaryInterval: time.Second})
-	defer r.in.Close()
-	t0 := r.epoch
+	tt := newTable(t, Options{SummaryInterval: time.Second})
+	tt.Housekeep(at(0))
 	for i, seq := range []uint64{0, 1, 2, 5, 5} {
-		handleAt(r, datagram(t, "alpha", 1, seq, 0), t0.Add(time.Duration(i)*time.Millisecond))
+		tt.handle(datagram(t, "alpha", 1, seq, 0), at(float64(i)))
 	}
-	r.nextSummary = t0.Add(time.Second)
-	r.housekeep(t0.Add(time.Second))
-	lines := logs.FilterMessage("summary").All()
+	tt.Housekeep(at(999))
+	if n := tt.logs.FilterMessage("summary").Len(); n != 0 {
+		t.Fatalf("%d summary lines before the interval passed", n)
+	}
+	tt.Housekeep(at(1000))
+	lines := tt.logs.FilterMessage("summary").All()
 	if len(lines) != 1 {
 		t.Fatalf("%d summary lines, want 1", len(lines))
 	}
@@ -306,27 +392,23 @@ func TestSummary(t *testing.T) {
 }
 
 func TestGoodbyeFromUnknownPeerIsIgnored(t *testing.T) {
-	r, reg, _ := newTestReceiver(t, Options{})
-	defer r.in.Close()
-	handleAt(r, datagram(t, "ghost", 1, 9, wire.FlagGoodbye), r.epoch)
-	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_goodbyes_total"); len(r.peers) != 0 || err != nil || n != 0 {
-		t.Fatalf("a goodbye created state: %d peers", len(r.peers))
+	tt := newTable(t, Options{})
+	tt.handle(datagram(t, "ghost", 1, 9, wire.FlagGoodbye), at(0))
+	if n, err := testutil.GatherAndCount(tt.reg, "udpprobe_receiver_goodbyes_total"); tt.Len() != 0 || err != nil || n != 0 {
+		t.Fatalf("a goodbye created state: %d peers", tt.Len())
 	}
 }
 
 func TestHandleAllocatesNothing(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{})
-	defer r.in.Close()
+	tt := newTable(t, Options{})
 	b := datagram(t, "alpha", 1, 0, 0)
 	var seq uint64
-	now := r.epoch
-	handleAt(r, b, now) // admits the peer
+	tt.handle(b, at(0)) // admits the peer
 	allocs := testing.AllocsPerRun(1000, func() {
 		seq++
 		wire.PutSeq(b, seq)
 		wire.Seal(b)
-		now = now.Add(time.Millisecond)
-		handleAt(r, b, now)
+		tt.handle(b, at(float64(seq)))
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)
@@ -343,7 +425,7 @@ func TestSocketDrops(t *testing.T) {
 		}
 		t.Skip("SO_RXQ_OVFL is Linux-only")
 	}
-	r, _, logs := newTestReceiver(t, Options{ReceiveBuffer: 1})
+	r := newTestReceiver(t, Options{ReceiveBuffer: 1})
 	const burst = 2000
 	var ds [][]byte
 	for seq := range uint64(burst) {
@@ -371,35 +453,32 @@ func TestSocketDrops(t *testing.T) {
 	if lost := testutil.ToFloat64(r.m.Peer("alpha").Lost); lost != 0 {
 		t.Errorf("%v socket drops counted as lost too", lost)
 	}
-	eventually(t, "a warning", func() bool { return logs.FilterMessageSnippet("socket receive buffer overflowed").Len() == 1 })
+	eventually(t, "a warning", func() bool { return r.logs.FilterMessageSnippet("socket receive buffer overflowed").Len() == 1 })
 }
 
 // TestAttribution: socket drops go to the gaps that span them, first come
 // first served and never more than a gap holds; drops no gap claims within
 // the loss timeout, and credit whose gaps were filled, are let go.
 func TestAttribution(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{LossTimeout: 100 * time.Millisecond})
-	t0 := r.epoch.Add(time.Second)
-	at := func(d time.Duration) time.Time { return t0.Add(d) }
-	mono := func(d time.Duration) int64 { return int64(at(d).Sub(r.epoch)) }
+	tt := newTable(t, Options{LossTimeout: 100 * time.Millisecond})
 	for seq := range uint64(2) {
-		handleAt(r, datagram(t, "a", 1, seq, 0), at(0))
-		handleAt(r, datagram(t, "b", 1, seq, 0), at(0))
+		tt.handle(datagram(t, "a", 1, seq, 0), at(1000))
+		tt.handle(datagram(t, "b", 1, seq, 0), at(1000))
 	}
 	// 3 drops reported on a's datagram 4: a's gap {2, 3} takes 2; b's next
 	// datagram reveals {2, 3} too and takes the last one.
-	r.socketDropped(3, mono(10*time.Millisecond))
-	handleAt(r, datagram(t, "a", 1, 4, 0), at(10*time.Millisecond))
-	handleAt(r, datagram(t, "b", 1, 4, 0), at(11*time.Millisecond))
+	tt.SocketDropped(3, at(1010).Mono)
+	tt.handle(datagram(t, "a", 1, 4, 0), at(1010))
+	tt.handle(datagram(t, "b", 1, 4, 0), at(1011))
 	// b's next gap opens after the drops: none of them can be in it.
-	handleAt(r, datagram(t, "b", 1, 6, 0), at(12*time.Millisecond))
-	r.housekeep(at(200 * time.Millisecond))
+	tt.handle(datagram(t, "b", 1, 6, 0), at(1012))
+	tt.Housekeep(at(1200))
 	want := func(peer string, lost, local float64) {
 		t.Helper()
-		if got := testutil.ToFloat64(r.m.Peer(peer).Lost); got != lost {
+		if got := testutil.ToFloat64(tt.m.Peer(peer).Lost); got != lost {
 			t.Errorf("%s: lost %v, want %v", peer, got, lost)
 		}
-		if got := testutil.ToFloat64(r.m.Peer(peer).DroppedLocally); got != local {
+		if got := testutil.ToFloat64(tt.m.Peer(peer).DroppedLocally); got != local {
 			t.Errorf("%s: dropped locally %v, want %v", peer, got, local)
 		}
 	}
@@ -407,21 +486,21 @@ func TestAttribution(t *testing.T) {
 	want("b", 2, 1)
 
 	// Drops unclaimed for a loss timeout are let go.
-	r.socketDropped(5, mono(300*time.Millisecond))
-	handleAt(r, datagram(t, "a", 1, 6, 0), at(400*time.Millisecond))
-	r.housekeep(at(600 * time.Millisecond))
+	tt.SocketDropped(5, at(1300).Mono)
+	tt.handle(datagram(t, "a", 1, 6, 0), at(1400))
+	tt.Housekeep(at(1600))
 	want("a", 1, 2)
 
 	// Credit for a gap whose number then arrives (the socket dropped a
 	// duplicate, say) is let go once the gap is settled.
-	r.socketDropped(1, mono(700*time.Millisecond))
-	handleAt(r, datagram(t, "a", 1, 8, 0), at(700*time.Millisecond))
-	handleAt(r, datagram(t, "a", 1, 7, 0), at(710*time.Millisecond))
-	r.housekeep(at(900 * time.Millisecond))
-	handleAt(r, datagram(t, "a", 1, 10, 0), at(910*time.Millisecond))
-	r.housekeep(at(1100 * time.Millisecond))
+	tt.SocketDropped(1, at(1700).Mono)
+	tt.handle(datagram(t, "a", 1, 8, 0), at(1700))
+	tt.handle(datagram(t, "a", 1, 7, 0), at(1710))
+	tt.Housekeep(at(1900))
+	tt.handle(datagram(t, "a", 1, 10, 0), at(1910))
+	tt.Housekeep(at(2100))
 	want("a", 2, 2)
-	if got := testutil.ToFloat64(r.m.SocketDrops); got != 9 {
+	if got := testutil.ToFloat64(tt.m.SocketDrops); got != 9 {
 		t.Errorf("socket drops %v, want the kernel's 9", got)
 	}
 }

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"errors"
 	"math"
 	"net"
 	"net/netip"
@@ -62,8 +63,7 @@ func histogram(t *testing.T, o any) (count uint64, sum float64) {
 // out by hand. Arrival a ms: wall clock wall0 + a (but for a step), monotonic
 // a.
 func TestTiming(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{})
-	defer r.in.Close()
+	tt := newTable(t, Options{})
 	const hour = float64(time.Hour / time.Millisecond)
 	for _, d := range []struct {
 		seq        uint64
@@ -77,54 +77,35 @@ func TestTiming(t *testing.T) {
 		{3, 120, 180, 180},        // reordered: delay 60, no jitter
 		{5, 200, 210 - hour, 210}, // the wall clock stepped back an hour: skew; |D| = 0
 	} {
-		r.handle(probe(t, 1, d.seq, d.sent), netip.AddrPort{}, wall0+int64(d.wall*1e6), int64(d.mono*1e6))
+		tt.handle(probe(t, 1, d.seq, d.sent), Instant{Wall: wall0 + int64(d.wall*1e6), Mono: int64(d.mono * 1e6)})
 	}
-	p := r.peers["alpha"]
-	if n, sum := histogram(t, p.m.OneWayDelay); n != 5 || math.Abs(sum-0.120) > 1e-9 {
+	p := tt.m.Peer("alpha")
+	if n, sum := histogram(t, p.OneWayDelay); n != 5 || math.Abs(sum-0.120) > 1e-9 {
 		t.Errorf("one-way delay: %d samples summing to %v s, want 5 and 0.120", n, sum)
 	}
-	if got := testutil.ToFloat64(p.m.ClockSkew); got != 1 {
+	if got := testutil.ToFloat64(p.ClockSkew); got != 1 {
 		t.Errorf("clock skew events %v, want 1", got)
 	}
 	want := 2.421875 * 15 / 16 * 15 / 16 / 1e3
-	if got := testutil.ToFloat64(p.m.Jitter); math.Abs(got-want) > 1e-12 {
+	if got := testutil.ToFloat64(p.Jitter); math.Abs(got-want) > 1e-12 {
 		t.Errorf("jitter %v s, want %v", got, want)
 	}
-	if n, sum := histogram(t, p.m.IPDV); n != 3 || math.Abs(sum-0.040) > 1e-9 {
+	if n, sum := histogram(t, p.IPDV); n != 3 || math.Abs(sum-0.040) > 1e-9 {
 		t.Errorf("IPDV: %d samples summing to %v s, want 3 (0-1, 1-2, 4-5) and 0.040", n, sum)
 	}
-	r.handle(probe(t, 2, 0, 300), netip.AddrPort{}, wall0+310e6, 310e6) // a restart
-	if got := testutil.ToFloat64(p.m.Jitter); got != 0 {
+	tt.handle(probe(t, 2, 0, 300), at(310)) // a restart
+	if got := testutil.ToFloat64(p.Jitter); got != 0 {
 		t.Errorf("jitter %v after a restart, want 0 until the new session has two datagrams", got)
 	}
 }
 
-// TestReflect: a reflecting receiver answers each valid probe, goodbyes
-// included, with a same-size reply carrying its received count; it never
-// answers a reply.
+// TestReflect: a reflecting table answers each valid probe, goodbyes
+// included, with a same-size reply to its source carrying its received
+// count; it never answers a reply.
 func TestReflect(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 1000})
-	run(t, r)
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	read := func() (wire.Header, int) {
-		t.Helper()
-		b := make([]byte, 100)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := c.Read(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var h wire.Header
-		if err := wire.Decode(b[:n], &h); err != nil {
-			t.Fatal(err)
-		}
-		return h, n
-	}
-	for _, step := range []struct {
+	tt := newTable(t, Options{Reflect: true, ReflectRate: 1000})
+	from := netip.MustParseAddrPort("192.0.2.1:5000")
+	for i, step := range []struct {
 		b     []byte
 		seq   uint64
 		count uint64
@@ -134,35 +115,75 @@ func TestReflect(t *testing.T) {
 		{probe(t, 1, 2, 20), 2, 2}, // a duplicate is answered, the count stays
 		{probe(t, 1, 1, 10), 1, 3}, // reordered
 	} {
-		if _, err := c.Write(step.b); err != nil {
-			t.Fatal(err)
-		}
-		h, n := read()
-		if !h.Reply() || h.Goodbye() || h.Seq != step.seq || h.Received != step.count || n != len(step.b) ||
-			h.SendClock != int64(step.seq)*10e6 {
-			t.Fatalf("reply %+v (%d bytes), want seq %d count %d in %d bytes", h, n, step.seq, step.count, len(step.b))
+		size := len(step.b)
+		tt.Handle(step.b, from, at(float64(i)))
+		h := tt.replies.header(t)
+		if tt.replies.n != i+1 || tt.replies.to != from || !h.Reply() || h.Goodbye() || h.Seq != step.seq ||
+			h.Received != step.count || tt.replies.size != size || h.SendClock != int64(step.seq)*10e6 {
+			t.Fatalf("reply %d: %+v (%d bytes) to %v, want seq %d count %d in %d bytes to %v",
+				tt.replies.n, h, tt.replies.size, tt.replies.to, step.seq, step.count, size, from)
 		}
 	}
 	reply := probe(t, 1, 3, 30)
 	wire.MakeReply(reply, 9)
+	tt.Handle(reply, from, at(5))
+	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues("unexpected_reply")); n != 1 || tt.replies.n != 4 {
+		t.Fatalf("a reply was counted %v times as invalid and %d replies were sent; want 1 and 4", n, tt.replies.n)
+	}
 	bye := probe(t, 1, 2, 40)
 	wire.PutFlags(bye, wire.FlagGoodbye)
 	wire.Seal(bye)
-	for _, b := range [][]byte{reply, bye} {
-		if _, err := c.Write(b); err != nil {
-			t.Fatal(err)
-		}
+	tt.Handle(bye, from, at(6))
+	if h := tt.replies.header(t); tt.replies.n != 5 || !h.Reply() || !h.Goodbye() || h.Received != 3 {
+		t.Fatalf("goodbye reply %+v, want the final count 3", h)
 	}
-	if h, _ := read(); !h.Reply() || !h.Goodbye() || h.Received != 3 {
-		t.Fatalf("goodbye reply %+v, want the final count 3 (the reply in between must not be answered)", h)
+	if got := testutil.ToFloat64(tt.m.Peer("alpha").RepliesSent); got != 5 {
+		t.Fatalf("%v replies counted, want 5", got)
 	}
-	eventually(t, "the reply counted as invalid", func() bool {
-		return testutil.ToFloat64(r.m.Invalid.WithLabelValues("unexpected_reply")) == 1
-	})
-	// The count moves just after the write the client has already read.
-	eventually(t, "five replies counted", func() bool {
-		return testutil.ToFloat64(r.m.Peer("alpha").RepliesSent) == 5
-	})
+}
+
+// TestReflectOverSocket: the socket loop sends the table's replies to the
+// probe's source.
+func TestReflectOverSocket(t *testing.T) {
+	r := newTestReceiver(t, Options{Reflect: true, ReflectRate: 1000})
+	run(t, r)
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(probe(t, 1, 7, 0)); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 100)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h wire.Header
+	if err := wire.Decode(b[:n], &h); err != nil || !h.Reply() || h.Seq != 7 || h.Received != 1 || n != 64 {
+		t.Fatalf("reply %+v (%d bytes, %v), want the reply to 7 with count 1 in 64 bytes", h, n, err)
+	}
+}
+
+// TestReplyErrors: a reply the host fails to send is counted for its peer
+// and warned about with the error.
+func TestReplyErrors(t *testing.T) {
+	tt := newTable(t, Options{Reflect: true, ReflectRate: 1000})
+	tt.replies.fail = errors.New("no route to host")
+	for seq := range uint64(3) {
+		tt.handle(probe(t, 1, seq, float64(seq)), at(float64(seq)))
+	}
+	tt.Housekeep(at(10))
+	p := tt.m.Peer("alpha")
+	if errs, sent := testutil.ToFloat64(p.ReplyErrors), testutil.ToFloat64(p.RepliesSent); errs != 3 || sent != 0 {
+		t.Fatalf("reply errors %v, sent %v; want 3 and 0", errs, sent)
+	}
+	lines := tt.logs.FilterMessageSnippet("replies could not be sent").All()
+	if len(lines) != 1 || lines[0].ContextMap()["failed"] != uint64(3) || lines[0].ContextMap()["error"] != "no route to host" {
+		t.Fatalf("warnings: %v", lines)
+	}
 }
 
 // TestLimiter: a token bucket at 10 per second with a burst of 2.
@@ -183,14 +204,12 @@ func TestLimiter(t *testing.T) {
 
 // TestReflectRateLimited counts replies held back by the limiter.
 func TestReflectRateLimited(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10}) // burst 1
-	defer r.in.Close()
-	to := sinkAddr(t)
+	tt := newTable(t, Options{Reflect: true, ReflectRate: 10}) // burst 1
 	for seq := range uint64(5) { // 5 in 4 ms: one token, then none
-		r.handle(probe(t, 1, seq, float64(seq)), to, wall0+int64(seq)*1e6, int64(seq)*1e6)
+		tt.handle(probe(t, 1, seq, float64(seq)), at(float64(seq)))
 	}
-	p := r.peers["alpha"]
-	if sent, limited := testutil.ToFloat64(p.m.RepliesSent), testutil.ToFloat64(p.m.RepliesLimited); sent != 1 || limited != 4 {
+	p := tt.m.Peer("alpha")
+	if sent, limited := testutil.ToFloat64(p.RepliesSent), testutil.ToFloat64(p.RepliesLimited); sent != 1 || limited != 4 || tt.replies.n != 1 {
 		t.Fatalf("sent %v, limited %v; want 1 and 4", sent, limited)
 	}
 }
@@ -198,21 +217,21 @@ func TestReflectRateLimited(t *testing.T) {
 // TestReflectAllocatesNothing: the receive path with timing and a reply
 // costs no allocation.
 func TestReflectAllocatesNothing(t *testing.T) {
-	r, _, _ := newTestReceiver(t, Options{Reflect: true, ReflectRate: 1e6})
+	r := newTestReceiver(t, Options{Reflect: true, ReflectRate: 1e6})
 	defer r.in.Close()
 	to := sinkAddr(t)
 	b := probe(t, 1, 0, 0)
-	r.handle(b, to, wall0, 0)
+	r.table.Handle(b, to, at(0))
 	var seq int64
 	allocs := testing.AllocsPerRun(500, func() {
 		seq++
 		reuse(b, seq)
-		r.handle(b, to, wall0+seq*1e6+5e5, seq*1e6+5e5)
+		r.table.Handle(b, to, at(float64(seq)+0.5))
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)
 	}
-	if got := testutil.ToFloat64(r.peers["alpha"].m.RepliesSent); got < 500 {
+	if got := testutil.ToFloat64(r.m.Peer("alpha").RepliesSent); got < 500 {
 		t.Fatalf("%v replies sent; the loop did not exercise the reply path", got)
 	}
 }
@@ -223,14 +242,14 @@ func TestReflectAllocatesNothing(t *testing.T) {
 func BenchmarkHandle(b *testing.B) {
 	for _, reflect := range []bool{false, true} {
 		b.Run(map[bool]string{false: "timing", true: "reflect"}[reflect], func(b *testing.B) {
-			r, _, _ := newTestReceiver(b, Options{Reflect: reflect, ReflectRate: 1e9})
+			r := newTestReceiver(b, Options{Reflect: reflect, ReflectRate: 1e9})
 			defer r.in.Close()
 			to := sinkAddr(b)
 			buf := probe(b, 1, 0, 0)
 			b.ReportAllocs()
 			for seq := int64(0); b.Loop(); seq++ {
 				reuse(buf, seq)
-				r.handle(buf, to, wall0+seq*1e6+5e5, seq*1e6+5e5)
+				r.table.Handle(buf, to, at(float64(seq)+0.5))
 			}
 		})
 	}

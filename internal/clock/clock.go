@@ -1,0 +1,51 @@
+// Package clock is the seam between udpprobe's loops and time: the sender
+// and the receiver read the time and wait through a Clock, the real one in
+// production, a fake one (internal/testkit/fakeclock) in tests that must not
+// depend on how fast a loaded machine wakes them.
+package clock
+
+import (
+	"context"
+	"time"
+)
+
+// Clock reads the time and makes timers.
+type Clock interface {
+	Now() time.Time
+	// NewTimer returns a timer for one goroutine's waits.
+	NewTimer() Timer
+}
+
+// Timer waits. It is reused across waits, so a loop that waits at every
+// datagram allocates nothing; it is not safe for concurrent use.
+type Timer interface {
+	// Sleep waits for d, or until ctx is done, and reports whether all of
+	// d passed.
+	Sleep(ctx context.Context, d time.Duration) bool
+}
+
+// Real is the system's clock.
+var Real Clock = real{}
+
+type real struct{}
+
+func (real) Now() time.Time { return time.Now() }
+
+func (real) NewTimer() Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &realTimer{t}
+}
+
+type realTimer struct{ t *time.Timer }
+
+func (r *realTimer) Sleep(ctx context.Context, d time.Duration) bool {
+	r.t.Reset(d)
+	select {
+	case <-ctx.Done():
+		r.t.Stop()
+		return false
+	case <-r.t.C:
+		return true
+	}
+}

@@ -1,0 +1,110 @@
+package receiver
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// summarize logs one line per peer with what happened since the last
+// summary: the periodic report of the workshop receiver this project grew from.
+func (t *Table) summarize() {
+	names := make([]string, 0, len(t.peers))
+	for name := range t.peers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p := t.peers[name]
+		d := tally{
+			received:   p.total.received - p.reported.received,
+			lost:       p.total.lost - p.reported.lost,
+			local:      p.total.local - p.reported.local,
+			duplicated: p.total.duplicated - p.reported.duplicated,
+			reordered:  p.total.reordered - p.reported.reordered,
+			late:       p.total.late - p.reported.late,
+		}
+		p.reported = p.total
+		ratio := 0.0
+		if d.received+d.lost > 0 {
+			ratio = float64(d.lost) / float64(d.received+d.lost)
+		}
+		t.log.Info("summary", zap.String("peer", name), zap.Duration("interval", t.opts.SummaryInterval),
+			zap.Uint64("received", d.received), zap.Uint64("lost", d.lost), zap.Uint64("dropped_locally", d.local),
+			zap.Uint64("duplicated", d.duplicated), zap.Uint64("reordered", d.reordered),
+			zap.Uint64("late", d.late), zap.Float64("loss_ratio", ratio),
+			zap.Duration("jitter", time.Duration(p.cur.timing.jitter)))
+	}
+}
+
+// watch keeps the local problems worth a warning when they grow, and what
+// the warning names. Strays are not local, but someone must look: a sender
+// is broken, or datagrams are forged.
+type watch struct {
+	now, warned problems // totals so far, and at the last warning
+	next        int64    // monotonic ns before which no warning is logged
+	// What the warnings name: the latest reply error, the source of the
+	// latest datagram that failed authentication, the peer of the latest
+	// stray.
+	lastReplyError      error
+	lastUnauthenticated netip.AddrPort
+	lastStray           string
+}
+
+type problems struct{ socketDrops, overflow, replyErrors, unauthenticated, stray uint64 }
+
+func (w *watch) unauthenticated(from netip.AddrPort) {
+	w.now.unauthenticated++
+	w.lastUnauthenticated = from
+}
+
+func (w *watch) stray(peer string) {
+	w.now.stray++
+	w.lastStray = peer
+}
+
+func (w *watch) replyFailed(err error) {
+	w.now.replyErrors++
+	w.lastReplyError = err
+}
+
+// warn logs socket drops, reply errors, failed authentication, stray
+// datagrams and peer-table overflow, which a person must act on, when they
+// grew since the last warning. It reports whether it logged.
+func (t *Table) warn() bool {
+	w := &t.watch
+	now := w.now
+	logged := false
+	if d := now.socketDrops - w.warned.socketDrops; d > 0 {
+		t.log.Warn("this host's socket receive buffer overflowed and the kernel dropped datagrams; "+
+			"this is local, not network loss: raise the receive buffer and net.core.rmem_max, or give the receiver more CPU",
+			zap.Uint64("dropped", d))
+		logged = true
+	}
+	if d := now.replyErrors - w.warned.replyErrors; d > 0 {
+		t.log.Warn("replies could not be sent; senders will count them as downstream loss",
+			zap.Error(w.lastReplyError), zap.Uint64("failed", d))
+		logged = true
+	}
+	if d := now.unauthenticated - w.warned.unauthenticated; d > 0 {
+		t.log.Warn("datagrams failed authentication and were ignored: a sender without the key, with a wrong one, "+
+			"or forged traffic; senders must sign with the receiver's key",
+			zap.Uint64("ignored", d), zap.Stringer("last_source", w.lastUnauthenticated))
+		logged = true
+	}
+	if d := now.stray - w.warned.stray; d > 0 {
+		t.log.Warn("datagrams with sequence numbers implausibly far from their session's were ignored: "+
+			"a broken sender, or forged datagrams (a shared key authenticates senders)",
+			zap.Uint64("ignored", d), zap.String("last_peer", w.lastStray))
+		logged = true
+	}
+	if d := now.overflow - w.warned.overflow; d > 0 {
+		t.log.Warn("the peer table is full; datagrams from new senders are ignored: raise the peer limit",
+			zap.Int("max_peers", t.opts.MaxPeers), zap.Uint64("ignored", d))
+		logged = true
+	}
+	w.warned = now
+	return logged
+}

@@ -1,0 +1,240 @@
+package receiver
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/tracker"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// Instant is a moment on both of this host's clocks: Wall in nanoseconds
+// since the Unix epoch (for one-way delay and last-packet times), Mono in
+// nanoseconds on a monotonic clock (for everything that measures time
+// passing: waiting times, jitter, expiry, rate limits).
+type Instant struct{ Wall, Mono int64 }
+
+// ReplyFunc sends a reply datagram to a probe's source.
+type ReplyFunc func(b []byte, to netip.AddrPort) error
+
+// Table is the receiver without its socket: the peers and their streams,
+// the reply limiter, the ledger that attributes socket drops, and the
+// warnings. It is driven by Handle for every datagram, SocketDropped for
+// what the kernel dropped, and Housekeep for what time alone decides; every
+// call takes the time as an argument. It is not safe for concurrent use.
+type Table struct {
+	opts    Options
+	log     *zap.Logger
+	m       *metrics.Receiver
+	trOpts  tracker.Options
+	auth    *wire.Auth // nil: datagrams are not authenticated
+	reply   ReplyFunc  // nil: no replies
+	burst   float64    // reply token bucket depth
+	invalid map[error]invalidCounter
+	peers   map[string]*peer
+	peak    int // the most peers the map has held since it was last rebuilt
+	drops   ledger
+	watch   watch
+
+	scheduled   bool  // nextSummary and the watch's deadline are set
+	nextSummary int64 // monotonic ns
+}
+
+type invalidCounter interface{ Inc() }
+
+var reasons = map[error]string{
+	wire.ErrTooShort: metrics.ReasonTooShort,
+	wire.ErrMagic:    metrics.ReasonMagic,
+	wire.ErrVersion:  metrics.ReasonVersion,
+	wire.ErrHeader:   metrics.ReasonHeader,
+	wire.ErrName:     metrics.ReasonName,
+	errReply:         metrics.ReasonReply,
+	wire.ErrAuth:     metrics.ReasonAuth,
+}
+
+// errReply marks a reply arriving at a receiver: a sender pointed at a
+// sender, or reflected traffic looping back.
+var errReply = errors.New("reply sent to a receiver")
+
+// NewTable returns an empty table. The socket fields of opts are not used;
+// with opts.Reflect, reply sends the replies.
+func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
+	t := &Table{
+		opts:    opts,
+		log:     opts.Logger,
+		m:       opts.Metrics,
+		trOpts:  tracker.Options{Timeout: int64(opts.LossTimeout)},
+		burst:   max(1, opts.ReflectRate/10),
+		invalid: make(map[error]invalidCounter, len(reasons)),
+		peers:   make(map[string]*peer),
+		drops:   ledger{timeout: int64(opts.LossTimeout)},
+	}
+	if opts.Reflect {
+		t.reply = reply
+	}
+	for err, reason := range reasons {
+		t.invalid[err] = t.m.Invalid.WithLabelValues(reason)
+	}
+	if len(opts.Keys) > 0 {
+		var err error
+		if t.auth, err = wire.NewAuth(opts.Keys); err != nil {
+			return nil, fmt.Errorf("authentication key: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// Len is how many peers the table holds.
+func (t *Table) Len() int { return len(t.peers) }
+
+// Handle takes one datagram from source that arrived at the given instant.
+// A probe it answers is rewritten into its reply in place and sent.
+func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
+	var h wire.Header
+	if err := wire.Decode(b, &h); err != nil {
+		if err == wire.ErrChecksum {
+			t.m.PacketsCorrupted.Inc()
+			return
+		}
+		t.invalid[err].Inc()
+		return
+	}
+	key := 0 // the key that authenticated b, for its reply
+	if t.auth != nil {
+		var err error
+		if key, err = t.auth.Verify(b); err != nil {
+			t.invalid[err].Inc()
+			t.watch.unauthenticated(from)
+			return
+		}
+	}
+	if h.Reply() {
+		t.invalid[errReply].Inc()
+		return
+	}
+	p := t.peers[string(h.Name)]
+	if p == nil {
+		if h.Goodbye() {
+			return // nothing to close
+		}
+		if len(t.peers) >= t.opts.MaxPeers {
+			t.m.PeerOverflow.Inc()
+			t.watch.now.overflow++
+			return
+		}
+		p = t.admit(string(h.Name))
+	}
+	prevSeen := p.lastSeen
+	p.lastSeen, p.lastWall = at.Mono, float64(at.Wall)/1e9
+	if h.Goodbye() {
+		if s := p.known(h.Session); s != nil {
+			s.tr.Goodbye(h.Seq, at.Mono)
+			p.m.Goodbyes.Inc()
+			t.reflect(p, s, b, key, from, at.Mono)
+		}
+		return
+	}
+	s, restarted := p.streamFor(h.Session, t.trOpts)
+	if restarted {
+		p.m.Restarts.Inc()
+		t.log.Info("sender restarted: a new session began", zap.String("peer", p.name),
+			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
+	}
+	res := p.observe(s, &h, at)
+	if res.Outcome == tracker.Stray {
+		t.watch.stray(p.name)
+	}
+	t.drops.attribute(p, prevSeen, res.Revealed, at.Mono)
+	t.reflect(p, s, b, key, from, at.Mono)
+}
+
+// SocketDropped takes n datagrams the kernel dropped at the socket before
+// the one that arrived at mono (monotonic ns) was queued.
+func (t *Table) SocketDropped(n uint64, mono int64) {
+	t.m.SocketDrops.Add(float64(n))
+	t.watch.now.socketDrops += n
+	t.drops.dropped(n, mono)
+}
+
+// reflect sends the datagram in b back to where it came from as a reply
+// carrying the stream's received count, if the table replies and the peer's
+// rate allows, signed under the key that authenticated b. b is rewritten in
+// place.
+func (t *Table) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort, now int64) {
+	if t.reply == nil {
+		return
+	}
+	if !p.limit.allow(now, t.opts.ReflectRate, t.burst) {
+		p.m.RepliesLimited.Inc()
+		return
+	}
+	wire.MakeReply(b, s.tr.Counts().Received)
+	if t.auth != nil {
+		t.auth.Sign(b, key)
+	}
+	if err := t.reply(b, to); err != nil {
+		p.m.ReplyErrors.Inc()
+		t.watch.replyFailed(err)
+		return
+	}
+	p.m.RepliesSent.Inc()
+}
+
+func (t *Table) admit(name string) *peer {
+	p := &peer{name: name, m: t.m.Peer(name), limit: limiter{tokens: t.burst}}
+	t.peers[name] = p
+	t.peak = max(t.peak, len(t.peers))
+	t.m.Peers.Set(float64(len(t.peers)))
+	t.log.Info("new peer", zap.String("peer", name))
+	return p
+}
+
+// Housekeep settles due losses, forgets silent peers, exports last-packet
+// times, and logs the summary and local problems when due.
+func (t *Table) Housekeep(now Instant) {
+	if !t.scheduled {
+		t.scheduled = true
+		t.nextSummary = now.Mono + int64(t.opts.SummaryInterval)
+		t.watch.next = now.Mono
+	}
+	expiry := int64(t.opts.PeerExpiry)
+	for name, p := range t.peers {
+		if now.Mono-p.lastSeen >= expiry {
+			p.settle()
+			t.m.DeletePeer(name)
+			delete(t.peers, name)
+			t.m.Peers.Set(float64(len(t.peers)))
+			t.log.Info("peer expired: silent for the peer expiry, its series are deleted",
+				zap.String("peer", name), zap.Duration("peer_expiry", t.opts.PeerExpiry))
+			continue
+		}
+		p.expire(now.Mono)
+		if p.lastWall != p.shown {
+			p.m.LastPacket.Set(p.lastWall)
+			p.shown = p.lastWall
+		}
+	}
+	if t.peak > 64 && len(t.peers) <= t.peak/4 {
+		// A Go map keeps the size it grew to; a new one, sized for the
+		// peers left, lets a crowd come and go without leaving memory
+		// behind (the series' own map does the same).
+		t.peers = maps.Collect(maps.All(t.peers))
+		t.peak = len(t.peers)
+	}
+	if t.opts.SummaryInterval > 0 && now.Mono >= t.nextSummary {
+		t.summarize()
+		t.nextSummary = now.Mono + int64(t.opts.SummaryInterval)
+	}
+	if now.Mono >= t.watch.next && t.warn() {
+		t.watch.next = now.Mono + int64(warnEvery)
+	}
+}
+
+// warnEvery limits how often local problems are logged.
+const warnEvery = time.Minute
