@@ -204,8 +204,9 @@ func TestLimiter(t *testing.T) {
 
 // TestReflectRateLimited counts replies held back by the limiter.
 func TestReflectRateLimited(t *testing.T) {
-	tt := newTable(t, Options{Reflect: true, ReflectRate: 10}) // burst 1
-	for seq := range uint64(5) {                               // 5 in 4 ms: one token, then none
+	tt := newTable(t, Options{Reflect: true, ReflectRate: 10}) // a burst of 1
+	// 5 in 4 ms: one token, then none.
+	for seq := range uint64(5) {
 		tt.handle(probe(t, 1, seq, float64(seq)), at(float64(seq)))
 	}
 	p := tt.m.Peer("alpha")
