@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/tracker"
 )
 
 // The dashboard fields this project writes. Decoding rejects anything else,
@@ -139,7 +140,7 @@ func loadDashboard(t *testing.T) dashboard {
 func exported(t *testing.T) []string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	metrics.NewSender(reg).Peer("a:1")
+	metrics.NewSender(reg).Peer("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
 	metrics.NewReceiver(reg).Peer("a")
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -72,40 +72,47 @@ func (a *Auth) validate() error {
 	if a.HMACKeyFile != "" {
 		where = "UDPPROBE_HMAC_KEY_FILE " + a.HMACKeyFile
 	}
-	if len(list) == 0 || len(list) > wire.MaxKeys {
-		return fmt.Errorf("%s holds %d keys: want 1, or 2 during a rotation", where, len(list))
-	}
 	a.Keys = nil
-	for i, k := range list {
-		k = strings.TrimSpace(k)
-		if len(k) < wire.MinKeyLen || len(k) > wire.MaxKeyLen {
-			// The key itself is never printed.
-			return fmt.Errorf("%s: key %d is %d bytes: want %d to %d (openssl rand -hex 32 makes one)",
-				where, i+1, len(k), wire.MinKeyLen, wire.MaxKeyLen)
-		}
-		a.Keys = append(a.Keys, []byte(k))
+	for _, k := range list {
+		a.Keys = append(a.Keys, []byte(strings.TrimSpace(k)))
+	}
+	if err := wire.CheckKeys(a.Keys); err != nil {
+		return fmt.Errorf("%s: %v (openssl rand -hex 32 makes a key)", where, err)
 	}
 	return nil
+}
+
+// Common is what every mode reads besides its own settings: the web
+// endpoint's TLS and auth, datagram authentication, logging.
+type Common struct {
+	WebConfigFile string `split_words:"true" desc:"exporter-toolkit web configuration file: TLS, basic auth and a rate limit for the HTTP endpoints; empty: plain HTTP"`
+	Auth
+	Logging
+}
+
+// validate checks the common settings and the mode's web address.
+func (c *Common) validate(webListenAddress string) []error {
+	errs := c.Logging.validate()
+	errs = append(errs, c.Auth.validate())
+	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", webListenAddress))
+	return append(errs, validateWebConfig(c.WebConfigFile))
 }
 
 // Sender is the sender's configuration.
 type Sender struct {
 	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	WebConfigFile    string        `split_words:"true" desc:"exporter-toolkit web configuration file: TLS, basic auth and a rate limit for the HTTP endpoints; empty: plain HTTP"`
 	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
 	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
 	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 52 + name length (+ 16 with a key) to 65507; 0 picks the smallest"`
 	Name             string        `split_words:"true" desc:"this sender's name, the receiver's peer label: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
-	Auth
-	Logging
+	Common
 }
 
 // Receiver is the receiver's configuration.
 type Receiver struct {
 	WebListenAddress string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	WebConfigFile    string        `split_words:"true" desc:"exporter-toolkit web configuration file: TLS, basic auth and a rate limit for the HTTP endpoints; empty: plain HTTP"`
 	ListenAddress    string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
 	SummaryInterval  time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
@@ -114,8 +121,7 @@ type Receiver struct {
 	ReceiveBuffer    int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
 	Reflect          bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
 	ReflectRate      float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
-	Auth
-	Logging
+	Common
 }
 
 // Mode names.
@@ -216,11 +222,7 @@ func (c *Sender) minPayload() int {
 
 // Validate reports every out-of-range value.
 func (c *Sender) Validate() error {
-	var errs []error
-	errs = append(errs, c.Logging.validate()...)
-	errs = append(errs, c.Auth.validate())
-	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", c.WebListenAddress))
-	errs = append(errs, validateWebConfig(c.WebConfigFile))
+	errs := c.Common.validate(c.WebListenAddress)
 	if len(c.Targets) == 0 {
 		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: comma-separated host:port of receivers"))
 	}
@@ -254,11 +256,7 @@ func (c *Sender) Validate() error {
 
 // Validate reports every out-of-range value.
 func (c *Receiver) Validate() error {
-	var errs []error
-	errs = append(errs, c.Logging.validate()...)
-	errs = append(errs, c.Auth.validate())
-	errs = append(errs, validateTCPAddr("UDPPROBE_WEB_LISTEN_ADDRESS", c.WebListenAddress))
-	errs = append(errs, validateWebConfig(c.WebConfigFile))
+	errs := c.Common.validate(c.WebListenAddress)
 	if _, err := net.ResolveUDPAddr("udp", c.ListenAddress); err != nil {
 		errs = append(errs, fmt.Errorf("UDPPROBE_LISTEN_ADDRESS=%q: must be [host]:port: %v", c.ListenAddress, err))
 	}

@@ -63,7 +63,7 @@ func TestReceiverDefaults(t *testing.T) {
 	want := Receiver{
 		WebListenAddress: ":8464", ListenAddress: ":6464", LossTimeout: 3 * time.Second,
 		SummaryInterval: 10 * time.Second, MaxPeers: 100, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
-		ReflectRate: 1000, Logging: Logging{LogLevel: "info", LogFormat: "console"},
+		ReflectRate: 1000, Common: Common{Logging: Logging{LogLevel: "info", LogFormat: "console"}},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -129,7 +129,7 @@ func TestBadAuth(t *testing.T) {
 		{"short second", map[string]string{"UDPPROBE_HMAC_KEY": "0123456789abcdef," + short},
 			[]string{"UDPPROBE_HMAC_KEY: key 2 is 15 bytes"}},
 		{"three", map[string]string{"UDPPROBE_HMAC_KEY_FILE": three},
-			[]string{"UDPPROBE_HMAC_KEY_FILE " + three + " holds 3 keys: want 1, or 2 during a rotation"}},
+			[]string{"UDPPROBE_HMAC_KEY_FILE " + three + ": 3 keys: want 1, or 2 during a rotation"}},
 		{"missing file", map[string]string{"UDPPROBE_HMAC_KEY_FILE": filepath.Join(dir, "none")},
 			[]string{"UDPPROBE_HMAC_KEY_FILE: open"}},
 	} {

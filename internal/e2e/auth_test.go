@@ -41,10 +41,10 @@ func TestAuthentication(t *testing.T) {
 	sent := uint64(testutil.ToFloat64(sm.PacketsSent))
 	got := h.waitFor("keyed", sent)
 	h.assertCounts(got, counts{received: sent, goodbyes: sender.GoodbyeCopies})
-	if n := testutil.ToFloat64(sm.RepliesReceived); n != float64(sent) {
+	if n := sm.rt.Answered; n != sent {
 		t.Errorf("%v of %d replies accepted by the sender", n, sent)
 	}
-	if n := testutil.ToFloat64(sm.RepliesInvalid); n != 0 {
+	if n := sm.rt.Invalid; n != 0 {
 		t.Errorf("%v replies rejected by the sender", n)
 	}
 	if got := testutil.ToFloat64(auth); got != rejected {

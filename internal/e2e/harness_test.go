@@ -14,6 +14,7 @@ import (
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"
+	"github.com/udpprobe/udpprobe/internal/tracker"
 )
 
 const lossTimeout = 200 * time.Millisecond
@@ -81,12 +82,20 @@ func send(t *testing.T, target, name string, session uint64, rate float64, d tim
 	sendWith(t, sender.Options{Targets: []string{target}, Name: name, Session: session, Rate: rate}, d)
 }
 
+// sent is what a sender exported for its first target.
+type sent struct {
+	PacketsSent prometheus.Counter
+	RTT         prometheus.Observer
+	rt          tracker.RoundTripCounts // as scraped
+}
+
 // sendWith runs a sender with opts (and a test logger and metrics) for d,
-// then stops it, and returns the instruments of its first target. With
+// then stops it, and returns what it exported for its first target. With
 // RoundTrip it returns once the sender has waited for the last replies.
-func sendWith(t *testing.T, opts sender.Options, d time.Duration) metrics.SenderPeer {
+func sendWith(t *testing.T, opts sender.Options, d time.Duration) sent {
 	t.Helper()
-	m := metrics.NewSender(prometheus.NewPedanticRegistry())
+	reg := prometheus.NewPedanticRegistry()
+	m := metrics.NewSender(reg)
 	opts.PayloadSize, opts.LossTimeout = 100, lossTimeout
 	opts.Logger, opts.Metrics = zaptest.NewLogger(t), m
 	s, err := sender.New(opts)
@@ -98,7 +107,47 @@ func sendWith(t *testing.T, opts sender.Options, d time.Duration) metrics.Sender
 	if err := s.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return m.Peer(opts.Targets[0])
+	peer := opts.Targets[0]
+	return sent{PacketsSent: m.PacketsSent.WithLabelValues(peer), RTT: m.RTT.WithLabelValues(peer),
+		rt: scrapeRoundTrip(t, reg, peer)}
+}
+
+// scrapeRoundTrip reads a target's round-trip totals from reg.
+func scrapeRoundTrip(t *testing.T, reg prometheus.Gatherer, peer string) tracker.RoundTripCounts {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c tracker.RoundTripCounts
+	fields := map[string]*uint64{
+		"udpprobe_sender_replies_received_total":        &c.Answered,
+		"udpprobe_sender_replies_late_total":            &c.Late,
+		"udpprobe_sender_replies_duplicated_total":      &c.Duplicated,
+		"udpprobe_sender_replies_invalid_total":         &c.Invalid,
+		"udpprobe_sender_roundtrip_packets_lost_total":  &c.Lost,
+		"udpprobe_sender_upstream_packets_lost_total":   &c.Upstream,
+		"udpprobe_sender_downstream_packets_lost_total": &c.Downstream,
+	}
+	found := 0
+	for _, mf := range mfs {
+		f := fields[mf.GetName()]
+		if f == nil {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "peer" && l.GetValue() == peer {
+					*f = uint64(m.GetCounter().GetValue())
+					found++
+				}
+			}
+		}
+	}
+	if found != len(fields) {
+		t.Fatalf("%d of the %d round-trip series of %s exported", found, len(fields), peer)
+	}
+	return c
 }
 
 // delivered waits until the relay has been idle for 100 ms, so that the

@@ -50,9 +50,9 @@ func TestFixedDelay(t *testing.T) {
 		t.Fatalf("%v sent, %d one-way delays recorded: every datagram should have one", sent, n)
 	}
 	rn, rsum := hist(t, sm.RTT)
-	if float64(rn) != sent || testutil.ToFloat64(sm.RepliesReceived) != sent || testutil.ToFloat64(sm.RoundTripLost) != 0 {
+	if float64(rn) != sent || float64(sm.rt.Answered) != sent || sm.rt.Lost != 0 {
 		t.Fatalf("%v sent, %d round trips, %v lost: every datagram should come back in time",
-			sent, rn, testutil.ToFloat64(sm.RoundTripLost))
+			sent, rn, sm.rt.Lost)
 	}
 	if skew := testutil.ToFloat64(p.ClockSkew); skew != 0 {
 		t.Errorf("%v clock skew events on one host", skew)
@@ -194,19 +194,17 @@ func TestLossSplitByDirection(t *testing.T) {
 			up := dataSeqs(relay.Delivered())  // probes that reached the receiver
 			back := dataSeqs(relay.Returned()) // replies that reached the sender
 			wantUp, wantDown := sent-uint64(len(up)), uint64(len(up)-len(back))
-			got := func(c prometheus.Counter) uint64 { return uint64(testutil.ToFloat64(c)) }
-			if got(sm.RoundTripLost) != wantUp+wantDown || got(sm.UpstreamLost) != wantUp ||
-				got(sm.DownstreamLost) != wantDown || got(sm.RepliesReceived) != uint64(len(back)) {
+			if rt := sm.rt; rt.Lost != wantUp+wantDown || rt.Upstream != wantUp ||
+				rt.Downstream != wantDown || rt.Answered != uint64(len(back)) {
 				t.Fatalf("sender: round trip lost %d (upstream %d, downstream %d), %d replies; "+
 					"relay: %d sent, %d dropped up, %d dropped down",
-					got(sm.RoundTripLost), got(sm.UpstreamLost), got(sm.DownstreamLost), got(sm.RepliesReceived),
-					sent, wantUp, wantDown)
+					rt.Lost, rt.Upstream, rt.Downstream, rt.Answered, sent, wantUp, wantDown)
 			}
 			if wantUp+wantDown == 0 || (wantUp != 0 && wantDown != 0) {
 				t.Fatalf("the relay dropped %d up and %d down; want drops in one direction only", wantUp, wantDown)
 			}
-			if got(sm.RepliesLate) != 0 || got(sm.RepliesInvalid) != 0 {
-				t.Fatalf("late %d, invalid %d replies on loopback", got(sm.RepliesLate), got(sm.RepliesInvalid))
+			if sm.rt.Late != 0 || sm.rt.Invalid != 0 {
+				t.Fatalf("late %d, invalid %d replies on loopback", sm.rt.Late, sm.rt.Invalid)
 			}
 			t.Logf("%d sent: %d lost upstream, %d downstream", sent, wantUp, wantDown)
 		})

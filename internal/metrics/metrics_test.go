@@ -1,19 +1,22 @@
 package metrics
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/udpprobe/udpprobe/internal/tracker"
 )
 
 // TestLint builds every metric on a pedantic registry, with one peer on each
 // side so labelled series exist, and requires promlint to find nothing.
 func TestLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	sp := NewSender(reg).Peer("198.51.100.1:6464")
+	sp := NewSender(reg).Peer("198.51.100.1:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{Answered: 1} })
 	sp.RTT.Observe(.04)
 	sp.ScheduleLateness.Observe(.0001)
 	r := NewReceiver(reg)
@@ -37,6 +40,36 @@ func TestLint(t *testing.T) {
 		if !strings.HasPrefix(mf.GetName(), "udpprobe_") {
 			t.Errorf("metric %s lacks the udpprobe_ prefix", mf.GetName())
 		}
+	}
+}
+
+// TestRoundTripsReadAtScrape: the round-trip totals are the tracker's, read
+// at every scrape, each under its own name.
+func TestRoundTripsReadAtScrape(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	c := tracker.RoundTripCounts{Answered: 1, Late: 2, Duplicated: 3, Invalid: 4, Lost: 5, Upstream: 6, Downstream: 7}
+	NewSender(reg).Peer("a:1", func() tracker.RoundTripCounts { return c })
+	want := func(c tracker.RoundTripCounts) string {
+		var b strings.Builder
+		for _, m := range roundTripMetrics {
+			name := "udpprobe_sender_" + m.name
+			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s{peer=\"a:1\"} %d\n", name, m.help, name, name, m.value(&c))
+		}
+		return b.String()
+	}
+	names := []string{"udpprobe_sender_replies_received_total", "udpprobe_sender_replies_late_total",
+		"udpprobe_sender_replies_duplicated_total", "udpprobe_sender_replies_invalid_total",
+		"udpprobe_sender_roundtrip_packets_lost_total", "udpprobe_sender_upstream_packets_lost_total",
+		"udpprobe_sender_downstream_packets_lost_total"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(c)), names...); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(want(c), "udpprobe_sender_downstream_packets_lost_total{peer=\"a:1\"} 7") {
+		t.Fatal("the expected text lost the downstream count")
+	}
+	c.Lost = 50
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(c)), names...); err != nil {
+		t.Fatalf("after the tracker moved on: %v", err)
 	}
 }
 
@@ -99,7 +132,7 @@ udpprobe_receiver_packets_received_total{peer="beta"} 1
 // in docs/metrics.md.
 func TestDocumented(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	NewSender(reg).Peer("a:1")
+	NewSender(reg).Peer("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
 	NewReceiver(reg).Peer("a")
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -49,7 +49,7 @@ func replyTo(tb testing.TB, session, seq, count uint64, sendTime int64) []byte {
 // reply (here an hour off, as after a wall-clock step) do not enter.
 func TestRTTUsesOnlyTheMonotonicClock(t *testing.T) {
 	s, tg := newRoundTripTarget(t)
-	tg.rt.send(0, 1e6)
+	tg.rt.Send(0, 1e6)
 	tg.handleReply(replyTo(t, s.Session(), 0, 1, int64(time.Hour)), 6e6)
 	var m dto.Metric
 	if err := tg.m.RTT.(prometheus.Metric).Write(&m); err != nil {
@@ -58,7 +58,7 @@ func TestRTTUsesOnlyTheMonotonicClock(t *testing.T) {
 	if n, sum := m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum(); n != 1 || sum != 0.005 {
 		t.Fatalf("%d round trips summing to %v s, want one of 0.005", n, sum)
 	}
-	if got := testutil.ToFloat64(tg.m.RepliesReceived); got != 1 {
+	if got := tg.roundTrip().Answered; got != 1 {
 		t.Fatalf("replies received %v, want 1", got)
 	}
 }
@@ -68,7 +68,7 @@ func TestRTTUsesOnlyTheMonotonicClock(t *testing.T) {
 // as invalid and change nothing else.
 func TestInvalidReplies(t *testing.T) {
 	s, tg := newRoundTripTarget(t)
-	tg.rt.send(0, 0)
+	tg.rt.Send(0, 0)
 	probe := replyTo(t, s.Session(), 0, 1, 0)
 	wire.PutFlags(probe, 0)
 	wire.Seal(probe)
@@ -78,11 +78,8 @@ func TestInvalidReplies(t *testing.T) {
 		replyTo(t, s.Session(), 5, 1, 0), []byte("junk")} {
 		tg.handleReply(b, 1e6)
 	}
-	if got := testutil.ToFloat64(tg.m.RepliesInvalid); got != 5 {
-		t.Fatalf("invalid replies %v, want 5", got)
-	}
-	if got := testutil.ToFloat64(tg.m.RepliesReceived); got != 0 {
-		t.Fatalf("replies received %v, want 0", got)
+	if got := tg.roundTrip(); got != (tracker.RoundTripCounts{Invalid: 5}) {
+		t.Fatalf("counted %+v, want 5 invalid replies and nothing else", got)
 	}
 }
 
@@ -102,7 +99,7 @@ func TestReplyPathAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)
 	}
-	if got := testutil.ToFloat64(tg.m.RepliesReceived); got < 1000 {
+	if got := tg.roundTrip().Answered; got < 1000 {
 		t.Fatalf("%v replies taken; the loop missed the reply path", got)
 	}
 }
@@ -117,9 +114,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 	for seq := uint64(0); b.Loop(); seq++ {
 		now += 1e6
 		tg.mu.Lock()
-		tg.rt.send(seq, now)
-		tg.rt.advance(now)
-		tg.export()
+		tg.rt.Send(seq, now)
+		tg.rt.Expire(now)
 		tg.mu.Unlock()
 		wire.PutSeq(reply, seq)
 		wire.Seal(reply)

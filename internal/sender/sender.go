@@ -14,7 +14,8 @@
 //
 // With RoundTrip, each target also has a reader goroutine that takes the
 // replies of a reflecting receiver off the same socket and feeds the
-// target's round-trip tracker, which the two goroutines share under a mutex.
+// target's round-trip tracker (tracker.RoundTrip), which the two goroutines
+// and the metrics' scrapes share under a mutex.
 // On shutdown the sender waits up to the loss timeout for the last replies
 // and the goodbye's reply, so a finite run is counted to its end.
 package sender
@@ -30,11 +31,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/udpprobe/udpprobe/internal/clock"
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/socket"
+	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -55,16 +57,12 @@ type Options struct {
 	Metrics *metrics.Sender
 	// Session overrides the random session id; zero means random.
 	Session uint64
+	Clock   clock.Clock // nil: clock.Real
 }
 
 // GoodbyeCopies is how many goodbye datagrams end a session, so that the loss
 // of one rarely leaves the receiver waiting.
 const GoodbyeCopies = 3
-
-// CatchUp is how far behind schedule the sender still sends the slots it is
-// late for, back to back; older slots are skipped and counted as missed. It
-// absorbs timer wake-up latency without turning a stall into a burst.
-const CatchUp = 20 * time.Millisecond
 
 // errorLogEvery limits send-error logging per target.
 const errorLogEvery = time.Minute
@@ -76,6 +74,9 @@ const errorLogEvery = time.Minute
 // batch (about a microsecond each) adds to a datagram's measured delay,
 // which a small batch keeps small.
 const MaxBatch = 16
+
+// MaxRate is the highest rate a schedule can keep: one datagram a nanosecond.
+const MaxRate = 1e9
 
 // batchBytes bounds a target's datagram buffers for large payloads.
 const batchBytes = 256 << 10
@@ -104,10 +105,10 @@ type target struct {
 	addr    string
 	conn    conn
 	out     writer
-	bufs    [][]byte    // MaxBatch datagrams, or fewer for large payloads
-	dues    []time.Time // their slots' due times
-	start   time.Time   // slot 0 is due at start, slot k at start + k/rate
-	rate    float64
+	bufs    [][]byte // MaxBatch datagrams, or fewer for large payloads
+	batch   int      // len(bufs)
+	sched   schedule
+	clock   clock.Clock
 	m       metrics.SenderPeer
 	log     *zap.Logger
 	seq     uint64    // next sequence number
@@ -118,9 +119,8 @@ type target struct {
 	// because sending and reading replies run concurrently. nil without keys.
 	sign, verify *wire.Auth
 
-	mu       sync.Mutex // guards rt and exported
-	rt       *roundTrip // nil without RoundTrip
-	exported rtCounts
+	mu sync.Mutex         // guards rt
+	rt *tracker.RoundTrip // nil without RoundTrip
 
 	unlogged  uint64 // send errors since the last log line
 	lastError error
@@ -129,6 +129,13 @@ type target struct {
 
 // New resolves and connects to every target.
 func New(opts Options) (*Sender, error) {
+	if !(opts.Rate > 0 && opts.Rate <= MaxRate) {
+		// The schedule divides by the interval, which must be a nanosecond at least.
+		return nil, fmt.Errorf("rate %v: want more than 0 and at most %v datagrams per second", opts.Rate, MaxRate)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real
+	}
 	s := &Sender{opts: opts, session: opts.Session}
 	if s.session == 0 {
 		var b [8]byte
@@ -164,15 +171,16 @@ func (s *Sender) dial(addr string) (*target, error) {
 		addr:    addr,
 		conn:    uc,
 		out:     out,
-		dues:    make([]time.Time, 0, batch),
-		m:       s.opts.Metrics.Peer(addr),
+		batch:   batch,
+		clock:   s.opts.Clock,
 		log:     s.opts.Logger.With(zap.String("peer", addr)),
-		epoch:   time.Now(),
+		epoch:   s.opts.Clock.Now(),
 		session: s.session,
 		name:    s.opts.Name,
 	}
+	t.m = s.opts.Metrics.Peer(addr, t.roundTrip)
 	if s.opts.RoundTrip {
-		t.rt = newRoundTrip(s.opts.LossTimeout, s.opts.Rate)
+		t.rt = tracker.NewRoundTrip(int64(s.opts.LossTimeout), s.opts.Rate)
 		raw, err := uc.SyscallConn()
 		if err == nil {
 			err = socket.EnableTimestamps(raw)
@@ -239,53 +247,24 @@ func (s *Sender) Run(ctx context.Context) error {
 }
 
 func (t *target) run(ctx context.Context, rate float64) {
-	t.start, t.rate = time.Now(), rate
-	interval := time.Duration(float64(time.Second) / rate)
-	catchUp := max(interval, CatchUp)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for k := int64(0); ; {
-		if wait := time.Until(t.due(k)); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
+	t.sched = newSchedule(t.clock.Now(), rate, t.batch)
+	timer := t.clock.NewTimer()
+	for {
+		if wait := t.sched.wait(t.clock.Now()); wait > 0 {
+			if !timer.Sleep(ctx, wait) {
 				t.goodbye()
 				return
-			case <-timer.C:
 			}
 		} else if ctx.Err() != nil {
 			t.goodbye()
 			return
 		}
-		now := time.Now()
-		if behind := now.Sub(t.due(k)); behind > catchUp {
-			skipped := int64((behind - catchUp) / interval)
-			k += skipped
+		dues, skipped := t.sched.take(t.clock.Now())
+		if skipped > 0 {
 			t.m.MissedSlots.Add(float64(skipped))
 		}
-		dues := t.dueBy(k, now)
 		t.send(dues)
-		k += int64(len(dues))
 	}
-}
-
-// due is when slot k is due.
-func (t *target) due(k int64) time.Time {
-	return t.start.Add(time.Duration(float64(k) * float64(time.Second) / t.rate))
-}
-
-// dueBy returns the due times of slot k, which is due, and of the slots
-// after it due by now, up to a batch: none is sent before its time.
-func (t *target) dueBy(k int64, now time.Time) []time.Time {
-	dues := append(t.dues[:0], t.due(k))
-	for len(dues) < cap(t.dues) {
-		d := t.due(k + int64(len(dues)))
-		if d.After(now) {
-			break
-		}
-		dues = append(dues, d)
-	}
-	return dues
 }
 
 // send writes one data datagram for each slot in dues, with the next
@@ -298,7 +277,7 @@ func (t *target) send(dues []time.Time) {
 		if t.rt != nil {
 			t.mu.Lock()
 			for i := range bufs {
-				t.rt.send(t.seq+uint64(i), mono) // before the write, so no reply can beat it
+				t.rt.Send(t.seq+uint64(i), mono) // before the write, so no reply can beat it
 			}
 			t.mu.Unlock()
 		}
@@ -313,10 +292,9 @@ func (t *target) send(dues []time.Time) {
 		if t.rt != nil {
 			t.mu.Lock()
 			for i := len(bufs) - 1; i >= sent; i-- {
-				t.rt.unsend(t.seq + uint64(i))
+				t.rt.Unsend(t.seq + uint64(i))
 			}
-			t.rt.advance(mono)
-			t.export()
+			t.rt.Expire(mono)
 			t.mu.Unlock()
 		}
 		t.seq += uint64(sent)
@@ -339,7 +317,7 @@ func (t *target) stamp(bufs [][]byte, seq uint64, flags wire.Flags) (now time.Ti
 		wire.PutFlags(b, flags)
 		wire.PutSeq(b, seq+uint64(i))
 	}
-	now = time.Now()
+	now = t.clock.Now()
 	mono = int64(now.Sub(t.epoch))
 	for _, b := range bufs {
 		wire.PutSendTime(b, now.UnixNano(), mono)
@@ -357,7 +335,7 @@ func (t *target) stamp(bufs [][]byte, seq uint64, flags wire.Flags) (now time.Ti
 func (t *target) sendError(err error) {
 	t.unlogged++
 	t.lastError = err
-	if now := time.Now(); !now.Before(t.nextLog) {
+	if now := t.clock.Now(); !now.Before(t.nextLog) {
 		t.log.Warn("send failed; the datagram was not sent and used no sequence number",
 			zap.Error(t.lastError), zap.Uint64("errors", t.unlogged))
 		t.unlogged = 0
@@ -387,7 +365,7 @@ func (t *target) readReplies() {
 	oob := make([]byte, socket.OOBSize)
 	for {
 		n, oobn, _, _, err := t.conn.ReadMsgUDPAddrPort(buf, oob)
-		now := time.Now()
+		now := t.clock.Now()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -402,46 +380,34 @@ func (t *target) readReplies() {
 // handleReply processes one datagram read from the target's socket at mono.
 func (t *target) handleReply(b []byte, mono int64) {
 	var h wire.Header
-	if wire.Decode(b, &h) != nil || !h.Reply() || h.Session != t.session || string(h.Name) != t.name {
-		t.m.RepliesInvalid.Inc()
-		return
-	}
-	if t.verify != nil {
-		if _, err := t.verify.Verify(b); err != nil {
-			t.m.RepliesInvalid.Inc()
-			return
-		}
+	valid := wire.Decode(b, &h) == nil && h.Reply() && h.Session == t.session && string(h.Name) == t.name
+	if valid && t.verify != nil {
+		_, err := t.verify.Verify(b)
+		valid = err == nil
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if h.Goodbye() {
-		t.rt.goodbye(h.Received)
-		return
+	switch {
+	case !valid:
+		t.rt.Reject()
+	case h.Goodbye():
+		t.rt.Goodbye(h.Received)
+	default:
+		if r := t.rt.Reply(h.Seq, h.Received, mono); r.Outcome == tracker.ReplyAnswered {
+			t.m.RTT.Observe(float64(r.RTT) / 1e9)
+		}
 	}
-	if rtt, ok := t.rt.reply(h.Seq, h.Received, mono); ok {
-		t.m.RTT.Observe(float64(rtt) / 1e9)
-	}
-	t.export()
 }
 
-// export adds what the round-trip tracker counted since the last export to
-// the metrics. t.mu is held.
-func (t *target) export() {
-	c, e := &t.rt.c, &t.exported
-	exportDelta(t.m.RepliesReceived, c.Answered, &e.Answered)
-	exportDelta(t.m.RepliesLate, c.Late, &e.Late)
-	exportDelta(t.m.RepliesDuplicated, c.Duplicated, &e.Duplicated)
-	exportDelta(t.m.RepliesInvalid, c.Invalid, &e.Invalid)
-	exportDelta(t.m.RoundTripLost, c.Lost, &e.Lost)
-	exportDelta(t.m.UpstreamLost, c.Upstream, &e.Upstream)
-	exportDelta(t.m.DownstreamLost, c.Downstream, &e.Downstream)
-}
-
-func exportDelta(m prometheus.Counter, now uint64, was *uint64) {
-	if now != *was {
-		m.Add(float64(now - *was))
-		*was = now
+// roundTrip returns the round-trip totals, all zero without round trips:
+// the metrics read them at every scrape.
+func (t *target) roundTrip() tracker.RoundTripCounts {
+	if t.rt == nil {
+		return tracker.RoundTripCounts{}
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rt.Counts()
 }
 
 // drain waits, after the goodbye, until every datagram's reply and the
@@ -451,21 +417,19 @@ func (t *target) drain(timeout time.Duration) {
 	if t.rt == nil || t.seq == 0 {
 		return // nothing was sent, nothing will come back
 	}
-	tick := time.NewTicker(min(timeout/10, 10*time.Millisecond))
-	defer tick.Stop()
-	for deadline := time.Now().Add(timeout); ; {
-		now := time.Now()
+	timer := t.clock.NewTimer()
+	for deadline := t.clock.Now().Add(timeout); ; {
+		now := t.clock.Now()
 		t.mu.Lock()
-		t.rt.advance(int64(now.Sub(t.epoch)))
-		done := t.rt.settled() || !now.Before(deadline)
+		t.rt.Expire(int64(now.Sub(t.epoch)))
+		done := t.rt.Settled() || !now.Before(deadline)
 		if done {
-			t.rt.finish()
+			t.rt.Settle()
 		}
-		t.export()
 		t.mu.Unlock()
 		if done {
 			return
 		}
-		<-tick.C
+		timer.Sleep(context.Background(), min(timeout/10, 10*time.Millisecond))
 	}
 }

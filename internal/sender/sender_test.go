@@ -3,8 +3,10 @@ package sender
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/testkit/fakeclock"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -24,10 +27,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fakeConn records what was written and fails or stalls on demand.
 type fakeConn struct {
 	net.Conn
+	clock  *fakeclock.Clock
 	mu     sync.Mutex
 	writes int
 	fail   func(n int) bool          // the n-th write (from 0) fails
-	stall  func(n int) time.Duration // the n-th write takes this long
+	stall  func(n int) time.Duration // the n-th write takes this long on the clock
 	got    []wire.Header
 }
 
@@ -37,7 +41,7 @@ func (c *fakeConn) Write(b []byte) (int, error) {
 	c.writes++
 	c.mu.Unlock()
 	if c.stall != nil {
-		time.Sleep(c.stall(n))
+		c.clock.Advance(c.stall(n))
 	}
 	if c.fail != nil && c.fail(n) {
 		return 0, errors.New("connection refused")
@@ -59,10 +63,12 @@ func (c *fakeConn) Close() error { return nil }
 type fakeOut struct {
 	c       *fakeConn
 	batches []int
+	cost    time.Duration // what one call takes on the clock
 }
 
 func (o *fakeOut) Write(bufs [][]byte) (int, error) {
 	o.batches = append(o.batches, len(bufs))
+	o.c.clock.Advance(o.cost)
 	for i, b := range bufs {
 		if _, err := o.c.Write(b); err != nil {
 			return i, err
@@ -75,10 +81,17 @@ func (c *fakeConn) ReadMsgUDPAddrPort(_, _ []byte) (int, int, int, netip.AddrPor
 	return 0, 0, 0, netip.AddrPort{}, net.ErrClosed
 }
 
+// t0 is where the tests' fake clocks start.
+var t0 = time.Unix(1_700_000_000, 0)
+
+// newTarget is a sender with one target writing to conn, on a fake clock.
 func newTarget(t *testing.T, conn *fakeConn) (*Sender, *target) {
 	t.Helper()
+	if conn.clock == nil {
+		conn.clock = fakeclock.New(t0)
+	}
 	s, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: 1000, PayloadSize: 64, Name: "me",
-		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry())})
+		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry()), Clock: conn.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +108,7 @@ func TestSendErrorsUseNoSequenceNumber(t *testing.T) {
 	conn := &fakeConn{fail: func(n int) bool { return n%2 == 1 }}
 	s, tg := newTarget(t, conn)
 	for range 20 {
-		tg.send([]time.Time{time.Now()})
+		tg.send([]time.Time{t0})
 	}
 	tg.goodbye()
 	if got := testutil.ToFloat64(tg.m.PacketsSent); got != 10 {
@@ -134,9 +147,19 @@ func TestNoGoodbyeWithoutData(t *testing.T) {
 	}
 }
 
+// runFor runs tg at rate until its clock has moved on by d.
+func runFor(tg *target, conn *fakeConn, rate float64, d time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn.clock.At(conn.clock.Now().Add(d), cancel)
+	tg.run(ctx, rate)
+}
+
 // TestStallSkipsSlots: a write that blocks for 100 ms at 1000/s leaves the
 // sender more than the catch-up window behind, so it skips and counts slots
-// instead of bursting them, and numbers stay contiguous.
+// instead of bursting them, and numbers stay contiguous. Slot 10 is sent at
+// 10 ms and the write returns at 110 ms: slot 11 is 99 ms late, 20 ms of
+// which the catch-up window absorbs, so 79 slots are skipped.
 func TestStallSkipsSlots(t *testing.T) {
 	conn := &fakeConn{stall: func(n int) time.Duration {
 		if n == 10 {
@@ -145,18 +168,34 @@ func TestStallSkipsSlots(t *testing.T) {
 		return 0
 	}}
 	_, tg := newTarget(t, conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	tg.run(ctx, 1000)
-	missed := testutil.ToFloat64(tg.m.MissedSlots)
-	// 100 ms stalled minus the 20 ms catch-up window is about 80 slots; the
-	// bounds leave room for a slow machine without accepting a burst.
-	if missed < 40 || missed > 100 {
-		t.Errorf("missed %v slots, want about 80", missed)
+	runFor(tg, conn, 1000, 300*time.Millisecond)
+	if missed := testutil.ToFloat64(tg.m.MissedSlots); missed != 79 {
+		t.Errorf("missed %v slots, want 79", missed)
 	}
+	data := 0
 	for i, h := range conn.got {
-		if !h.Goodbye() && h.Seq != uint64(i) {
+		if h.Goodbye() {
+			continue
+		}
+		if h.Seq != uint64(i) {
 			t.Fatalf("datagram %d has sequence %d", i, h.Seq)
+		}
+		data++
+	}
+	// Slots 0 to 300 are due in 300 ms; 79 were skipped.
+	if data != 301-79 {
+		t.Errorf("%d datagrams sent, want %d", data, 301-79)
+	}
+}
+
+// TestNewRejectsRate: a sender cannot run without a rate its schedule can
+// keep, whoever configured it.
+func TestNewRejectsRate(t *testing.T) {
+	for _, rate := range []float64{0, -1, math.NaN(), math.Inf(1), 2e9} {
+		_, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: rate, PayloadSize: 64, Name: "me",
+			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry())})
+		if err == nil || !strings.Contains(err.Error(), "rate") {
+			t.Errorf("rate %v: error %v, want one about the rate", rate, err)
 		}
 	}
 }
@@ -169,35 +208,52 @@ func TestNewFailsOnBadTarget(t *testing.T) {
 	}
 }
 
-// TestDueBy: a batch holds the due slot and the later slots already due,
-// never one whose time has not come, and never more than a batch.
-func TestDueBy(t *testing.T) {
-	_, tg := newTarget(t, &fakeConn{})
-	tg.start = time.Unix(1000, 0)
+// TestSchedule: a batch holds the due slot and the later slots already due,
+// never one whose time has not come, and never more than a batch; slots
+// more than the catch-up window behind are skipped, exactly.
+func TestSchedule(t *testing.T) {
 	for _, rate := range []float64{10, 1e3, 3e4, 1e5, 3e5, 1e6} {
-		tg.rate = rate
 		for _, k := range []int64{0, 1, 7, 12345} {
-			for _, after := range []time.Duration{0, 1, time.Microsecond, 10 * time.Microsecond, 333 * time.Microsecond, time.Second} {
-				now := tg.due(k).Add(after)
-				dues := tg.dueBy(k, now)
-				if len(dues) == 0 || len(dues) > cap(tg.dues) || !dues[0].Equal(tg.due(k)) {
-					t.Fatalf("rate %v, slot %d, now +%v: dues %v", rate, k, after, dues)
+			for _, after := range []time.Duration{0, 1, time.Microsecond, 10 * time.Microsecond, 333 * time.Microsecond, 15 * time.Millisecond} {
+				s := newSchedule(t0, rate, MaxBatch)
+				s.next = k
+				now := s.due(k).Add(after)
+				dues, skipped := s.take(now)
+				if skipped != 0 || len(dues) == 0 || len(dues) > MaxBatch || !dues[0].Equal(s.due(k)) {
+					t.Fatalf("rate %v, slot %d, now +%v: dues %v, %d skipped", rate, k, after, dues, skipped)
 				}
 				for i, d := range dues {
-					if !d.Equal(tg.due(k+int64(i))) || d.After(now) {
+					if !d.Equal(s.due(k+int64(i))) || d.After(now) {
 						t.Fatalf("rate %v, slot %d, now +%v: entry %d is %v, want slot %d's due time %v, not after %v",
-							rate, k, after, i, d, k+int64(i), tg.due(k+int64(i)), now)
+							rate, k, after, i, d, k+int64(i), s.due(k+int64(i)), now)
 					}
 				}
-				if next := tg.due(k + int64(len(dues))); len(dues) < cap(tg.dues) && !next.After(now) {
+				if next := s.due(s.next); s.next != k+int64(len(dues)) || len(dues) < MaxBatch && !next.After(now) {
 					t.Fatalf("rate %v, slot %d, now +%v: %d slots, but the next (%v) is due too", rate, k, after, len(dues), next)
 				}
 			}
 		}
 	}
-	tg.rate = 1e6
-	if n := len(tg.dueBy(0, tg.due(0).Add(time.Second))); n != MaxBatch {
-		t.Fatalf("a sender a second behind sends %d at once, want a batch of %d", n, MaxBatch)
+	for _, c := range []struct {
+		rate    float64
+		behind  time.Duration // past slot 0's due time
+		skipped int64
+		batch   int
+	}{
+		{1000, 20 * time.Millisecond, 0, MaxBatch},                      // the catch-up window: nothing skipped
+		{1000, 20*time.Millisecond + 999*time.Microsecond, 0, MaxBatch}, // less than an interval beyond it
+		{1000, 21 * time.Millisecond, 1, MaxBatch},
+		{1000, 120 * time.Millisecond, 100, MaxBatch},
+		{10, 150 * time.Millisecond, 0, 2},    // a 100 ms interval is its own window: slots 0 and 1
+		{10, 250 * time.Millisecond, 1, 2},    // slot 0 skipped; 1 and 2 due
+		{1e6, time.Second, 980_000, MaxBatch}, // a second behind: one batch, not a burst
+	} {
+		s := newSchedule(t0, c.rate, MaxBatch)
+		dues, skipped := s.take(t0.Add(c.behind))
+		if skipped != c.skipped || len(dues) != c.batch || !dues[0].Equal(s.due(c.skipped)) {
+			t.Errorf("rate %v, %v behind: %d skipped, a batch of %d from %v; want %d skipped and %d from slot %d",
+				c.rate, c.behind, skipped, len(dues), dues[0].Sub(t0), c.skipped, c.batch, c.skipped)
+		}
 	}
 }
 
@@ -207,8 +263,7 @@ func TestDueBy(t *testing.T) {
 func TestRefusalInBatch(t *testing.T) {
 	conn := &fakeConn{fail: func(n int) bool { return n == 2 }}
 	_, tg := newTarget(t, conn)
-	now := time.Now()
-	tg.send([]time.Time{now, now, now, now, now})
+	tg.send([]time.Time{t0, t0, t0, t0, t0})
 	if got := testutil.ToFloat64(tg.m.PacketsSent); got != 4 {
 		t.Errorf("sent %v, want 4", got)
 	}
@@ -235,15 +290,15 @@ func TestRefusalInBatch(t *testing.T) {
 	}
 }
 
-// TestHighRateBatches: at 100,000 datagrams/s the sender batches the slots
-// its wake-ups find due, numbers stay contiguous, and no datagram is stamped
-// before its slot (slot ≥ sequence number, skipped slots only add).
+// TestHighRateBatches: at 100,000 datagrams/s, with each write call taking
+// 25 µs, the sender batches the slots its wake-ups find due and keeps up,
+// numbers stay contiguous, and no datagram is stamped before its slot
+// (slot ≥ sequence number, skipped slots only add).
 func TestHighRateBatches(t *testing.T) {
 	conn := &fakeConn{}
 	_, tg := newTarget(t, conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	tg.run(ctx, 1e5)
+	tg.out.(*fakeOut).cost = 25 * time.Microsecond
+	runFor(tg, conn, 1e5, 100*time.Millisecond)
 	var data int
 	for _, h := range conn.got {
 		if h.Goodbye() {
@@ -252,7 +307,7 @@ func TestHighRateBatches(t *testing.T) {
 		if h.Seq != uint64(data) {
 			t.Fatalf("datagram %d has sequence %d", data, h.Seq)
 		}
-		if due := tg.due(int64(h.Seq)).Sub(tg.epoch); h.SendClock < int64(due) {
+		if due := tg.sched.due(int64(h.Seq)).Sub(tg.epoch); h.SendClock < int64(due) {
 			t.Fatalf("sequence %d stamped at %v, before its slot at %v", h.Seq, time.Duration(h.SendClock), due)
 		}
 		data++
@@ -264,5 +319,8 @@ func TestHighRateBatches(t *testing.T) {
 	if data < 1000 || largest < 2 || largest > MaxBatch {
 		t.Fatalf("%d datagrams in batches of up to %d; want batches of 2 to %d", data, largest, MaxBatch)
 	}
-	t.Logf("%d datagrams, %v slots missed, batches up to %d", data, testutil.ToFloat64(tg.m.MissedSlots), largest)
+	if missed := testutil.ToFloat64(tg.m.MissedSlots); missed != 0 {
+		t.Fatalf("%v slots missed; a sender whose writes keep up misses none", missed)
+	}
+	t.Logf("%d datagrams, batches up to %d", data, largest)
 }

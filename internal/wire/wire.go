@@ -264,6 +264,20 @@ const (
 // MaxKeys is how many keys an Auth holds: two during a rotation.
 const MaxKeys = 2
 
+// CheckKeys applies the rules for a set of keys: one, or two during a
+// rotation, each MinKeyLen to MaxKeyLen bytes. Its errors never show a key.
+func CheckKeys(keys [][]byte) error {
+	if len(keys) == 0 || len(keys) > MaxKeys {
+		return fmt.Errorf("%d keys: want 1, or %d during a rotation", len(keys), MaxKeys)
+	}
+	for i, k := range keys {
+		if len(k) < MinKeyLen || len(k) > MaxKeyLen {
+			return fmt.Errorf("key %d is %d bytes: want %d to %d", i+1, len(k), MinKeyLen, MaxKeyLen)
+		}
+	}
+	return nil
+}
+
 // ErrAuth means a datagram is not authenticated by any of the keys.
 var ErrAuth = errors.New("not authenticated")
 
@@ -278,14 +292,11 @@ type Auth struct {
 
 // NewAuth returns an Auth for keys; the first one signs.
 func NewAuth(keys [][]byte) (*Auth, error) {
-	if len(keys) == 0 || len(keys) > MaxKeys {
-		return nil, fmt.Errorf("%d keys: want 1 or %d", len(keys), MaxKeys)
+	if err := CheckKeys(keys); err != nil {
+		return nil, err
 	}
 	a := &Auth{}
-	for i, k := range keys {
-		if len(k) < MinKeyLen || len(k) > MaxKeyLen {
-			return nil, fmt.Errorf("key %d is %d bytes: want %d to %d", i+1, len(k), MinKeyLen, MaxKeyLen)
-		}
+	for _, k := range keys {
 		a.macs = append(a.macs, hmac.New(sha256.New, k))
 	}
 	return a, nil

@@ -36,7 +36,7 @@ type pair struct {
 func start(t *testing.T, rcvEnv ...string) *pair {
 	t.Helper()
 	l := New(t)
-	bin := testproc.Build(t, "../../cmd/udpprobe")
+	bin := testproc.Build(t, "../../../cmd/udpprobe")
 	p := &pair{l: l}
 	p.rcv = l.Start(t, l.Receiver, append([]string{"UDPPROBE_LISTEN_ADDRESS=" + target,
 		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8464", "UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_LOG_FORMAT=json"},

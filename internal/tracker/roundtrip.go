@@ -1,14 +1,11 @@
-package sender
+package tracker
 
-import (
-	"math/bits"
-	"time"
-)
+import "math/bits"
 
-// maxWindow bounds the sequence numbers a round-trip tracker holds at once
+// MaxRoundTripWindow bounds the sequence numbers a RoundTrip holds at once
 // (24 bytes each). At rates where the loss timeout spans more, the oldest is
-// decided early, as the receiver's tracker does.
-const maxWindow = 1 << 20
+// decided early, as a Tracker does beyond its window.
+const MaxRoundTripWindow = 1 << 20
 
 type slotState uint8
 
@@ -25,16 +22,35 @@ type slot struct {
 	state slotState
 }
 
-// rtCounts are a round-trip tracker's cumulative totals.
-type rtCounts struct {
+// RoundTripCounts are a RoundTrip's cumulative totals.
+type RoundTripCounts struct {
 	Answered, Late, Duplicated, Invalid uint64
 	// Lost is Upstream + Downstream + the losses whose direction is not known
 	// yet: those after the last reply, until the next one arrives.
 	Lost, Upstream, Downstream uint64
 }
 
-// roundTrip follows the replies to one session's datagrams. It does no I/O
-// and takes the monotonic time as an argument; the caller serialises calls.
+// ReplyResult is returned by Reply.
+type ReplyResult struct {
+	Outcome ReplyOutcome
+	RTT     int64 // ns, for an Answered reply
+}
+
+// ReplyOutcome is what became of one reply.
+type ReplyOutcome uint8
+
+// Reply outcomes.
+const (
+	ReplyAnswered   ReplyOutcome = iota + 1 // the first reply to its datagram, within the timeout
+	ReplyLate                               // its datagram was already lost: the round trip stays lost
+	ReplyDuplicated                         // another reply to a datagram already answered
+	ReplyInvalid                            // not a reply to a datagram this session sent
+)
+
+// RoundTrip follows the replies to one session's datagrams, as a Tracker
+// follows a stream: it does no I/O, takes the monotonic time in nanoseconds
+// as an argument, returns what became of each reply and keeps the totals;
+// it is not safe for concurrent use.
 //
 // A datagram is lost on the round trip when no reply arrives within the loss
 // timeout of its sending (RFC 7680's waiting time, measured from the send
@@ -45,7 +61,7 @@ type rtCounts struct {
 // replies were lost: downstream) and how many did not (upstream). The split
 // of those after the last reply waits for the next reply, or for the
 // goodbye's reply when the session ends.
-type roundTrip struct {
+type RoundTrip struct {
 	timeout int64
 	slots   []slot
 	mask    uint64
@@ -55,20 +71,27 @@ type roundTrip struct {
 	base    uint64 // the receiver's count at the last answered one (running maximum)
 	bye     bool   // a reply to the goodbye came
 	byeN    uint64 // the count it carried
-	c       rtCounts
+	c       RoundTripCounts
 }
 
-// newRoundTrip sizes the window for rate datagrams per second over the loss
-// timeout, with room to spare.
-func newRoundTrip(timeout time.Duration, rate float64) *roundTrip {
-	need := uint64(rate*timeout.Seconds()) + 64
-	size := min(uint64(1)<<bits.Len64(need), maxWindow)
-	return &roundTrip{timeout: int64(timeout), slots: make([]slot, size), mask: size - 1}
+// NewRoundTrip sizes the window for rate datagrams per second over the
+// loss timeout (ns), with room to spare.
+func NewRoundTrip(timeout int64, rate float64) *RoundTrip {
+	need := uint64(rate*float64(timeout)/1e9) + 64
+	size := min(uint64(1)<<bits.Len64(need), MaxRoundTripWindow)
+	return &RoundTrip{timeout: timeout, slots: make([]slot, size), mask: size - 1}
 }
 
-// send registers seq, about to be written at now. Call it before the write,
-// so that a reply can never beat it, and unsend if the write fails.
-func (r *roundTrip) send(seq uint64, now int64) {
+// Counts returns the totals so far.
+func (r *RoundTrip) Counts() RoundTripCounts { return r.c }
+
+// Reject counts a datagram on the sending socket that is no reply to this
+// session: foreign, damaged or unauthenticated.
+func (r *RoundTrip) Reject() { r.c.Invalid++ }
+
+// Send registers seq, about to be written at now. Call it before the write,
+// so that a reply can never beat it, and Unsend if the write fails.
+func (r *RoundTrip) Send(seq uint64, now int64) {
 	for seq-r.oldest >= uint64(len(r.slots)) && r.oldest < r.next {
 		r.pass() // the window is full: decide the oldest now
 	}
@@ -76,48 +99,48 @@ func (r *roundTrip) send(seq uint64, now int64) {
 	r.next = seq + 1
 }
 
-// unsend forgets seq: the kernel refused it, so it was never sent.
-func (r *roundTrip) unsend(seq uint64) {
+// Unsend forgets seq: the kernel refused it, so it was never sent.
+func (r *RoundTrip) Unsend(seq uint64) {
 	if r.next == seq+1 {
 		r.next = seq
 	}
 }
 
-// reply takes a reply to seq carrying the receiver's count, arriving at
-// now. It returns the round-trip time of a first reply within the timeout.
-func (r *roundTrip) reply(seq, count uint64, now int64) (rtt int64, ok bool) {
-	r.advance(now)
+// Reply takes a reply to seq carrying the receiver's count, arriving at
+// now.
+func (r *RoundTrip) Reply(seq, count uint64, now int64) ReplyResult {
+	r.Expire(now)
 	switch {
 	case seq >= r.next:
 		r.c.Invalid++ // never sent
-		return 0, false
+		return ReplyResult{Outcome: ReplyInvalid}
 	case r.next-seq > uint64(len(r.slots)):
 		r.c.Late++ // decided long ago
-		return 0, false
+		return ReplyResult{Outcome: ReplyLate}
 	}
 	s := &r.slots[seq&r.mask]
 	switch {
 	case seq >= r.oldest && s.state == slotPending:
 		s.state, s.count = slotAnswered, count
 		r.c.Answered++
-		return now - s.sent, true
+		return ReplyResult{Outcome: ReplyAnswered, RTT: now - s.sent}
 	case s.state == slotLost:
 		s.state = slotLate
 		r.c.Late++
-	default:
-		r.c.Duplicated++
+		return ReplyResult{Outcome: ReplyLate}
 	}
-	return 0, false
+	r.c.Duplicated++
+	return ReplyResult{Outcome: ReplyDuplicated}
 }
 
-// goodbye takes a reply to the goodbye: the receiver's final count.
-func (r *roundTrip) goodbye(count uint64) {
+// Goodbye takes a reply to the goodbye: the receiver's final count.
+func (r *RoundTrip) Goodbye(count uint64) {
 	r.bye = true
 	r.byeN = max(r.byeN, count)
 }
 
-// advance decides, in sequence order, what the time now allows.
-func (r *roundTrip) advance(now int64) {
+// Expire decides, in sequence order, what the time now allows.
+func (r *RoundTrip) Expire(now int64) {
 	for r.oldest < r.next {
 		s := &r.slots[r.oldest&r.mask]
 		if s.state == slotPending && now-s.sent < r.timeout {
@@ -128,7 +151,7 @@ func (r *roundTrip) advance(now int64) {
 }
 
 // pass decides the oldest sequence number: lost unless answered.
-func (r *roundTrip) pass() {
+func (r *RoundTrip) pass() {
 	s := &r.slots[r.oldest&r.mask]
 	r.oldest++
 	if s.state != slotAnswered {
@@ -149,19 +172,19 @@ func (r *roundTrip) pass() {
 }
 
 // split attributes the gap: got of it reached the receiver.
-func (r *roundTrip) split(got uint64) {
+func (r *RoundTrip) split(got uint64) {
 	r.c.Downstream += got
 	r.c.Upstream += r.gap - got
 	r.gap = 0
 }
 
-// settled reports whether every datagram sent is decided and the goodbye
+// Settled reports whether every datagram sent is decided and the goodbye
 // was answered: nothing more can arrive that changes the counts.
-func (r *roundTrip) settled() bool { return r.oldest == r.next && r.bye }
+func (r *RoundTrip) Settled() bool { return r.oldest == r.next && r.bye }
 
-// finish ends the session: whatever is still pending is lost, and the tail
+// Settle ends the session: whatever is still pending is lost, and the tail
 // is split by the goodbye's count if its reply came.
-func (r *roundTrip) finish() {
+func (r *RoundTrip) Settle() {
 	for r.oldest < r.next {
 		r.pass()
 	}

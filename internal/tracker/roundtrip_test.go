@@ -1,4 +1,4 @@
-package sender
+package tracker
 
 import (
 	"slices"
@@ -28,69 +28,69 @@ func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		script []ev
-		want   rtCounts
+		want   RoundTripCounts
 		rtts   []int64 // ms, in order of the replies
 	}{
 		{"all answered", append(sendAll(3, 10),
 			reply(0, 1, 5), reply(1, 2, 16), reply(2, 3, 27), ev{op: 'a', at: 1000}),
-			rtCounts{Answered: 3}, []int64{5, 6, 7}},
+			RoundTripCounts{Answered: 3}, []int64{5, 6, 7}},
 		{"upstream loss: the receiver's count did not move", append(sendAll(5, 10),
 			reply(0, 1, 5), reply(1, 2, 15), reply(4, 3, 45), ev{op: 'a', at: 1000}),
-			rtCounts{Answered: 3, Lost: 2, Upstream: 2}, []int64{5, 5, 5}},
+			RoundTripCounts{Answered: 3, Lost: 2, Upstream: 2}, []int64{5, 5, 5}},
 		{"downstream loss: the receiver counted them", append(sendAll(5, 10),
 			reply(0, 1, 5), reply(1, 2, 15), reply(4, 5, 45), ev{op: 'a', at: 1000}),
-			rtCounts{Answered: 3, Lost: 2, Downstream: 2}, []int64{5, 5, 5}},
+			RoundTripCounts{Answered: 3, Lost: 2, Downstream: 2}, []int64{5, 5, 5}},
 		{"one of each in one gap", append(sendAll(5, 10),
 			reply(0, 1, 5), reply(1, 2, 15), reply(4, 4, 45), ev{op: 'a', at: 1000}),
-			rtCounts{Answered: 3, Lost: 2, Upstream: 1, Downstream: 1}, []int64{5, 5, 5}},
+			RoundTripCounts{Answered: 3, Lost: 2, Upstream: 1, Downstream: 1}, []int64{5, 5, 5}},
 		{"the split waits for the next reply", append(sendAll(4, 10),
 			reply(0, 1, 5), ev{op: 'a', at: 500}),
-			rtCounts{Answered: 1, Lost: 3}, []int64{5}},
+			RoundTripCounts{Answered: 1, Lost: 3}, []int64{5}},
 		{"a goodbye reply splits the tail", append(sendAll(4, 10),
 			reply(0, 1, 5), ev{op: 'b', count: 3}, ev{op: 'a', at: 500}, ev{op: 'f'}),
-			rtCounts{Answered: 1, Lost: 3, Upstream: 1, Downstream: 2}, []int64{5}},
+			RoundTripCounts{Answered: 1, Lost: 3, Upstream: 1, Downstream: 2}, []int64{5}},
 		{"finish without a goodbye reply leaves the tail unsplit", append(sendAll(4, 10),
 			reply(0, 1, 5), ev{op: 'f'}),
-			rtCounts{Answered: 1, Lost: 3}, []int64{5}},
+			RoundTripCounts{Answered: 1, Lost: 3}, []int64{5}},
 		{"at the timeout is late", append(sendAll(2, 10),
 			reply(0, 1, 5), reply(1, 2, 10+timeout), reply(1, 2, 10+timeout+1), ev{op: 'a', at: 1000}),
-			rtCounts{Answered: 1, Lost: 1, Late: 1, Duplicated: 1}, []int64{5}},
+			RoundTripCounts{Answered: 1, Lost: 1, Late: 1, Duplicated: 1}, []int64{5}},
 		{"a duplicate reply", append(sendAll(2, 10),
 			reply(0, 1, 5), reply(0, 1, 6), reply(1, 2, 15), ev{op: 'a', at: 1000}),
-			rtCounts{Answered: 2, Duplicated: 1}, []int64{5, 5}},
+			RoundTripCounts{Answered: 2, Duplicated: 1}, []int64{5, 5}},
 		{"a reply to a datagram never sent", append(sendAll(2, 10),
 			ev{op: 'u', seq: 1}, reply(1, 2, 12), reply(7, 3, 12), ev{op: 'a', at: 1000}),
-			rtCounts{Lost: 1, Invalid: 2}, nil},
+			RoundTripCounts{Lost: 1, Invalid: 2}, nil},
 		{"upstream reordering: 7 before 6, then 8 lost", append(sendAll(10, 10),
 			reply(5, 6, 55), reply(7, 7, 75), reply(6, 8, 76), reply(9, 9, 95), ev{op: 'a', at: 1000}),
 			// 0-4 unanswered before the first reply: the receiver counted
 			// five of them (count 6 at seq 5), so they are downstream. 8 was
 			// lost upstream: its gap is judged against the running maximum 8.
-			rtCounts{Answered: 4, Lost: 6, Downstream: 5, Upstream: 1}, []int64{5, 5, 16, 5}},
+			RoundTripCounts{Answered: 4, Lost: 6, Downstream: 5, Upstream: 1}, []int64{5, 5, 16, 5}},
 		{"the receiver restarted: its count began again", append(sendAll(6, 10),
 			reply(0, 1, 5), reply(1, 2, 15), reply(5, 1, 55), ev{op: 'a', at: 1000}),
-			rtCounts{Answered: 3, Lost: 3, Upstream: 3}, []int64{5, 5, 5}},
+			RoundTripCounts{Answered: 3, Lost: 3, Upstream: 3}, []int64{5, 5, 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRoundTrip(timeout*time.Millisecond, 100)
+			r := NewRoundTrip(int64(timeout*time.Millisecond), 100)
 			var rtts []int64
 			for _, e := range tc.script {
 				at := e.at * int64(time.Millisecond)
 				switch e.op {
 				case 's':
-					r.send(e.seq, at)
+					r.Send(e.seq, at)
 				case 'u':
-					r.unsend(e.seq)
+					r.Unsend(e.seq)
 				case 'r':
-					if rtt, ok := r.reply(e.seq, e.count, at); ok {
-						rtts = append(rtts, rtt/int64(time.Millisecond))
+					if res := r.Reply(e.seq, e.count, at); res.Outcome == ReplyAnswered {
+						rtts = append(rtts, res.RTT/int64(time.Millisecond))
 					}
 				case 'b':
-					r.goodbye(e.count)
+					r.Goodbye(e.count)
 				case 'a':
-					r.advance(at)
+					r.Expire(at)
 				case 'f':
-					r.finish()
+					r.Settle()
 				}
 			}
 			if r.c != tc.want {
@@ -109,17 +109,17 @@ func TestRoundTrip(t *testing.T) {
 // TestRoundTripWindow: with no time passing and no replies, sending more
 // than the window holds decides the oldest early, as lost.
 func TestRoundTripWindow(t *testing.T) {
-	r := newRoundTrip(time.Second, 1) // 1 + 64 rounds up to 128 slots
+	r := NewRoundTrip(int64(time.Second), 1) // 1 + 64 rounds up to 128 slots
 	if len(r.slots) != 128 {
 		t.Fatalf("window %d, want 128", len(r.slots))
 	}
 	for seq := range uint64(200) {
-		r.send(seq, 0)
+		r.Send(seq, 0)
 	}
 	if r.c.Lost != 200-128 || r.next-r.oldest != 128 {
 		t.Fatalf("lost %d, held %d; want 72 and 128", r.c.Lost, r.next-r.oldest)
 	}
-	if _, ok := r.reply(10, 11, 1); ok || r.c.Late != 1 {
+	if res := r.Reply(10, 11, 1); res.Outcome != ReplyLate || r.c.Late != 1 {
 		t.Fatalf("a reply to a datagram decided early: late %d", r.c.Late)
 	}
 }
@@ -127,15 +127,15 @@ func TestRoundTripWindow(t *testing.T) {
 // TestRoundTripSettled: settled needs every datagram decided and the
 // goodbye answered.
 func TestRoundTripSettled(t *testing.T) {
-	r := newRoundTrip(time.Second, 10)
-	r.send(0, 0)
-	r.reply(0, 1, 1)
-	r.advance(2)
-	if r.settled() {
+	r := NewRoundTrip(int64(time.Second), 10)
+	r.Send(0, 0)
+	r.Reply(0, 1, 1)
+	r.Expire(2)
+	if r.Settled() {
 		t.Fatal("settled before the goodbye's reply")
 	}
-	r.goodbye(1)
-	if !r.settled() {
+	r.Goodbye(1)
+	if !r.Settled() {
 		t.Fatal("not settled after everything came back")
 	}
 }

@@ -1,0 +1,54 @@
+package sender
+
+import "time"
+
+// CatchUp is how far behind schedule the sender still sends the slots it is
+// late for, back to back; older slots are skipped and counted as missed. It
+// absorbs timer wake-up latency without turning a stall into a burst.
+const CatchUp = 20 * time.Millisecond
+
+// schedule is one target's drift-free send schedule: slot k is due at
+// start + k/rate, whenever the slots before it were sent. It does no I/O
+// and takes the time as an argument.
+type schedule struct {
+	start   time.Time
+	rate    float64
+	catchUp time.Duration // max(CatchUp, one interval)
+	next    int64         // the first slot not yet taken
+	dues    []time.Time   // the batch take returns; its capacity bounds a batch
+}
+
+func newSchedule(start time.Time, rate float64, batch int) schedule {
+	interval := time.Duration(float64(time.Second) / rate)
+	return schedule{start: start, rate: rate, catchUp: max(interval, CatchUp), dues: make([]time.Time, 0, batch)}
+}
+
+// due is when slot k is due.
+func (s *schedule) due(k int64) time.Time {
+	return s.start.Add(time.Duration(float64(k) * float64(time.Second) / s.rate))
+}
+
+// wait is how long until the next slot is due, at now.
+func (s *schedule) wait(now time.Time) time.Duration { return s.due(s.next).Sub(now) }
+
+// take returns the due times of the slots to send at now, once the next
+// slot is due: the next slot and the slots after it due by now, up to a
+// batch, so none is sent before its time. Slots more than the catch-up
+// window behind are skipped first, and their number is returned.
+func (s *schedule) take(now time.Time) (dues []time.Time, skipped int64) {
+	interval := time.Duration(float64(time.Second) / s.rate)
+	if behind := now.Sub(s.due(s.next)); behind > s.catchUp {
+		skipped = int64((behind - s.catchUp) / interval)
+		s.next += skipped
+	}
+	dues = append(s.dues[:0], s.due(s.next))
+	for len(dues) < cap(s.dues) {
+		d := s.due(s.next + int64(len(dues)))
+		if d.After(now) {
+			break
+		}
+		dues = append(dues, d)
+	}
+	s.next += int64(len(dues))
+	return dues, skipped
+}
