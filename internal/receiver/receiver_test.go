@@ -24,30 +24,44 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testReceiver is a Receiver on a loopback socket with what a test reads of
-// it: its metrics, its registry and its log.
-type testReceiver struct {
-	*Receiver
+// observed is what a test reads of a receiver or a table: its metrics, its
+// registry and its log.
+type observed struct {
 	m    *metrics.Receiver
 	reg  *prometheus.Registry
 	logs *observer.ObservedLogs
 }
 
+// observe gives opts short test defaults, fresh metrics and, unless opts
+// names a logger, a log the test reads.
+func observe(opts Options) (Options, observed) {
+	o := observed{reg: prometheus.NewPedanticRegistry()}
+	core, logs := observer.New(zapcore.InfoLevel)
+	o.logs = logs
+	opts = testDefaults(opts)
+	if opts.Logger == nil {
+		opts.Logger = zap.New(core)
+	}
+	opts.Metrics = metrics.NewReceiver(o.reg)
+	o.m = opts.Metrics
+	return opts, o
+}
+
+// testReceiver is a Receiver on a loopback socket, observed.
+type testReceiver struct {
+	*Receiver
+	observed
+}
+
 func newTestReceiver(t testing.TB, opts Options) *testReceiver {
 	t.Helper()
-	tr := &testReceiver{reg: prometheus.NewPedanticRegistry()}
-	core, logs := observer.New(zapcore.InfoLevel)
-	tr.logs = logs
-	opts = testDefaults(opts)
+	opts, o := observe(opts)
 	opts.ListenAddress = "127.0.0.1:0"
-	opts.Logger = zap.New(core)
-	opts.Metrics = metrics.NewReceiver(tr.reg)
-	tr.m = opts.Metrics
-	var err error
-	if tr.Receiver, err = New(opts); err != nil {
+	r, err := New(opts)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return tr
+	return &testReceiver{Receiver: r, observed: o}
 }
 
 // run runs r until the test ends.
@@ -72,13 +86,10 @@ func datagram(t testing.TB, name string, session, seq uint64, flags wire.Flags) 
 	return b
 }
 
-// testTable is a Table with what a test reads of it: its metrics, its
-// registry, its log and the replies it sent.
+// testTable is a Table, observed, with the replies it sent.
 type testTable struct {
 	*Table
-	m       *metrics.Receiver
-	reg     *prometheus.Registry
-	logs    *observer.ObservedLogs
+	observed
 	replies replies
 }
 
@@ -115,15 +126,8 @@ func (r *replies) header(t testing.TB) wire.Header {
 // unless opts names a logger.
 func newTable(t testing.TB, opts Options) *testTable {
 	t.Helper()
-	tt := &testTable{reg: prometheus.NewPedanticRegistry()}
-	core, logs := observer.New(zapcore.InfoLevel)
-	tt.logs = logs
-	opts = testDefaults(opts)
-	if opts.Logger == nil {
-		opts.Logger = zap.New(core)
-	}
-	opts.Metrics = metrics.NewReceiver(tt.reg)
-	tt.m = opts.Metrics
+	opts, o := observe(opts)
+	tt := &testTable{observed: o}
 	var err error
 	if tt.Table, err = NewTable(opts, tt.replies.send); err != nil {
 		t.Fatal(err)
@@ -190,7 +194,7 @@ udpprobe_receiver_packets_corrupted_total 1
 # HELP udpprobe_receiver_peer_restarts_total New session ids seen from a known sender: sender restarts.
 # TYPE udpprobe_receiver_peer_restarts_total counter
 udpprobe_receiver_peer_restarts_total{peer="alpha"} 1
-# HELP udpprobe_receiver_invalid_packets_total Datagrams that are not of this protocol, or not authenticated with UDPPROBE_HMAC_KEY, by reason.
+# HELP udpprobe_receiver_invalid_packets_total Datagrams that are not of this protocol, or not authenticated with the shared key, by reason.
 # TYPE udpprobe_receiver_invalid_packets_total counter
 udpprobe_receiver_invalid_packets_total{reason="auth"} 0
 udpprobe_receiver_invalid_packets_total{reason="bad_header"} 0

@@ -31,7 +31,7 @@ type ReplyFunc func(b []byte, to netip.AddrPort) error
 type Table struct {
 	opts    Options
 	log     *zap.Logger
-	m       *metrics.Receiver
+	metrics *metrics.Receiver
 	trOpts  tracker.Options
 	auth    *wire.Auth // nil: datagrams are not authenticated
 	reply   ReplyFunc  // nil: no replies
@@ -68,7 +68,7 @@ func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 	t := &Table{
 		opts:    opts,
 		log:     opts.Logger,
-		m:       opts.Metrics,
+		metrics: opts.Metrics,
 		trOpts:  tracker.Options{Timeout: int64(opts.LossTimeout)},
 		burst:   max(1, opts.ReflectRate/10),
 		invalid: make(map[error]invalidCounter, len(reasons)),
@@ -79,7 +79,7 @@ func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 		t.reply = reply
 	}
 	for err, reason := range reasons {
-		t.invalid[err] = t.m.Invalid.WithLabelValues(reason)
+		t.invalid[err] = t.metrics.Invalid.WithLabelValues(reason)
 	}
 	if len(opts.Keys) > 0 {
 		var err error
@@ -99,7 +99,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 	var h wire.Header
 	if err := wire.Decode(b, &h); err != nil {
 		if err == wire.ErrChecksum {
-			t.m.PacketsCorrupted.Inc()
+			t.metrics.PacketsCorrupted.Inc()
 			return
 		}
 		t.invalid[err].Inc()
@@ -124,7 +124,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 			return // nothing to close
 		}
 		if len(t.peers) >= t.opts.MaxPeers {
-			t.m.PeerOverflow.Inc()
+			t.metrics.PeerOverflow.Inc()
 			t.watch.now.overflow++
 			return
 		}
@@ -157,7 +157,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 // SocketDropped takes n datagrams the kernel dropped at the socket before
 // the one that arrived at mono (monotonic ns) was queued.
 func (t *Table) SocketDropped(n uint64, mono int64) {
-	t.m.SocketDrops.Add(float64(n))
+	t.metrics.SocketDrops.Add(float64(n))
 	t.watch.now.socketDrops += n
 	t.drops.dropped(n, mono)
 }
@@ -187,10 +187,10 @@ func (t *Table) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort
 }
 
 func (t *Table) admit(name string) *peer {
-	p := &peer{name: name, m: t.m.Peer(name), limit: limiter{tokens: t.burst}}
+	p := &peer{name: name, m: t.metrics.Peer(name), limit: limiter{tokens: t.burst}}
 	t.peers[name] = p
 	t.peak = max(t.peak, len(t.peers))
-	t.m.Peers.Set(float64(len(t.peers)))
+	t.metrics.Peers.Set(float64(len(t.peers)))
 	t.log.Info("new peer", zap.String("peer", name))
 	return p
 }
@@ -207,9 +207,9 @@ func (t *Table) Housekeep(now Instant) {
 	for name, p := range t.peers {
 		if now.Mono-p.lastSeen >= expiry {
 			p.settle()
-			t.m.DeletePeer(name)
+			t.metrics.DeletePeer(name)
 			delete(t.peers, name)
-			t.m.Peers.Set(float64(len(t.peers)))
+			t.metrics.Peers.Set(float64(len(t.peers)))
 			t.log.Info("peer expired: silent for the peer expiry, its series are deleted",
 				zap.String("peer", name), zap.Duration("peer_expiry", t.opts.PeerExpiry))
 			continue

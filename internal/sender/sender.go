@@ -198,7 +198,7 @@ func (s *Sender) dial(addr string) (*target, error) {
 		}
 		if err != nil {
 			c.Close()
-			return nil, fmt.Errorf("UDPPROBE_HMAC_KEY: %w", err)
+			return nil, fmt.Errorf("authentication key: %w", err)
 		}
 		h.TagLen = wire.TagSize
 	}
