@@ -3,6 +3,7 @@ package metrics
 import (
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -121,10 +122,25 @@ udpprobe_receiver_packets_received_total{peer="beta"} 1
 	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_one_way_delay_seconds"); err != nil || n != 2 {
 		t.Fatalf("%d one-way delay series (%v), want 2", n, err)
 	}
-	for _, v := range r.peers.vecs.all() {
+	for _, v := range r.peers.vecs {
 		if n := testutil.CollectAndCount(v); n != 0 {
 			t.Fatalf("a template vector holds %d series", n)
 		}
+	}
+	// The table declares every instrument of a peer, once.
+	fields := reflect.ValueOf(*a)
+	exported := 0
+	for i := range fields.NumField() {
+		if !fields.Type().Field(i).IsExported() {
+			continue
+		}
+		exported++
+		if fields.Field(i).IsNil() {
+			t.Errorf("no per-peer metric makes ReceiverPeer.%s", fields.Type().Field(i).Name)
+		}
+	}
+	if exported != len(peerMetrics) || len(a.all) != exported {
+		t.Errorf("%d instrument fields, %d declared metrics, %d collected; want one each", exported, len(peerMetrics), len(a.all))
 	}
 }
 

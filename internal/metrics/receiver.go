@@ -21,35 +21,6 @@ type Receiver struct {
 	ReceiveBuffer    prometheus.Gauge
 }
 
-// peerVecs are the vectors of the per-peer series. They are templates, not
-// registered: a peer's instruments are made by them and removed from them
-// at once (a removed instrument goes on working), and a peerSet exports
-// them. The vectors' maps then never hold more than one peer, and the
-// set's own map shrinks when peers are forgotten, which Go maps do not do
-// by themselves: 10,000 peers come and gone leave nothing behind.
-type peerVecs struct {
-	PacketsReceived   *prometheus.CounterVec
-	PacketsLost       *prometheus.CounterVec
-	PacketsDuplicated *prometheus.CounterVec
-	PacketsReordered  *prometheus.CounterVec
-	PacketsLate       *prometheus.CounterVec
-	PacketsStray      *prometheus.CounterVec
-	DroppedLocally    *prometheus.CounterVec
-	PeerRestarts      *prometheus.CounterVec
-	Resyncs           *prometheus.CounterVec
-	Goodbyes          *prometheus.CounterVec
-	LastPacket        *prometheus.GaugeVec
-	GapLength         *prometheus.HistogramVec
-	ReorderExtent     *prometheus.HistogramVec
-	OneWayDelay       *prometheus.HistogramVec
-	ClockSkew         *prometheus.CounterVec
-	Jitter            *prometheus.GaugeVec
-	IPDV              *prometheus.HistogramVec
-	RepliesSent       *prometheus.CounterVec
-	RepliesLimited    *prometheus.CounterVec
-	ReplyErrors       *prometheus.CounterVec
-}
-
 // ReceiverPeer holds one peer's instruments, looked up once on admission so
 // the receive path does no label lookups.
 type ReceiverPeer struct {
@@ -59,61 +30,114 @@ type ReceiverPeer struct {
 	LastPacket, Jitter                                                              prometheus.Gauge
 	GapLength, ReorderExtent, OneWayDelay, IPDV                                     prometheus.Observer
 
-	all []prometheus.Metric // the 20 above, for collection
+	all []prometheus.Metric // every instrument above, for collection
+}
+
+// peerMetric declares one per-peer metric: its name, help and kind, and
+// the field of ReceiverPeer that holds a peer's instrument (a
+// *prometheus.Counter, *prometheus.Gauge or *prometheus.Observer; an
+// Observer is a histogram with the given buckets).
+type peerMetric struct {
+	name, help string
+	buckets    []float64
+	field      func(*ReceiverPeer) any
+}
+
+// peerMetrics are the receiver's per-peer metrics, all labelled by peer.
+var peerMetrics = []peerMetric{
+	{"packets_received_total", "First copies of data datagrams received, per sender.", nil,
+		func(p *ReceiverPeer) any { return &p.Received }},
+	{"packets_lost_total", "Sequence numbers declared lost after the loss timeout or on leaving the tracking window.", nil,
+		func(p *ReceiverPeer) any { return &p.Lost }},
+	{"packets_duplicated_total", "Extra copies of sequence numbers already seen (RFC 5560).", nil,
+		func(p *ReceiverPeer) any { return &p.Duplicated }},
+	{"packets_reordered_total", "First copies that arrived after a higher sequence number, within the loss timeout (RFC 4737).", nil,
+		func(p *ReceiverPeer) any { return &p.Reordered }},
+	{"packets_late_total", "Datagrams that arrived after they had been declared lost; they stay counted as lost.", nil,
+		func(p *ReceiverPeer) any { return &p.Late }},
+	{"packets_stray_total", "Datagrams whose sequence number was more than 2^31 from the session's highest and that the next datagram did not follow: not counted otherwise (RFC 3550 A.1).", nil,
+		func(p *ReceiverPeer) any { return &p.Stray }},
+	{"packets_dropped_locally_total", "Missing sequence numbers attributed to this host's socket drops rather than the network; not in packets_lost_total.", nil,
+		func(p *ReceiverPeer) any { return &p.DroppedLocally }},
+	{"peer_restarts_total", "New session ids seen from a known sender: sender restarts.", nil,
+		func(p *ReceiverPeer) any { return &p.Restarts }},
+	{"sequence_resyncs_total", "Implausible sequence jumps, confirmed by the next datagram, taken as a new start instead of loss.", nil,
+		func(p *ReceiverPeer) any { return &p.Resyncs }},
+	{"goodbyes_total", "Sessions a sender ended with a goodbye datagram.", nil,
+		func(p *ReceiverPeer) any { return &p.Goodbyes }},
+	{"last_packet_timestamp_seconds", "Unix time of the last valid datagram from the sender.", nil,
+		func(p *ReceiverPeer) any { return &p.LastPacket }},
+	{"loss_gap_length_packets", "Lengths of loss periods, maximal runs of consecutive lost sequence numbers (RFC 3357).", GapLengthBuckets,
+		func(p *ReceiverPeer) any { return &p.GapLength }},
+	{"reorder_extent_packets", "Reordering extent of reordered datagrams, in arrivals (RFC 4737).", ReorderExtentBuckets,
+		func(p *ReceiverPeer) any { return &p.ReorderExtent }},
+	{"one_way_delay_seconds", "One-way delay of first copies received in time: receive time minus the sender's send time. Only meaningful with synchronised clocks.", DelayBuckets,
+		func(p *ReceiverPeer) any { return &p.OneWayDelay }},
+	{"clock_skew_events_total", "Datagrams that arrived before their send time by this host's clock: the clocks are not synchronised; no delay was recorded.", nil,
+		func(p *ReceiverPeer) any { return &p.ClockSkew }},
+	{"jitter_seconds", "RFC 3550 interarrival jitter of the current session, from in-order datagrams; independent of clock offset.", nil,
+		func(p *ReceiverPeer) any { return &p.Jitter }},
+	{"ipdv_seconds", "Absolute IP packet delay variation between consecutive sequence numbers received in order (RFC 3393, RFC 5481).", VariationBuckets,
+		func(p *ReceiverPeer) any { return &p.IPDV }},
+	{"replies_sent_total", "Replies reflected to the sender, when reflecting.", nil,
+		func(p *ReceiverPeer) any { return &p.RepliesSent }},
+	{"replies_rate_limited_total", "Replies not sent because the peer exceeded the reflect rate limit; the sender counts them as downstream loss.", nil,
+		func(p *ReceiverPeer) any { return &p.RepliesLimited }},
+	{"reply_errors_total", "Replies this host failed to send; the sender counts them as downstream loss.", nil,
+		func(p *ReceiverPeer) any { return &p.ReplyErrors }},
+}
+
+// vec is a template vector of one per-peer metric. The vectors are not
+// registered: a peer's instruments are made by them and removed from them
+// at once (a removed instrument goes on working), and a peerSet exports
+// them. The vectors' maps then never hold more than one peer, and the
+// set's own map shrinks when peers are forgotten, which Go maps do not do
+// by themselves: 10,000 peers come and gone leave nothing behind.
+type vec interface {
+	prometheus.Collector
+	DeleteLabelValues(...string) bool
+}
+
+// newVec makes the template vector of m, of the kind its field says.
+func newVec(m peerMetric) vec {
+	const sub = "receiver"
+	tmpl := nopRegisterer{}
+	switch m.field(&ReceiverPeer{}).(type) {
+	case *prometheus.Counter:
+		return counterVec(tmpl, sub, m.name, m.help, "peer")
+	case *prometheus.Gauge:
+		return gaugeVec(tmpl, sub, m.name, m.help, "peer")
+	case *prometheus.Observer:
+		return histogramVec(tmpl, sub, m.name, m.help, m.buckets, "peer")
+	}
+	panic("metrics: per-peer metric " + m.name + " has a field of no known kind")
+}
+
+// instrument makes peer's instrument from v and stores it in field.
+func instrument(v vec, field any, peer string) prometheus.Metric {
+	switch f := field.(type) {
+	case *prometheus.Counter:
+		*f = v.(*prometheus.CounterVec).WithLabelValues(peer)
+		return *f
+	case *prometheus.Gauge:
+		*f = v.(*prometheus.GaugeVec).WithLabelValues(peer)
+		return *f
+	case *prometheus.Observer:
+		*f = v.(*prometheus.HistogramVec).WithLabelValues(peer)
+		return (*f).(prometheus.Metric)
+	}
+	panic("metrics: unknown instrument field")
 }
 
 // NewReceiver registers the receiver's metrics on reg.
 func NewReceiver(reg prometheus.Registerer) *Receiver {
 	const sub = "receiver"
-	tmpl := nopRegisterer{}
-	v := peerVecs{
-		PacketsReceived: counterVec(tmpl, sub, "packets_received_total",
-			"First copies of data datagrams received, per sender.", "peer"),
-		PacketsLost: counterVec(tmpl, sub, "packets_lost_total",
-			"Sequence numbers declared lost after the loss timeout or on leaving the tracking window.", "peer"),
-		PacketsDuplicated: counterVec(tmpl, sub, "packets_duplicated_total",
-			"Extra copies of sequence numbers already seen (RFC 5560).", "peer"),
-		PacketsReordered: counterVec(tmpl, sub, "packets_reordered_total",
-			"First copies that arrived after a higher sequence number, within the loss timeout (RFC 4737).", "peer"),
-		PacketsLate: counterVec(tmpl, sub, "packets_late_total",
-			"Datagrams that arrived after they had been declared lost; they stay counted as lost.", "peer"),
-		PacketsStray: counterVec(tmpl, sub, "packets_stray_total",
-			"Datagrams whose sequence number was more than 2^31 from the session's highest and that the next datagram did not follow: not counted otherwise (RFC 3550 A.1).", "peer"),
-		DroppedLocally: counterVec(tmpl, sub, "packets_dropped_locally_total",
-			"Missing sequence numbers attributed to this host's socket drops rather than the network; not in packets_lost_total.", "peer"),
-		PeerRestarts: counterVec(tmpl, sub, "peer_restarts_total",
-			"New session ids seen from a known sender: sender restarts.", "peer"),
-		Resyncs: counterVec(tmpl, sub, "sequence_resyncs_total",
-			"Implausible sequence jumps, confirmed by the next datagram, taken as a new start instead of loss.", "peer"),
-		Goodbyes: counterVec(tmpl, sub, "goodbyes_total",
-			"Sessions a sender ended with a goodbye datagram.", "peer"),
-		LastPacket: gaugeVec(tmpl, sub, "last_packet_timestamp_seconds",
-			"Unix time of the last valid datagram from the sender.", "peer"),
-		GapLength: histogramVec(tmpl, sub, "loss_gap_length_packets",
-			"Lengths of loss periods, maximal runs of consecutive lost sequence numbers (RFC 3357).",
-			GapLengthBuckets, "peer"),
-		ReorderExtent: histogramVec(tmpl, sub, "reorder_extent_packets",
-			"Reordering extent of reordered datagrams, in arrivals (RFC 4737).",
-			ReorderExtentBuckets, "peer"),
-		OneWayDelay: histogramVec(tmpl, sub, "one_way_delay_seconds",
-			"One-way delay of first copies received in time: receive time minus the sender's send time. Only meaningful with synchronised clocks.",
-			DelayBuckets, "peer"),
-		ClockSkew: counterVec(tmpl, sub, "clock_skew_events_total",
-			"Datagrams that arrived before their send time by this host's clock: the clocks are not synchronised; no delay was recorded.", "peer"),
-		Jitter: gaugeVec(tmpl, sub, "jitter_seconds",
-			"RFC 3550 interarrival jitter of the current session, from in-order datagrams; independent of clock offset.", "peer"),
-		IPDV: histogramVec(tmpl, sub, "ipdv_seconds",
-			"Absolute IP packet delay variation between consecutive sequence numbers received in order (RFC 3393, RFC 5481).",
-			VariationBuckets, "peer"),
-		RepliesSent: counterVec(tmpl, sub, "replies_sent_total",
-			"Replies reflected to the sender, when reflecting.", "peer"),
-		RepliesLimited: counterVec(tmpl, sub, "replies_rate_limited_total",
-			"Replies not sent because the peer exceeded the reflect rate limit; the sender counts them as downstream loss.", "peer"),
-		ReplyErrors: counterVec(tmpl, sub, "reply_errors_total",
-			"Replies this host failed to send; the sender counts them as downstream loss.", "peer"),
+	set := &peerSet{byName: make(map[string]*ReceiverPeer)}
+	for _, m := range peerMetrics {
+		set.vecs = append(set.vecs, newVec(m))
 	}
 	r := &Receiver{
-		peers: &peerSet{vecs: v, byName: make(map[string]*ReceiverPeer)},
+		peers: set,
 		PacketsCorrupted: counter(reg, sub, "packets_corrupted_total",
 			"Datagrams of this protocol whose checksum failed; not attributed to a sender."),
 		Invalid: counterVec(reg, sub, "invalid_packets_total",
@@ -148,35 +172,10 @@ func (r *Receiver) Peer(peer string) *ReceiverPeer {
 	if p := s.byName[peer]; p != nil {
 		return p
 	}
-	v := &s.vecs
-	p := &ReceiverPeer{
-		Received:       v.PacketsReceived.WithLabelValues(peer),
-		Lost:           v.PacketsLost.WithLabelValues(peer),
-		Duplicated:     v.PacketsDuplicated.WithLabelValues(peer),
-		Reordered:      v.PacketsReordered.WithLabelValues(peer),
-		Late:           v.PacketsLate.WithLabelValues(peer),
-		Stray:          v.PacketsStray.WithLabelValues(peer),
-		DroppedLocally: v.DroppedLocally.WithLabelValues(peer),
-		Restarts:       v.PeerRestarts.WithLabelValues(peer),
-		Resyncs:        v.Resyncs.WithLabelValues(peer),
-		Goodbyes:       v.Goodbyes.WithLabelValues(peer),
-		LastPacket:     v.LastPacket.WithLabelValues(peer),
-		GapLength:      v.GapLength.WithLabelValues(peer),
-		ReorderExtent:  v.ReorderExtent.WithLabelValues(peer),
-		OneWayDelay:    v.OneWayDelay.WithLabelValues(peer),
-		ClockSkew:      v.ClockSkew.WithLabelValues(peer),
-		Jitter:         v.Jitter.WithLabelValues(peer),
-		IPDV:           v.IPDV.WithLabelValues(peer),
-		RepliesSent:    v.RepliesSent.WithLabelValues(peer),
-		RepliesLimited: v.RepliesLimited.WithLabelValues(peer),
-		ReplyErrors:    v.ReplyErrors.WithLabelValues(peer),
-	}
-	p.all = []prometheus.Metric{p.Received, p.Lost, p.Duplicated, p.Reordered, p.Late, p.Stray, p.DroppedLocally,
-		p.Restarts, p.Resyncs, p.Goodbyes, p.LastPacket, p.GapLength.(prometheus.Metric),
-		p.ReorderExtent.(prometheus.Metric), p.OneWayDelay.(prometheus.Metric), p.ClockSkew, p.Jitter,
-		p.IPDV.(prometheus.Metric), p.RepliesSent, p.RepliesLimited, p.ReplyErrors}
-	for _, c := range s.vecs.all() {
-		c.DeleteLabelValues(peer)
+	p := &ReceiverPeer{all: make([]prometheus.Metric, len(peerMetrics))}
+	for i, m := range peerMetrics {
+		p.all[i] = instrument(s.vecs[i], m.field(p), peer)
+		s.vecs[i].DeleteLabelValues(peer)
 	}
 	s.byName[peer] = p
 	s.peak = max(s.peak, len(s.byName))
@@ -197,31 +196,16 @@ func (r *Receiver) DeletePeer(peer string) {
 
 // peerSet is the collector of the peers' series.
 type peerSet struct {
-	vecs   peerVecs
+	vecs   []vec // the template vectors, in the order of peerMetrics
 	mu     sync.Mutex
 	byName map[string]*ReceiverPeer
 	peak   int // the most entries byName has held since it was last rebuilt
 }
 
-// vec is what the set needs of a template vector.
-type vec interface {
-	prometheus.Collector
-	DeleteLabelValues(...string) bool
-}
-
-func (v *peerVecs) all() []vec {
-	return []vec{
-		v.PacketsReceived, v.PacketsLost, v.PacketsDuplicated, v.PacketsReordered, v.PacketsLate, v.PacketsStray,
-		v.DroppedLocally,
-		v.PeerRestarts, v.Resyncs, v.Goodbyes, v.LastPacket, v.GapLength, v.ReorderExtent,
-		v.OneWayDelay, v.ClockSkew, v.Jitter, v.IPDV, v.RepliesSent, v.RepliesLimited, v.ReplyErrors,
-	}
-}
-
-// Describe sends the descriptions of the 20 per-peer metrics.
+// Describe sends the descriptions of the per-peer metrics.
 func (s *peerSet) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range s.vecs.all() {
-		c.Describe(ch)
+	for _, v := range s.vecs {
+		v.Describe(ch)
 	}
 }
 
