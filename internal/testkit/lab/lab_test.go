@@ -178,7 +178,10 @@ func TestKernelRandomLoss(t *testing.T) {
 	}
 }
 
-var qdiscDropped = regexp.MustCompile(`\(dropped (\d+),`)
+var (
+	qdiscDropped = regexp.MustCompile(`\(dropped (\d+),`)
+	qdiscEmpty   = regexp.MustCompile(`backlog 0b 0p`)
+)
 
 // liftQdisc pauses the sender, lets the sender's queueing discipline drain,
 // reads how many datagrams it dropped, runs paused (if not nil), removes the
@@ -187,8 +190,19 @@ var qdiscDropped = regexp.MustCompile(`\(dropped (\d+),`)
 func (p *pair) liftQdisc(t *testing.T, paused func()) uint64 {
 	t.Helper()
 	signal(t, p.snd, syscall.SIGSTOP)
-	time.Sleep(100 * time.Millisecond)
-	m := qdiscDropped.FindStringSubmatch(p.l.Exec(t, p.l.Sender, "tc", "-s", "qdisc", "show", "dev", p.l.Sender.Dev))
+	// Removing the qdisc discards what it still queues without counting it
+	// as dropped: wait until its backlog is empty.
+	var stats string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		stats = p.l.Exec(t, p.l.Sender, "tc", "-s", "qdisc", "show", "dev", p.l.Sender.Dev)
+		if qdiscEmpty.MatchString(stats) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the qdisc still queues datagrams 5 s after the sender stopped:\n%s", stats)
+		}
+	}
+	m := qdiscDropped.FindStringSubmatch(stats)
 	if m == nil {
 		t.Fatal("qdisc statistics unreadable")
 	}
