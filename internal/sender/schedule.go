@@ -11,16 +11,18 @@ const CatchUp = 20 * time.Millisecond
 // start + k/rate, whenever the slots before it were sent. It does no I/O
 // and takes the time as an argument.
 type schedule struct {
-	start   time.Time
-	rate    float64
-	catchUp time.Duration // max(CatchUp, one interval)
-	next    int64         // the first slot not yet taken
-	dues    []time.Time   // the batch take returns; its capacity bounds a batch
+	start    time.Time
+	rate     float64
+	interval time.Duration
+	catchUp  time.Duration // max(CatchUp, one interval)
+	next     int64         // the first slot not yet taken
+	dues     []time.Time   // the batch take returns; its capacity bounds a batch
 }
 
 func newSchedule(start time.Time, rate float64, batch int) schedule {
 	interval := time.Duration(float64(time.Second) / rate)
-	return schedule{start: start, rate: rate, catchUp: max(interval, CatchUp), dues: make([]time.Time, 0, batch)}
+	return schedule{start: start, rate: rate, interval: interval, catchUp: max(interval, CatchUp),
+		dues: make([]time.Time, 0, batch)}
 }
 
 // due is when slot k is due.
@@ -36,9 +38,8 @@ func (s *schedule) wait(now time.Time) time.Duration { return s.due(s.next).Sub(
 // batch, so none is sent before its time. Slots more than the catch-up
 // window behind are skipped first, and their number is returned.
 func (s *schedule) take(now time.Time) (dues []time.Time, skipped int64) {
-	interval := time.Duration(float64(time.Second) / s.rate)
 	if behind := now.Sub(s.due(s.next)); behind > s.catchUp {
-		skipped = int64((behind - s.catchUp) / interval)
+		skipped = int64((behind - s.catchUp) / s.interval)
 		s.next += skipped
 	}
 	dues = append(s.dues[:0], s.due(s.next))
