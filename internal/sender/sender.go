@@ -106,7 +106,6 @@ type target struct {
 	conn    conn
 	out     writer
 	bufs    [][]byte // MaxBatch datagrams, or fewer for large payloads
-	batch   int      // len(bufs)
 	sched   schedule
 	clock   clock.Clock
 	m       metrics.SenderPeer
@@ -171,7 +170,6 @@ func (s *Sender) dial(addr string) (*target, error) {
 		addr:    addr,
 		conn:    uc,
 		out:     out,
-		batch:   batch,
 		clock:   s.opts.Clock,
 		log:     s.opts.Logger.With(zap.String("peer", addr)),
 		epoch:   s.opts.Clock.Now(),
@@ -247,7 +245,7 @@ func (s *Sender) Run(ctx context.Context) error {
 }
 
 func (t *target) run(ctx context.Context, rate float64) {
-	t.sched = newSchedule(t.clock.Now(), rate, t.batch)
+	t.sched = newSchedule(t.clock.Now(), rate, len(t.bufs))
 	timer := t.clock.NewTimer()
 	for {
 		if wait := t.sched.wait(t.clock.Now()); wait > 0 {
