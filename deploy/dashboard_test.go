@@ -141,7 +141,8 @@ func exported(t *testing.T) []string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	metrics.NewSender(reg).Peer("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
-	metrics.NewReceiver(reg).Peer("a")
+	r := metrics.NewReceiver(reg)
+	r.Export(slices.Values([]*metrics.ReceiverPeer{r.NewPeer("a")}))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -4,16 +4,18 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
-	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
@@ -98,6 +100,16 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// metricsAt scrapes the daemon whose web server listens at addr.
+func metricsAt(t *testing.T, addr string) scrape.Samples {
+	t.Helper()
+	m, err := scrape.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestDaemons builds the binary and runs a reflecting receiver and a
 // round-trip sender as a user would: summary lines appear, the HTTP
 // endpoints answer, replies come back, SIGTERM makes the sender say goodbye
@@ -122,15 +134,14 @@ func TestDaemons(t *testing.T) {
 			t.Errorf("GET %s: %d", url, code)
 		}
 	}
-	_, body := get(t, "http://"+sweb+"/metrics")
+	sm, rm := metricsAt(t, sweb), metricsAt(t, rweb)
 	// One receiving goroutine, one target: one processor each.
-	if _, rbody := get(t, "http://"+rweb+"/metrics"); !strings.Contains(rbody, "\ngo_sched_gomaxprocs_threads 1\n") ||
-		!strings.Contains(body, "\ngo_sched_gomaxprocs_threads 1\n") {
+	if sm["go_sched_gomaxprocs_threads"] != 1 || rm["go_sched_gomaxprocs_threads"] != 1 {
 		t.Errorf("GOMAXPROCS is not 1 in the receiver or the sender")
 	}
-	replies := regexp.MustCompile(`udpprobe_sender_replies_received_total\{peer="` + regexp.QuoteMeta(udp) + `"\} ([1-9][0-9]*)`)
-	if !replies.MatchString(body) || !strings.Contains(body, `udpprobe_sender_roundtrip_packets_lost_total{peer="`+udp+`"} 0`) {
-		t.Errorf("sender metrics show no replies, or round-trip loss, from %s:\n%s", udp, body)
+	if replies, lost := sm[scrape.Series("udpprobe_sender_replies_received_total", "peer", udp)],
+		sm[scrape.Series("udpprobe_sender_roundtrip_packets_lost_total", "peer", udp)]; replies == 0 || lost != 0 {
+		t.Errorf("sender metrics show %v replies and %v round trips lost from %s, want some and none", replies, lost, udp)
 	}
 	// The healthcheck, as the container runs it: the same variables.
 	t.Setenv("UDPPROBE_WEB_LISTEN_ADDRESS", rweb)
@@ -142,14 +153,19 @@ func TestDaemons(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, body := get(t, "http://"+rweb+"/metrics")
-		if strings.Contains(body, `udpprobe_receiver_goodbyes_total{peer="probe-1"} 3`) &&
-			strings.Contains(body, `udpprobe_receiver_packets_lost_total{peer="probe-1"} 0`) &&
-			strings.Contains(body, `udpprobe_build_info{`) {
+		m := metricsAt(t, rweb)
+		goodbyes, lost := m[scrape.Series("udpprobe_receiver_goodbyes_total", "peer", "probe-1")],
+			m[scrape.Series("udpprobe_receiver_packets_lost_total", "peer", "probe-1")]
+		if goodbyes == 3 && lost == 0 {
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(m)), func(k string) bool {
+				return strings.HasPrefix(k, "udpprobe_build_info{")
+			}) {
+				t.Error("the receiver exports no udpprobe_build_info")
+			}
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("receiver metrics after the goodbye:\n%s", body)
+			t.Fatalf("receiver metrics after the goodbye: %v goodbyes, %v lost; want 3 and 0", goodbyes, lost)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

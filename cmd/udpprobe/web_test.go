@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
@@ -130,8 +131,9 @@ func TestWebConfig(t *testing.T) {
 				t.Errorf("GET %s with a wrong password: %d, want 401", url, code)
 			}
 			code, body, err := fetch(trusting, url, "prometheus", "s3cret")
-			if code != http.StatusOK || !strings.Contains(body, "udpprobe_receiver_peers 0") {
-				t.Errorf("GET %s with the credentials: %d, %v", url, code, err)
+			m, perr := scrape.Parse(strings.NewReader(body))
+			if peers, ok := m.Value("udpprobe_receiver_peers"); code != http.StatusOK || perr != nil || !ok || peers != 0 {
+				t.Errorf("GET %s with the credentials: %d, %v, %v; want the metrics with 0 peers", url, code, err, perr)
 			}
 			if tc.scheme == "https" {
 				code, _, err := fetch(http.DefaultClient, "http://"+web+"/metrics", "prometheus", "s3cret")

@@ -29,7 +29,7 @@ func TestAuthentication(t *testing.T) {
 	for name, keys := range map[string][][]byte{"nokey": nil, "wrongkey": {newKey}} {
 		sm := sendWith(t, sender.Options{Targets: []string{target}, Name: name, Rate: 200, Keys: keys},
 			300*time.Millisecond)
-		sent := testutil.ToFloat64(sm.PacketsSent)
+		sent := float64(sm.packets)
 		rejected += sent + sender.GoodbyeCopies
 		if sent < 20 {
 			t.Fatalf("%s: %v sent", name, sent)
@@ -38,7 +38,7 @@ func TestAuthentication(t *testing.T) {
 	}
 	sm := sendWith(t, sender.Options{Targets: []string{target}, Name: "keyed", Rate: 200, RoundTrip: true,
 		Keys: [][]byte{oldKey}}, 300*time.Millisecond)
-	sent := uint64(testutil.ToFloat64(sm.PacketsSent))
+	sent := sm.packets
 	got := h.waitFor("keyed", sent)
 	h.assertCounts(got, counts{received: sent, goodbyes: sender.GoodbyeCopies})
 	if n := sm.rt.Answered; n != sent {
@@ -55,7 +55,7 @@ func TestAuthentication(t *testing.T) {
 			t.Errorf("%v invalids for %s", n, reason)
 		}
 	}
-	if n := testutil.ToFloat64(h.m.Peers); n != 1 {
+	if n := h.sample("peers", ""); n != 1 {
 		t.Errorf("%v peers, want only the sender with the key", n)
 	}
 }
@@ -71,13 +71,13 @@ func TestKeyRotation(t *testing.T) {
 	wg.Go(func() {
 		sm := sendWith(t, sender.Options{Targets: []string{target}, Name: "steady", Rate: 200,
 			Keys: [][]byte{oldKey}}, 600*time.Millisecond)
-		steadySent = uint64(testutil.ToFloat64(sm.PacketsSent))
+		steadySent = sm.packets
 	})
 	var movingSent uint64
 	for session, keys := range [][][]byte{{oldKey}, {newKey, oldKey}} {
 		sm := sendWith(t, sender.Options{Targets: []string{target}, Name: "moving", Session: uint64(session + 1),
 			Rate: 200, Keys: keys}, 300*time.Millisecond)
-		movingSent += uint64(testutil.ToFloat64(sm.PacketsSent))
+		movingSent += sm.packets
 	}
 	wg.Wait()
 	h.assertCounts(h.waitFor("moving", movingSent), counts{received: movingSent, restarts: 1, goodbyes: 2 * sender.GoodbyeCopies})

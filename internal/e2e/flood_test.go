@@ -241,7 +241,7 @@ func TestFlood(t *testing.T) {
 	// each session after its first.
 	admitted := uint64(floodPeers - 1)
 	perFake := uint64(floodWellFormed / floodFakes)
-	if n := testutil.ToFloat64(h.m.Peers); n != floodPeers {
+	if n := h.sample("peers", ""); n != floodPeers {
 		t.Errorf("%v peers, want the cap, %d", n, floodPeers)
 	}
 	if n := uint64(testutil.ToFloat64(h.m.PeerOverflow)); n != floodWellFormed-admitted*perFake {
@@ -251,7 +251,7 @@ func TestFlood(t *testing.T) {
 	for i := range admitted {
 		name := fmt.Sprintf("fake-%05d", i)
 		c := h.counts(name)
-		stray := uint64(testutil.ToFloat64(h.m.Peer(name).Stray))
+		stray := uint64(h.sample("packets_stray_total", name))
 		outcomes += c.received + c.duplicated + c.late + stray
 		restarts += c.restarts
 		strays += stray

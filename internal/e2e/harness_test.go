@@ -7,13 +7,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 )
 
@@ -82,11 +82,13 @@ func send(t *testing.T, target, name string, session uint64, rate float64, d tim
 	sendWith(t, sender.Options{Targets: []string{target}, Name: name, Session: session, Rate: rate}, d)
 }
 
-// sent is what a sender exported for its first target.
+// sent is what a sender exported for its first target, scraped when it
+// had stopped.
 type sent struct {
-	PacketsSent prometheus.Counter
-	RTT         prometheus.Observer
-	rt          tracker.RoundTripCounts // as scraped
+	packets uint64
+	rttN    uint64 // round-trip times observed
+	rttSum  float64
+	rt      tracker.RoundTripCounts
 }
 
 // sendWith runs a sender with opts (and a test logger and metrics) for d,
@@ -108,44 +110,39 @@ func sendWith(t *testing.T, opts sender.Options, d time.Duration) sent {
 		t.Fatal(err)
 	}
 	peer := opts.Targets[0]
-	return sent{PacketsSent: m.PacketsSent.WithLabelValues(peer), RTT: m.RTT.WithLabelValues(peer),
-		rt: scrapeRoundTrip(t, reg, peer)}
-}
-
-// scrapeRoundTrip reads a target's round-trip totals from reg.
-func scrapeRoundTrip(t *testing.T, reg prometheus.Gatherer, peer string) tracker.RoundTripCounts {
-	t.Helper()
-	mfs, err := reg.Gather()
+	samples, err := scrape.Gather(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	series := func(name string) float64 {
+		v, ok := samples.Value(scrape.Series("udpprobe_sender_"+name, "peer", peer))
+		if !ok {
+			t.Fatalf("no %s series for %s", name, peer)
+		}
+		return v
+	}
+	return sent{packets: uint64(series("packets_sent_total")), rttN: uint64(series("rtt_seconds_count")),
+		rttSum: series("rtt_seconds_sum"), rt: scrapeRoundTrip(t, samples, peer)}
+}
+
+// scrapeRoundTrip reads a target's round-trip totals from a scrape.
+func scrapeRoundTrip(t *testing.T, s scrape.Samples, peer string) tracker.RoundTripCounts {
+	t.Helper()
 	var c tracker.RoundTripCounts
-	fields := map[string]*uint64{
-		"udpprobe_sender_replies_received_total":        &c.Answered,
-		"udpprobe_sender_replies_late_total":            &c.Late,
-		"udpprobe_sender_replies_duplicated_total":      &c.Duplicated,
-		"udpprobe_sender_replies_invalid_total":         &c.Invalid,
-		"udpprobe_sender_roundtrip_packets_lost_total":  &c.Lost,
-		"udpprobe_sender_upstream_packets_lost_total":   &c.Upstream,
-		"udpprobe_sender_downstream_packets_lost_total": &c.Downstream,
-	}
-	found := 0
-	for _, mf := range mfs {
-		f := fields[mf.GetName()]
-		if f == nil {
-			continue
+	for name, f := range map[string]*uint64{
+		"replies_received_total":        &c.Answered,
+		"replies_late_total":            &c.Late,
+		"replies_duplicated_total":      &c.Duplicated,
+		"replies_invalid_total":         &c.Invalid,
+		"roundtrip_packets_lost_total":  &c.Lost,
+		"upstream_packets_lost_total":   &c.Upstream,
+		"downstream_packets_lost_total": &c.Downstream,
+	} {
+		v, ok := s.Value(scrape.Series("udpprobe_sender_"+name, "peer", peer))
+		if !ok {
+			t.Fatalf("no %s series for %s", name, peer)
 		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "peer" && l.GetValue() == peer {
-					*f = uint64(m.GetCounter().GetValue())
-					found++
-				}
-			}
-		}
-	}
-	if found != len(fields) {
-		t.Fatalf("%d of the %d round-trip series of %s exported", found, len(fields), peer)
+		*f = uint64(v)
 	}
 	return c
 }
@@ -176,32 +173,41 @@ type counts struct {
 
 func (h *harness) counts(peer string) counts {
 	h.t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	byName := map[string]*dto.Metric{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() == peer {
-				byName[mf.GetName()] = m
-			}
-		}
-	}
-	c := func(name string) uint64 { return uint64(byName["udpprobe_receiver_"+name].GetCounter().GetValue()) }
-	hist := func(name string) (uint64, uint64) {
-		m := byName["udpprobe_receiver_"+name].GetHistogram()
-		return m.GetSampleCount(), uint64(m.GetSampleSum())
-	}
-	got := counts{
+	c := func(name string) uint64 { v, _ := h.value(name, peer); return uint64(v) }
+	return counts{
 		received: c("packets_received_total"), lost: c("packets_lost_total"),
 		duplicated: c("packets_duplicated_total"), reordered: c("packets_reordered_total"),
 		late: c("packets_late_total"), restarts: c("peer_restarts_total"), goodbyes: c("goodbyes_total"),
 		corrupted: c("packets_corrupted_total"), socketDrops: c("socket_drops_total"),
+		gapCount: c("loss_gap_length_packets_count"), gapSum: c("loss_gap_length_packets_sum"),
+		extentCount: c("reorder_extent_packets_count"), extentSum: c("reorder_extent_packets_sum"),
 	}
-	got.gapCount, got.gapSum = hist("loss_gap_length_packets")
-	got.extentCount, got.extentSum = hist("reorder_extent_packets")
-	return got
+}
+
+// value is what a scrape shows of the receiver's metric name (without the
+// udpprobe_receiver_ prefix; a histogram's _count or _sum) for peer, and
+// whether there is such a series. A metric without labels is read as it
+// is, whatever peer says.
+func (h *harness) value(name, peer string) (float64, bool) {
+	h.t.Helper()
+	s, err := scrape.Gather(h.reg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if v, ok := s.Value("udpprobe_receiver_" + name); ok {
+		return v, true
+	}
+	return s.Value(scrape.Series("udpprobe_receiver_"+name, "peer", peer))
+}
+
+// sample is value for a series that must exist.
+func (h *harness) sample(name, peer string) float64 {
+	h.t.Helper()
+	v, ok := h.value(name, peer)
+	if !ok {
+		h.t.Fatalf("no series of %s for peer %q", name, peer)
+	}
+	return v
 }
 
 // waitFor polls until the peer's received+lost reaches expected (every

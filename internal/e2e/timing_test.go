@@ -6,25 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
-
-// hist reads a histogram child's sample count and sum.
-func hist(t *testing.T, o prometheus.Observer) (uint64, float64) {
-	t.Helper()
-	var m dto.Metric
-	if err := o.(prometheus.Metric).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
-}
 
 // TestFixedDelay puts 20 ms on each direction. Every datagram must have a
 // one-way delay and come back in time, and the means must match what the
@@ -43,18 +30,17 @@ func TestFixedDelay(t *testing.T) {
 	relay := h.startRelay(impair.Config{Delay: delay}, impair.Config{Delay: delay})
 	sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "delayed", Rate: 100, RoundTrip: true},
 		time.Second)
-	p := h.m.Peer("delayed")
-	n, sum := hist(t, p.OneWayDelay)
-	sent := testutil.ToFloat64(sm.PacketsSent)
+	n, sum := uint64(h.sample("one_way_delay_seconds_count", "delayed")), h.sample("one_way_delay_seconds_sum", "delayed")
+	sent := float64(sm.packets)
 	if sent < 50 || float64(n) != sent {
 		t.Fatalf("%v sent, %d one-way delays recorded: every datagram should have one", sent, n)
 	}
-	rn, rsum := hist(t, sm.RTT)
+	rn, rsum := sm.rttN, sm.rttSum
 	if float64(rn) != sent || float64(sm.rt.Answered) != sent || sm.rt.Lost != 0 {
 		t.Fatalf("%v sent, %d round trips, %v lost: every datagram should come back in time",
 			sent, rn, sm.rt.Lost)
 	}
-	if skew := testutil.ToFloat64(p.ClockSkew); skew != 0 {
+	if skew := h.sample("clock_skew_events_total", "delayed"); skew != 0 {
 		t.Errorf("%v clock skew events on one host", skew)
 	}
 
@@ -133,17 +119,16 @@ func TestAlternatingDelayJitter(t *testing.T) {
 		delta = max(delta, (d - want).Abs())
 	}
 	const hop = time.Millisecond
-	p := h.m.Peer("jittery")
 	c := h.waitFor("jittery", uint64(len(data)))
 	if c.received != uint64(len(data)) || c.lost != 0 || c.reordered != 0 {
 		t.Fatalf("receiver counts %+v for %d clean datagrams", c, len(data))
 	}
 	samples := float64(len(data) - 1)
-	ipdv, _ := hist(t, p.IPDV)
+	ipdv := uint64(h.sample("ipdv_seconds_count", "jittery"))
 	if float64(ipdv) != samples {
 		t.Errorf("%d IPDV samples, want %v (every pair is consecutive)", ipdv, samples)
 	}
-	got := time.Duration(testutil.ToFloat64(p.Jitter) * 1e9)
+	got := time.Duration(h.sample("jitter_seconds", "jittery") * 1e9)
 	lo := time.Duration(float64(want-delta-hop) * (1 - math.Pow(15.0/16, samples)))
 	hi := want + delta + hop
 	if got < lo || got > hi {
@@ -190,7 +175,7 @@ func TestLossSplitByDirection(t *testing.T) {
 			relay := h.startRelay(tc.up, tc.down)
 			sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "split", Rate: 200, RoundTrip: true},
 				time.Second)
-			sent := uint64(testutil.ToFloat64(sm.PacketsSent))
+			sent := sm.packets
 			up := dataSeqs(relay.Delivered())  // probes that reached the receiver
 			back := dataSeqs(relay.Returned()) // replies that reached the sender
 			wantUp, wantDown := sent-uint64(len(up)), uint64(len(up)-len(back))

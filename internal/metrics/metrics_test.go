@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,7 +22,8 @@ func TestLint(t *testing.T) {
 	sp.RTT.Observe(.04)
 	sp.ScheduleLateness.Observe(.0001)
 	r := NewReceiver(reg)
-	p := r.Peer("alpha")
+	p := r.NewPeer("alpha")
+	r.Export(slices.Values([]*ReceiverPeer{p}))
 	p.GapLength.Observe(3)
 	p.ReorderExtent.Observe(1)
 	p.OneWayDelay.Observe(.02)
@@ -74,23 +76,43 @@ func TestRoundTripsReadAtScrape(t *testing.T) {
 	}
 }
 
-func TestDeletePeerRemovesEverySeries(t *testing.T) {
+// TestExportedPeers: the peers' series and the peer count are those of the
+// peers Export yields at the scrape, no more and no fewer.
+func TestExportedPeers(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	r := NewReceiver(reg)
-	r.Peer("alpha")
-	r.Peer("beta")
+	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_peers"); err != nil || n != 1 {
+		t.Fatalf("%d peer-count series before Export (%v), want 1", n, err)
+	}
+	alpha, beta := r.NewPeer("alpha"), r.NewPeer("beta")
+	peers := []*ReceiverPeer{alpha, beta}
+	r.Export(func(yield func(*ReceiverPeer) bool) {
+		for _, p := range peers {
+			if !yield(p) {
+				return
+			}
+		}
+	})
 	before, err := testutil.GatherAndCount(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.DeletePeer("alpha")
+	peers = peers[1:]
 	after, err := testutil.GatherAndCount(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// 20 labelled metrics per peer, histograms counting as one each.
 	if before-after != 20 {
-		t.Fatalf("deleting a peer removed %d series, want 20", before-after)
+		t.Fatalf("forgetting a peer removed %d series, want 20", before-after)
+	}
+	want := `
+# HELP udpprobe_receiver_peers Senders in the peer table.
+# TYPE udpprobe_receiver_peers gauge
+udpprobe_receiver_peers 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "udpprobe_receiver_peers"); err != nil {
+		t.Fatal(err)
 	}
 	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_packets_received_total"); err != nil || n != 1 {
 		t.Fatalf("%d received series left (%v), want 1 (beta)", n, err)
@@ -98,49 +120,60 @@ func TestDeletePeerRemovesEverySeries(t *testing.T) {
 }
 
 // TestPeerSeries: a peer's instruments are the ones exported under its
-// label, asking again for a peer gives the same instruments, and the
-// template vectors keep none of them.
+// label, read at the scrape, and the template vectors keep none of them.
 func TestPeerSeries(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	r := NewReceiver(reg)
-	a := r.Peer("alpha")
+	a, b := r.NewPeer("alpha"), r.NewPeer("beta")
+	r.Export(slices.Values([]*ReceiverPeer{a, b}))
 	a.Received.Add(3)
 	a.OneWayDelay.Observe(.002)
-	if again := r.Peer("alpha"); again != a {
-		t.Fatal("a second Peer call for alpha made new instruments")
-	}
-	r.Peer("beta").Received.Inc()
+	b.Received.Inc()
+	a.Jitter.Set(.25)
 	want := `
 # HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
 # TYPE udpprobe_receiver_packets_received_total counter
 udpprobe_receiver_packets_received_total{peer="alpha"} 3
 udpprobe_receiver_packets_received_total{peer="beta"} 1
+# HELP udpprobe_receiver_jitter_seconds RFC 3550 interarrival jitter of the current session, from in-order datagrams; independent of clock offset.
+# TYPE udpprobe_receiver_jitter_seconds gauge
+udpprobe_receiver_jitter_seconds{peer="alpha"} 0.25
+udpprobe_receiver_jitter_seconds{peer="beta"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "udpprobe_receiver_packets_received_total"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"udpprobe_receiver_packets_received_total", "udpprobe_receiver_jitter_seconds"); err != nil {
 		t.Fatal(err)
+	}
+	a.Received.Inc()
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(strings.Replace(want, `"alpha"} 3`, `"alpha"} 4`, 1)),
+		"udpprobe_receiver_packets_received_total", "udpprobe_receiver_jitter_seconds"); err != nil {
+		t.Fatalf("the next scrape: %v", err)
 	}
 	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_one_way_delay_seconds"); err != nil || n != 2 {
 		t.Fatalf("%d one-way delay series (%v), want 2", n, err)
 	}
-	for _, v := range r.peers.vecs {
-		if n := testutil.CollectAndCount(v); n != 0 {
-			t.Fatalf("a template vector holds %d series", n)
+	for _, k := range r.peers.kinds {
+		if k.histogram != nil {
+			if n := testutil.CollectAndCount(k.histogram); n != 0 {
+				t.Fatalf("a template vector holds %d series", n)
+			}
 		}
 	}
 	// The table declares every instrument of a peer, once.
-	fields := reflect.ValueOf(*a)
+	fields := reflect.TypeFor[ReceiverPeer]()
 	exported := 0
 	for i := range fields.NumField() {
-		if !fields.Type().Field(i).IsExported() {
-			continue
-		}
-		exported++
-		if fields.Field(i).IsNil() {
-			t.Errorf("no per-peer metric makes ReceiverPeer.%s", fields.Type().Field(i).Name)
+		if fields.Field(i).IsExported() {
+			exported++
 		}
 	}
-	if exported != len(peerMetrics) || len(a.all) != exported {
-		t.Errorf("%d instrument fields, %d declared metrics, %d collected; want one each", exported, len(peerMetrics), len(a.all))
+	if exported != len(peerMetrics) {
+		t.Errorf("%d instrument fields, %d declared metrics; want one each", exported, len(peerMetrics))
+	}
+	for _, m := range peerMetrics {
+		if o, ok := m.field(a).(*prometheus.Observer); ok && *o == nil {
+			t.Errorf("%s: NewPeer made no histogram", m.name)
+		}
 	}
 }
 
@@ -149,7 +182,8 @@ udpprobe_receiver_packets_received_total{peer="beta"} 1
 func TestDocumented(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	NewSender(reg).Peer("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
-	NewReceiver(reg).Peer("a")
+	r := NewReceiver(reg)
+	r.Export(slices.Values([]*ReceiverPeer{r.NewPeer("a")}))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

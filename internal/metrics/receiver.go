@@ -1,15 +1,18 @@
 package metrics
 
 import (
-	"maps"
+	"iter"
+	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Receiver holds the receiver's instruments. Series labelled by peer are
-// created when a peer is admitted to the peer table and deleted when it
-// expires, so the series count is bounded by the table's size.
+// Receiver holds the receiver's instruments. The series labelled by peer
+// are those of the peers the receiver's table holds at the moment of a
+// scrape (see Export): a peer's series appear when it is admitted and go
+// when it is forgotten, so their count is bounded by the table's size.
 type Receiver struct {
 	peers *peerSet
 
@@ -17,26 +20,42 @@ type Receiver struct {
 	Invalid          *prometheus.CounterVec
 	PeerOverflow     prometheus.Counter
 	SocketDrops      prometheus.Counter
-	Peers            prometheus.Gauge
 	ReceiveBuffer    prometheus.Gauge
 }
 
-// ReceiverPeer holds one peer's instruments, looked up once on admission so
-// the receive path does no label lookups.
+// ReceiverPeer holds one peer's instruments, made once on admission so the
+// receive path does no label lookups. Counters and gauges are plain atomic
+// values, written by the receiver and read at scrape time; the summary
+// line reads the same values, so every number has one source.
 type ReceiverPeer struct {
-	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs, Goodbyes prometheus.Counter
-	DroppedLocally                                                                  prometheus.Counter
-	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                             prometheus.Counter
-	LastPacket, Jitter                                                              prometheus.Gauge
-	GapLength, ReorderExtent, OneWayDelay, IPDV                                     prometheus.Observer
+	name string
 
-	all []prometheus.Metric // every instrument above, for collection
+	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs, Goodbyes Counter
+	DroppedLocally                                                                  Counter
+	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                             Counter
+	LastPacket, Jitter                                                              Gauge
+	GapLength, ReorderExtent, OneWayDelay, IPDV                                     prometheus.Observer
 }
 
-// peerMetric declares one per-peer metric: its name, help and kind, and
-// the field of ReceiverPeer that holds a peer's instrument (a
-// *prometheus.Counter, *prometheus.Gauge or *prometheus.Observer; an
-// Observer is a histogram with the given buckets).
+// Counter is a count written by one goroutine and read by others.
+type Counter struct{ atomic.Uint64 }
+
+// Inc adds one.
+func (c *Counter) Inc() { c.Add(1) }
+
+// Gauge is a value written by one goroutine and read by others.
+type Gauge struct{ bits atomic.Uint64 }
+
+// Set stores v.
+func (g *Gauge) Set(v float64) { g.bits.Store(math.Float64bits(v)) }
+
+// Value returns the value last stored.
+func (g *Gauge) Value() float64 { return math.Float64frombits(g.bits.Load()) }
+
+// peerMetric declares one per-peer metric: its name and help, and the field
+// of ReceiverPeer that holds a peer's instrument, whose type is the
+// metric's kind (*Counter, *Gauge, or *prometheus.Observer for a histogram
+// with the given buckets).
 type peerMetric struct {
 	name, help string
 	buckets    []float64
@@ -87,54 +106,23 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.ReplyErrors }},
 }
 
-// vec is a template vector of one per-peer metric. The vectors are not
-// registered: a peer's instruments are made by them and removed from them
-// at once (a removed instrument goes on working), and a peerSet exports
-// them. The vectors' maps then never hold more than one peer, and the
-// set's own map shrinks when peers are forgotten, which Go maps do not do
-// by themselves: 10,000 peers come and gone leave nothing behind.
-type vec interface {
-	prometheus.Collector
-	DeleteLabelValues(...string) bool
-}
-
-// newVec makes the template vector of m, of the kind its field says.
-func newVec(m peerMetric) vec {
-	const sub = "receiver"
-	tmpl := nopRegisterer{}
-	switch m.field(&ReceiverPeer{}).(type) {
-	case *prometheus.Counter:
-		return counterVec(tmpl, sub, m.name, m.help, "peer")
-	case *prometheus.Gauge:
-		return gaugeVec(tmpl, sub, m.name, m.help, "peer")
-	case *prometheus.Observer:
-		return histogramVec(tmpl, sub, m.name, m.help, m.buckets, "peer")
-	}
-	panic("metrics: per-peer metric " + m.name + " has a field of no known kind")
-}
-
-// instrument makes peer's instrument from v and stores it in field.
-func instrument(v vec, field any, peer string) prometheus.Metric {
-	switch f := field.(type) {
-	case *prometheus.Counter:
-		*f = v.(*prometheus.CounterVec).WithLabelValues(peer)
-		return *f
-	case *prometheus.Gauge:
-		*f = v.(*prometheus.GaugeVec).WithLabelValues(peer)
-		return *f
-	case *prometheus.Observer:
-		*f = v.(*prometheus.HistogramVec).WithLabelValues(peer)
-		return (*f).(prometheus.Metric)
-	}
-	panic("metrics: unknown instrument field")
-}
-
 // NewReceiver registers the receiver's metrics on reg.
 func NewReceiver(reg prometheus.Registerer) *Receiver {
 	const sub = "receiver"
-	set := &peerSet{byName: make(map[string]*ReceiverPeer)}
+	set := &peerSet{
+		count: prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, "peers"), "Senders in the peer table.", nil, nil),
+	}
 	for _, m := range peerMetrics {
-		set.vecs = append(set.vecs, newVec(m))
+		var k kind
+		switch m.field(&ReceiverPeer{}).(type) {
+		case *Counter, *Gauge:
+			k.desc = prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, m.name), m.help, []string{"peer"}, nil)
+		case *prometheus.Observer:
+			k.histogram = histogramVec(nopRegisterer{}, sub, m.name, m.help, m.buckets, "peer")
+		default:
+			panic("metrics: per-peer metric " + m.name + " has a field of no known kind")
+		}
+		set.kinds = append(set.kinds, k)
 	}
 	r := &Receiver{
 		peers: set,
@@ -146,7 +134,6 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 			"Valid datagrams ignored because the peer table was full."),
 		SocketDrops: counter(reg, sub, "socket_drops_total",
 			"Datagrams the kernel dropped because the receive socket buffer was full: a local problem, not network loss."),
-		Peers:         gauge(reg, sub, "peers", "Senders in the peer table."),
 		ReceiveBuffer: gauge(reg, sub, "receive_buffer_bytes", "Receive socket buffer size granted by the kernel."),
 	}
 	for _, reason := range InvalidReasons {
@@ -163,64 +150,81 @@ func (nopRegisterer) Register(prometheus.Collector) error  { return nil }
 func (nopRegisterer) MustRegister(...prometheus.Collector) {}
 func (nopRegisterer) Unregister(prometheus.Collector) bool { return false }
 
-// Peer returns one peer's instruments, creating its series at zero if the
-// peer has none yet.
-func (r *Receiver) Peer(peer string) *ReceiverPeer {
-	s := r.peers
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p := s.byName[peer]; p != nil {
-		return p
-	}
-	p := &ReceiverPeer{all: make([]prometheus.Metric, len(peerMetrics))}
+// NewPeer makes one peer's instruments, at zero. They are exported while
+// the peers given to Export include them.
+func (r *Receiver) NewPeer(name string) *ReceiverPeer {
+	p := &ReceiverPeer{name: name}
 	for i, m := range peerMetrics {
-		p.all[i] = instrument(s.vecs[i], m.field(p), peer)
-		s.vecs[i].DeleteLabelValues(peer)
+		if h := r.peers.kinds[i].histogram; h != nil {
+			// The template keeps no instrument: the peer's own goes on
+			// working after it is removed, and is collected from the peer.
+			*m.field(p).(*prometheus.Observer) = h.WithLabelValues(name)
+			h.DeleteLabelValues(name)
+		}
 	}
-	s.byName[peer] = p
-	s.peak = max(s.peak, len(s.byName))
 	return p
 }
 
-// DeletePeer removes every series of peer.
-func (r *Receiver) DeletePeer(peer string) {
-	s := r.peers
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.byName, peer)
-	if s.peak > 64 && len(s.byName) <= s.peak/4 {
-		s.byName = maps.Collect(maps.All(s.byName)) // a new map, sized for what is left
-		s.peak = len(s.byName)
-	}
+// Export sets the peers whose series every scrape exports: peers is called
+// at each scrape, from the scraping goroutine, and must be safe for that.
+func (r *Receiver) Export(peers iter.Seq[*ReceiverPeer]) {
+	r.peers.mu.Lock()
+	r.peers.list = peers
+	r.peers.mu.Unlock()
 }
 
-// peerSet is the collector of the peers' series.
+// kind is how a per-peer metric is described: a counter or gauge by its
+// desc, a histogram by its template vector.
+type kind struct {
+	desc      *prometheus.Desc
+	histogram *prometheus.HistogramVec
+}
+
+// peerSet is the collector of the peer count and the peers' series.
 type peerSet struct {
-	vecs   []vec // the template vectors, in the order of peerMetrics
-	mu     sync.Mutex
-	byName map[string]*ReceiverPeer
-	peak   int // the most entries byName has held since it was last rebuilt
+	count *prometheus.Desc
+	kinds []kind // in the order of peerMetrics
+	mu    sync.Mutex
+	list  iter.Seq[*ReceiverPeer]
 }
 
 // Describe sends the descriptions of the per-peer metrics.
 func (s *peerSet) Describe(ch chan<- *prometheus.Desc) {
-	for _, v := range s.vecs {
-		v.Describe(ch)
+	ch <- s.count
+	for _, k := range s.kinds {
+		if k.histogram != nil {
+			k.histogram.Describe(ch)
+		} else {
+			ch <- k.desc
+		}
 	}
 }
 
-// Collect sends every series of every peer. It copies the set first, so a
-// slow scrape does not hold up the receiver admitting or forgetting a peer.
+// Collect sends the peer count and every series of every peer. It takes
+// the peers first, so a slow scrape does not hold up the receiver
+// admitting or forgetting one.
 func (s *peerSet) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Lock()
-	peers := make([]*ReceiverPeer, 0, len(s.byName))
-	for _, p := range s.byName {
-		peers = append(peers, p)
-	}
+	list := s.list
 	s.mu.Unlock()
+	var peers []*ReceiverPeer
+	if list != nil {
+		for p := range list {
+			peers = append(peers, p)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(s.count, prometheus.GaugeValue, float64(len(peers)))
 	for _, p := range peers {
-		for _, m := range p.all {
-			ch <- m
+		for i, m := range peerMetrics {
+			k := s.kinds[i]
+			switch f := m.field(p).(type) {
+			case *Counter:
+				ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, float64(f.Load()), p.name)
+			case *Gauge:
+				ch <- prometheus.MustNewConstMetric(k.desc, prometheus.GaugeValue, f.Value(), p.name)
+			case *prometheus.Observer:
+				ch <- (*f).(prometheus.Metric)
+			}
 		}
 	}
 }

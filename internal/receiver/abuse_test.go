@@ -5,9 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/wire"
@@ -19,18 +17,14 @@ type streamCounts struct {
 	gaps, gapSum                                                          uint64
 }
 
-func exported(t *testing.T, m *metrics.Receiver, peer string) streamCounts {
+func exported(t *testing.T, o observed, peer string) streamCounts {
 	t.Helper()
-	p := m.Peer(peer)
-	c := func(c prometheus.Counter) uint64 { return uint64(testutil.ToFloat64(c)) }
-	var gaps dto.Metric
-	if err := p.GapLength.(prometheus.Metric).Write(&gaps); err != nil {
-		t.Fatal(err)
-	}
+	c := func(name string) uint64 { return uint64(o.sample(t, name, peer)) }
 	return streamCounts{
-		received: c(p.Received), lost: c(p.Lost), duplicated: c(p.Duplicated), reordered: c(p.Reordered),
-		late: c(p.Late), stray: c(p.Stray), resyncs: c(p.Resyncs), restarts: c(p.Restarts),
-		gaps: gaps.GetHistogram().GetSampleCount(), gapSum: uint64(gaps.GetHistogram().GetSampleSum()),
+		received: c("packets_received_total"), lost: c("packets_lost_total"), duplicated: c("packets_duplicated_total"),
+		reordered: c("packets_reordered_total"), late: c("packets_late_total"), stray: c("packets_stray_total"),
+		resyncs: c("sequence_resyncs_total"), restarts: c("peer_restarts_total"),
+		gaps: c("loss_gap_length_packets_count"), gapSum: c("loss_gap_length_packets_sum"),
 	}
 }
 
@@ -152,7 +146,7 @@ func TestSequenceAbuse(t *testing.T) {
 			c := &script{tt: tt}
 			tc.run(t, c)
 			c.settle()
-			if got := exported(t, tt.m, "real"); got != tc.want {
+			if got := exported(t, tt.observed, "real"); got != tc.want {
 				t.Errorf("exported\n %+v\nwant\n %+v", got, tc.want)
 			}
 		})
@@ -171,7 +165,7 @@ func TestSequenceOutOfRange(t *testing.T) {
 	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues(metrics.ReasonHeader)); n != 1 {
 		t.Fatalf("%v bad_header invalids, want 1", n)
 	}
-	if got := exported(t, tt.m, "real"); got != (streamCounts{received: 1}) {
+	if got := exported(t, tt.observed, "real"); got != (streamCounts{received: 1}) {
 		t.Fatalf("the stream counted %+v", got)
 	}
 }
@@ -183,7 +177,7 @@ func TestReplayAuthenticated(t *testing.T) {
 	for _, seq := range []uint64{0, 1, 2, 1, 1, 0} {
 		tt.handle(signedDatagram(t, testKey, "real", seq), at(0))
 	}
-	if got := exported(t, tt.m, "real"); got != (streamCounts{received: 3, duplicated: 3}) {
+	if got := exported(t, tt.observed, "real"); got != (streamCounts{received: 3, duplicated: 3}) {
 		t.Fatalf("the stream counted %+v", got)
 	}
 }
@@ -219,7 +213,7 @@ func TestSequenceAbuseAllocatesNothing(t *testing.T) {
 	}
 	// AllocsPerRun runs the round once more than asked, to warm up.
 	const rounds = 1 + 1 + 1000
-	got := exported(t, tt.m, "real")
+	got := exported(t, tt.observed, "real")
 	if got.stray != 2*rounds || got.resyncs != 2*rounds || got.lost != rounds*(1<<31-1+6) || got.gaps != 2*rounds {
 		t.Fatalf("counted %+v, want a round to count 2 strays, 2 resyncs, and 2^31−1 + 6 lost in 2 gaps", got)
 	}

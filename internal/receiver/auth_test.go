@@ -59,7 +59,7 @@ func TestAuthRejects(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocations per authenticated datagram", allocs)
 	}
-	if got := testutil.ToFloat64(tt.m.Peer("alpha").Received); got != float64(seq+1) {
+	if got := tt.sample(t, "packets_received_total", "alpha"); got != float64(seq+1) {
 		t.Fatalf("received %v, want %d", got, seq+1)
 	}
 	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues(metrics.ReasonAuth)); n != 2 {

@@ -6,11 +6,6 @@ import (
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
-// tally is a peer's running totals, for the summary log line.
-type tally struct {
-	received, lost, local, duplicated, reordered, late uint64
-}
-
 // stream is one session of a sender.
 type stream struct {
 	session uint64
@@ -31,11 +26,8 @@ type peer struct {
 	m        *metrics.ReceiverPeer
 	cur      *stream
 	prev     *stream
-	lastSeen int64   // monotonic ns
-	lastWall float64 // Unix seconds of the last datagram
-	shown    float64 // lastWall as last exported
-	total    tally
-	reported tally // total at the last summary
+	lastSeen int64  // monotonic ns
+	reported totals // the totals at the last summary
 	limit    limiter
 	// credit is how many of the numbers this peer's streams will yet declare
 	// lost were dropped by this host's socket instead (see ledger.attribute),
@@ -68,13 +60,29 @@ func (l *limiter) allow(now int64, rate, burst float64) bool {
 func (p *peer) Lost(n uint64) {
 	local := min(n, p.credit)
 	p.credit -= local
-	p.total.local += local
-	p.m.DroppedLocally.Add(float64(local))
-	p.total.lost += n - local
-	p.m.Lost.Add(float64(n - local))
+	p.m.DroppedLocally.Add(local)
+	p.m.Lost.Add(n - local)
 }
 
 func (p *peer) Gap(length uint64) { p.m.GapLength.Observe(float64(length)) }
+
+// totals are the counts a summary reports.
+type totals struct {
+	received, lost, local, duplicated, reordered, late uint64
+}
+
+// totals reads the peer's counts.
+func (p *peer) totals() totals {
+	m := p.m
+	return totals{received: m.Received.Load(), lost: m.Lost.Load(), local: m.DroppedLocally.Load(),
+		duplicated: m.Duplicated.Load(), reordered: m.Reordered.Load(), late: m.Late.Load()}
+}
+
+// since is what t counted after earlier.
+func (t totals) since(earlier totals) totals {
+	return totals{received: t.received - earlier.received, lost: t.lost - earlier.lost, local: t.local - earlier.local,
+		duplicated: t.duplicated - earlier.duplicated, reordered: t.reordered - earlier.reordered, late: t.late - earlier.late}
+}
 
 // streamFor returns the stream of session, starting one (a restart, when the
 // peer already had one) if the session is new.
@@ -115,7 +123,6 @@ func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
 	r := s.tr.Observe(h.Seq, at.Mono)
 	switch r.Outcome {
 	case tracker.Received, tracker.Reordered:
-		p.total.received++
 		p.m.Received.Inc()
 		if d := at.Wall - h.SendTime; d >= 0 {
 			p.m.OneWayDelay.Observe(float64(d) / 1e9)
@@ -131,15 +138,12 @@ func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
 			}
 		}
 		if r.Outcome == tracker.Reordered {
-			p.total.reordered++
 			p.m.Reordered.Inc()
 			p.m.ReorderExtent.Observe(float64(r.Extent))
 		}
 	case tracker.Duplicated:
-		p.total.duplicated++
 		p.m.Duplicated.Inc()
 	case tracker.Late:
-		p.total.late++
 		p.m.Late.Inc()
 	case tracker.Stray:
 		p.m.Stray.Inc()

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -45,6 +46,32 @@ func observe(opts Options) (Options, observed) {
 	opts.Metrics = metrics.NewReceiver(o.reg)
 	o.m = opts.Metrics
 	return opts, o
+}
+
+// sample is what a scrape shows of the receiver's metric name (without the
+// udpprobe_receiver_ prefix; a histogram's _count or _sum) for peer, or of
+// a metric without labels for peer "". There must be such a series.
+func (o observed) sample(t testing.TB, name, peer string) float64 {
+	t.Helper()
+	v, ok := o.value(t, name, peer)
+	if !ok {
+		t.Fatalf("no series of %s for peer %q", name, peer)
+	}
+	return v
+}
+
+// value is sample for a series that may not exist yet.
+func (o observed) value(t testing.TB, name, peer string) (float64, bool) {
+	t.Helper()
+	s, err := scrape.Gather(o.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := "udpprobe_receiver_" + name
+	if peer != "" {
+		series = scrape.Series(series, "peer", peer)
+	}
+	return s.Value(series)
 }
 
 // testReceiver is a Receiver on a loopback socket, observed.
@@ -230,7 +257,7 @@ udpprobe_receiver_peers 1
 		"udpprobe_receiver_peers"); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := testutil.ToFloat64(tt.m.Peer("alpha").LastPacket), float64(at(9).Wall)/1e9; got != want {
+	if got, want := tt.sample(t, "last_packet_timestamp_seconds", "alpha"), float64(at(9).Wall)/1e9; got != want {
 		t.Fatalf("last packet %v, want %v", got, want)
 	}
 	problems, err := testutil.GatherAndLint(reg)
@@ -300,7 +327,7 @@ func TestGarbage(t *testing.T) {
 	if c := testutil.ToFloat64(r.m.PacketsCorrupted); c != 0 {
 		t.Errorf("%v random datagrams taken for damaged probes", c)
 	}
-	if p := testutil.ToFloat64(r.m.Peers); p != 0 {
+	if p := r.sample(t, "peers", ""); p != 0 {
 		t.Errorf("%v peers from garbage", p)
 	}
 	for _, e := range logs.All() {
@@ -337,11 +364,11 @@ udpprobe_receiver_packets_received_total{peer="peerc"} 5
 		t.Fatalf("%d series labelled by peer, want 20 for each of 3 peers", n)
 	}
 	tt.Housekeep(at(300)) // peera's last datagram came at 0 ms, peerc's at 2
-	if got := testutil.ToFloat64(tt.m.Peers); got != 2 || tt.Len() != 2 {
+	if got := tt.sample(t, "peers", ""); got != 2 || tt.Len() != 2 {
 		t.Fatalf("%v peers exported, %d in the table 300 ms after the first one's last datagram; want 2", got, tt.Len())
 	}
 	tt.Housekeep(at(302))
-	if got := testutil.ToFloat64(tt.m.Peers); got != 0 || tt.Len() != 0 {
+	if got := tt.sample(t, "peers", ""); got != 0 || tt.Len() != 0 {
 		t.Fatalf("%v peers exported, %d in the table after every expiry; want 0", got, tt.Len())
 	}
 	if n := peerSeries(t, tt.reg); n != 0 {
@@ -437,7 +464,10 @@ func TestSocketDrops(t *testing.T) {
 	}
 	sendTo(t, r.Addr().String(), ds...) // nobody is reading: most are dropped
 	run(t, r)
-	received := func() float64 { return testutil.ToFloat64(r.m.Peer("alpha").Received) }
+	received := func() float64 {
+		n, _ := r.value(t, "packets_received_total", "alpha") // the peer is admitted with the first
+		return n
+	}
 	eventually(t, "the queue drained", func() bool {
 		n := received()
 		time.Sleep(50 * time.Millisecond)
@@ -452,9 +482,9 @@ func TestSocketDrops(t *testing.T) {
 	}
 	t.Logf("granted %v bytes: %v received, %v dropped by the socket", testutil.ToFloat64(r.m.ReceiveBuffer), received(), drops)
 	// One sender, no reordering: every dropped number is local, none lost.
-	local := func() float64 { return testutil.ToFloat64(r.m.Peer("alpha").DroppedLocally) }
+	local := func() float64 { return r.sample(t, "packets_dropped_locally_total", "alpha") }
 	eventually(t, "the gap settled", func() bool { return local() == drops })
-	if lost := testutil.ToFloat64(r.m.Peer("alpha").Lost); lost != 0 {
+	if lost := r.sample(t, "packets_lost_total", "alpha"); lost != 0 {
 		t.Errorf("%v socket drops counted as lost too", lost)
 	}
 	eventually(t, "a warning", func() bool { return r.logs.FilterMessageSnippet("socket receive buffer overflowed").Len() == 1 })
@@ -479,10 +509,10 @@ func TestAttribution(t *testing.T) {
 	tt.Housekeep(at(1200))
 	want := func(peer string, lost, local float64) {
 		t.Helper()
-		if got := testutil.ToFloat64(tt.m.Peer(peer).Lost); got != lost {
+		if got := tt.sample(t, "packets_lost_total", peer); got != lost {
 			t.Errorf("%s: lost %v, want %v", peer, got, lost)
 		}
-		if got := testutil.ToFloat64(tt.m.Peer(peer).DroppedLocally); got != local {
+		if got := tt.sample(t, "packets_dropped_locally_total", peer); got != local {
 			t.Errorf("%s: dropped locally %v, want %v", peer, got, local)
 		}
 	}

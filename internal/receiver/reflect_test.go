@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -49,15 +48,6 @@ func sinkAddr(tb testing.TB) netip.AddrPort {
 	return sink.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-func histogram(t *testing.T, o any) (count uint64, sum float64) {
-	t.Helper()
-	var m dto.Metric
-	if err := o.(interface{ Write(*dto.Metric) error }).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
-}
-
 // TestTiming drives handle with chosen send and arrival times and checks
 // one-way delay, clock skew, RFC 3550 jitter and IPDV against values worked
 // out by hand. Arrival a ms: wall clock wall0 + a (but for a step), monotonic
@@ -79,22 +69,21 @@ func TestTiming(t *testing.T) {
 	} {
 		tt.handle(probe(t, 1, d.seq, d.sent), Instant{Wall: wall0 + int64(d.wall*1e6), Mono: int64(d.mono * 1e6)})
 	}
-	p := tt.m.Peer("alpha")
-	if n, sum := histogram(t, p.OneWayDelay); n != 5 || math.Abs(sum-0.120) > 1e-9 {
-		t.Errorf("one-way delay: %d samples summing to %v s, want 5 and 0.120", n, sum)
+	if n, sum := tt.sample(t, "one_way_delay_seconds_count", "alpha"), tt.sample(t, "one_way_delay_seconds_sum", "alpha"); n != 5 || math.Abs(sum-0.120) > 1e-9 {
+		t.Errorf("one-way delay: %v samples summing to %v s, want 5 and 0.120", n, sum)
 	}
-	if got := testutil.ToFloat64(p.ClockSkew); got != 1 {
+	if got := tt.sample(t, "clock_skew_events_total", "alpha"); got != 1 {
 		t.Errorf("clock skew events %v, want 1", got)
 	}
 	want := 2.421875 * 15 / 16 * 15 / 16 / 1e3
-	if got := testutil.ToFloat64(p.Jitter); math.Abs(got-want) > 1e-12 {
+	if got := tt.sample(t, "jitter_seconds", "alpha"); math.Abs(got-want) > 1e-12 {
 		t.Errorf("jitter %v s, want %v", got, want)
 	}
-	if n, sum := histogram(t, p.IPDV); n != 3 || math.Abs(sum-0.040) > 1e-9 {
-		t.Errorf("IPDV: %d samples summing to %v s, want 3 (0-1, 1-2, 4-5) and 0.040", n, sum)
+	if n, sum := tt.sample(t, "ipdv_seconds_count", "alpha"), tt.sample(t, "ipdv_seconds_sum", "alpha"); n != 3 || math.Abs(sum-0.040) > 1e-9 {
+		t.Errorf("IPDV: %v samples summing to %v s, want 3 (0-1, 1-2, 4-5) and 0.040", n, sum)
 	}
 	tt.handle(probe(t, 2, 0, 300), at(310)) // a restart
-	if got := testutil.ToFloat64(p.Jitter); got != 0 {
+	if got := tt.sample(t, "jitter_seconds", "alpha"); got != 0 {
 		t.Errorf("jitter %v after a restart, want 0 until the new session has two datagrams", got)
 	}
 }
@@ -137,7 +126,7 @@ func TestReflect(t *testing.T) {
 	if h := tt.replies.header(t); tt.replies.n != 5 || !h.Reply() || !h.Goodbye() || h.Received != 3 {
 		t.Fatalf("goodbye reply %+v, want the final count 3", h)
 	}
-	if got := testutil.ToFloat64(tt.m.Peer("alpha").RepliesSent); got != 5 {
+	if got := tt.sample(t, "replies_sent_total", "alpha"); got != 5 {
 		t.Fatalf("%v replies counted, want 5", got)
 	}
 }
@@ -176,8 +165,7 @@ func TestReplyErrors(t *testing.T) {
 		tt.handle(probe(t, 1, seq, float64(seq)), at(float64(seq)))
 	}
 	tt.Housekeep(at(10))
-	p := tt.m.Peer("alpha")
-	if errs, sent := testutil.ToFloat64(p.ReplyErrors), testutil.ToFloat64(p.RepliesSent); errs != 3 || sent != 0 {
+	if errs, sent := tt.sample(t, "reply_errors_total", "alpha"), tt.sample(t, "replies_sent_total", "alpha"); errs != 3 || sent != 0 {
 		t.Fatalf("reply errors %v, sent %v; want 3 and 0", errs, sent)
 	}
 	lines := tt.logs.FilterMessageSnippet("replies could not be sent").All()
@@ -209,8 +197,7 @@ func TestReflectRateLimited(t *testing.T) {
 	for seq := range uint64(5) {
 		tt.handle(probe(t, 1, seq, float64(seq)), at(float64(seq)))
 	}
-	p := tt.m.Peer("alpha")
-	if sent, limited := testutil.ToFloat64(p.RepliesSent), testutil.ToFloat64(p.RepliesLimited); sent != 1 || limited != 4 || tt.replies.n != 1 {
+	if sent, limited := tt.sample(t, "replies_sent_total", "alpha"), tt.sample(t, "replies_rate_limited_total", "alpha"); sent != 1 || limited != 4 || tt.replies.n != 1 {
 		t.Fatalf("sent %v, limited %v; want 1 and 4", sent, limited)
 	}
 }
@@ -232,7 +219,7 @@ func TestReflectAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)
 	}
-	if got := testutil.ToFloat64(r.m.Peer("alpha").RepliesSent); got < 500 {
+	if got := r.sample(t, "replies_sent_total", "alpha"); got < 500 {
 		t.Fatalf("%v replies sent; the loop did not exercise the reply path", got)
 	}
 }

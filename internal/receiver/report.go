@@ -18,15 +18,9 @@ func (t *Table) summarize() {
 	sort.Strings(names)
 	for _, name := range names {
 		p := t.peers[name]
-		d := tally{
-			received:   p.total.received - p.reported.received,
-			lost:       p.total.lost - p.reported.lost,
-			local:      p.total.local - p.reported.local,
-			duplicated: p.total.duplicated - p.reported.duplicated,
-			reordered:  p.total.reordered - p.reported.reordered,
-			late:       p.total.late - p.reported.late,
-		}
-		p.reported = p.total
+		now := p.totals()
+		d := now.since(p.reported)
+		p.reported = now
 		ratio := 0.0
 		if d.received+d.lost > 0 {
 			ratio = float64(d.lost) / float64(d.received+d.lost)

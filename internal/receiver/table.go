@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,7 +28,8 @@ type ReplyFunc func(b []byte, to netip.AddrPort) error
 // the reply limiter, the ledger that attributes socket drops, and the
 // warnings. It is driven by Handle for every datagram, SocketDropped for
 // what the kernel dropped, and Housekeep for what time alone decides; every
-// call takes the time as an argument. It is not safe for concurrent use.
+// call takes the time as an argument. It is not safe for concurrent use,
+// except that its peers' series are read at scrape time (see exported).
 type Table struct {
 	opts    Options
 	log     *zap.Logger
@@ -37,10 +39,13 @@ type Table struct {
 	reply   ReplyFunc  // nil: no replies
 	burst   float64    // reply token bucket depth
 	invalid map[error]invalidCounter
-	peers   map[string]*peer
-	peak    int // the most peers the map has held since it was last rebuilt
-	drops   ledger
-	watch   watch
+	// peers is written only under mu, and read without it by the calls
+	// above, which are its only writer; exported reads it under mu.
+	mu    sync.RWMutex
+	peers map[string]*peer
+	peak  int // the most peers the map has held since it was last rebuilt
+	drops ledger
+	watch watch
 
 	scheduled   bool  // nextSummary and the watch's deadline are set
 	nextSummary int64 // monotonic ns
@@ -87,7 +92,20 @@ func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 			return nil, fmt.Errorf("authentication key: %w", err)
 		}
 	}
+	t.metrics.Export(t.exported)
 	return t, nil
+}
+
+// exported yields the instruments of every peer in the table: the series a
+// scrape exports. It is called from the scraping goroutine.
+func (t *Table) exported(yield func(*metrics.ReceiverPeer) bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, p := range t.peers {
+		if !yield(p.m) {
+			return
+		}
+	}
 }
 
 // Len is how many peers the table holds.
@@ -131,7 +149,8 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		p = t.admit(string(h.Name))
 	}
 	prevSeen := p.lastSeen
-	p.lastSeen, p.lastWall = at.Mono, float64(at.Wall)/1e9
+	p.lastSeen = at.Mono
+	p.m.LastPacket.Set(float64(at.Wall) / 1e9)
 	if h.Goodbye() {
 		if s := p.known(h.Session); s != nil {
 			s.tr.Goodbye(h.Seq, at.Mono)
@@ -187,16 +206,17 @@ func (t *Table) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort
 }
 
 func (t *Table) admit(name string) *peer {
-	p := &peer{name: name, m: t.metrics.Peer(name), limit: limiter{tokens: t.burst}}
+	p := &peer{name: name, m: t.metrics.NewPeer(name), limit: limiter{tokens: t.burst}}
+	t.mu.Lock()
 	t.peers[name] = p
+	t.mu.Unlock()
 	t.peak = max(t.peak, len(t.peers))
-	t.metrics.Peers.Set(float64(len(t.peers)))
 	t.log.Info("new peer", zap.String("peer", name))
 	return p
 }
 
-// Housekeep settles due losses, forgets silent peers, exports last-packet
-// times, and logs the summary and local problems when due.
+// Housekeep settles due losses, forgets silent peers (and so their series),
+// and logs the summary and local problems when due.
 func (t *Table) Housekeep(now Instant) {
 	if !t.scheduled {
 		t.scheduled = true
@@ -207,24 +227,23 @@ func (t *Table) Housekeep(now Instant) {
 	for name, p := range t.peers {
 		if now.Mono-p.lastSeen >= expiry {
 			p.settle()
-			t.metrics.DeletePeer(name)
+			t.mu.Lock()
 			delete(t.peers, name)
-			t.metrics.Peers.Set(float64(len(t.peers)))
+			t.mu.Unlock()
 			t.log.Info("peer expired: silent for the peer expiry, its series are deleted",
 				zap.String("peer", name), zap.Duration("peer_expiry", t.opts.PeerExpiry))
 			continue
 		}
 		p.expire(now.Mono)
-		if p.lastWall != p.shown {
-			p.m.LastPacket.Set(p.lastWall)
-			p.shown = p.lastWall
-		}
 	}
 	if t.peak > 64 && len(t.peers) <= t.peak/4 {
 		// A Go map keeps the size it grew to; a new one, sized for the
 		// peers left, lets a crowd come and go without leaving memory
-		// behind (the series' own map does the same).
-		t.peers = maps.Collect(maps.All(t.peers))
+		// behind.
+		peers := maps.Collect(maps.All(t.peers))
+		t.mu.Lock()
+		t.peers = peers
+		t.mu.Unlock()
 		t.peak = len(t.peers)
 	}
 	if t.opts.SummaryInterval > 0 && now.Mono >= t.nextSummary {

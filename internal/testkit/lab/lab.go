@@ -226,15 +226,3 @@ func dialIn(ctx context.Context, ns, network, addr string) (net.Conn, error) {
 	return c, err
 }
 
-// Metric returns the value of the sample whose name and labels are exactly
-// series (as the text format writes them, e.g. `x_total{peer="a"}`) in the
-// metrics page body, and whether it is there.
-func Metric(body, series string) (float64, bool) {
-	for _, line := range strings.Split(body, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return v, err == nil
-		}
-	}
-	return 0, false
-}

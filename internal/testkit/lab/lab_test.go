@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
@@ -49,10 +50,20 @@ func start(t *testing.T, rcvEnv ...string) *pair {
 	return p
 }
 
+// scrape reads the metrics page at url in h's namespace.
+func (p *pair) scrape(t *testing.T, h Host, url string) scrape.Samples {
+	t.Helper()
+	s, err := scrape.Parse(strings.NewReader(p.l.Get(t, h, url)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // metric reads one series from the receiver or the sender.
 func (p *pair) metric(t *testing.T, h Host, url, series string) float64 {
 	t.Helper()
-	v, ok := Metric(p.l.Get(t, h, url), series)
+	v, ok := p.scrape(t, h, url).Value(series)
 	if !ok {
 		t.Fatalf("%s has no %s", url, series)
 	}
@@ -304,9 +315,9 @@ func TestNetem(t *testing.T) {
 	p.awaitSent(t, minProbe)
 	var count, sum float64
 	dropped := p.liftQdisc(t, func() { // only the delayed probes' delays
-		body := p.l.Get(t, p.l.Receiver, rcvWeb)
-		count, _ = Metric(body, `udpprobe_receiver_one_way_delay_seconds_count{peer="`+peer+`"}`)
-		sum, _ = Metric(body, `udpprobe_receiver_one_way_delay_seconds_sum{peer="`+peer+`"}`)
+		s := p.scrape(t, p.l.Receiver, rcvWeb)
+		count, _ = s.Value(scrape.Series("udpprobe_receiver_one_way_delay_seconds_count", "peer", peer))
+		sum, _ = s.Value(scrape.Series("udpprobe_receiver_one_way_delay_seconds_sum", "peer", peer))
 	})
 	sent := p.finish(t)
 	mean := time.Duration(sum / count * 1e9)
