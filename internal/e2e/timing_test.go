@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"

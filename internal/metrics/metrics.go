@@ -71,12 +71,6 @@ func gauge(reg prometheus.Registerer, sub, name, help string) prometheus.Gauge {
 	return g
 }
 
-func gaugeVec(reg prometheus.Registerer, sub, name, help string, labels ...string) *prometheus.GaugeVec {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: sub, Name: name, Help: help}, labels)
-	reg.MustRegister(g)
-	return g
-}
-
 func counterVec(reg prometheus.Registerer, subsystem, name, help string, labels ...string) *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: name, Help: help,

@@ -225,4 +225,3 @@ func dialIn(ctx context.Context, ns, network, addr string) (net.Conn, error) {
 	}
 	return c, err
 }
-
