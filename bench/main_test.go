@@ -43,18 +43,6 @@ func TestParseRcvbufErrors(t *testing.T) {
 	}
 }
 
-func TestParseMetrics(t *testing.T) {
-	m := parseMetrics([]byte("# HELP x y\n# TYPE x counter\n" +
-		`udpprobe_receiver_packets_received_total{peer="bench"} 301590` + "\n" +
-		"udpprobe_receiver_socket_drops_total 0\nbad line\n"))
-	if got := m.get(`udpprobe_receiver_packets_received_total{peer="bench"}`); got != 301590 {
-		t.Fatalf("received %d", got)
-	}
-	if len(m) != 2 {
-		t.Fatalf("%d samples, want 2: %v", len(m), m)
-	}
-}
-
 func TestLogRecord(t *testing.T) {
 	rec := logRecord{"ts": "2026-11-24T08:47:55.123Z", "msg": "session ended with a goodbye", "last_sequence": 301589.0}
 	if n, err := rec.uint("last_sequence"); err != nil || n != 301589 {

@@ -2,7 +2,8 @@
 // udpprobe binary, and the Prometheus and Alertmanager servers the live
 // tests scrape and alert with. Every process is killed, and its log
 // reader finished, when the test ends; the log is kept, and printed when
-// the test failed, so a failure shows what the process said.
+// the test failed, so a failure shows what the process said. The bench
+// harness, which is not a test, uses the same processes through Launch.
 package testproc
 
 import (
@@ -66,28 +67,38 @@ func Require(t testing.TB, env, how string, names ...string) string {
 // FreeAddr returns a loopback address whose port was free a moment ago.
 func FreeAddr(t testing.TB, network string) string {
 	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := Free(network)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return addr
+}
+
+// Free is FreeAddr returning the error, for programs that are not tests.
+func Free(network string) (string, error) {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.LocalAddr().String(), nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
 	defer l.Close()
-	return l.Addr().String()
+	return l.Addr().String(), nil
 }
 
 // Process is a running child process and what it has written to stderr
-// (and, for servers that log there, stdout).
+// and stdout, line by line.
 type Process struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{} // closed once the process has exited and its log is read
+	err  error         // what Wait returned, once done
 
 	mu    sync.Mutex
 	lines []string
@@ -103,18 +114,34 @@ func Start(t testing.TB, env []string, bin string, args ...string) *Process {
 // StartAs is Start with the name the process goes by in failure messages.
 func StartAs(t testing.TB, name string, env []string, bin string, args ...string) *Process {
 	t.Helper()
+	p, err := Launch(name, env, bin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", p.name, strings.Join(p.Lines(), "\n"))
+		}
+	})
+	return p
+}
+
+// Launch is StartAs for programs that are not tests: the caller must Kill
+// the process or see it exit.
+func Launch(name string, env []string, bin string, args ...string) (*Process, error) {
 	p := &Process{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
 	r, w, err := os.Pipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	err = p.cmd.Start()
 	w.Close()
 	if err != nil {
 		r.Close()
-		t.Fatal(err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	go func() {
 		defer close(p.done)
@@ -126,16 +153,9 @@ func StartAs(t testing.TB, name string, env []string, bin string, args ...string
 			p.lines = append(p.lines, sc.Text())
 			p.mu.Unlock()
 		}
-		p.cmd.Wait()
+		p.err = p.cmd.Wait()
 	}()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s log:\n%s", p.name, strings.Join(p.Lines(), "\n"))
-		}
-	})
-	return p
+	return p, nil
 }
 
 // Lines returns what the process has logged so far.
@@ -148,7 +168,16 @@ func (p *Process) Lines() []string {
 // Await returns the first log line containing s, waiting up to 10 seconds.
 func (p *Process) Await(t testing.TB, s string) string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	line, err := p.AwaitLine(s, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return line
+}
+
+// AwaitLine is Await returning the error, with its own timeout.
+func (p *Process) AwaitLine(s string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
 	for {
 		exited := false
 		select {
@@ -158,14 +187,14 @@ func (p *Process) Await(t testing.TB, s string) string {
 		}
 		for _, l := range p.Lines() {
 			if strings.Contains(l, s) {
-				return l
+				return l, nil
 			}
 		}
 		if exited {
-			t.Fatalf("%s exited before logging %q", p.name, s)
+			return "", fmt.Errorf("%s exited before logging %q: %v", p.name, s, p.err)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s logged no line with %q", p.name, s)
+			return "", fmt.Errorf("%s logged no line with %q in %v", p.name, s, timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -174,16 +203,52 @@ func (p *Process) Await(t testing.TB, s string) string {
 // Stop sends SIGTERM and returns the exit code.
 func (p *Process) Stop(t testing.TB) int {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Terminate(10 * time.Second); err != nil {
 		t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s did not exit after SIGTERM", p.name)
 	}
 	return p.cmd.ProcessState.ExitCode()
 }
+
+// Terminate sends SIGTERM and waits up to timeout for the process to exit.
+func (p *Process) Terminate(timeout time.Duration) error {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !p.exited() {
+		return fmt.Errorf("%s: %w", p.name, err)
+	}
+	return p.Wait(timeout)
+}
+
+// Wait waits up to timeout for the process to exit, and kills it if it
+// does not. How it exited is in State.
+func (p *Process) Wait(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+		p.Kill()
+		return fmt.Errorf("%s did not exit within %v", p.name, timeout)
+	}
+}
+
+// State is how the process exited, once it has: its status and what it used.
+func (p *Process) State() *os.ProcessState { return p.cmd.ProcessState }
+
+// Kill kills the process, if it still runs, and waits for its log.
+func (p *Process) Kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+func (p *Process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Name is what the process goes by in messages.
+func (p *Process) Name() string { return p.name }
 
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// rcvbufErrors is the kernel's count of UDP datagrams dropped for a full
+// receive buffer, over all sockets (IPv4 and IPv6).
+func rcvbufErrors() (uint64, error) {
+	var total uint64
+	for _, f := range []string{"/proc/net/snmp", "/proc/net/snmp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return 0, err
+		}
+		n, err := parseRcvbufErrors(b)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", f, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// parseRcvbufErrors reads RcvbufErrors from /proc/net/snmp (a "Udp:" header
+// line and a value line) or /proc/net/snmp6 ("Udp6RcvbufErrors value").
+func parseRcvbufErrors(b []byte) (uint64, error) {
+	lines := strings.Split(string(b), "\n")
+	for i, line := range lines {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "Udp6RcvbufErrors" {
+			return strconv.ParseUint(f[1], 10, 64)
+		}
+		if len(f) > 0 && f[0] == "Udp:" && i+1 < len(lines) {
+			vals := strings.Fields(lines[i+1])
+			for j, name := range f {
+				if name == "RcvbufErrors" && j < len(vals) && vals[0] == "Udp:" {
+					return strconv.ParseUint(vals[j], 10, 64)
+				}
+			}
+		}
+	}
+	return 0, errors.New("no RcvbufErrors")
+}
+
+// kernelDrops runs f and returns how many datagrams the kernel dropped for
+// a full receive buffer meanwhile.
+func kernelDrops(f func() error) (uint64, error) {
+	before, err := rcvbufErrors()
+	if err != nil {
+		return 0, err
+	}
+	if err := f(); err != nil {
+		return 0, err
+	}
+	after, err := rcvbufErrors()
+	return after - before, err
+}
