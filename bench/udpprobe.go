@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
-	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
 // peer is the name the bench's sender goes by.
@@ -116,7 +115,7 @@ func (r *oneWayResult) session(o options, udp, web string) error {
 
 // sent reads from a stopped sender's log how many datagrams it sent (the
 // goodbye carries the last sequence number) and for how long.
-func sent(send *testproc.Process) (n uint64, elapsed time.Duration, err error) {
+func sent(send *proc) (n uint64, elapsed time.Duration, err error) {
 	began, err := record(send, "sending")
 	if err != nil {
 		return 0, 0, err

@@ -97,21 +97,20 @@ func runReceiver(ctx context.Context, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, config.ModeReceiver, err)
 	}
-	log := newLogger(cfg.Logging, stderr).Named("receiver")
-	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
-	setProcs(log, 1)
-	reg := newRegistry()
-	rcv, err := receiver.New(receiver.Options{
-		ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
-		SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
-		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate, Keys: cfg.Keys,
-		Logger: log, Metrics: metrics.NewReceiver(reg),
-	})
-	if err != nil {
-		log.Error("cannot start", zap.Error(err))
-		return exitFailure
-	}
-	return serve(ctx, log, reg, cfg.WebListenAddress, cfg.WebConfigFile, "receiver", rcv.Run)
+	// One goroutine does the work.
+	return daemon(ctx, stderr, "receiver", cfg.Common, cfg.WebListenAddress, 1,
+		func(log *zap.Logger, reg *prometheus.Registry) (func(context.Context) error, error) {
+			rcv, err := receiver.New(receiver.Options{
+				ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
+				SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
+				ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate, Keys: cfg.Keys,
+				Logger: log, Metrics: metrics.NewReceiver(reg),
+			})
+			if err != nil {
+				return nil, err
+			}
+			return rcv.Run, nil
+		})
 }
 
 func runSender(ctx context.Context, stderr io.Writer) int {
@@ -119,21 +118,36 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, config.ModeSender, err)
 	}
-	log := newLogger(cfg.Logging, stderr).Named("sender")
-	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
 	// One goroutine per target does the work; a reply reader, with round
 	// trips, does little.
-	setProcs(log, len(cfg.Targets))
+	return daemon(ctx, stderr, "sender", cfg.Common, cfg.WebListenAddress, len(cfg.Targets),
+		func(log *zap.Logger, reg *prometheus.Registry) (func(context.Context) error, error) {
+			snd, err := sender.New(sender.Options{
+				Targets: cfg.Targets, Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
+				RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: metrics.NewSender(reg),
+			})
+			if err != nil {
+				return nil, err
+			}
+			return snd.Run, nil
+		})
+}
+
+// daemon is what both modes do around their component: it makes the
+// logger, sets the processors for the busy goroutines, builds the
+// component on a new registry and serves until ctx is done.
+func daemon(ctx context.Context, stderr io.Writer, mode string, common config.Common, webAddr string, busy int,
+	build func(*zap.Logger, *prometheus.Registry) (func(context.Context) error, error)) int {
+	log := newLogger(common.Logging, stderr).Named(mode)
+	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
+	setProcs(log, busy)
 	reg := newRegistry()
-	snd, err := sender.New(sender.Options{
-		Targets: cfg.Targets, Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
-		RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: metrics.NewSender(reg),
-	})
+	run, err := build(log, reg)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return exitFailure
 	}
-	return serve(ctx, log, reg, cfg.WebListenAddress, cfg.WebConfigFile, "sender", snd.Run)
+	return serve(ctx, log, reg, webAddr, common.WebConfigFile, mode, run)
 }
 
 // serve runs the component and the HTTP server until ctx is done or either

@@ -14,6 +14,7 @@ import (
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"
 	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 )
 
@@ -47,15 +48,7 @@ func startReceiverWith(t *testing.T, o receiver.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rcv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("receiver: %v", err)
-		}
-	})
+	testproc.Background(t, "receiver", rcv.Run)
 	return &harness{t: t, reg: reg, rcv: rcv, m: m}
 }
 

@@ -152,15 +152,15 @@ func (r *Receiver) Run(ctx context.Context) error {
 	defer r.in.Close()
 	timer := r.clock.NewTimer()
 	now := r.clock.Now()
-	nextHouse := now
+	nextHousekeeping := now
 	r.log.Info("receiving", zap.Stringer("address", r.Addr()),
 		zap.Duration("loss_timeout", r.opts.LossTimeout), zap.Int("max_peers", r.opts.MaxPeers),
 		zap.Bool("kernel_timestamps", socket.Timestamps), zap.Bool("reflect", r.opts.Reflect))
 	for {
-		if !now.Before(nextHouse) {
+		if !now.Before(nextHousekeeping) {
 			r.table.Housekeep(r.instant(now))
-			nextHouse = now.Add(houseInterval(r.opts.LossTimeout))
-			if err := r.in.SetDeadline(nextHouse); err != nil && ctx.Err() == nil {
+			nextHousekeeping = now.Add(houseInterval(r.opts.LossTimeout))
+			if err := r.in.SetDeadline(nextHousekeeping); err != nil && ctx.Err() == nil {
 				return err
 			}
 		}

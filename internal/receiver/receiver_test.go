@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"context"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -92,17 +92,7 @@ func newTestReceiver(t testing.TB, opts Options) *testReceiver {
 }
 
 // run runs r until the test ends.
-func run(t *testing.T, r *testReceiver) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-}
+func run(t *testing.T, r *testReceiver) { testproc.Background(t, "Run", r.Run) }
 
 func datagram(t testing.TB, name string, session, seq uint64, flags wire.Flags) []byte {
 	t.Helper()

@@ -38,7 +38,7 @@ func (t *Tracker) settleTo(limit uint64) {
 			if word&1 == 0 {
 				z := min(uint64(bits.TrailingZeros64(word)), n) // a run of missing numbers
 				lost += z
-				t.run += z
+				t.lossRun += z
 				s, n, word = s+z, n-z, word>>(z&63)
 				continue
 			}
@@ -54,7 +54,7 @@ func (t *Tracker) settleTo(limit uint64) {
 }
 
 func (t *Tracker) lose(n uint64) {
-	t.run += n
+	t.lossRun += n
 	t.report(n)
 }
 
@@ -69,8 +69,8 @@ func (t *Tracker) report(lost uint64) {
 }
 
 func (t *Tracker) endRun() {
-	t.gap(t.run)
-	t.run = 0
+	t.gap(t.lossRun)
+	t.lossRun = 0
 }
 
 // gap reports a finished loss period of length n, if any.

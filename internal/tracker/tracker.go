@@ -104,15 +104,15 @@ type Tracker struct {
 	resyncJump uint64
 	sink       Sink
 
-	started      bool
-	low          uint64 // lowest sequence number of the segment
-	first        uint64 // sequence number of the segment's first datagram
-	head         uint64 // highest sequence number seen + 1
-	tail         uint64 // [first, tail) is settled
-	firstArrival int64
-	arrivals     uint64 // first copies received in this segment: RFC 4737 positions
-	run          uint64 // lost numbers ending at tail-1 whose run is still open
-	before       uint64 // Expected of earlier segments
+	started         bool
+	low             uint64 // lowest sequence number of the segment
+	first           uint64 // sequence number of the segment's first datagram
+	head            uint64 // highest sequence number seen + 1
+	tail            uint64 // [first, tail) is settled
+	firstArrival    int64
+	arrivals        uint64 // first copies received in this segment: RFC 4737 positions
+	lossRun         uint64 // lost numbers ending at tail-1 whose run is still open
+	earlierExpected uint64 // Expected of earlier segments
 	// probation is the number that would confirm the latest implausible
 	// jump (a datagram with it resynchronises the stream); 0 if none.
 	probation uint64
@@ -158,7 +158,7 @@ func New(o Options) *Tracker {
 // Counts returns the totals so far.
 func (t *Tracker) Counts() Counts {
 	c := t.counts
-	c.Expected = t.before
+	c.Expected = t.earlierExpected
 	if t.started {
 		c.Expected += t.head - t.low
 		if t.closing && t.last >= t.head {
@@ -222,7 +222,7 @@ func (t *Tracker) jump(seq uint64, now int64) Result {
 		return Result{Outcome: Stray}
 	}
 	t.Settle()
-	t.before = t.Counts().Expected
+	t.earlierExpected = t.Counts().Expected
 	t.counts.Resyncs++
 	t.start(seq, now)
 	r := t.receive(Received, 0)
@@ -249,7 +249,7 @@ func (t *Tracker) start(seq uint64, now int64) {
 	t.low, t.first, t.tail, t.head = seq, seq, seq+1, seq+1
 	t.firstArrival = now
 	t.arrivals = 0
-	t.run = 0
+	t.lossRun = 0
 	t.preOpen = false
 	t.closing = false
 	t.probation = 0

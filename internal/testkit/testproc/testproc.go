@@ -4,10 +4,12 @@
 // reader finished, when the test ends; the log is kept, and printed when
 // the test failed, so a failure shows what the process said. The bench
 // harness, which is not a test, uses the same processes through Launch.
+// Background runs a component in-process the same way.
 package testproc
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -247,8 +249,26 @@ func (p *Process) exited() bool {
 	}
 }
 
+// Done is closed once the process has exited and its log is read.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
 // Name is what the process goes by in messages.
 func (p *Process) Name() string { return p.name }
 
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Background runs a component's Run in a goroutine until the test ends,
+// then cancels it and requires it to return nil.
+func Background(t testing.TB, name string, run func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	})
+}
