@@ -90,8 +90,8 @@ func (r *oneWayResult) session(o options, udp, web string) error {
 	if err != nil {
 		return fmt.Errorf("sender metrics: %w", err)
 	}
-	r.sendErrors = uint64(sm[scrape.Series("udpprobe_sender_send_errors_total", "peer", udp)])
-	r.missed = uint64(sm[scrape.Series("udpprobe_sender_missed_slots_total", "peer", udp)])
+	r.sendErrors = uint64(sm[scrape.Series("udpprobe_sender_send_errors_total", "sender", peer, "target", udp)])
+	r.missed = uint64(sm[scrape.Series("udpprobe_sender_missed_slots_total", "sender", peer, "target", udp)])
 	if r.send, err = stop(send, 30*time.Second); err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (r *oneWayResult) session(o options, udp, web string) error {
 	// wait until every datagram is accounted for (or 10 s), and a loss
 	// timeout more for anything still pending.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if err := r.readReceiver(web); err != nil {
+		if err := r.readReceiver(udp, web); err != nil {
 			return err
 		}
 		if r.received+r.lost+r.local >= r.sent || time.Now().After(deadline) {
@@ -110,7 +110,7 @@ func (r *oneWayResult) session(o options, udp, web string) error {
 		}
 	}
 	time.Sleep(600 * time.Millisecond)
-	return r.readReceiver(web)
+	return r.readReceiver(udp, web)
 }
 
 // sent reads from a stopped sender's log how many datagrams it sent (the
@@ -139,14 +139,16 @@ func sent(send *proc) (n uint64, elapsed time.Duration, err error) {
 	return last + 1, t1.Sub(t0), nil
 }
 
-// readReceiver takes the receiver's counts for the bench's peer from its
-// metrics.
-func (r *oneWayResult) readReceiver(web string) error {
+// readReceiver takes from the receiver's metrics its counts for the bench's
+// sender sending to udp.
+func (r *oneWayResult) readReceiver(udp, web string) error {
 	m, err := scrape.Get("http://" + web + "/metrics")
 	if err != nil {
 		return fmt.Errorf("receiver metrics: %w", err)
 	}
-	count := func(name string) uint64 { return uint64(m[scrape.Series("udpprobe_receiver_"+name, "peer", peer)]) }
+	count := func(name string) uint64 {
+		return uint64(m[scrape.Series("udpprobe_receiver_"+name, "sender", peer, "target", udp)])
+	}
 	r.received = count("packets_received_total")
 	r.lost = count("packets_lost_total")
 	r.local = count("packets_dropped_locally_total")

@@ -140,9 +140,9 @@ func loadDashboard(t *testing.T) dashboard {
 func exported(t *testing.T) []string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	metrics.NewSender(reg).Peer("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
+	metrics.NewSender(reg, "a").Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
 	r := metrics.NewReceiver(reg)
-	r.Export(slices.Values([]*metrics.ReceiverPeer{r.NewPeer("a")}))
+	r.Export(slices.Values([]*metrics.ReceiverPeer{r.NewPeer("a", "rx:6464")}))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func known(t *testing.T) map[string]bool {
 func lossThresholds(t *testing.T) []float64 {
 	t.Helper()
 	var ts []float64
-	re := regexp.MustCompile(`expr: instance_peer:udpprobe_receiver_packets_lost:ratio_rate5m > ([0-9.]+)`)
+	re := regexp.MustCompile(`expr: sender_target:udpprobe_path_packets_lost:ratio_rate5m > ([0-9.]+)`)
 	for _, m := range re.FindAllSubmatch(read(t, rulesFile), -1) {
 		v, err := strconv.ParseFloat(string(m[1]), 64)
 		if err != nil {
@@ -199,7 +199,7 @@ func TestDashboard(t *testing.T) {
 	for _, v := range d.Templating.List {
 		vars[v.Name] = v
 	}
-	for _, name := range []string{"datasource", "job", "instance", "peer"} {
+	for _, name := range []string{"datasource", "job", "instance", "sender", "target"} {
 		if _, ok := vars[name]; !ok {
 			t.Errorf("no %q variable", name)
 		}
@@ -209,14 +209,14 @@ func TestDashboard(t *testing.T) {
 	if uid == nil || vars["datasource"].Current.Value != string(uid[1]) {
 		t.Errorf("datasource variable defaults to %v, provisioned uid is %s", vars["datasource"].Current.Value, uid)
 	}
-	for _, name := range []string{"job", "instance", "peer"} {
+	for _, name := range []string{"job", "instance", "sender", "target"} {
 		if v := vars[name]; v.Datasource == nil || v.Datasource.UID != dsVar {
 			t.Errorf("variable %s does not use %s", name, dsVar)
 		}
 	}
 
 	names, limits := known(t), lossThresholds(t)
-	metric := regexp.MustCompile(`\b(?:udpprobe_|instance_peer:)[a-z_:0-9]+|\bALERTS\b`)
+	metric := regexp.MustCompile(`\b(?:udpprobe_|sender_target:)[a-z_:0-9]+|\bALERTS\b`)
 	ranges := regexp.MustCompile(`\[[^\]]*\]`)
 	ids := map[int]bool{}
 	lossPanels := 0
@@ -256,7 +256,7 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("heatmap %q: query %q must sum by (le) in heatmap format", p.Title, tg.Expr)
 			}
 		}
-		if strings.Contains(p.Targets[0].Expr, "instance_peer:udpprobe_receiver_packets_lost:ratio_rate5m") {
+		if strings.Contains(p.Targets[0].Expr, "sender_target:udpprobe_path_packets_lost:ratio_rate5m") {
 			lossPanels++
 			var got []float64
 			if th := p.FieldConfig.Defaults.Thresholds; th != nil {
@@ -287,6 +287,7 @@ func TestDashboardCoversMetrics(t *testing.T) {
 		"udpprobe_receiver_peer_restarts_total":         "an event, in the logs and metrics",
 		"udpprobe_receiver_sequence_resyncs_total":      "an event, in the logs and metrics",
 		"udpprobe_receiver_goodbyes_total":              "an event",
+		"udpprobe_receiver_session_ended":               "the silence alert's input: a clean stop is not an outage",
 		"udpprobe_receiver_peer_overflow_packets_total": "logged as a warning",
 		"udpprobe_receiver_replies_sent_total":          "charted through the sender's replies",
 		"udpprobe_receiver_replies_rate_limited_total":  "shows as downstream loss",

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,12 +25,16 @@ import (
 )
 
 // The live test's timing: Prometheus scrapes and evaluates every second,
-// and every alert's for: is shortened to a second in its copy of the rules.
+// fifteen times as often as the stack does, and every window, for: and
+// silence threshold of the rules is divided by fifteen with it
+// (liveScale), so the alerts keep their timing table's shape.
 const (
 	liveInterval = "1s"
-	liveFor      = "1s"
+	liveScale    = 15
 	// Grafana's $__rate_interval: four scrape intervals at least.
 	liveRateInterval = "4s"
+	// The receiver forgets a silent sender after this.
+	livePeerExpiry = 5 * time.Second
 )
 
 // liveScript is the damage the relay does to the lossy path, deterministic
@@ -37,7 +42,7 @@ const (
 // is the same, 11.75%: every tenth datagram and a burst of three in every
 // 400 dropped, and 1% corrupted (which the receiver counts as corrupted
 // and, having no good copy, lost). 2% reordered and 0.25% duplicated stay
-// under their alerts' thresholds, so only the loss alert may fire.
+// under their alerts' thresholds, so only the loss alerts may fire.
 func liveScript(i int, _ *wire.Header) impair.Action {
 	switch {
 	case i%10 == 9, i%400 >= 200 && i%400 < 203:
@@ -53,15 +58,23 @@ func liveScript(i int, _ *wire.Header) impair.Action {
 }
 
 // TestLive runs the stack docker-compose.yml describes, on loopback and
-// without containers: a reflecting receiver, a sender whose path goes
-// through the impairment relay ("lossy") and one whose path does not
-// ("clean"), Prometheus with the shipped configuration and rules (for:
-// shortened, intervals 1 s), and Alertmanager with the shipped routing and
-// a webhook of the test's as its receiver. It checks that the loss alert
-// fires for the lossy path and reaches the webhook while the clean path
-// raises nothing, that every dashboard query and variable returns data,
-// that the counters Prometheus scraped equal the relay's ground truth, and
-// that the recording rule's loss ratio is the injected one.
+// without containers: a reflecting receiver; three senders, with round
+// trips, whose paths are "lossy" (through a relay that damages 11.75%),
+// "steady" (through one that drops 3%, then everything) and "clean";
+// Prometheus with the shipped configuration and rules (scaled down in
+// time) and native histograms scraped; and Alertmanager with the shipped
+// routing and a webhook of the test's as its receiver. In turn:
+//
+//  1. the loss alerts fire for lossy (critical) and steady (warning only)
+//     and reach the webhook, and nothing else fires; every dashboard query
+//     and variable returns data;
+//  2. steady's relay drops everything: UDPProbePathDown fires for that path
+//     and only that one, and every dashboard loss query for it reads 1;
+//  3. clean's sender stops cleanly: nothing pages for it;
+//  4. steady's sender is killed: UDPProbePeerSilent and UDPProbeTargetDown
+//     fire for it, and the silence alert goes on past the peer's expiry;
+//  5. lossy's sender stops, and the counters Prometheus scraped equal the
+//     relay's ground truth, and the recorded loss ratios the injected one.
 func TestLive(t *testing.T) {
 	prom := testproc.Require(t, "TEST_PROMETHEUS", "`make test` builds it at the pinned version", "prometheus")
 	am := testproc.Require(t, "TEST_ALERTMANAGER", "apt-get install prometheus-alertmanager",
@@ -70,22 +83,38 @@ func TestLive(t *testing.T) {
 	dir := t.TempDir()
 	hook := newWebhook(t)
 
-	// The daemons and the relay.
+	// The daemons and the relays.
 	udp, rweb := testproc.FreeAddr(t, "udp"), testproc.FreeAddr(t, "tcp")
 	rcv := testproc.Start(t, []string{"UDPPROBE_LISTEN_ADDRESS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + rweb,
-		"UDPPROBE_LOSS_TIMEOUT=200ms", "UDPPROBE_REFLECT=true", "UDPPROBE_LOG_FORMAT=json"}, bin, "receiver")
+		"UDPPROBE_LOSS_TIMEOUT=200ms", "UDPPROBE_REFLECT=true", "UDPPROBE_PEER_EXPIRY=" + livePeerExpiry.String(),
+		"UDPPROBE_LOG_FORMAT=json"}, bin, "receiver")
 	rcv.Await(t, `"msg":"receiving"`)
-	relay, err := impair.New("127.0.0.1:0", udp, impair.Config{Script: liveScript}, impair.Config{})
-	if err != nil {
-		t.Fatal(err)
+	var blackout atomic.Bool
+	relays := map[string]impair.Config{
+		"lossy": {Script: liveScript},
+		"steady": {Script: func(i int, _ *wire.Header) impair.Action {
+			return impair.Action{Drop: blackout.Load() || i%100 < 3}
+		}},
 	}
-	relay.Start()
-	t.Cleanup(func() { relay.Close() })
+	targets := map[string]string{"clean": udp}
+	var lossy *impair.Relay
+	for name, cfg := range relays {
+		relay, err := impair.New("127.0.0.1:0", udp, cfg, impair.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		relay.Start()
+		t.Cleanup(func() { relay.Close() })
+		targets[name] = relay.Addr()
+		if name == "lossy" {
+			lossy = relay
+		}
+	}
 	senders := map[string]*testproc.Process{}
-	webs := []string{rweb}
-	for name, target := range map[string]string{"lossy": relay.Addr(), "clean": udp} {
+	webs, senderWeb := []string{rweb}, map[string]string{}
+	for name, target := range targets {
 		web := testproc.FreeAddr(t, "tcp")
-		webs = append(webs, web)
+		webs, senderWeb[name] = append(webs, web), web
 		senders[name] = testproc.Start(t, []string{"UDPPROBE_TARGETS=" + target, "UDPPROBE_WEB_LISTEN_ADDRESS=" + web,
 			"UDPPROBE_NAME=" + name, "UDPPROBE_RATE=100", "UDPPROBE_ROUND_TRIP=true", "UDPPROBE_LOSS_TIMEOUT=200ms",
 			"UDPPROBE_LOG_FORMAT=json"}, bin, "sender")
@@ -102,52 +131,106 @@ func TestLive(t *testing.T) {
 	awaitReady(t, "http://"+amWeb+"/-/ready")
 	awaitReady(t, "http://"+promWeb+"/-/ready")
 
-	// The loss alert reaches the webhook; then the clean path gets a few
-	// more evaluations to raise something it must not.
-	critical := map[string]string{"alertname": "UDPProbePacketLossHigh", "severity": "critical", "peer": "lossy"}
-	hook.await(t, critical, time.Minute)
+	// 1. Steady loss: lossy pages critical, steady warns; nothing else.
+	hook.await(t, map[string]string{"alertname": "UDPProbePacketLossHigh", "severity": "critical", "sender": "lossy"}, time.Minute)
+	hook.await(t, map[string]string{"alertname": "UDPProbePacketLossHigh", "severity": "warning", "sender": "steady"}, time.Minute)
 	time.Sleep(3 * time.Second)
-	for _, a := range hook.received() {
-		if a["alertname"] != "UDPProbePacketLossHigh" || a["peer"] != "lossy" {
-			t.Errorf("the webhook received %v; only the loss alert for the lossy path may fire", a)
+	loss := []string{
+		"UDPProbePacketLossHigh critical lossy", "UDPProbePacketLossHigh warning lossy",
+		"UDPProbePacketLossHigh warning steady",
+		"UDPProbeRoundTripLossHigh critical lossy", "UDPProbeRoundTripLossHigh warning lossy",
+		"UDPProbeRoundTripLossHigh warning steady",
+	}
+	if got := api.firing(); !slices.Equal(got, loss) {
+		t.Errorf("firing: %q, want %q", got, loss)
+	}
+	checkDashboardQueries(t, api, webs, targets)
+	for _, smp := range api.query(`sender_target:udpprobe_receiver_packets_lost:ratio_rate5m{sender="clean"}`) {
+		if v := smp.value(t); v != 0 {
+			t.Errorf("the clean path's recorded loss ratio is %v", v)
 		}
 	}
-	var alerts []string
-	for _, s := range api.query(`ALERTS`) {
-		alerts = append(alerts, fmt.Sprintf("%s %s %s %s", s.Metric["alertname"], s.Metric["severity"],
-			s.Metric["peer"], s.Metric["alertstate"]))
-	}
-	slices.Sort(alerts)
-	if want := []string{"UDPProbePacketLossHigh critical lossy firing", "UDPProbePacketLossHigh warning lossy firing"}; !slices.Equal(alerts, want) {
-		t.Errorf("ALERTS is %q, want %q", alerts, want)
-	}
-	checkDashboardQueries(t, api, webs)
 
-	// Stop the senders (each says goodbye and waits for its last replies),
-	// then compare what Prometheus scraped with the relay's ground truth.
-	for name, s := range senders {
-		if code := s.Stop(t); code != 0 {
-			t.Errorf("sender %s exited %d", name, code)
+	// 2. A blackout on steady's path: it reads down, and only it.
+	blackout.Store(true)
+	hook.await(t, map[string]string{"alertname": "UDPProbePathDown", "sender": "steady", "target": targets["steady"]}, time.Minute)
+	path := strings.NewReplacer("$__rate_interval", liveRateInterval, "$job", ".*", "$instance", ".*",
+		"$sender", "steady", "$target", strings.ReplaceAll(regexp.QuoteMeta(targets["steady"]), `\`, `\\`))
+	awaitLoss := func(q string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+			r := api.query(q)
+			if len(r) == 1 && r[0].value(t) == 1 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("during the blackout %s = %v, want one sample of 1", q, r)
+				return
+			}
 		}
 	}
-	delivered := relay.Delivered()
+	for _, q := range lossQueries(t) {
+		awaitLoss(path.Replace(q))
+	}
+	for _, a := range api.firing() {
+		if !slices.Contains(loss, a) && !strings.HasSuffix(a, " steady") {
+			t.Errorf("during steady's blackout %q fires", a)
+		}
+	}
+
+	// 3. A clean stop pages nobody: two silence thresholds and the
+	// target-down wait pass with clean gone.
+	if code := senders["clean"].Stop(t); code != 0 {
+		t.Errorf("sender clean exited %d", code)
+	}
+	time.Sleep(15 * time.Second)
+	for _, a := range append(api.firing(), hookNames(hook.received())...) {
+		if strings.HasSuffix(a, " clean") || strings.Contains(a, senderWeb["clean"]) {
+			t.Errorf("a clean stop paged: %q", a)
+		}
+	}
+
+	// 4. steady's sender dies: its silence and its scrape page, and the
+	// silence alert outlives the receiver's memory of it.
+	if err := senders["steady"].Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	hook.await(t, map[string]string{"alertname": "UDPProbeTargetDown", "instance": senderWeb["steady"]}, time.Minute)
+	hook.await(t, map[string]string{"alertname": "UDPProbePeerSilent", "sender": "steady"}, time.Minute)
+	rcv.Await(t, `"msg":"peer expired`)
+	time.Sleep(livePeerExpiry)
+	if !slices.Contains(api.firing(), "UDPProbePeerSilent critical steady") {
+		t.Errorf("UDPProbePeerSilent stopped for the dead sender after the receiver forgot it: firing %q", api.firing())
+	}
+
+	// 5. Stop lossy (it says goodbye and waits for its last replies), then
+	// compare what Prometheus scraped with the relay's ground truth.
+	if code := senders["lossy"].Stop(t); code != 0 {
+		t.Errorf("sender lossy exited %d", code)
+	}
+	delivered := lossy.Delivered()
 	if len(delivered) == 0 {
 		t.Fatal("the relay delivered nothing")
 	}
 	session := slices.IndexFunc(delivered, func(d impair.Delivery) bool { return d.Valid })
 	w, corrupted := impair.Truth(delivered, delivered[session].Session)
+	// The receiver forgets a sender livePeerExpiry after its goodbye, so
+	// the last value of each series is read.
+	at := func(sender string) string {
+		return fmt.Sprintf(`{sender=%q,target=%q}[5m])`, sender, targets[sender])
+	}
 	want := map[string]float64{
-		`udpprobe_receiver_packets_received_total{peer="lossy"}`:        float64(w.Received),
-		`udpprobe_receiver_packets_lost_total{peer="lossy"}`:            float64(w.Lost),
-		`udpprobe_receiver_packets_duplicated_total{peer="lossy"}`:      float64(w.Duplicated),
-		`udpprobe_receiver_packets_reordered_total{peer="lossy"}`:       float64(w.Reordered),
-		`udpprobe_receiver_loss_gap_length_packets_count{peer="lossy"}`: float64(len(w.Gaps)),
-		`udpprobe_receiver_loss_gap_length_packets_sum{peer="lossy"}`:   float64(w.Lost),
-		`udpprobe_receiver_reorder_extent_packets_count{peer="lossy"}`:  float64(len(w.Extents)),
-		`udpprobe_receiver_packets_corrupted_total`:                     float64(corrupted),
-		`udpprobe_receiver_packets_lost_total{peer="clean"}`:            0,
-		`udpprobe_receiver_packets_duplicated_total{peer="clean"}`:      0,
-		`udpprobe_receiver_packets_reordered_total{peer="clean"}`:       0,
+		`last_over_time(udpprobe_receiver_packets_received_total` + at("lossy"):        float64(w.Received),
+		`last_over_time(udpprobe_receiver_packets_lost_total` + at("lossy"):            float64(w.Lost),
+		`last_over_time(udpprobe_receiver_packets_duplicated_total` + at("lossy"):      float64(w.Duplicated),
+		`last_over_time(udpprobe_receiver_packets_reordered_total` + at("lossy"):       float64(w.Reordered),
+		`last_over_time(udpprobe_receiver_loss_gap_length_packets_count` + at("lossy"): float64(len(w.Gaps)),
+		`last_over_time(udpprobe_receiver_loss_gap_length_packets_sum` + at("lossy"):   float64(w.Lost),
+		`last_over_time(udpprobe_receiver_reorder_extent_packets_count` + at("lossy"):  float64(len(w.Extents)),
+		`udpprobe_receiver_packets_corrupted_total`:                                    float64(corrupted),
+		`last_over_time(udpprobe_receiver_packets_lost_total` + at("clean"):            0,
+		`last_over_time(udpprobe_receiver_packets_duplicated_total` + at("clean"):      0,
+		`last_over_time(udpprobe_receiver_packets_reordered_total` + at("clean"):       0,
 	}
 	if w.Lost == 0 || w.Duplicated == 0 || w.Reordered == 0 || corrupted == 0 || slices.Max(w.Gaps) < 3 {
 		t.Fatalf("the relay's ground truth %+v, %d corrupted: every kind of damage should have happened", w, corrupted)
@@ -159,34 +242,39 @@ func TestLive(t *testing.T) {
 		}
 	}
 
-	// The recording rule over a window that holds the whole run. PromQL's
-	// rate leaves out what was counted before the first scrape and
-	// extrapolates the two counters by different amounts (the lost counter
-	// starts at 0, the received one does not), each at most half a scrape
-	// interval in a run of many: a few percent of the ratio, where counting
-	// one loss too many or too few in a run of about two thousand
-	// datagrams would move it by far less; 10% of the injected ratio is the
-	// tolerance.
+	// The receiver's recorded loss ratio, its last value: over the scaled
+	// 20 s window, periodic damage gives the injected ratio. PromQL's rate
+	// extrapolates the two counters by different amounts, each at most
+	// half a scrape interval in a window of twenty: a few percent of the
+	// ratio, where counting one loss too many or too few would move it by
+	// far less; 10% of the injected ratio is the tolerance.
 	truth := float64(w.Lost) / float64(w.Lost+w.Received)
-	ratio := `instance_peer:udpprobe_receiver_packets_lost:ratio_rate5m`
-	byPeer := map[string]float64{}
+	ratio := `last_over_time(sender_target:udpprobe_receiver_packets_lost:ratio_rate5m[5m])`
+	bySender := map[string]float64{}
 	for _, s := range api.query(ratio) {
-		byPeer[s.Metric["peer"]] = s.value(t)
+		bySender[s.Metric["sender"]] = s.value(t)
 	}
-	if r := byPeer["lossy"]; math.Abs(r-truth) > 0.1*truth {
-		t.Errorf("%s{peer=lossy} = %.4f, the relay injected %.4f (%d lost of %d)", ratio, r, truth, w.Lost, w.Lost+w.Received)
-	}
-	if r, ok := byPeer["clean"]; !ok || r != 0 {
-		t.Errorf("%s{peer=clean} = %v (recorded: %v), want 0", ratio, r, ok)
+	if r := bySender["lossy"]; math.Abs(r-truth) > 0.1*truth {
+		t.Errorf("%s{sender=lossy} = %.4f, the relay injected %.4f (%d lost of %d)", ratio, r, truth, w.Lost, w.Lost+w.Received)
 	}
 	t.Logf("loss ratio: recorded %.4f, injected %.4f; ground truth: %d received, %d lost in %d periods, %d duplicated, %d reordered, %d corrupted",
-		byPeer["lossy"], truth, w.Received, w.Lost, len(w.Gaps), w.Duplicated, w.Reordered, corrupted)
+		bySender["lossy"], truth, w.Received, w.Lost, len(w.Gaps), w.Duplicated, w.Reordered, corrupted)
+}
+
+// hookNames are the webhook's alerts as firing writes them.
+func hookNames(alerts []map[string]string) []string {
+	var names []string
+	for _, a := range alerts {
+		names = append(names, strings.Join([]string{a["alertname"], a["severity"], a["sender"], a["instance"]}, " "))
+	}
+	return names
 }
 
 // writeLiveConfigs writes copies of the shipped Prometheus, rule and
 // Alertmanager files into dir, changed only where the test must: targets,
-// intervals, for: durations and a webhook receiver. Each change must apply,
-// so a reworded shipped file fails here rather than silently going untested.
+// intervals, every duration of the rules divided by liveScale, native
+// histograms on, and a webhook receiver. Each change must apply, so a
+// reworded shipped file fails here rather than silently going untested.
 func writeLiveConfigs(t *testing.T, dir, hook, amWeb string, targets []string) {
 	t.Helper()
 	quoted := make([]string, len(targets))
@@ -201,6 +289,10 @@ func writeLiveConfigs(t *testing.T, dir, hook, amWeb string, targets []string) {
 			if !re.MatchString(s) {
 				t.Fatalf("%s: no match for %s", src, e[0])
 			}
+			if e[1] == "scale" {
+				s = re.ReplaceAllStringFunc(s, func(m string) string { return scaled(t, re, m) })
+				continue
+			}
 			s = re.ReplaceAllString(s, e[1])
 		}
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -212,22 +304,74 @@ func writeLiveConfigs(t *testing.T, dir, hook, amWeb string, targets []string) {
 	}
 	edit("prometheus.yml", filepath.Join(dir, "prometheus.yml"),
 		[2]string{`(?m)^(\s+(?:scrape|evaluation)_interval:) \S+`, "${1} " + liveInterval},
+		[2]string{`(?m)^(\s+always_scrape_classic_histograms: true)$`, "${1}\n  scrape_native_histograms: true"},
 		[2]string{`"alertmanager:9093"`, strconv.Quote(amWeb)},
 		[2]string{`\["receiver:8464", "sender:8465"\]`, "[" + strings.Join(quoted, ", ") + "]"})
 	edit(rulesFile, filepath.Join(dir, rulesFile),
-		[2]string{`(?m)^(\s+for:) \S+`, "${1} " + liveFor})
+		[2]string{`(?m)(for: )(\d+)([smhd])$`, "scale"},
+		[2]string{`(\[)(\d+)([smhd])(\])`, "scale"},
+		[2]string{`(offset )(\d+)([smhd])()`, "scale"},
+		[2]string{`(> )(60)()( *\n)`, "scale"})
 	edit("alertmanager.yml", filepath.Join(dir, "alertmanager.yml"),
 		[2]string{`(?m)^(\s+group_(?:wait|interval):) \S+`, "${1} 1s"},
 		[2]string{`(?m)^(  - name: default)$`, "${1}\n    webhook_configs:\n      - url: " + hook})
 }
 
+// scaled rewrites the match m of re, whose groups are a prefix, a number,
+// a unit (s, m, h, d or none: seconds) and a suffix, with the duration
+// divided by liveScale, in seconds.
+func scaled(t *testing.T, re *regexp.Regexp, m string) string {
+	t.Helper()
+	g := re.FindStringSubmatch(m)
+	n, err := strconv.Atoi(g[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := map[string]int{"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[g[3]]
+	secs := n * unit / liveScale
+	if secs*liveScale != n*unit {
+		t.Fatalf("%q does not divide by %d", m, liveScale)
+	}
+	suffix := ""
+	if len(g) > 4 {
+		suffix = g[4]
+	}
+	if g[3] == "" {
+		return g[1] + strconv.Itoa(secs) + suffix
+	}
+	return g[1] + strconv.Itoa(secs) + "s" + suffix
+}
+
+// lossQueries are the dashboard's loss-ratio queries.
+func lossQueries(t *testing.T) []string {
+	t.Helper()
+	var qs []string
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			walk(p.Panels)
+			for _, tg := range p.Targets {
+				if strings.Contains(tg.Expr, "packets_lost:ratio") {
+					qs = append(qs, tg.Expr)
+				}
+			}
+		}
+	}
+	walk(loadDashboard(t).Panels)
+	if len(qs) < 2 {
+		t.Fatalf("%d loss queries on the dashboard", len(qs))
+	}
+	return qs
+}
+
 // checkDashboardQueries runs every dashboard query, with the variables at
 // their default (All) and $__rate_interval for 1 s scrapes, and requires a
 // number from each; and each variable's query must list the live values.
-func checkDashboardQueries(t *testing.T, api *promAPI, webs []string) {
+func checkDashboardQueries(t *testing.T, api *promAPI, webs []string, targets map[string]string) {
 	t.Helper()
 	d := loadDashboard(t)
-	vars := strings.NewReplacer("$__rate_interval", liveRateInterval, "$job", ".*", "$instance", ".*", "$peer", ".*")
+	vars := strings.NewReplacer("$__rate_interval", liveRateInterval, "$job", ".*", "$instance", ".*",
+		"$sender", ".*", "$target", ".*")
 	var walk func([]panel)
 	walk = func(ps []panel) {
 		for _, p := range ps {
@@ -243,7 +387,8 @@ func checkDashboardQueries(t *testing.T, api *promAPI, webs []string) {
 	walk(d.Panels)
 
 	labelValues := regexp.MustCompile(`^label_values\((.+), (\w+)\)$`)
-	want := map[string][]string{"job": {"udpprobe"}, "instance": slices.Sorted(slices.Values(webs)), "peer": {"clean", "lossy"}}
+	want := map[string][]string{"job": {"udpprobe"}, "instance": slices.Sorted(slices.Values(webs)),
+		"sender": slices.Sorted(maps.Keys(targets)), "target": slices.Sorted(maps.Values(targets))}
 	for _, v := range d.Templating.List {
 		if v.Type != "query" {
 			continue
@@ -319,6 +464,22 @@ func (p *promAPI) query(q string) []promSample {
 		p.t.Fatalf("%s: a %s, want a vector", q, data.ResultType)
 	}
 	return data.Result
+}
+
+// firing lists the firing alerts, each as "alertname severity sender" (the
+// instance for an alert without a sender), sorted.
+func (p *promAPI) firing() []string {
+	p.t.Helper()
+	var alerts []string
+	for _, s := range p.query(`ALERTS{alertstate="firing"}`) {
+		who := s.Metric["sender"]
+		if who == "" {
+			who = s.Metric["instance"]
+		}
+		alerts = append(alerts, strings.Join([]string{s.Metric["alertname"], s.Metric["severity"], who}, " "))
+	}
+	slices.Sort(alerts)
+	return alerts
 }
 
 // labelValues is Grafana's label_values(selector, label), sorted.

@@ -124,7 +124,7 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 		func(log *zap.Logger, reg *prometheus.Registry) (func(context.Context) error, error) {
 			snd, err := sender.New(sender.Options{
 				Targets: cfg.Targets, Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
-				RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: metrics.NewSender(reg),
+				RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: metrics.NewSender(reg, cfg.Name),
 			})
 			if err != nil {
 				return nil, err

@@ -124,7 +124,7 @@ func TestDaemons(t *testing.T) {
 	rcv.Await(t, `"msg":"receiving"`)
 	snd := testproc.Start(t, []string{"UDPPROBE_TARGETS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + sweb,
 		"UDPPROBE_RATE=200", "UDPPROBE_NAME=probe-1", "UDPPROBE_ROUND_TRIP=true", "UDPPROBE_LOSS_TIMEOUT=100ms"}, bin, "sender")
-	line := rcv.Await(t, `"msg":"summary","peer":"probe-1"`)
+	line := rcv.Await(t, `"msg":"summary","sender":"probe-1"`)
 	if !strings.Contains(line, `"received":`) || !strings.Contains(line, `"loss_ratio":0`) {
 		t.Errorf("summary line %s", line)
 	}
@@ -139,8 +139,8 @@ func TestDaemons(t *testing.T) {
 	if sm["go_sched_gomaxprocs_threads"] != 1 || rm["go_sched_gomaxprocs_threads"] != 1 {
 		t.Errorf("GOMAXPROCS is not 1 in the receiver or the sender")
 	}
-	if replies, lost := sm[scrape.Series("udpprobe_sender_replies_received_total", "peer", udp)],
-		sm[scrape.Series("udpprobe_sender_roundtrip_packets_lost_total", "peer", udp)]; replies == 0 || lost != 0 {
+	if replies, lost := sm[scrape.Series("udpprobe_sender_replies_received_total", "sender", "probe-1", "target", udp)],
+		sm[scrape.Series("udpprobe_sender_roundtrip_packets_lost_total", "sender", "probe-1", "target", udp)]; replies == 0 || lost != 0 {
 		t.Errorf("sender metrics show %v replies and %v round trips lost from %s, want some and none", replies, lost, udp)
 	}
 	// The healthcheck, as the container runs it: the same variables.
@@ -154,8 +154,8 @@ func TestDaemons(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		m := metricsAt(t, rweb)
-		goodbyes, lost := m[scrape.Series("udpprobe_receiver_goodbyes_total", "peer", "probe-1")],
-			m[scrape.Series("udpprobe_receiver_packets_lost_total", "peer", "probe-1")]
+		goodbyes, lost := m[scrape.Series("udpprobe_receiver_goodbyes_total", "sender", "probe-1", "target", udp)],
+			m[scrape.Series("udpprobe_receiver_packets_lost_total", "sender", "probe-1", "target", udp)]
 		if goodbyes == 3 && lost == 0 {
 			if !slices.ContainsFunc(slices.Collect(maps.Keys(m)), func(k string) bool {
 				return strings.HasPrefix(k, "udpprobe_build_info{")

@@ -103,8 +103,8 @@ type Sender struct {
 	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
 	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
 	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
-	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 52 + name length (+ 16 with a key) to 65507; 0 picks the smallest"`
-	Name             string        `split_words:"true" desc:"this sender's name, the receiver's peer label: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
+	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 53 + name length + longest target's length (+ 16 with a key) to 65507; 0 picks the smallest"`
+	Name             string        `split_words:"true" desc:"this sender's name, the sender label on both ends' series: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
 	Common
@@ -116,7 +116,7 @@ type Receiver struct {
 	ListenAddress    string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
 	SummaryInterval  time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
-	MaxPeers         int           `split_words:"true" default:"100" desc:"senders tracked at once, 1 to 100000; datagrams from more are counted and ignored"`
+	MaxPeers         int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by) tracked at once, 1 to 100000; datagrams from more are counted and ignored"`
 	PeerExpiry       time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
 	ReceiveBuffer    int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
 	Reflect          bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
@@ -141,7 +141,7 @@ func LoadSender() (*Sender, error) {
 			}
 			c.Name = host
 		}
-		if c.PayloadSize == 0 && wire.ValidName([]byte(c.Name)) {
+		if c.PayloadSize == 0 && wire.ValidName([]byte(c.Name)) && c.longestTarget() <= wire.MaxTargetLen {
 			c.PayloadSize = c.minPayload()
 		}
 		return c.Validate()
@@ -210,12 +210,21 @@ func checkUnknown(mode string) error {
 	return errors.Join(errs...)
 }
 
-// minPayload is the smallest datagram that carries the name and, with
-// authentication, the tag.
+// minPayload is the smallest datagram that carries the name, the longest
+// target and, with authentication, the tag.
 func (c *Sender) minPayload() int {
-	n := wire.MinSize(len(c.Name))
+	n := wire.MinSize(len(c.Name), c.longestTarget())
 	if c.Auth.enabled() {
 		n += wire.TagSize
+	}
+	return n
+}
+
+// longestTarget is the length of the longest target.
+func (c *Sender) longestTarget() int {
+	n := 0
+	for _, t := range c.Targets {
+		n = max(n, len(t))
 	}
 	return n
 }
@@ -247,8 +256,8 @@ func (c *Sender) Validate() error {
 		if c.Auth.enabled() {
 			with = fmt.Sprintf(" + %d for the authentication tag", wire.TagSize)
 		}
-		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (%d + name length%s) to %d bytes",
-			c.PayloadSize, lo, wire.MinSize(0), with, wire.MaxSize))
+		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (%d + name length + longest target's length%s) to %d bytes",
+			c.PayloadSize, lo, wire.MinSize(0, 0), with, wire.MaxSize))
 	}
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
 	return errors.Join(errs...)
@@ -330,6 +339,10 @@ func validateTarget(t string) error {
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || host == "" {
 		return fmt.Errorf("UDPPROBE_TARGETS entry %q: needs a host and a port from 1 to 65535", t)
+	}
+	if !wire.ValidTarget([]byte(t)) {
+		return fmt.Errorf("UDPPROBE_TARGETS entry %q: must be at most %d characters of A-Z a-z 0-9 . _ : - [ ] %%, "+
+			"as datagrams carry it for the receiver's target label", t, wire.MaxTargetLen)
 	}
 	return nil
 }

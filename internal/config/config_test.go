@@ -36,7 +36,7 @@ func TestSenderDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.WebListenAddress != ":8465" || c.Rate != 100 || len(c.Targets) != 2 ||
-		c.PayloadSize != wire.MinSize(len("probe-1")) || c.RoundTrip || c.LossTimeout != 3*time.Second ||
+		c.PayloadSize != wire.MinSize(len("probe-1"), len("127.0.0.1:6464")) || c.RoundTrip || c.LossTimeout != 3*time.Second ||
 		c.LogLevel != "info" || c.LogFormat != "console" {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -106,7 +106,7 @@ func TestAuthKeys(t *testing.T) {
 		if !slices.Equal(got, tc.want) || !reflect.DeepEqual(s.Keys, r.Keys) {
 			t.Errorf("%v: receiver keys %q, sender keys %q, want %q", tc.env, got, s.Keys, tc.want)
 		}
-		if want := wire.MinSize(4) + wire.TagSize*min(1, len(tc.want)); s.PayloadSize != want {
+		if want := wire.MinSize(4, len("a:1")) + wire.TagSize*min(1, len(tc.want)); s.PayloadSize != want {
 			t.Errorf("%v: default payload %d, want %d", tc.env, s.PayloadSize, want)
 		}
 	}
@@ -143,9 +143,9 @@ func TestBadAuth(t *testing.T) {
 		})
 	}
 	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
-		"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_PAYLOAD_SIZE": "71"})
+		"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_PAYLOAD_SIZE": "75"})
 	_, err := LoadSender()
-	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=71: must be 72 (52 + name length + 16 for the authentication tag) to 65507"})
+	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=75: must be 76 (53 + name length + longest target's length + 16 for the authentication tag) to 65507"})
 }
 
 func TestBadSender(t *testing.T) {
@@ -167,7 +167,11 @@ func TestBadSender(t *testing.T) {
 		{"rate not a number", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "fast"},
 			[]string{`UDPPROBE_RATE="fast": not a valid number`}},
 		{"payload too small for name", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
-			"UDPPROBE_PAYLOAD_SIZE": "55"}, []string{"UDPPROBE_PAYLOAD_SIZE=55: must be 56 (52 + name length) to 65507"}},
+			"UDPPROBE_PAYLOAD_SIZE": "59"}, []string{"UDPPROBE_PAYLOAD_SIZE=59: must be 60 (53 + name length + longest target's length) to 65507"}},
+		{"payload too small for the longest target", map[string]string{"UDPPROBE_TARGETS": "a:1,bb:22",
+			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "61"}, []string{"UDPPROBE_PAYLOAD_SIZE=61: must be 62"}},
+		{"target not fit for a label", map[string]string{"UDPPROBE_TARGETS": "a b:1"},
+			[]string{`UDPPROBE_TARGETS entry "a b:1": must be at most 255 characters`}},
 		{"loss timeout too long", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_LOSS_TIMEOUT": "1h"},
 			[]string{"UDPPROBE_LOSS_TIMEOUT=1h0m0s: must be 10ms to 10m0s"}},
 		{"payload too large", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_PAYLOAD_SIZE": "65508"},

@@ -7,7 +7,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -104,4 +106,41 @@ func TestScriptedRestartLateGoodbye(t *testing.T) {
 	time.Sleep(3 * lossTimeout) // the late datagram of A is still in the relay
 	got := h.counts("crashy")
 	h.assertCounts(got, want)
+}
+
+// TestTwoTargetsOneReceiver: a sender given the receiver twice, directly
+// and through a clean relay, is two paths at the receiver, each exact; the
+// datagrams of one never count as duplicates of the other's.
+func TestTwoTargetsOneReceiver(t *testing.T) {
+	h := startReceiver(t)
+	relay := h.startRelay(impair.Config{})
+	direct := h.rcv.Addr().String()
+	sm := sendWith(t, sender.Options{Targets: []string{direct, relay.Addr()}, Name: "twice", Rate: 200}, time.Second)
+	var relayed uint64
+	for _, d := range delivered(t, relay) {
+		if d.Valid && !d.Goodbye {
+			relayed++
+		}
+	}
+	want := map[string]uint64{direct: sm.packets, relay.Addr(): relayed}
+	if sm.packets < 150 || relayed < 150 {
+		t.Fatalf("sent %d directly and %d through the relay in a second at 200/s", sm.packets, relayed)
+	}
+	for target, n := range want {
+		got := func(name string) uint64 {
+			s, err := scrape.Gather(h.reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, _ := s.Value(scrape.Series("udpprobe_receiver_"+name, "sender", "twice", "target", target))
+			return uint64(v)
+		}
+		waitUntil(t, "every datagram to "+target+" is in", func() bool { return got("packets_received_total") >= n })
+		if r, d, l := got("packets_received_total"), got("packets_duplicated_total"), got("packets_lost_total"); r != n || d != 0 || l != 0 {
+			t.Errorf("to %s: %d received, %d duplicated, %d lost; want %d, 0 and 0", target, r, d, l, n)
+		}
+	}
+	if n := h.sample("peers", ""); n != 2 {
+		t.Errorf("%v peers, want 2", n)
+	}
 }

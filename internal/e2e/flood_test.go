@@ -77,7 +77,7 @@ type flood struct {
 func newFlood(seed uint64) *flood {
 	f := &flood{rng: rand.New(rand.NewPCG(seed, 0xf100d)), store: make([][]byte, floodChunk)}
 	for i := range f.store {
-		f.store[i] = make([]byte, wire.MinSize(wire.MaxNameLen)+1024)
+		f.store[i] = make([]byte, wire.MinSize(wire.MaxNameLen, 0)+1024)
 	}
 	return f
 }
@@ -85,7 +85,7 @@ func newFlood(seed uint64) *flood {
 // encode writes a valid datagram of a random size into b[:0]'s storage and
 // returns it.
 func (f *flood) encode(b []byte, h *wire.Header) []byte {
-	b = b[:wire.MinSize(len(h.Name))+f.rng.IntN(64)]
+	b = b[:wire.MinSize(len(h.Name), len(h.Target))+f.rng.IntN(64)]
 	if err := wire.Encode(b, h); err != nil {
 		panic(err) // the flood's own headers are valid
 	}
@@ -102,9 +102,9 @@ func (f *flood) random(b []byte, short bool) []byte {
 	f.made[kind]++
 	switch kind {
 	case tooShort:
-		return f.fill(b[:f.rng.IntN(wire.MinSize(1))])
+		return f.fill(b[:f.rng.IntN(wire.MinDatagram)])
 	case badMagic: // random bytes, the first one far from the magic
-		b = f.fill(b[:wire.MinSize(1)+f.rng.IntN(1000)])
+		b = f.fill(b[:wire.MinSize(1, 0)+f.rng.IntN(1000)])
 		b[0] = 0
 		return b
 	}
@@ -115,14 +115,14 @@ func (f *flood) random(b []byte, short bool) []byte {
 	b = f.encode(b, &h)
 	switch kind {
 	case badVersion:
-		b[4] = 2
+		b[4] = 7 // two bits from 1 and from 2: not a bit error, another version
 	case badHeader:
 		b[16] |= 0x80 // a sequence number above 2^63−1
 	case badName:
 		b[wire.HeaderSize] = ' '
 	case corrupted:
 		if f.rng.IntN(2) == 0 {
-			return b[:len(b)-1-f.rng.IntN(len(b)-wire.MinSize(1))] // truncated
+			return b[:len(b)-1-f.rng.IntN(len(b)-wire.MinSize(1, 0))] // truncated
 		}
 		i := f.rng.IntN(len(b))
 		b[i] ^= 1 << f.rng.IntN(8)
@@ -174,7 +174,7 @@ func TestFlood(t *testing.T) {
 	defer stop()
 	probe, err := sender.New(sender.Options{
 		Targets: []string{relay.Addr()}, Name: "real", Session: session, Rate: 200, PayloadSize: 100,
-		LossTimeout: lossTimeout, Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry()),
+		LossTimeout: lossTimeout, Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -267,7 +267,7 @@ func TestFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const perPeer = 20
+	const perPeer = 21
 	if seriesAfter != seriesBefore+int(admitted)*perPeer {
 		t.Errorf("%d series after the flood, %d before: want %d more for each of %d fakes",
 			seriesAfter, seriesBefore, perPeer, admitted)

@@ -90,7 +90,7 @@ type sent struct {
 func sendWith(t *testing.T, opts sender.Options, d time.Duration) sent {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	m := metrics.NewSender(reg)
+	m := metrics.NewSender(reg, opts.Name)
 	opts.PayloadSize, opts.LossTimeout = 100, lossTimeout
 	opts.Logger, opts.Metrics = zaptest.NewLogger(t), m
 	s, err := sender.New(opts)
@@ -108,7 +108,7 @@ func sendWith(t *testing.T, opts sender.Options, d time.Duration) sent {
 		t.Fatal(err)
 	}
 	series := func(name string) float64 {
-		v, ok := samples.Value(scrape.Series("udpprobe_sender_"+name, "peer", peer))
+		v, ok := samples.Value(scrape.Series("udpprobe_sender_"+name, "sender", opts.Name, "target", peer))
 		if !ok {
 			t.Fatalf("no %s series for %s", name, peer)
 		}
@@ -131,7 +131,8 @@ func scrapeRoundTrip(t *testing.T, s scrape.Samples, peer string) tracker.RoundT
 		"upstream_packets_lost_total":   &c.Upstream,
 		"downstream_packets_lost_total": &c.Downstream,
 	} {
-		v, ok := s.Value(scrape.Series("udpprobe_sender_"+name, "peer", peer))
+		v, n := s.Sum("udpprobe_sender_"+name, "target", peer)
+		ok := n == 1
 		if !ok {
 			t.Fatalf("no %s series for %s", name, peer)
 		}
@@ -190,7 +191,10 @@ func (h *harness) value(name, peer string) (float64, bool) {
 	if v, ok := s.Value("udpprobe_receiver_" + name); ok {
 		return v, true
 	}
-	return s.Value(scrape.Series("udpprobe_receiver_"+name, "peer", peer))
+	// The sender's name, whatever target it sent to: the relay's address,
+	// or the receiver's.
+	v, n := s.Sum("udpprobe_receiver_"+name, "sender", peer)
+	return v, n > 0
 }
 
 // sample is value for a series that must exist.

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 )
 
@@ -18,11 +19,11 @@ import (
 // side so labelled series exist, and requires promlint to find nothing.
 func TestLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	sp := NewSender(reg).Peer("198.51.100.1:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{Answered: 1} })
+	sp := NewSender(reg, "a").Target("198.51.100.1:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{Answered: 1} })
 	sp.RTT.Observe(.04)
 	sp.ScheduleLateness.Observe(.0001)
 	r := NewReceiver(reg)
-	p := r.NewPeer("alpha")
+	p := r.NewPeer("alpha", "rx:6464")
 	r.Export(slices.Values([]*ReceiverPeer{p}))
 	p.GapLength.Observe(3)
 	p.ReorderExtent.Observe(1)
@@ -51,12 +52,12 @@ func TestLint(t *testing.T) {
 func TestRoundTripsReadAtScrape(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	c := tracker.RoundTripCounts{Answered: 1, Late: 2, Duplicated: 3, Invalid: 4, Lost: 5, Upstream: 6, Downstream: 7}
-	NewSender(reg).Peer("a:1", func() tracker.RoundTripCounts { return c })
+	NewSender(reg, "a").Target("a:1", func() tracker.RoundTripCounts { return c })
 	want := func(c tracker.RoundTripCounts) string {
 		var b strings.Builder
 		for _, m := range roundTripMetrics {
 			name := "udpprobe_sender_" + m.name
-			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s{peer=\"a:1\"} %d\n", name, m.help, name, name, m.value(&c))
+			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s{sender=\"a\",target=\"a:1\"} %d\n", name, m.help, name, name, m.value(&c))
 		}
 		return b.String()
 	}
@@ -67,7 +68,7 @@ func TestRoundTripsReadAtScrape(t *testing.T) {
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(c)), names...); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(want(c), "udpprobe_sender_downstream_packets_lost_total{peer=\"a:1\"} 7") {
+	if !strings.Contains(want(c), "udpprobe_sender_downstream_packets_lost_total{sender=\"a\",target=\"a:1\"} 7") {
 		t.Fatal("the expected text lost the downstream count")
 	}
 	c.Lost = 50
@@ -84,7 +85,7 @@ func TestExportedPeers(t *testing.T) {
 	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_peers"); err != nil || n != 1 {
 		t.Fatalf("%d peer-count series before Export (%v), want 1", n, err)
 	}
-	alpha, beta := r.NewPeer("alpha"), r.NewPeer("beta")
+	alpha, beta := r.NewPeer("alpha", "rx:6464"), r.NewPeer("beta", "rx:6464")
 	peers := []*ReceiverPeer{alpha, beta}
 	r.Export(func(yield func(*ReceiverPeer) bool) {
 		for _, p := range peers {
@@ -102,12 +103,12 @@ func TestExportedPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 20 labelled metrics per peer, histograms counting as one each.
-	if before-after != 20 {
-		t.Fatalf("forgetting a peer removed %d series, want 20", before-after)
+	// Every per-peer metric, histograms counting as one each.
+	if before-after != len(peerMetrics) {
+		t.Fatalf("forgetting a peer removed %d series, want %d", before-after, len(peerMetrics))
 	}
 	want := `
-# HELP udpprobe_receiver_peers Senders in the peer table.
+# HELP udpprobe_receiver_peers Peers in the peer table: senders, each with the target it names this receiver by.
 # TYPE udpprobe_receiver_peers gauge
 udpprobe_receiver_peers 1
 `
@@ -124,28 +125,28 @@ udpprobe_receiver_peers 1
 func TestPeerSeries(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	r := NewReceiver(reg)
-	a, b := r.NewPeer("alpha"), r.NewPeer("beta")
+	a, b := r.NewPeer("alpha", "rx:6464"), r.NewPeer("beta", "rx:6464")
 	r.Export(slices.Values([]*ReceiverPeer{a, b}))
 	a.Received.Add(3)
 	a.OneWayDelay.Observe(.002)
 	b.Received.Inc()
 	a.Jitter.Set(.25)
 	want := `
-# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
+# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received.
 # TYPE udpprobe_receiver_packets_received_total counter
-udpprobe_receiver_packets_received_total{peer="alpha"} 3
-udpprobe_receiver_packets_received_total{peer="beta"} 1
+udpprobe_receiver_packets_received_total{sender="alpha",target="rx:6464"} 3
+udpprobe_receiver_packets_received_total{sender="beta",target="rx:6464"} 1
 # HELP udpprobe_receiver_jitter_seconds RFC 3550 interarrival jitter of the current session, from in-order datagrams; independent of clock offset.
 # TYPE udpprobe_receiver_jitter_seconds gauge
-udpprobe_receiver_jitter_seconds{peer="alpha"} 0.25
-udpprobe_receiver_jitter_seconds{peer="beta"} 0
+udpprobe_receiver_jitter_seconds{sender="alpha",target="rx:6464"} 0.25
+udpprobe_receiver_jitter_seconds{sender="beta",target="rx:6464"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"udpprobe_receiver_packets_received_total", "udpprobe_receiver_jitter_seconds"); err != nil {
 		t.Fatal(err)
 	}
 	a.Received.Inc()
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(strings.Replace(want, `"alpha"} 3`, `"alpha"} 4`, 1)),
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(strings.Replace(want, `"rx:6464"} 3`, `"rx:6464"} 4`, 1)),
 		"udpprobe_receiver_packets_received_total", "udpprobe_receiver_jitter_seconds"); err != nil {
 		t.Fatalf("the next scrape: %v", err)
 	}
@@ -177,13 +178,43 @@ udpprobe_receiver_jitter_seconds{peer="beta"} 0
 	}
 }
 
+// TestSeriesPerPath counts, as a scrape does (each histogram bucket,
+// +Inf, _sum and _count a series), what one path costs at each end: the
+// figures docs/metrics.md gives for capacity planning.
+func TestSeriesPerPath(t *testing.T) {
+	count := func(reg *prometheus.Registry) int {
+		s, err := scrape.Gather(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for k := range s {
+			if strings.Contains(k, `target="rx:6464"`) {
+				n++
+			}
+		}
+		return n
+	}
+	reg := prometheus.NewPedanticRegistry()
+	r := NewReceiver(reg)
+	r.Export(slices.Values([]*ReceiverPeer{r.NewPeer("a", "rx:6464")}))
+	if n := count(reg); n != 81 {
+		t.Errorf("a receiver peer is %d series, docs/metrics.md says 81", n)
+	}
+	reg = prometheus.NewPedanticRegistry()
+	NewSender(reg, "a").Target("rx:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
+	if n := count(reg); n != 48 {
+		t.Errorf("a sender target is %d series, docs/metrics.md says 48", n)
+	}
+}
+
 // TestDocumented requires every metric to appear in the README's table and
 // in docs/metrics.md.
 func TestDocumented(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	NewSender(reg).Peer("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
+	NewSender(reg, "a").Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
 	r := NewReceiver(reg)
-	r.Export(slices.Values([]*ReceiverPeer{r.NewPeer("a")}))
+	r.Export(slices.Values([]*ReceiverPeer{r.NewPeer("a", "rx:6464")}))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

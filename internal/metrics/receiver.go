@@ -23,17 +23,18 @@ type Receiver struct {
 	ReceiveBuffer    prometheus.Gauge
 }
 
-// ReceiverPeer holds one peer's instruments, made once on admission so the
+// ReceiverPeer holds the instruments of one peer, a sender and the target
+// it names this receiver by, made once on admission so the
 // receive path does no label lookups. Counters and gauges are plain atomic
 // values, written by the receiver and read at scrape time; the summary
 // line reads the same values, so every number has one source.
 type ReceiverPeer struct {
-	name string
+	sender, target string
 
 	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs, Goodbyes Counter
 	DroppedLocally                                                                  Counter
 	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                             Counter
-	LastPacket, Jitter                                                              Gauge
+	LastPacket, Jitter, SessionEnded                                                Gauge
 	GapLength, ReorderExtent, OneWayDelay, IPDV                                     prometheus.Observer
 }
 
@@ -62,9 +63,10 @@ type peerMetric struct {
 	field      func(*ReceiverPeer) any
 }
 
-// peerMetrics are the receiver's per-peer metrics, all labelled by peer.
+// peerMetrics are the receiver's per-peer metrics, all labelled by sender
+// and target (peerLabels).
 var peerMetrics = []peerMetric{
-	{"packets_received_total", "First copies of data datagrams received, per sender.", nil,
+	{"packets_received_total", "First copies of data datagrams received.", nil,
 		func(p *ReceiverPeer) any { return &p.Received }},
 	{"packets_lost_total", "Sequence numbers declared lost after the loss timeout or on leaving the tracking window.", nil,
 		func(p *ReceiverPeer) any { return &p.Lost }},
@@ -86,6 +88,8 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.Goodbyes }},
 	{"last_packet_timestamp_seconds", "Unix time of the last valid datagram from the sender.", nil,
 		func(p *ReceiverPeer) any { return &p.LastPacket }},
+	{"session_ended", "1 once the sender's current session has ended with a goodbye, else 0: its silence is a clean stop, not an outage.", nil,
+		func(p *ReceiverPeer) any { return &p.SessionEnded }},
 	{"loss_gap_length_packets", "Lengths of loss periods, maximal runs of consecutive lost sequence numbers (RFC 3357).", GapLengthBuckets,
 		func(p *ReceiverPeer) any { return &p.GapLength }},
 	{"reorder_extent_packets", "Reordering extent of reordered datagrams, in arrivals (RFC 4737).", ReorderExtentBuckets,
@@ -106,19 +110,25 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.ReplyErrors }},
 }
 
+// peerLabels label every per-peer series: the sender's name and the target
+// it sent to, as it named it. The sender's own series carry the same two,
+// so a rule can join what a sender sent to a target with what the
+// receiver got.
+var peerLabels = []string{"sender", "target"}
+
 // NewReceiver registers the receiver's metrics on reg.
 func NewReceiver(reg prometheus.Registerer) *Receiver {
 	const sub = "receiver"
 	set := &peerSet{
-		count: prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, "peers"), "Senders in the peer table.", nil, nil),
+		count: prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, "peers"), "Peers in the peer table: senders, each with the target it names this receiver by.", nil, nil),
 	}
 	for _, m := range peerMetrics {
 		var k kind
 		switch m.field(&ReceiverPeer{}).(type) {
 		case *Counter, *Gauge:
-			k.desc = prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, m.name), m.help, []string{"peer"}, nil)
+			k.desc = prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, m.name), m.help, peerLabels, nil)
 		case *prometheus.Observer:
-			k.histogram = histogramVec(nopRegisterer{}, sub, m.name, m.help, m.buckets, "peer")
+			k.histogram = histogramVec(nopRegisterer{}, sub, m.name, m.help, m.buckets, peerLabels...)
 		default:
 			panic("metrics: per-peer metric " + m.name + " has a field of no known kind")
 		}
@@ -150,16 +160,17 @@ func (nopRegisterer) Register(prometheus.Collector) error  { return nil }
 func (nopRegisterer) MustRegister(...prometheus.Collector) {}
 func (nopRegisterer) Unregister(prometheus.Collector) bool { return false }
 
-// NewPeer makes one peer's instruments, at zero. They are exported while
-// the peers given to Export include them.
-func (r *Receiver) NewPeer(name string) *ReceiverPeer {
-	p := &ReceiverPeer{name: name}
+// NewPeer makes the instruments of a sender reaching this receiver as
+// target, at zero. They are exported while the peers given to Export
+// include them.
+func (r *Receiver) NewPeer(sender, target string) *ReceiverPeer {
+	p := &ReceiverPeer{sender: sender, target: target}
 	for i, m := range peerMetrics {
 		if h := r.peers.kinds[i].histogram; h != nil {
 			// The template keeps no instrument: the peer's own goes on
 			// working after it is removed, and is collected from the peer.
-			*m.field(p).(*prometheus.Observer) = h.WithLabelValues(name)
-			h.DeleteLabelValues(name)
+			*m.field(p).(*prometheus.Observer) = h.WithLabelValues(sender, target)
+			h.DeleteLabelValues(sender, target)
 		}
 	}
 	return p
@@ -219,9 +230,9 @@ func (s *peerSet) Collect(ch chan<- prometheus.Metric) {
 			k := s.kinds[i]
 			switch f := m.field(p).(type) {
 			case *Counter:
-				ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, float64(f.Load()), p.name)
+				ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, float64(f.Load()), p.sender, p.target)
 			case *Gauge:
-				ch <- prometheus.MustNewConstMetric(k.desc, prometheus.GaugeValue, f.Value(), p.name)
+				ch <- prometheus.MustNewConstMetric(k.desc, prometheus.GaugeValue, f.Value(), p.sender, p.target)
 			case *prometheus.Observer:
 				ch <- (*f).(prometheus.Metric)
 			}

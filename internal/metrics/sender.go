@@ -9,7 +9,9 @@ import (
 	"github.com/udpprobe/udpprobe/internal/tracker"
 )
 
-// Sender holds the sender's instruments, labelled by target (peer). Events
+// Sender holds the sender's instruments. Every series carries the sender's
+// name (sender), and those of one target the target as configured
+// (target): the labels the receiver puts on what it got. Events
 // (datagrams sent, send errors, missed slots, lateness, round-trip times)
 // are counted as they happen; the round-trip totals are read from each
 // target's tracker at scrape time, so they have one source.
@@ -22,8 +24,8 @@ type Sender struct {
 	roundTrips       *roundTrips
 }
 
-// SenderPeer holds one target's instruments, looked up once.
-type SenderPeer struct {
+// SenderTarget holds one target's instruments, looked up once.
+type SenderTarget struct {
 	PacketsSent, SendErrors, MissedSlots prometheus.Counter
 	ScheduleLateness, RTT                prometheus.Observer
 }
@@ -49,53 +51,55 @@ var roundTripMetrics = []struct {
 		func(c *tracker.RoundTripCounts) uint64 { return c.Downstream }},
 }
 
-// NewSender registers the sender's metrics on reg.
-func NewSender(reg prometheus.Registerer) *Sender {
+// NewSender registers on reg the metrics of the sender named name.
+func NewSender(reg prometheus.Registerer, name string) *Sender {
 	const sub = "sender"
+	own := prometheus.Labels{"sender": name}
+	reg = prometheus.WrapRegistererWith(own, reg)
 	s := &Sender{
 		PacketsSent: counterVec(reg, sub, "packets_sent_total",
-			"Data datagrams handed to the kernel, per target.", "peer"),
+			"Data datagrams handed to the kernel.", "target"),
 		SendErrors: counterVec(reg, sub, "send_errors_total",
-			"Data datagrams the kernel refused to send; they consume no sequence number.", "peer"),
+			"Data datagrams the kernel refused to send; they consume no sequence number.", "target"),
 		MissedSlots: counterVec(reg, sub, "missed_slots_total",
-			"Schedule slots skipped because the sender fell more than one interval behind.", "peer"),
+			"Schedule slots skipped because the sender fell more than one interval behind.", "target"),
 		ScheduleLateness: histogramVec(reg, sub, "schedule_lateness_seconds",
 			"How late each data datagram was sent against its slot in the schedule.",
-			LatenessBuckets, "peer"),
+			LatenessBuckets, "target"),
 		RTT: histogramVec(reg, sub, "rtt_seconds",
 			"Round-trip time of replies received within the loss timeout, on this host's monotonic clock.",
-			DelayBuckets, "peer"),
-		roundTrips: &roundTrips{byPeer: make(map[string]func() tracker.RoundTripCounts)},
+			DelayBuckets, "target"),
+		roundTrips: &roundTrips{byTarget: make(map[string]func() tracker.RoundTripCounts)},
 	}
 	for _, m := range roundTripMetrics {
 		s.roundTrips.descs = append(s.roundTrips.descs,
-			prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, m.name), m.help, []string{"peer"}, nil))
+			prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, m.name), m.help, []string{"target"}, nil))
 	}
 	reg.MustRegister(s.roundTrips)
 	return s
 }
 
-// Peer returns the instruments of one target, creating its series at zero.
-// counts returns the target's round-trip totals; it is called at every
-// scrape, from the scraping goroutine.
-func (s *Sender) Peer(peer string, counts func() tracker.RoundTripCounts) SenderPeer {
+// Target returns the instruments of one target, creating its series at
+// zero. counts returns the target's round-trip totals; it is called at
+// every scrape, from the scraping goroutine.
+func (s *Sender) Target(target string, counts func() tracker.RoundTripCounts) SenderTarget {
 	s.roundTrips.mu.Lock()
-	s.roundTrips.byPeer[peer] = counts
+	s.roundTrips.byTarget[target] = counts
 	s.roundTrips.mu.Unlock()
-	return SenderPeer{
-		PacketsSent:      s.PacketsSent.WithLabelValues(peer),
-		SendErrors:       s.SendErrors.WithLabelValues(peer),
-		MissedSlots:      s.MissedSlots.WithLabelValues(peer),
-		ScheduleLateness: s.ScheduleLateness.WithLabelValues(peer),
-		RTT:              s.RTT.WithLabelValues(peer),
+	return SenderTarget{
+		PacketsSent:      s.PacketsSent.WithLabelValues(target),
+		SendErrors:       s.SendErrors.WithLabelValues(target),
+		MissedSlots:      s.MissedSlots.WithLabelValues(target),
+		ScheduleLateness: s.ScheduleLateness.WithLabelValues(target),
+		RTT:              s.RTT.WithLabelValues(target),
 	}
 }
 
 // roundTrips is the collector of the round-trip totals.
 type roundTrips struct {
-	descs  []*prometheus.Desc // in the order of roundTripMetrics
-	mu     sync.Mutex
-	byPeer map[string]func() tracker.RoundTripCounts
+	descs    []*prometheus.Desc // in the order of roundTripMetrics
+	mu       sync.Mutex
+	byTarget map[string]func() tracker.RoundTripCounts
 }
 
 func (r *roundTrips) Describe(ch chan<- *prometheus.Desc) {
@@ -106,12 +110,12 @@ func (r *roundTrips) Describe(ch chan<- *prometheus.Desc) {
 
 func (r *roundTrips) Collect(ch chan<- prometheus.Metric) {
 	r.mu.Lock()
-	peers := maps.Clone(r.byPeer)
+	targets := maps.Clone(r.byTarget)
 	r.mu.Unlock()
-	for peer, counts := range peers {
+	for target, counts := range targets {
 		c := counts()
 		for i, m := range roundTripMetrics {
-			ch <- prometheus.MustNewConstMetric(r.descs[i], prometheus.CounterValue, float64(m.value(&c)), peer)
+			ch <- prometheus.MustNewConstMetric(r.descs[i], prometheus.CounterValue, float64(m.value(&c)), target)
 		}
 	}
 }

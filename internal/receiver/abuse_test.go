@@ -220,7 +220,8 @@ func TestSequenceAbuseAllocatesNothing(t *testing.T) {
 }
 
 // TestStrayWarning: strays are worth a person's look (a broken sender, or
-// forgery), so they are warned about, once a minute at most, with the peer.
+// forgery), so they are warned about, once a minute at most, with the
+// sender and target.
 func TestStrayWarning(t *testing.T) {
 	tt := newTable(t, Options{})
 	c := &script{tt: tt}
@@ -229,7 +230,8 @@ func TestStrayWarning(t *testing.T) {
 	c.send(t, time.Millisecond, wire.MaxSeq)
 	tt.Housekeep(at(float64(c.now+time.Second) / 1e6))
 	lines := tt.logs.FilterMessageSnippet("implausibly far").All()
-	if len(lines) != 1 || lines[0].ContextMap()["ignored"] != uint64(2) || lines[0].ContextMap()["last_peer"] != "real" {
+	if len(lines) != 1 || lines[0].ContextMap()["ignored"] != uint64(2) || lines[0].ContextMap()["last_sender"] != "real" ||
+		lines[0].ContextMap()["last_target"] != testTarget {
 		t.Fatalf("warnings: %v", lines)
 	}
 }

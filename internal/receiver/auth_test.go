@@ -19,8 +19,8 @@ func signedDatagram(t testing.TB, key []byte, name string, seq uint64) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 80)
-	if err := wire.Encode(b, &wire.Header{Name: []byte(name), Session: 1, Seq: seq, TagLen: wire.TagSize}); err != nil {
+	b := make([]byte, 96)
+	if err := wire.Encode(b, &wire.Header{Name: []byte(name), Target: []byte(testTarget), Session: 1, Seq: seq, TagLen: wire.TagSize}); err != nil {
 		t.Fatal(err)
 	}
 	a.Sign(b, 0)

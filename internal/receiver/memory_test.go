@@ -16,10 +16,10 @@ import (
 // prefix1, …, and checks that all were admitted.
 func admitPeers(tb testing.TB, tt *testTable, prefix string, n int) {
 	tb.Helper()
-	b := make([]byte, 64)
+	b := make([]byte, 80)
 	from := sinkAddr(tb)
 	for i := range n {
-		h := wire.Header{Name: fmt.Appendf(nil, "%s%d", prefix, i), Session: 1, SendTime: wall0}
+		h := wire.Header{Name: fmt.Appendf(nil, "%s%d", prefix, i), Target: []byte(testTarget), Session: 1, SendTime: wall0}
 		if err := wire.Encode(b, &h); err != nil {
 			tb.Fatal(err)
 		}

@@ -16,13 +16,15 @@ type stream struct {
 	timing timing
 }
 
-// peer is one sender, keyed by name. It keeps at most two streams: the
+// peer is one sender as it reaches this receiver: its name and the target
+// it sent to (see peerKey). It keeps at most two streams: the
 // current session and the previous one, which goes on draining (its pending
 // gaps reach their deadlines, its stragglers count as late or duplicated
 // rather than as yet another restart) until a third session displaces it or
 // the peer expires.
 type peer struct {
-	name     string
+	name     string // the sender's
+	target   string // how the sender names this receiver; "" from version 1
 	m        *metrics.ReceiverPeer
 	cur      *stream
 	prev     *stream
@@ -102,6 +104,7 @@ func (p *peer) streamFor(session uint64, opts tracker.Options) (s *stream, resta
 	restarted = p.cur != nil
 	p.prev, p.cur = p.cur, &stream{session: session, tr: tr}
 	p.m.Jitter.Set(0)
+	p.m.SessionEnded.Set(0)
 	return p.cur, restarted
 }
 

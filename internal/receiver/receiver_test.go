@@ -69,7 +69,7 @@ func (o observed) value(t testing.TB, name, peer string) (float64, bool) {
 	}
 	series := "udpprobe_receiver_" + name
 	if peer != "" {
-		series = scrape.Series(series, "peer", peer)
+		series = scrape.Series(series, "sender", peer, "target", testTarget)
 	}
 	return s.Value(series)
 }
@@ -94,10 +94,14 @@ func newTestReceiver(t testing.TB, opts Options) *testReceiver {
 // run runs r until the test ends.
 func run(t *testing.T, r *testReceiver) { testproc.Background(t, "Run", r.Run) }
 
+// testTarget is the target the test datagrams name this receiver by.
+const testTarget = "rx:6464"
+
 func datagram(t testing.TB, name string, session, seq uint64, flags wire.Flags) []byte {
 	t.Helper()
-	b := make([]byte, 64)
-	if err := wire.Encode(b, &wire.Header{Name: []byte(name), Session: session, Seq: seq, Flags: flags}); err != nil {
+	b := make([]byte, max(64, wire.MinSize(len(name), len(testTarget))))
+	h := wire.Header{Name: []byte(name), Target: []byte(testTarget), Session: session, Seq: seq, Flags: flags}
+	if err := wire.Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -193,24 +197,24 @@ func TestExposition(t *testing.T) {
 	tt.Housekeep(at(200))
 
 	const want = `
-# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
+# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received.
 # TYPE udpprobe_receiver_packets_received_total counter
-udpprobe_receiver_packets_received_total{peer="alpha"} 7
+udpprobe_receiver_packets_received_total{sender="alpha",target="rx:6464"} 7
 # HELP udpprobe_receiver_packets_lost_total Sequence numbers declared lost after the loss timeout or on leaving the tracking window.
 # TYPE udpprobe_receiver_packets_lost_total counter
-udpprobe_receiver_packets_lost_total{peer="alpha"} 2
+udpprobe_receiver_packets_lost_total{sender="alpha",target="rx:6464"} 2
 # HELP udpprobe_receiver_packets_duplicated_total Extra copies of sequence numbers already seen (RFC 5560).
 # TYPE udpprobe_receiver_packets_duplicated_total counter
-udpprobe_receiver_packets_duplicated_total{peer="alpha"} 1
+udpprobe_receiver_packets_duplicated_total{sender="alpha",target="rx:6464"} 1
 # HELP udpprobe_receiver_packets_reordered_total First copies that arrived after a higher sequence number, within the loss timeout (RFC 4737).
 # TYPE udpprobe_receiver_packets_reordered_total counter
-udpprobe_receiver_packets_reordered_total{peer="alpha"} 1
+udpprobe_receiver_packets_reordered_total{sender="alpha",target="rx:6464"} 1
 # HELP udpprobe_receiver_packets_corrupted_total Datagrams of this protocol whose checksum failed; not attributed to a sender.
 # TYPE udpprobe_receiver_packets_corrupted_total counter
 udpprobe_receiver_packets_corrupted_total 1
 # HELP udpprobe_receiver_peer_restarts_total New session ids seen from a known sender: sender restarts.
 # TYPE udpprobe_receiver_peer_restarts_total counter
-udpprobe_receiver_peer_restarts_total{peer="alpha"} 1
+udpprobe_receiver_peer_restarts_total{sender="alpha",target="rx:6464"} 1
 # HELP udpprobe_receiver_invalid_packets_total Datagrams that are not of this protocol, or not authenticated with the shared key, by reason.
 # TYPE udpprobe_receiver_invalid_packets_total counter
 udpprobe_receiver_invalid_packets_total{reason="auth"} 0
@@ -222,20 +226,20 @@ udpprobe_receiver_invalid_packets_total{reason="too_short"} 1
 udpprobe_receiver_invalid_packets_total{reason="unexpected_reply"} 0
 # HELP udpprobe_receiver_loss_gap_length_packets Lengths of loss periods, maximal runs of consecutive lost sequence numbers (RFC 3357).
 # TYPE udpprobe_receiver_loss_gap_length_packets histogram
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="1"} 0
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="2"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="3"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="5"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="10"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="20"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="50"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="100"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="1000"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="10000"} 1
-udpprobe_receiver_loss_gap_length_packets_bucket{peer="alpha",le="+Inf"} 1
-udpprobe_receiver_loss_gap_length_packets_sum{peer="alpha"} 2
-udpprobe_receiver_loss_gap_length_packets_count{peer="alpha"} 1
-# HELP udpprobe_receiver_peers Senders in the peer table.
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="1"} 0
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="2"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="3"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="5"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="10"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="20"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="50"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="100"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="1000"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="10000"} 1
+udpprobe_receiver_loss_gap_length_packets_bucket{sender="alpha",target="rx:6464",le="+Inf"} 1
+udpprobe_receiver_loss_gap_length_packets_sum{sender="alpha",target="rx:6464"} 2
+udpprobe_receiver_loss_gap_length_packets_count{sender="alpha",target="rx:6464"} 1
+# HELP udpprobe_receiver_peers Peers in the peer table: senders, each with the target it names this receiver by.
 # TYPE udpprobe_receiver_peers gauge
 udpprobe_receiver_peers 1
 `
@@ -341,17 +345,17 @@ func TestPeerTableBounded(t *testing.T) {
 		t.Fatalf("overflow %v, want 35", got)
 	}
 	want := `
-# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received, per sender.
+# HELP udpprobe_receiver_packets_received_total First copies of data datagrams received.
 # TYPE udpprobe_receiver_packets_received_total counter
-udpprobe_receiver_packets_received_total{peer="peera"} 5
-udpprobe_receiver_packets_received_total{peer="peerb"} 5
-udpprobe_receiver_packets_received_total{peer="peerc"} 5
+udpprobe_receiver_packets_received_total{sender="peera",target="rx:6464"} 5
+udpprobe_receiver_packets_received_total{sender="peerb",target="rx:6464"} 5
+udpprobe_receiver_packets_received_total{sender="peerc",target="rx:6464"} 5
 `
 	if err := testutil.GatherAndCompare(tt.reg, strings.NewReader(want), "udpprobe_receiver_packets_received_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := peerSeries(t, tt.reg); n != 3*20 {
-		t.Fatalf("%d series labelled by peer, want 20 for each of 3 peers", n)
+	if n := peerSeries(t, tt.reg); n != 3*21 {
+		t.Fatalf("%d series labelled by sender, want 21 for each of 3 peers", n)
 	}
 	tt.Housekeep(at(300)) // peera's last datagram came at 0 ms, peerc's at 2
 	if got := tt.sample(t, "peers", ""); got != 2 || tt.Len() != 2 {
@@ -380,7 +384,7 @@ func peerSeries(t testing.TB, reg prometheus.Gatherer) int {
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "peer" {
+				if l.GetName() == "sender" {
 					n++
 				}
 			}
@@ -406,10 +410,73 @@ func TestSummary(t *testing.T) {
 		t.Fatalf("%d summary lines, want 1", len(lines))
 	}
 	f := lines[0].ContextMap()
-	if f["peer"] != "alpha" || f["received"] != uint64(4) || f["lost"] != uint64(2) ||
+	if f["sender"] != "alpha" || f["target"] != testTarget || f["received"] != uint64(4) || f["lost"] != uint64(2) ||
 		f["duplicated"] != uint64(1) || f["loss_ratio"] != 2.0/6 {
 		t.Fatalf("summary fields %v", f)
 	}
+}
+
+// TestSessionEnded: a goodbye of the current session marks the peer's
+// silence as a clean stop; a new session clears it, and a goodbye of the
+// previous session, still draining, does not set it.
+func TestSessionEnded(t *testing.T) {
+	tt := newTable(t, Options{})
+	ended := func() float64 { return tt.sample(t, "session_ended", "alpha") }
+	tt.handle(datagram(t, "alpha", 1, 0, 0), at(0))
+	if e := ended(); e != 0 {
+		t.Fatalf("session_ended %v while sending", e)
+	}
+	tt.handle(datagram(t, "alpha", 1, 0, wire.FlagGoodbye), at(1))
+	if e := ended(); e != 1 {
+		t.Fatalf("session_ended %v after the goodbye", e)
+	}
+	tt.handle(datagram(t, "alpha", 2, 0, 0), at(2)) // a restart
+	if e := ended(); e != 0 {
+		t.Fatalf("session_ended %v in a new session", e)
+	}
+	tt.handle(datagram(t, "alpha", 1, 0, wire.FlagGoodbye), at(3)) // the old session's, late
+	if e, g := ended(), tt.sample(t, "goodbyes_total", "alpha"); e != 0 || g != 2 {
+		t.Fatalf("session_ended %v, goodbyes %v after the previous session's goodbye; want 0 and 2", e, g)
+	}
+}
+
+// TestTargetsApart: one sender reaching this receiver by two targets (an
+// IPv4 and an IPv6 address, say) is two peers with their own streams, not
+// one stream with every datagram duplicated.
+func TestTargetsApart(t *testing.T) {
+	tt := newTable(t, Options{})
+	for seq := range uint64(10) {
+		for _, target := range []string{"127.0.0.1:6464", "[::1]:6464"} {
+			tt.handle(targeted(t, "alpha", target, 1, seq), at(float64(seq)))
+		}
+	}
+	tt.Housekeep(at(1000))
+	s, err := scrape.Gather(tt.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"127.0.0.1:6464", "[::1]:6464"} {
+		for name, want := range map[string]float64{"packets_received_total": 10, "packets_duplicated_total": 0, "packets_lost_total": 0} {
+			series := scrape.Series("udpprobe_receiver_"+name, "sender", "alpha", "target", target)
+			if got, ok := s.Value(series); !ok || got != want {
+				t.Errorf("%s = %v (%v), want %v", series, got, ok, want)
+			}
+		}
+	}
+	if tt.Len() != 2 || tt.sample(t, "peers", "") != 2 {
+		t.Fatalf("%d peers, want 2", tt.Len())
+	}
+}
+
+// targeted is a data datagram of a sender naming the target it sent to.
+func targeted(t testing.TB, name, target string, session, seq uint64) []byte {
+	t.Helper()
+	h := wire.Header{Name: []byte(name), Target: []byte(target), Session: session, Seq: seq}
+	b := make([]byte, wire.MinSize(len(name), len(target)))
+	if err := wire.Encode(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestGoodbyeFromUnknownPeerIsIgnored(t *testing.T) {

@@ -17,8 +17,8 @@ import (
 // arbitrary wall-clock origin.
 func probe(t testing.TB, session, seq uint64, s float64) []byte {
 	t.Helper()
-	b := make([]byte, 64)
-	h := wire.Header{Name: []byte("alpha"), Session: session, Seq: seq,
+	b := make([]byte, 72)
+	h := wire.Header{Name: []byte("alpha"), Target: []byte(testTarget), Session: session, Seq: seq,
 		SendTime: wall0 + int64(s*1e6), SendClock: int64(s * 1e6)}
 	if err := wire.Encode(b, &h); err != nil {
 		t.Fatal(err)
@@ -151,8 +151,8 @@ func TestReflectOverSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	var h wire.Header
-	if err := wire.Decode(b[:n], &h); err != nil || !h.Reply() || h.Seq != 7 || h.Received != 1 || n != 64 {
-		t.Fatalf("reply %+v (%d bytes, %v), want the reply to 7 with count 1 in 64 bytes", h, n, err)
+	if err := wire.Decode(b[:n], &h); err != nil || !h.Reply() || h.Seq != 7 || h.Received != 1 || n != 72 {
+		t.Fatalf("reply %+v (%d bytes, %v), want the reply to 7 with count 1 in 72 bytes, the probe's size", h, n, err)
 	}
 }
 

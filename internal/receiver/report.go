@@ -11,13 +11,13 @@ import (
 // summarize logs one line per peer with what happened since the last
 // summary: the periodic report of the workshop receiver this project grew from.
 func (t *Table) summarize() {
-	names := make([]string, 0, len(t.peers))
-	for name := range t.peers {
-		names = append(names, name)
+	keys := make([]string, 0, len(t.peers))
+	for key := range t.peers {
+		keys = append(keys, key)
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		p := t.peers[name]
+	sort.Strings(keys)
+	for _, key := range keys {
+		p := t.peers[key]
 		now := p.totals()
 		d := now.since(p.reported)
 		p.reported = now
@@ -25,7 +25,7 @@ func (t *Table) summarize() {
 		if d.received+d.lost > 0 {
 			ratio = float64(d.lost) / float64(d.received+d.lost)
 		}
-		t.log.Info("summary", zap.String("peer", name), zap.Duration("interval", t.opts.SummaryInterval),
+		t.log.Info("summary", zap.String("sender", p.name), zap.String("target", p.target), zap.Duration("interval", t.opts.SummaryInterval),
 			zap.Uint64("received", d.received), zap.Uint64("lost", d.lost), zap.Uint64("dropped_locally", d.local),
 			zap.Uint64("duplicated", d.duplicated), zap.Uint64("reordered", d.reordered),
 			zap.Uint64("late", d.late), zap.Float64("loss_ratio", ratio),
@@ -40,11 +40,11 @@ type watch struct {
 	now, warned problems // totals so far, and at the last warning
 	next        int64    // monotonic ns before which no warning is logged
 	// What the warnings name: the latest reply error, the source of the
-	// latest datagram that failed authentication, the peer of the latest
-	// stray.
+	// latest datagram that failed authentication, the sender and target
+	// of the latest stray.
 	lastReplyError      error
 	lastUnauthenticated netip.AddrPort
-	lastStray           string
+	lastStray           [2]string
 }
 
 type problems struct{ socketDrops, overflow, replyErrors, unauthenticated, stray uint64 }
@@ -54,9 +54,9 @@ func (w *watch) unauthenticated(from netip.AddrPort) {
 	w.lastUnauthenticated = from
 }
 
-func (w *watch) stray(peer string) {
+func (w *watch) stray(p *peer) {
 	w.now.stray++
-	w.lastStray = peer
+	w.lastStray = [2]string{p.name, p.target}
 }
 
 func (w *watch) replyFailed(err error) {
@@ -91,7 +91,7 @@ func (t *Table) warn() bool {
 	if d := now.stray - w.warned.stray; d > 0 {
 		t.log.Warn("datagrams with sequence numbers implausibly far from their session's were ignored: "+
 			"a broken sender, or forged datagrams (a shared key authenticates senders)",
-			zap.Uint64("ignored", d), zap.String("last_peer", w.lastStray))
+			zap.Uint64("ignored", d), zap.String("last_sender", w.lastStray[0]), zap.String("last_target", w.lastStray[1]))
 		logged = true
 	}
 	if d := now.overflow - w.warned.overflow; d > 0 {

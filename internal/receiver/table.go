@@ -42,8 +42,9 @@ type Table struct {
 	// peers is written only under mu, and read without it by the calls
 	// above, which are its only writer; exported reads it under mu.
 	mu    sync.RWMutex
-	peers map[string]*peer
-	peak  int // the most peers the map has held since it was last rebuilt
+	peers map[string]*peer // by peerKey
+	key   []byte           // peerKey's buffer
+	peak  int              // the most peers the map has held since it was last rebuilt
 	drops ledger
 	watch watch
 
@@ -136,7 +137,8 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		t.invalid[errReply].Inc()
 		return
 	}
-	p := t.peers[string(h.Name)]
+	t.key = peerKey(t.key[:0], h.Name, h.Target)
+	p := t.peers[string(t.key)]
 	if p == nil {
 		if h.Goodbye() {
 			return // nothing to close
@@ -146,7 +148,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 			t.watch.now.overflow++
 			return
 		}
-		p = t.admit(string(h.Name))
+		p = t.admit(string(t.key), string(h.Name), string(h.Target))
 	}
 	prevSeen := p.lastSeen
 	p.lastSeen = at.Mono
@@ -155,6 +157,9 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		if s := p.known(h.Session); s != nil {
 			s.tr.Goodbye(h.Seq, at.Mono)
 			p.m.Goodbyes.Inc()
+			if s == p.cur {
+				p.m.SessionEnded.Set(1)
+			}
 			t.reflect(p, s, b, key, from, at.Mono)
 		}
 		return
@@ -162,12 +167,12 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 	s, restarted := p.streamFor(h.Session, t.trOpts)
 	if restarted {
 		p.m.Restarts.Inc()
-		t.log.Info("sender restarted: a new session began", zap.String("peer", p.name),
+		t.log.Info("sender restarted: a new session began", zap.String("sender", p.name), zap.String("target", p.target),
 			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
 	}
 	res := p.observe(s, &h, at)
 	if res.Outcome == tracker.Stray {
-		t.watch.stray(p.name)
+		t.watch.stray(p)
 	}
 	t.drops.attribute(p, prevSeen, res.Revealed, at.Mono)
 	t.reflect(p, s, b, key, from, at.Mono)
@@ -205,13 +210,23 @@ func (t *Table) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort
 	p.m.RepliesSent.Inc()
 }
 
-func (t *Table) admit(name string) *peer {
-	p := &peer{name: name, m: t.metrics.NewPeer(name), limit: limiter{tokens: t.burst}}
+// peerKey appends the key of the peer table for a sender's name and the
+// target it sent to: two senders of one name are one peer only if they
+// name this receiver alike, and one sender reaching this receiver by two
+// targets is two peers, so their paths never merge.
+func peerKey(b, name, target []byte) []byte {
+	b = append(b, name...)
+	b = append(b, 0) // in neither a name nor a target
+	return append(b, target...)
+}
+
+func (t *Table) admit(key, name, target string) *peer {
+	p := &peer{name: name, target: target, m: t.metrics.NewPeer(name, target), limit: limiter{tokens: t.burst}}
 	t.mu.Lock()
-	t.peers[name] = p
+	t.peers[key] = p
 	t.mu.Unlock()
 	t.peak = max(t.peak, len(t.peers))
-	t.log.Info("new peer", zap.String("peer", name))
+	t.log.Info("new peer", zap.String("sender", name), zap.String("target", target))
 	return p
 }
 
@@ -224,14 +239,14 @@ func (t *Table) Housekeep(now Instant) {
 		t.watch.next = now.Mono
 	}
 	expiry := int64(t.opts.PeerExpiry)
-	for name, p := range t.peers {
+	for key, p := range t.peers {
 		if now.Mono-p.lastSeen >= expiry {
 			p.settle()
 			t.mu.Lock()
-			delete(t.peers, name)
+			delete(t.peers, key)
 			t.mu.Unlock()
 			t.log.Info("peer expired: silent for the peer expiry, its series are deleted",
-				zap.String("peer", name), zap.Duration("peer_expiry", t.opts.PeerExpiry))
+				zap.String("sender", p.name), zap.String("target", p.target), zap.Duration("peer_expiry", t.opts.PeerExpiry))
 			continue
 		}
 		p.expire(now.Mono)

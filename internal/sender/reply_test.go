@@ -23,9 +23,9 @@ func newRoundTripTarget(tb testing.TB) (*Sender, *target) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { sink.Close() })
-	s, err := New(Options{Targets: []string{sink.LocalAddr().String()}, Rate: 1000, PayloadSize: 64, Name: "me",
+	s, err := New(Options{Targets: []string{sink.LocalAddr().String()}, Rate: 1000, PayloadSize: 80, Name: "me",
 		RoundTrip: true, LossTimeout: time.Second,
-		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry())})
+		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -108,7 +108,7 @@ type target struct {
 	bufs    [][]byte // MaxBatch datagrams, or fewer for large payloads
 	sched   schedule
 	clock   clock.Clock
-	m       metrics.SenderPeer
+	m       metrics.SenderTarget
 	log     *zap.Logger
 	seq     uint64    // next sequence number
 	epoch   time.Time // origin of the send clock and of rt's times
@@ -171,12 +171,12 @@ func (s *Sender) dial(addr string) (*target, error) {
 		conn:    uc,
 		out:     out,
 		clock:   s.opts.Clock,
-		log:     s.opts.Logger.With(zap.String("peer", addr)),
+		log:     s.opts.Logger.With(zap.String("target", addr)),
 		epoch:   s.opts.Clock.Now(),
 		session: s.session,
 		name:    s.opts.Name,
 	}
-	t.m = s.opts.Metrics.Peer(addr, t.roundTrip)
+	t.m = s.opts.Metrics.Target(addr, t.roundTrip)
 	if s.opts.RoundTrip {
 		t.rt = tracker.NewRoundTrip(int64(s.opts.LossTimeout), s.opts.Rate)
 		raw, err := uc.SyscallConn()
@@ -188,7 +188,9 @@ func (s *Sender) dial(addr string) (*target, error) {
 			return nil, fmt.Errorf("target %s: receive timestamps: %w", addr, err)
 		}
 	}
-	h := wire.Header{Session: s.session, Name: []byte(s.opts.Name)}
+	// The datagram names the target as given, for the receiver's target
+	// label.
+	h := wire.Header{Session: s.session, Name: []byte(s.opts.Name), Target: []byte(addr)}
 	if len(s.opts.Keys) > 0 {
 		t.sign, err = wire.NewAuth(s.opts.Keys)
 		if err == nil {

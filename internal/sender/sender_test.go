@@ -90,8 +90,8 @@ func newTarget(t *testing.T, conn *fakeConn) (*Sender, *target) {
 	if conn.clock == nil {
 		conn.clock = fakeclock.New(t0)
 	}
-	s, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: 1000, PayloadSize: 64, Name: "me",
-		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry()), Clock: conn.clock})
+	s, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: 1000, PayloadSize: 80, Name: "me",
+		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a"), Clock: conn.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,8 +192,8 @@ func TestStallSkipsSlots(t *testing.T) {
 // keep, whoever configured it.
 func TestNewRejectsRate(t *testing.T) {
 	for _, rate := range []float64{0, -1, math.NaN(), math.Inf(1), 2e9} {
-		_, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: rate, PayloadSize: 64, Name: "me",
-			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry())})
+		_, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: rate, PayloadSize: 80, Name: "me",
+			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
 		if err == nil || !strings.Contains(err.Error(), "rate") {
 			t.Errorf("rate %v: error %v, want one about the rate", rate, err)
 		}
@@ -201,8 +201,8 @@ func TestNewRejectsRate(t *testing.T) {
 }
 
 func TestNewFailsOnBadTarget(t *testing.T) {
-	_, err := New(Options{Targets: []string{"no-such-host.invalid:1"}, Rate: 1, PayloadSize: 64, Name: "me",
-		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry())})
+	_, err := New(Options{Targets: []string{"no-such-host.invalid:1"}, Rate: 1, PayloadSize: 80, Name: "me",
+		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
 	if err == nil {
 		t.Fatal("no error for an unresolvable target")
 	}

@@ -9,7 +9,7 @@
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|                   magic "UDPP" (0x55445050)                   |  0
 //	+---------------+---------------+---------------+---------------+
-//	|  version = 1  |     flags     |  name length  |  tag length   |  4
+//	|  version = 2  |     flags     |  name length  |  tag length   |  4
 //	+---------------+---------------+---------------+---------------+
 //	|                       session id (64)                         |  8
 //	|                                                               |
@@ -27,13 +27,18 @@
 //	|                                                               |
 //	+---------------------------------------------------------------+
 //	|          name (name length bytes, 1..64)  ...                 | 48
-//	+---------------------------------------------------------------+
+//	+---------------+-----------------------------------------------+
+//	| target length |  target (target length bytes, 0..255) ...     | 48+N
+//	+---------------+-----------------------------------------------+
 //	|          padding (any bytes, sent as zero) ...                |
 //	+---------------------------------------------------------------+
 //	|  tag (tag length bytes: 0, or 16 with authentication) ...    | L-4-tag length
 //	+---------------------------------------------------------------+
 //	|            CRC-32C of bytes [0, L-4)                          | L-4
 //	+---------------------------------------------------------------+
+//
+// Version 1 is the same without the target length and the target; it is
+// still decoded, and a reply to it stays version 1.
 //
 // Encode and Decode work on caller-owned buffers and never allocate.
 package wire
@@ -52,8 +57,10 @@ import (
 const (
 	// Magic is the first four bytes of every datagram: "UDPP".
 	Magic uint32 = 0x55445050
-	// Version is the protocol version this package speaks.
-	Version = 1
+	// Version is the protocol version this package writes.
+	Version = 2
+	// Version1 is the version before the target field; still decoded.
+	Version1 = 1
 
 	// HeaderSize is the size of the fixed header before the name.
 	HeaderSize = 48
@@ -61,6 +68,11 @@ const (
 	TrailerSize = 4
 	// MaxNameLen is the longest sender name.
 	MaxNameLen = 64
+	// MaxTargetLen is the longest target.
+	MaxTargetLen = 255
+	// MinDatagram is the shortest datagram of any version spoken: version 1
+	// with a name of one byte.
+	MinDatagram = HeaderSize + 1 + TrailerSize
 	// MaxTagLen is the longest authentication tag the layout admits.
 	MaxTagLen = 32
 	// MaxSize is the largest datagram: the largest UDP payload over IPv4.
@@ -92,7 +104,7 @@ var (
 	ErrMagic    = errors.New("bad magic")
 	ErrVersion  = errors.New("unsupported version")
 	ErrHeader   = errors.New("inconsistent header")
-	ErrName     = errors.New("invalid sender name")
+	ErrName     = errors.New("invalid sender name or target")
 	ErrChecksum = errors.New("checksum mismatch")
 )
 
@@ -100,6 +112,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Header is the decoded content of a datagram.
 type Header struct {
+	// Version is the version of a decoded datagram, 1 or 2. Encode writes
+	// Version whatever it holds.
+	Version  uint8
 	Flags    Flags
 	TagLen   uint8
 	Session  uint64
@@ -115,6 +130,10 @@ type Header struct {
 	Received uint64
 	// Name is the sender's name. After Decode it aliases the decoded buffer.
 	Name []byte
+	// Target is how the sender names the receiver it sent the datagram
+	// to: the target as the sender was given it. Empty in version 1, and
+	// where the sender does not say. After Decode it aliases the buffer.
+	Target []byte
 }
 
 // Goodbye reports whether the datagram ends its session.
@@ -123,8 +142,9 @@ func (h *Header) Goodbye() bool { return h.Flags&FlagGoodbye != 0 }
 // Reply reports whether the datagram is a reflected reply.
 func (h *Header) Reply() bool { return h.Flags&FlagReply != 0 }
 
-// MinSize is the smallest datagram that can carry a name of nameLen bytes.
-func MinSize(nameLen int) int { return HeaderSize + nameLen + TrailerSize }
+// MinSize is the smallest datagram that can carry a name of nameLen bytes
+// and a target of targetLen bytes.
+func MinSize(nameLen, targetLen int) int { return HeaderSize + nameLen + 1 + targetLen + TrailerSize }
 
 // ValidName reports whether name may be used as a sender name: 1 to 64 bytes
 // of ASCII letters, digits, '.', '-', '_' or ':'. The receiver turns names into
@@ -141,6 +161,21 @@ func ValidName(name []byte) bool {
 	return true
 }
 
+// ValidTarget reports whether target may be sent as a target: up to 255
+// bytes of the name characters and '[', ']' and '%' (for IPv6 addresses
+// and zones). The receiver turns targets into label values too.
+func ValidTarget(target []byte) bool {
+	if len(target) > MaxTargetLen {
+		return false
+	}
+	for _, c := range target {
+		if !nameChar(c) && c != '[' && c != ']' && c != '%' {
+			return false
+		}
+	}
+	return true
+}
+
 func nameChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 		c == '.' || c == '-' || c == '_' || c == ':'
@@ -149,13 +184,13 @@ func nameChar(c byte) bool {
 // Encode writes h into b, using all of b as the datagram: padding fills what
 // the header, name and tag leave. The tag bytes are written as zero.
 func Encode(b []byte, h *Header) error {
-	if !ValidName(h.Name) {
+	if !ValidName(h.Name) || !ValidTarget(h.Target) {
 		return ErrName
 	}
 	if h.Flags&^knownFlags != 0 || h.TagLen > MaxTagLen || h.Seq > MaxSeq {
 		return ErrHeader
 	}
-	if len(b) < MinSize(len(h.Name))+int(h.TagLen) || len(b) > MaxSize {
+	if len(b) < MinSize(len(h.Name), len(h.Target))+int(h.TagLen) || len(b) > MaxSize {
 		return ErrTooShort
 	}
 	binary.BigEndian.PutUint32(b[0:], Magic)
@@ -168,8 +203,10 @@ func Encode(b []byte, h *Header) error {
 	binary.BigEndian.PutUint64(b[24:], uint64(h.SendTime))
 	binary.BigEndian.PutUint64(b[32:], uint64(h.SendClock))
 	binary.BigEndian.PutUint64(b[40:], h.Received)
-	n := copy(b[HeaderSize:], h.Name)
-	clear(b[HeaderSize+n : len(b)-TrailerSize])
+	n := HeaderSize + copy(b[HeaderSize:], h.Name)
+	b[n] = byte(len(h.Target))
+	n += 1 + copy(b[n+1:], h.Target)
+	clear(b[n : len(b)-TrailerSize])
 	Seal(b)
 	return nil
 }
@@ -203,16 +240,24 @@ func checksum(b []byte) (want, got uint32) {
 	return binary.BigEndian.Uint32(b[end:]), crc32.Checksum(b[:end], castagnoli)
 }
 
-// Decode parses b into h. h.Name aliases b.
+// nearMiss is how many bits the magic and version of b differ by from the
+// nearest version spoken.
+func nearMiss(b []byte) int {
+	m := bits.OnesCount32(binary.BigEndian.Uint32(b) ^ Magic)
+	return m + min(bits.OnesCount8(b[4]^Version1), bits.OnesCount8(b[4]^Version))
+}
+
+// Decode parses b into h, a datagram of either version. h.Name and
+// h.Target alias b.
 //
 // A datagram whose magic and version are within two bit errors of ours is
 // treated as ours, so that a bit error in the first bytes is reported as
 // ErrChecksum (damage) rather than ErrMagic (foreign traffic).
 func Decode(b []byte, h *Header) error {
-	if len(b) < MinSize(1) {
+	if len(b) < MinDatagram {
 		return ErrTooShort
 	}
-	if bits.OnesCount32(binary.BigEndian.Uint32(b)^Magic)+bits.OnesCount8(b[4]^Version) > 2 {
+	if nearMiss(b) > 2 {
 		if binary.BigEndian.Uint32(b) != Magic {
 			return ErrMagic
 		}
@@ -224,22 +269,38 @@ func Decode(b []byte, h *Header) error {
 	if binary.BigEndian.Uint32(b) != Magic {
 		return ErrMagic // a checksum collision on a near miss; not ours
 	}
-	if b[4] != Version {
+	version := b[4]
+	if version != Version && version != Version1 {
 		return ErrVersion
 	}
 	flags, nameLen, tagLen := Flags(b[5]), int(b[6]), int(b[7])
-	if flags&^knownFlags != 0 || tagLen > MaxTagLen || nameLen > MaxNameLen ||
-		MinSize(nameLen)+tagLen > len(b) {
+	// The end of the fields before the padding: the name, and in version
+	// 2 the target length and the target.
+	end := HeaderSize + nameLen
+	if version == Version {
+		end++
+	}
+	if flags&^knownFlags != 0 || tagLen > MaxTagLen || nameLen < 1 || nameLen > MaxNameLen ||
+		end+tagLen+TrailerSize > len(b) {
 		return ErrHeader
+	}
+	var target []byte
+	if version == Version {
+		targetLen := int(b[end-1])
+		if end+targetLen+tagLen+TrailerSize > len(b) {
+			return ErrHeader
+		}
+		target = b[end : end+targetLen]
 	}
 	seq := binary.BigEndian.Uint64(b[16:])
 	if seq > MaxSeq {
 		return ErrHeader
 	}
 	name := b[HeaderSize : HeaderSize+nameLen]
-	if !ValidName(name) {
+	if !ValidName(name) || !ValidTarget(target) {
 		return ErrName
 	}
+	h.Version = version
 	h.Flags = flags
 	h.TagLen = uint8(tagLen)
 	h.Session = binary.BigEndian.Uint64(b[8:])
@@ -248,6 +309,7 @@ func Decode(b []byte, h *Header) error {
 	h.SendClock = int64(binary.BigEndian.Uint64(b[32:]))
 	h.Received = binary.BigEndian.Uint64(b[40:])
 	h.Name = name
+	h.Target = target
 	return nil
 }
 
@@ -322,7 +384,7 @@ func (a *Auth) Sign(b []byte, i int) {
 // carries, or ErrAuth: without a tag of TagSize, or with a tag none of the
 // keys made. The comparison takes the same time wherever the tags differ.
 func (a *Auth) Verify(b []byte) (int, error) {
-	if len(b) < MinSize(1)+TagSize || b[7] != TagSize {
+	if len(b) < MinDatagram+TagSize || b[7] != TagSize {
 		return -1, ErrAuth
 	}
 	end := len(b) - TrailerSize

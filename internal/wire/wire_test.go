@@ -15,32 +15,67 @@ func testHeader() Header {
 		SendTime:  1_700_000_000_123_456_789,
 		SendClock: 123_456_789,
 		Name:      []byte("alpha"),
+		Target:    []byte("rx:6464"),
 	}
 }
 
-// golden is testHeader encoded into 64 bytes, laid out by hand from
+// golden is testHeader encoded into 72 bytes, laid out by hand from
 // docs/protocol.md; its checksum came from an independent bitwise CRC-32C
 // (polynomial 0x82F63B78), not from this package.
-const golden = "55445050" + "01" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
+const golden = "55445050" + "02" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
 	"0102030405060708" + // session
 	"000000000000002a" + // sequence 42
 	"17979cfe3d85cd15" + // send time 1700000000123456789
 	"00000000075bcd15" + // send clock 123456789
 	"0000000000000000" + // received count, 0 in a probe
 	"616c706861" + // "alpha"
+	"07" + "72783a36343634" + // target length 7, "rx:6464"
 	"00000000000000" + // 7 bytes of padding
-	"078be7a5" // CRC-32C of the 60 bytes before it
+	"4cf0cfcd" // CRC-32C of the 68 bytes before it
 
 // goldenReply is golden after MakeReply(b, 17), by hand the same way.
-const goldenReply = "55445050" + "01" + "02" + "05" + "00" + // flags: reply
+const goldenReply = "55445050" + "02" + "02" + "05" + "00" + // flags: reply
 	"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
 	"0000000000000011" + // received count 17
-	"616c706861" + "00000000000000" +
-	"8445b3ca"
+	"616c706861" + "07" + "72783a36343634" + "00000000000000" +
+	"9d7c5e8b"
+
+// goldenV1 is testHeader in version 1, which has no target, in 64 bytes,
+// and goldenV1Reply its reply with received count 17: what senders before
+// version 2 send and get back.
+const (
+	goldenV1 = "55445050" + "01" + "00" + "05" + "00" +
+		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000000" + "616c706861" + "00000000000000" +
+		"078be7a5"
+	goldenV1Reply = "55445050" + "01" + "02" + "05" + "00" +
+		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000011" + "616c706861" + "00000000000000" +
+		"8445b3ca"
+)
+
+// TestVersion1 decodes a version-1 datagram (no target) and answers it in
+// version 1: receivers keep serving senders of the previous version.
+func TestVersion1(t *testing.T) {
+	b, _ := hex.DecodeString(goldenV1)
+	var h Header
+	if err := Decode(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	want := testHeader()
+	if h.Version != 1 || h.Target != nil || string(h.Name) != "alpha" || h.Seq != want.Seq || h.SendTime != want.SendTime ||
+		h.SendClock != want.SendClock || h.Session != want.Session {
+		t.Fatalf("decoded %+v", h)
+	}
+	MakeReply(b, 17)
+	if got := hex.EncodeToString(b); got != goldenV1Reply {
+		t.Fatalf("version-1 reply:\n got %s\nwant %s", got, goldenV1Reply)
+	}
+}
 
 func TestEncodeGolden(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 64)
+	b := make([]byte, 72)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +109,9 @@ func TestDecodeGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := testHeader()
-	if h.Session != want.Session || h.Seq != want.Seq || h.SendTime != want.SendTime ||
-		h.SendClock != want.SendClock || h.Received != 0 || !bytes.Equal(h.Name, want.Name) || h.Flags != 0 || h.TagLen != 0 {
+	if h.Session != want.Session || h.Seq != want.Seq || h.SendTime != want.SendTime || h.Version != 2 ||
+		h.SendClock != want.SendClock || h.Received != 0 || !bytes.Equal(h.Name, want.Name) ||
+		!bytes.Equal(h.Target, want.Target) || h.Flags != 0 || h.TagLen != 0 {
 		t.Fatalf("decoded %+v, want %+v", h, want)
 	}
 }
@@ -112,8 +148,11 @@ func TestEncodeErrors(t *testing.T) {
 		{"space in name", Header{Name: []byte("a b")}, 64, ErrName},
 		{"unknown flag", Header{Name: []byte("a"), Flags: 0x80}, 64, ErrHeader},
 		{"tag too long", Header{Name: []byte("a"), TagLen: MaxTagLen + 1}, 200, ErrHeader},
-		{"too small", Header{Name: []byte("abc")}, MinSize(3) - 1, ErrTooShort},
-		{"no room for tag", Header{Name: []byte("abc"), TagLen: 16}, MinSize(3) + 15, ErrTooShort},
+		{"too small", Header{Name: []byte("abc")}, MinSize(3, 0) - 1, ErrTooShort},
+		{"no room for target", Header{Name: []byte("abc"), Target: []byte("b:1")}, MinSize(3, 3) - 1, ErrTooShort},
+		{"no room for tag", Header{Name: []byte("abc"), TagLen: 16}, MinSize(3, 0) + 15, ErrTooShort},
+		{"long target", Header{Name: []byte("a"), Target: bytes.Repeat([]byte("t"), MaxTargetLen+1)}, 400, ErrName},
+		{"space in target", Header{Name: []byte("a"), Target: []byte("b :1")}, 64, ErrName},
 		{"too large", Header{Name: []byte("a")}, MaxSize + 1, ErrTooShort},
 		{"sequence top bit", Header{Name: []byte("a"), Seq: MaxSeq + 1}, 64, ErrHeader},
 	} {
@@ -142,24 +181,27 @@ func TestDecodeErrors(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ErrTooShort},
-		{"one short", valid()[:MinSize(1)-1], ErrTooShort},
+		{"one short", valid()[:MinDatagram-1], ErrTooShort},
 		{"foreign", []byte("GET / HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n0123456789"), ErrMagic},
 		{"zeros", make([]byte, 64), ErrMagic},
 		{"future version", resealed(func(b []byte) { b[4] = 7 }), ErrVersion},
-		{"version 2", resealed(func(b []byte) { b[4] = 2 }), ErrVersion},
+		{"version 3", resealed(func(b []byte) { b[4] = 3 }), ErrVersion},
 		{"bit error in magic", func() []byte { b := valid(); b[1] ^= 0x10; return b }(), ErrChecksum},
 		{"bit error in version", func() []byte { b := valid(); b[4] ^= 0x02; return b }(), ErrChecksum},
 		{"bit error in sequence", func() []byte { b := valid(); b[23] ^= 1; return b }(), ErrChecksum},
-		{"bit error in padding", func() []byte { b := valid(); b[56] ^= 0x80; return b }(), ErrChecksum},
+		{"bit error in target", func() []byte { b := valid(); b[56] ^= 0x80; return b }(), ErrChecksum},
+		{"bit error in padding", func() []byte { b := valid(); b[62] ^= 0x80; return b }(), ErrChecksum},
 		{"bit error in send clock", func() []byte { b := valid(); b[35] ^= 4; return b }(), ErrChecksum},
-		{"bit error in checksum", func() []byte { b := valid(); b[63] ^= 1; return b }(), ErrChecksum},
-		{"truncated", valid()[:63], ErrChecksum},
+		{"bit error in checksum", func() []byte { b := valid(); b[71] ^= 1; return b }(), ErrChecksum},
+		{"truncated", valid()[:71], ErrChecksum},
 		{"unknown flag", resealed(func(b []byte) { b[5] = 0x40 }), ErrHeader},
 		{"name overruns", resealed(func(b []byte) { b[6] = 20 }), ErrHeader},
 		{"name too long", resealed(func(b []byte) { b[6] = MaxNameLen + 1 }), ErrHeader},
 		{"tag overruns", resealed(func(b []byte) { b[7] = 8 }), ErrHeader},
+		{"target overruns", resealed(func(b []byte) { b[53] = 20 }), ErrHeader},
+		{"bad target byte", resealed(func(b []byte) { b[55] = '"' }), ErrName},
 		{"sequence top bit", resealed(func(b []byte) { b[16] |= 0x80 }), ErrHeader},
-		{"empty name", resealed(func(b []byte) { b[6] = 0 }), ErrName},
+		{"empty name", resealed(func(b []byte) { b[6] = 0 }), ErrHeader},
 		{"bad name byte", resealed(func(b []byte) { b[49] = ' ' }), ErrName},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,7 +215,7 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestNoAllocs(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 64)
+	b := make([]byte, 72)
 	var d Header
 	allocs := testing.AllocsPerRun(100, func() {
 		_ = Encode(b, &h)
@@ -193,8 +235,10 @@ func TestNoAllocs(t *testing.T) {
 // ErrAuth. The seed corpus is in testdata/fuzz/FuzzDecode: every kind of
 // rejection, signed and unsigned datagrams, the largest sequence number.
 func FuzzDecode(f *testing.F) {
-	b, _ := hex.DecodeString(golden)
-	f.Add(b)
+	for _, g := range []string{golden, goldenV1} {
+		b, _ := hex.DecodeString(g)
+		f.Add(b)
+	}
 	known := []error{ErrTooShort, ErrMagic, ErrVersion, ErrHeader, ErrName, ErrChecksum}
 	auth, err := NewAuth([][]byte{[]byte(goldenKey), []byte("a second key, for rotation")})
 	if err != nil {
@@ -211,7 +255,8 @@ func FuzzDecode(f *testing.F) {
 		if i, err := auth.Verify(b); (err == nil) != (i == 0 || i == 1) || (err != nil && err != ErrAuth) {
 			t.Fatalf("Verify(%x) = %d, %v", b, i, err)
 		}
-		again := make([]byte, len(b))
+		// A version-1 datagram re-encodes as version 2, a byte longer.
+		again := make([]byte, max(len(b), MinSize(len(h.Name), len(h.Target))+int(h.TagLen)))
 		if err := Encode(again, &h); err != nil {
 			t.Fatalf("accepted %x but cannot re-encode: %v", b, err)
 		}
@@ -220,7 +265,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoded datagram rejected: %v", err)
 		}
 		if h2.Flags != h.Flags || h2.TagLen != h.TagLen || h2.Session != h.Session ||
-			h2.Seq != h.Seq || h2.SendTime != h.SendTime || !bytes.Equal(h2.Name, h.Name) {
+			h2.Seq != h.Seq || h2.SendTime != h.SendTime || !bytes.Equal(h2.Name, h.Name) || !bytes.Equal(h2.Target, h.Target) {
 			t.Fatalf("round trip changed %+v into %+v", h, h2)
 		}
 	})
@@ -228,7 +273,7 @@ func FuzzDecode(f *testing.F) {
 
 func BenchmarkDecode(b *testing.B) {
 	h := testHeader()
-	buf := make([]byte, 64)
+	buf := make([]byte, 72)
 	_ = Encode(buf, &h)
 	var d Header
 	b.ReportAllocs()
@@ -240,16 +285,16 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// goldenKey and goldenSigned: testHeader encoded into 80 bytes with a tag,
+// goldenKey and goldenSigned: testHeader encoded into 88 bytes with a tag,
 // signed under goldenKey. The tag and the checksum came from Python's hmac
 // and hashlib and a bitwise CRC-32C, not from this package.
 const (
 	goldenKey    = "an example key, 32 bytes long!!!"
-	goldenSigned = "55445050" + "01" + "00" + "05" + "10" + // tag length 16
+	goldenSigned = "55445050" + "02" + "00" + "05" + "10" + // tag length 16
 		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
-		"0000000000000000" + "616c706861" + "00000000000000" +
-		"a67885d61c0955e5b1c15937df904d1b" + // HMAC-SHA-256 of the 60 bytes before it, first 16 bytes
-		"86e07db6" // CRC-32C of the 76 bytes before it
+		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "00000000000000" +
+		"246f0c639f53f101b5924fd1d97ec23f" + // HMAC-SHA-256 of the 68 bytes before it, first 16 bytes
+		"415e1e85" // CRC-32C of the 84 bytes before it
 )
 
 // signed encodes testHeader with a tag and signs it under key i of a.
@@ -257,7 +302,7 @@ func signed(t testing.TB, a *Auth, i int) []byte {
 	t.Helper()
 	h := testHeader()
 	h.TagLen = TagSize
-	b := make([]byte, 80)
+	b := make([]byte, 88)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func (p *pair) receiver(t *testing.T, name string) uint64 {
 // awaitSent waits until the sender has sent at least n probes.
 func (p *pair) awaitSent(t *testing.T, n float64) {
 	t.Helper()
-	series := `udpprobe_sender_packets_sent_total{peer="` + target + `"}`
+	series := scrape.Series("udpprobe_sender_packets_sent_total", "sender", peer, "target", target)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if p.metric(t, p.l.Sender, sndWeb, series) >= n {
 			return
@@ -104,9 +104,9 @@ func (p *pair) finish(t *testing.T) uint64 {
 	}
 	sent := end.Last + 1
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		got := p.receiver(t, `udpprobe_receiver_packets_received_total{peer="`+peer+`"}`) +
-			p.receiver(t, `udpprobe_receiver_packets_lost_total{peer="`+peer+`"}`) +
-			p.receiver(t, `udpprobe_receiver_packets_dropped_locally_total{peer="`+peer+`"}`)
+		got := p.receiver(t, `udpprobe_receiver_packets_received_total{sender="`+peer+`",target="`+target+`"}`) +
+			p.receiver(t, `udpprobe_receiver_packets_lost_total{sender="`+peer+`",target="`+target+`"}`) +
+			p.receiver(t, `udpprobe_receiver_packets_dropped_locally_total{sender="`+peer+`",target="`+target+`"}`)
 		if got == sent {
 			return sent
 		}
@@ -120,11 +120,11 @@ func (p *pair) finish(t *testing.T) uint64 {
 func (p *pair) want(t *testing.T, lost, local uint64) {
 	t.Helper()
 	for series, want := range map[string]uint64{
-		`udpprobe_receiver_packets_lost_total{peer="` + peer + `"}`:            lost,
-		`udpprobe_receiver_packets_dropped_locally_total{peer="` + peer + `"}`: local,
-		`udpprobe_receiver_socket_drops_total`:                                 local,
-		`udpprobe_receiver_packets_duplicated_total{peer="` + peer + `"}`:      0,
-		`udpprobe_receiver_packets_late_total{peer="` + peer + `"}`:            0,
+		`udpprobe_receiver_packets_lost_total{sender="` + peer + `",target="` + target + `"}`:            lost,
+		`udpprobe_receiver_packets_dropped_locally_total{sender="` + peer + `",target="` + target + `"}`: local,
+		`udpprobe_receiver_socket_drops_total`:                                                           local,
+		`udpprobe_receiver_packets_duplicated_total{sender="` + peer + `",target="` + target + `"}`:      0,
+		`udpprobe_receiver_packets_late_total{sender="` + peer + `",target="` + target + `"}`:            0,
 	} {
 		if got := p.receiver(t, series); got != want {
 			t.Errorf("%s = %d, want %d", series, got, want)
@@ -180,7 +180,7 @@ func TestKernelRandomLoss(t *testing.T) {
 	mean, sd := n*prob, math.Sqrt(n*prob*(1-prob))
 	lo, hi := mean-4*sd, mean+4*sd
 	t.Logf("kernel random drop: %d of %d probes (%.3f%%), 4σ bound [%.0f, %.0f]; udpprobe counted %d lost of %d sent",
-		dropped, seen, 100*float64(dropped)/n, lo, hi, p.receiver(t, `udpprobe_receiver_packets_lost_total{peer="`+peer+`"}`), sent)
+		dropped, seen, 100*float64(dropped)/n, lo, hi, p.receiver(t, `udpprobe_receiver_packets_lost_total{sender="`+peer+`",target="`+target+`"}`), sent)
 	if seen < minProbe {
 		t.Errorf("only %d probes met the drop rule, want at least %d", seen, minProbe)
 	}
@@ -316,8 +316,8 @@ func TestNetem(t *testing.T) {
 	var count, sum float64
 	dropped := p.liftQdisc(t, func() { // only the delayed probes' delays
 		s := p.scrape(t, p.l.Receiver, rcvWeb)
-		count, _ = s.Value(scrape.Series("udpprobe_receiver_one_way_delay_seconds_count", "peer", peer))
-		sum, _ = s.Value(scrape.Series("udpprobe_receiver_one_way_delay_seconds_sum", "peer", peer))
+		count, _ = s.Value(scrape.Series("udpprobe_receiver_one_way_delay_seconds_count", "sender", peer, "target", target))
+		sum, _ = s.Value(scrape.Series("udpprobe_receiver_one_way_delay_seconds_sum", "sender", peer, "target", target))
 	})
 	sent := p.finish(t)
 	mean := time.Duration(sum / count * 1e9)

@@ -22,7 +22,8 @@ import (
 
 // Samples are one scrape's samples by series, each written as the text
 // format writes it: `name{label="value",...}` with the labels in order of
-// their names, or the bare name without labels. A histogram gives its
+// their names, or the bare name without labels. A label with an empty
+// value is left out, as Prometheus leaves it out. A histogram gives its
 // name_count, name_sum and name_bucket{...,le="..."} series.
 type Samples map[string]float64
 
@@ -78,6 +79,40 @@ func (s Samples) Value(series string) (float64, bool) {
 	return v, ok
 }
 
+// Sum adds up the samples of name whose labels include the given pairs
+// (name, value, name, value, ...), whatever their other labels, as
+// PromQL's sum does, and says how many there were.
+func (s Samples) Sum(name string, labels ...string) (sum float64, n int) {
+	var want []string
+	for i := 0; i+1 < len(labels); i += 2 {
+		want = append(want, fmt.Sprintf(`%s="%s"`, labels[i], escape.Replace(labels[i+1])))
+	}
+	for k, v := range s {
+		rest, ok := strings.CutPrefix(k, name)
+		if !ok || rest != "" && rest[0] != '{' {
+			continue
+		}
+		if !all(want, func(pair string) bool {
+			return strings.Contains(rest, "{"+pair+",") || strings.Contains(rest, ","+pair+",") ||
+				strings.Contains(rest, "{"+pair+"}") || strings.Contains(rest, ","+pair+"}")
+		}) {
+			continue
+		}
+		sum += v
+		n++
+	}
+	return sum, n
+}
+
+func all(xs []string, f func(string) bool) bool {
+	for _, x := range xs {
+		if !f(x) {
+			return false
+		}
+	}
+	return true
+}
+
 // Series writes the series of name with the given label pairs (name,
 // value, name, value, ...) as Samples keys it.
 func Series(name string, labels ...string) string {
@@ -124,6 +159,7 @@ func withLE(labels []*dto.LabelPair, le float64) []*dto.LabelPair {
 var escape = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
 func key(name string, labels []*dto.LabelPair) string {
+	labels = slices.DeleteFunc(slices.Clone(labels), func(l *dto.LabelPair) bool { return l.GetValue() == "" })
 	if len(labels) == 0 {
 		return name
 	}

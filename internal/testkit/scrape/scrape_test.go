@@ -58,4 +58,19 @@ x_total{peer="a\"\\",b="2"} 3
 	if k := Series("x_total", "peer", `a"\`, "b", "2"); k != `x_total{b="2",peer="a\"\\"}` {
 		t.Errorf("Series wrote %s", k)
 	}
+	if sum, n := direct.Sum("x_total", "b", "2"); sum != 3 || n != 1 {
+		t.Errorf("Sum(x_total, b=2) = %v over %d series, want 3 over 1", sum, n)
+	}
+	if sum, n := direct.Sum("h_seconds_bucket"); sum != 3 || n != 3 {
+		t.Errorf("Sum(h_seconds_bucket) = %v over %d series, want 3 over 3", sum, n)
+	}
+	if _, n := direct.Sum("x_total", "b", "3"); n != 0 {
+		t.Errorf("Sum matched b=3")
+	}
+	if _, n := direct.Sum("x"); n != 0 {
+		t.Errorf("Sum(x) matched x_total")
+	}
+	if k := Series("x_total", "peer", "a", "b", ""); k != `x_total{peer="a"}` {
+		t.Errorf("Series kept an empty label: %s", k)
+	}
 }

@@ -211,6 +211,9 @@ func (p *Process) Stop(t testing.TB) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Terminate sends SIGTERM and waits up to timeout for the process to exit.
 func (p *Process) Terminate(timeout time.Duration) error {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !p.exited() {
