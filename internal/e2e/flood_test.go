@@ -267,7 +267,7 @@ func TestFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const perPeer = 21
+	const perPeer = 22
 	if seriesAfter != seriesBefore+int(admitted)*perPeer {
 		t.Errorf("%d series after the flood, %d before: want %d more for each of %d fakes",
 			seriesAfter, seriesBefore, perPeer, admitted)

@@ -32,6 +32,7 @@ type ReceiverPeer struct {
 	sender, target string
 
 	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs, Goodbyes Counter
+	NameConflicts                                                                   Counter
 	DroppedLocally                                                                  Counter
 	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                             Counter
 	LastPacket, Jitter, SessionEnded                                                Gauge
@@ -82,6 +83,8 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.DroppedLocally }},
 	{"peer_restarts_total", "New session ids seen from a known sender: sender restarts.", nil,
 		func(p *ReceiverPeer) any { return &p.Restarts }},
+	{"name_conflict_packets_total", "Datagrams of an earlier session that kept arriving past the loss timeout after a newer one began: two live senders share the name, and their counts merge.", nil,
+		func(p *ReceiverPeer) any { return &p.NameConflicts }},
 	{"sequence_resyncs_total", "Implausible sequence jumps, confirmed by the next datagram, taken as a new start instead of loss.", nil,
 		func(p *ReceiverPeer) any { return &p.Resyncs }},
 	{"goodbyes_total", "Sessions a sender ended with a goodbye datagram.", nil,

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -233,5 +234,41 @@ func TestStrayWarning(t *testing.T) {
 	if len(lines) != 1 || lines[0].ContextMap()["ignored"] != uint64(2) || lines[0].ContextMap()["last_sender"] != "real" ||
 		lines[0].ContextMap()["last_target"] != testTarget {
 		t.Fatalf("warnings: %v", lines)
+	}
+}
+
+// TestNameConflict: two live senders with one name alternate sessions. A
+// restarted sender's stragglers, within the loss timeout (100 ms here) of
+// the new session's first datagram, are not a conflict; datagrams of the
+// old session after that are, each counted, and warned about once with
+// both sessions.
+func TestNameConflict(t *testing.T) {
+	tt := newTable(t, Options{})
+	for _, d := range []struct {
+		session, seq uint64
+		ms           float64
+	}{
+		{1, 0, 0}, {1, 1, 10},
+		{2, 0, 20},  // a restart
+		{1, 2, 60},  // in flight when it began: a straggler
+		{2, 1, 119}, // the new session goes on
+		{1, 3, 121}, // the old one too, past the loss timeout: a conflict
+		{2, 2, 130},
+		{1, 4, 140}, // and again
+	} {
+		tt.handle(datagram(t, "alpha", d.session, d.seq, 0), at(d.ms))
+	}
+	if n, r := tt.sample(t, "name_conflict_packets_total", "alpha"), tt.sample(t, "peer_restarts_total", "alpha"); n != 2 || r != 1 {
+		t.Fatalf("%v name conflicts, %v restarts; want 2 and 1", n, r)
+	}
+	tt.Housekeep(at(200))
+	lines := tt.logs.FilterMessageSnippet("two live senders share a name").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d conflict warnings, want 1", len(lines))
+	}
+	f := lines[0].ContextMap()
+	if f["sender"] != "alpha" || f["target"] != testTarget || f["datagrams"] != uint64(2) ||
+		fmt.Sprint(f["sessions"]) != "[1 2]" {
+		t.Fatalf("conflict warning %v", f)
 	}
 }

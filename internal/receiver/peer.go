@@ -29,6 +29,7 @@ type peer struct {
 	cur      *stream
 	prev     *stream
 	lastSeen int64  // monotonic ns
+	began    int64  // monotonic ns of the first datagram of the current session, if it followed another
 	reported totals // the totals at the last summary
 	limit    limiter
 	// credit is how many of the numbers this peer's streams will yet declare

@@ -354,8 +354,8 @@ udpprobe_receiver_packets_received_total{sender="peerc",target="rx:6464"} 5
 	if err := testutil.GatherAndCompare(tt.reg, strings.NewReader(want), "udpprobe_receiver_packets_received_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := peerSeries(t, tt.reg); n != 3*21 {
-		t.Fatalf("%d series labelled by sender, want 21 for each of 3 peers", n)
+	if n := peerSeries(t, tt.reg); n != 3*22 {
+		t.Fatalf("%d series labelled by sender, want 22 for each of 3 peers", n)
 	}
 	tt.Housekeep(at(300)) // peera's last datagram came at 0 ms, peerc's at 2
 	if got := tt.sample(t, "peers", ""); got != 2 || tt.Len() != 2 {

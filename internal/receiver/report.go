@@ -45,9 +45,22 @@ type watch struct {
 	lastReplyError      error
 	lastUnauthenticated netip.AddrPort
 	lastStray           [2]string
+	lastConflict        conflict
 }
 
-type problems struct{ socketDrops, overflow, replyErrors, unauthenticated, stray uint64 }
+// conflict is a name two live senders share: the sender and target, and
+// the two sessions seen alternating.
+type conflict struct {
+	sender, target string
+	sessions       [2]uint64
+}
+
+type problems struct{ socketDrops, overflow, replyErrors, unauthenticated, stray, conflicts uint64 }
+
+func (w *watch) conflict(p *peer, old, cur uint64) {
+	w.now.conflicts++
+	w.lastConflict = conflict{sender: p.name, target: p.target, sessions: [2]uint64{old, cur}}
+}
 
 func (w *watch) unauthenticated(from netip.AddrPort) {
 	w.now.unauthenticated++
@@ -65,7 +78,8 @@ func (w *watch) replyFailed(err error) {
 }
 
 // warn logs socket drops, reply errors, failed authentication, stray
-// datagrams and peer-table overflow, which a person must act on, when they
+// datagrams, name conflicts and peer-table overflow, which a person must
+// act on, when they
 // grew since the last warning. It reports whether it logged.
 func (t *Table) warn() bool {
 	w := &t.watch
@@ -92,6 +106,14 @@ func (t *Table) warn() bool {
 		t.log.Warn("datagrams with sequence numbers implausibly far from their session's were ignored: "+
 			"a broken sender, or forged datagrams (a shared key authenticates senders)",
 			zap.Uint64("ignored", d), zap.String("last_sender", w.lastStray[0]), zap.String("last_target", w.lastStray[1]))
+		logged = true
+	}
+	if d := now.conflicts - w.warned.conflicts; d > 0 {
+		c := w.lastConflict
+		t.log.Warn("two live senders share a name: datagrams of two sessions keep arriving under it, and their counts "+
+			"merge into one; give each sender its own name",
+			zap.String("sender", c.sender), zap.String("target", c.target),
+			zap.Uint64s("sessions", c.sessions[:]), zap.Uint64("datagrams", d))
 		logged = true
 	}
 	if d := now.overflow - w.warned.overflow; d > 0 {

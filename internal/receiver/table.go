@@ -166,9 +166,17 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 	}
 	s, restarted := p.streamFor(h.Session, t.trOpts)
 	if restarted {
+		p.began = at.Mono
 		p.m.Restarts.Inc()
 		t.log.Info("sender restarted: a new session began", zap.String("sender", p.name), zap.String("target", p.target),
 			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
+	}
+	if s == p.prev && at.Mono-p.began > t.trOpts.Timeout {
+		// A restarted sender's old session only drains: its datagrams were
+		// in flight when the new one began. One that goes on sending past
+		// the waiting time is another live sender with the same name.
+		p.m.NameConflicts.Inc()
+		t.watch.conflict(p, h.Session, p.cur.session)
 	}
 	res := p.observe(s, &h, at)
 	if res.Outcome == tracker.Stray {
