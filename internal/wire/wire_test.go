@@ -54,25 +54,6 @@ const (
 		"8445b3ca"
 )
 
-// TestVersion1 decodes a version-1 datagram (no target) and answers it in
-// version 1: receivers keep serving senders of the previous version.
-func TestVersion1(t *testing.T) {
-	b, _ := hex.DecodeString(goldenV1)
-	var h Header
-	if err := Decode(b, &h); err != nil {
-		t.Fatal(err)
-	}
-	want := testHeader()
-	if h.Version != 1 || h.Target != nil || string(h.Name) != "alpha" || h.Seq != want.Seq || h.SendTime != want.SendTime ||
-		h.SendClock != want.SendClock || h.Session != want.Session {
-		t.Fatalf("decoded %+v", h)
-	}
-	MakeReply(b, 17)
-	if got := hex.EncodeToString(b); got != goldenV1Reply {
-		t.Fatalf("version-1 reply:\n got %s\nwant %s", got, goldenV1Reply)
-	}
-}
-
 func TestEncodeGolden(t *testing.T) {
 	h := testHeader()
 	b := make([]byte, 72)
@@ -102,17 +83,33 @@ func TestCRC32CKnownAnswer(t *testing.T) {
 	}
 }
 
+// TestDecodeGolden decodes the golden datagram of each version and answers
+// it: a version-1 datagram (no target) gets a version-1 reply, so receivers
+// keep serving senders of the previous version.
 func TestDecodeGolden(t *testing.T) {
-	b, _ := hex.DecodeString(golden)
-	var h Header
-	if err := Decode(b, &h); err != nil {
-		t.Fatal(err)
-	}
-	want := testHeader()
-	if h.Session != want.Session || h.Seq != want.Seq || h.SendTime != want.SendTime || h.Version != 2 ||
-		h.SendClock != want.SendClock || h.Received != 0 || !bytes.Equal(h.Name, want.Name) ||
-		!bytes.Equal(h.Target, want.Target) || h.Flags != 0 || h.TagLen != 0 {
-		t.Fatalf("decoded %+v, want %+v", h, want)
+	for _, g := range []struct {
+		datagram, reply string
+		version         uint8
+		target          []byte
+	}{
+		{golden, goldenReply, 2, []byte("rx:6464")},
+		{goldenV1, goldenV1Reply, 1, nil},
+	} {
+		b, _ := hex.DecodeString(g.datagram)
+		var h Header
+		if err := Decode(b, &h); err != nil {
+			t.Fatal(err)
+		}
+		want := testHeader()
+		if h.Session != want.Session || h.Seq != want.Seq || h.SendTime != want.SendTime || h.Version != g.version ||
+			h.SendClock != want.SendClock || h.Received != 0 || !bytes.Equal(h.Name, want.Name) ||
+			!bytes.Equal(h.Target, g.target) || h.Flags != 0 || h.TagLen != 0 {
+			t.Fatalf("version %d: decoded %+v, want %+v", g.version, h, want)
+		}
+		MakeReply(b, 17)
+		if got := hex.EncodeToString(b); got != g.reply {
+			t.Fatalf("version %d reply:\n got %s\nwant %s", g.version, got, g.reply)
+		}
 	}
 }
 
