@@ -67,7 +67,8 @@ func liveScript(i int, _ *wire.Header) impair.Action {
 //
 //  1. the loss alerts fire for lossy (critical) and steady (warning only)
 //     and reach the webhook, and nothing else fires; every dashboard query
-//     and variable returns data;
+//     and variable returns data; a blackout of 90 s (scaled) on steady's
+//     path pages critical;
 //  2. steady's relay drops everything: UDPProbePathDown fires for that path
 //     and only that one, and every dashboard loss query for it reads 1;
 //  3. clean's sender stops cleanly: nothing pages for it;
@@ -151,7 +152,15 @@ func TestLive(t *testing.T) {
 		}
 	}
 
-	// 2. A blackout on steady's path: it reads down, and only it.
+	// A blackout of 90 s, scaled: the loss alert pages critical for that
+	// path (at 2m15s in the timing table, 9 s here, and for 4m).
+	blackout.Store(true)
+	time.Sleep(90 * time.Second / liveScale)
+	blackout.Store(false)
+	hook.await(t, map[string]string{"alertname": "UDPProbePacketLossHigh", "severity": "critical", "sender": "steady"}, time.Minute)
+
+	// 2. A blackout on steady's path until further notice: it reads down,
+	// and only it.
 	blackout.Store(true)
 	hook.await(t, map[string]string{"alertname": "UDPProbePathDown", "sender": "steady", "target": targets["steady"]}, time.Minute)
 	path := strings.NewReplacer("$__rate_interval", liveRateInterval, "$job", ".*", "$instance", ".*",
