@@ -103,7 +103,7 @@ type Sender struct {
 	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
 	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
 	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
-	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 53 + name length + longest target's length (+ 16 with a key) to 65507; 0 picks the smallest"`
+	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 61 + name length + longest target's length (+ 16 with a key) to 65507; 0 picks the smallest"`
 	Name             string        `split_words:"true" desc:"this sender's name, the sender label on both ends' series: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`

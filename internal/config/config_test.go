@@ -143,9 +143,9 @@ func TestBadAuth(t *testing.T) {
 		})
 	}
 	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
-		"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_PAYLOAD_SIZE": "75"})
+		"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_PAYLOAD_SIZE": "83"})
 	_, err := LoadSender()
-	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=75: must be 76 (53 + name length + longest target's length + 16 for the authentication tag) to 65507"})
+	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=83: must be 84 (61 + name length + longest target's length + 16 for the authentication tag) to 65507"})
 }
 
 func TestBadSender(t *testing.T) {
@@ -167,9 +167,9 @@ func TestBadSender(t *testing.T) {
 		{"rate not a number", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "fast"},
 			[]string{`UDPPROBE_RATE="fast": not a valid number`}},
 		{"payload too small for name", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
-			"UDPPROBE_PAYLOAD_SIZE": "59"}, []string{"UDPPROBE_PAYLOAD_SIZE=59: must be 60 (53 + name length + longest target's length) to 65507"}},
+			"UDPPROBE_PAYLOAD_SIZE": "67"}, []string{"UDPPROBE_PAYLOAD_SIZE=67: must be 68 (61 + name length + longest target's length) to 65507"}},
 		{"payload too small for the longest target", map[string]string{"UDPPROBE_TARGETS": "a:1,bb:22",
-			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "61"}, []string{"UDPPROBE_PAYLOAD_SIZE=61: must be 62"}},
+			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "69"}, []string{"UDPPROBE_PAYLOAD_SIZE=69: must be 70"}},
 		{"target not fit for a label", map[string]string{"UDPPROBE_TARGETS": "a b:1"},
 			[]string{`UDPPROBE_TARGETS entry "a b:1": must be at most 255 characters`}},
 		{"loss timeout too long", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_LOSS_TIMEOUT": "1h"},

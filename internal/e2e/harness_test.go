@@ -130,6 +130,7 @@ func scrapeRoundTrip(t *testing.T, s scrape.Samples, peer string) tracker.RoundT
 		"roundtrip_packets_lost_total":  &c.Lost,
 		"upstream_packets_lost_total":   &c.Upstream,
 		"downstream_packets_lost_total": &c.Downstream,
+		"replies_withheld_total":        &c.Withheld,
 	} {
 		v, n := s.Sum("udpprobe_sender_"+name, "target", peer)
 		ok := n == 1

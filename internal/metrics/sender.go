@@ -43,12 +43,14 @@ var roundTripMetrics = []struct {
 		func(c *tracker.RoundTripCounts) uint64 { return c.Duplicated }},
 	{"replies_invalid_total", "Datagrams on the sending socket that are not a reply to this session: foreign, damaged, unauthenticated, or for a datagram never sent.",
 		func(c *tracker.RoundTripCounts) uint64 { return c.Invalid }},
-	{"roundtrip_packets_lost_total", "Data datagrams whose reply did not arrive within the loss timeout (RFC 7680).",
+	{"roundtrip_packets_lost_total", "Data datagrams whose reply did not arrive within the loss timeout (RFC 7680), but for replies the receiver reports it held back.",
 		func(c *tracker.RoundTripCounts) uint64 { return c.Lost }},
 	{"upstream_packets_lost_total", "Round-trip losses the receiver's count shows it never received: lost on the way there.",
 		func(c *tracker.RoundTripCounts) uint64 { return c.Upstream }},
 	{"downstream_packets_lost_total", "Round-trip losses the receiver's count shows it received: the reply was lost on the way back.",
 		func(c *tracker.RoundTripCounts) uint64 { return c.Downstream }},
+	{"replies_withheld_total", "Replies the receiver held back under its reflect rate limit, as its later replies report: neither lost nor measured.",
+		func(c *tracker.RoundTripCounts) uint64 { return c.Withheld }},
 }
 
 // NewSender registers on reg the metrics of the sender named name.

@@ -14,7 +14,17 @@ type stream struct {
 	// counter, so the sender's split agrees with this receiver.
 	tr     *tracker.Tracker
 	timing timing
+	// withheld is how many replies to the session's probes the reply
+	// limiter held back; each reply tells the sender, so that it can count
+	// them apart from loss.
+	withheld uint64
+	// goodbyeReplies is how many goodbyes the limiter let pass unmetered.
+	goodbyeReplies int
 }
+
+// maxGoodbyeReplies bounds the goodbye replies a session gets past the
+// reply limiter: a sender sends three.
+const maxGoodbyeReplies = 3
 
 // peer is one sender as it reaches this receiver: its name and the target
 // it sent to (see peerKey). It keeps at most two streams: the
@@ -71,20 +81,21 @@ func (p *peer) Gap(length uint64) { p.m.GapLength.Observe(float64(length)) }
 
 // totals are the counts a summary reports.
 type totals struct {
-	received, lost, local, duplicated, reordered, late uint64
+	received, lost, local, duplicated, reordered, late, heldBack uint64
 }
 
 // totals reads the peer's counts.
 func (p *peer) totals() totals {
 	m := p.m
 	return totals{received: m.Received.Load(), lost: m.Lost.Load(), local: m.DroppedLocally.Load(),
-		duplicated: m.Duplicated.Load(), reordered: m.Reordered.Load(), late: m.Late.Load()}
+		duplicated: m.Duplicated.Load(), reordered: m.Reordered.Load(), late: m.Late.Load(), heldBack: m.RepliesLimited.Load()}
 }
 
 // since is what t counted after earlier.
 func (t totals) since(earlier totals) totals {
 	return totals{received: t.received - earlier.received, lost: t.lost - earlier.lost, local: t.local - earlier.local,
-		duplicated: t.duplicated - earlier.duplicated, reordered: t.reordered - earlier.reordered, late: t.late - earlier.late}
+		duplicated: t.duplicated - earlier.duplicated, reordered: t.reordered - earlier.reordered, late: t.late - earlier.late,
+		heldBack: t.heldBack - earlier.heldBack}
 }
 
 // streamFor returns the stream of session, starting one (a restart, when the

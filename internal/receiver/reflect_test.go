@@ -17,7 +17,7 @@ import (
 // arbitrary wall-clock origin.
 func probe(t testing.TB, session, seq uint64, s float64) []byte {
 	t.Helper()
-	b := make([]byte, 72)
+	b := make([]byte, 80)
 	h := wire.Header{Name: []byte("alpha"), Target: []byte(testTarget), Session: session, Seq: seq,
 		SendTime: wall0 + int64(s*1e6), SendClock: int64(s * 1e6)}
 	if err := wire.Encode(b, &h); err != nil {
@@ -114,7 +114,7 @@ func TestReflect(t *testing.T) {
 		}
 	}
 	reply := probe(t, 1, 3, 30)
-	wire.MakeReply(reply, 9)
+	wire.MakeReply(reply, 9, 0)
 	tt.Handle(reply, from, at(5))
 	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues("unexpected_reply")); n != 1 || tt.replies.n != 4 {
 		t.Fatalf("a reply was counted %v times as invalid and %d replies were sent; want 1 and 4", n, tt.replies.n)
@@ -151,8 +151,8 @@ func TestReflectOverSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	var h wire.Header
-	if err := wire.Decode(b[:n], &h); err != nil || !h.Reply() || h.Seq != 7 || h.Received != 1 || n != 72 {
-		t.Fatalf("reply %+v (%d bytes, %v), want the reply to 7 with count 1 in 72 bytes, the probe's size", h, n, err)
+	if err := wire.Decode(b[:n], &h); err != nil || !h.Reply() || h.Seq != 7 || h.Received != 1 || n != 80 {
+		t.Fatalf("reply %+v (%d bytes, %v), want the reply to 7 with count 1 in 80 bytes, the probe's size", h, n, err)
 	}
 }
 
@@ -199,6 +199,25 @@ func TestReflectRateLimited(t *testing.T) {
 	}
 	if sent, limited := tt.sample(t, "replies_sent_total", "alpha"), tt.sample(t, "replies_rate_limited_total", "alpha"); sent != 1 || limited != 4 || tt.replies.n != 1 {
 		t.Fatalf("sent %v, limited %v; want 1 and 4", sent, limited)
+	}
+	// A token later, the next reply tells the sender of the 4 held back.
+	tt.handle(probe(t, 1, 5, 150), at(150))
+	if h := tt.replies.header(t); tt.replies.n != 2 || h.Seq != 5 || h.Received != 6 || h.Withheld != 4 {
+		t.Fatalf("reply %d: %+v, want seq 5 with 6 received and 4 withheld", tt.replies.n, h)
+	}
+	// The goodbye's replies pass the empty bucket, three a session, with
+	// the final counts.
+	for i := range 4 {
+		bye := probe(t, 1, 5, 160)
+		wire.PutFlags(bye, wire.FlagGoodbye)
+		wire.Seal(bye)
+		tt.handle(bye, at(160+float64(i)))
+	}
+	if h := tt.replies.header(t); tt.replies.n != 5 || !h.Goodbye() || h.Received != 6 || h.Withheld != 4 {
+		t.Fatalf("%d replies, the last %+v; want 3 goodbye replies with 6 received and 4 withheld", tt.replies.n, h)
+	}
+	if limited := tt.sample(t, "replies_rate_limited_total", "alpha"); limited != 5 {
+		t.Fatalf("limited %v, want 5: the fourth goodbye's reply is metered", limited)
 	}
 }
 

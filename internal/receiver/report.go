@@ -28,7 +28,7 @@ func (t *Table) summarize() {
 		t.log.Info("summary", zap.String("sender", p.name), zap.String("target", p.target), zap.Duration("interval", t.opts.SummaryInterval),
 			zap.Uint64("received", d.received), zap.Uint64("lost", d.lost), zap.Uint64("dropped_locally", d.local),
 			zap.Uint64("duplicated", d.duplicated), zap.Uint64("reordered", d.reordered),
-			zap.Uint64("late", d.late), zap.Float64("loss_ratio", ratio),
+			zap.Uint64("late", d.late), zap.Uint64("replies_held_back", d.heldBack), zap.Float64("loss_ratio", ratio),
 			zap.Duration("jitter", time.Duration(p.cur.timing.jitter)))
 	}
 }
@@ -46,6 +46,7 @@ type watch struct {
 	lastUnauthenticated netip.AddrPort
 	lastStray           [2]string
 	lastConflict        conflict
+	lastWithheld        [2]string // the sender and target of the latest reply held back
 }
 
 // conflict is a name two live senders share: the sender and target, and
@@ -55,7 +56,14 @@ type conflict struct {
 	sessions       [2]uint64
 }
 
-type problems struct{ socketDrops, overflow, replyErrors, unauthenticated, stray, conflicts uint64 }
+type problems struct {
+	socketDrops, overflow, replyErrors, unauthenticated, stray, conflicts, withheld uint64
+}
+
+func (w *watch) withheld(p *peer) {
+	w.now.withheld++
+	w.lastWithheld = [2]string{p.name, p.target}
+}
 
 func (w *watch) conflict(p *peer, old, cur uint64) {
 	w.now.conflicts++
@@ -114,6 +122,13 @@ func (t *Table) warn() bool {
 			"merge into one; give each sender its own name",
 			zap.String("sender", c.sender), zap.String("target", c.target),
 			zap.Uint64s("sessions", c.sessions[:]), zap.Uint64("datagrams", d))
+		logged = true
+	}
+	if d := now.withheld - w.warned.withheld; d > 0 {
+		t.log.Warn("replies were held back under the reflect rate limit: a sender sends faster than the limit allows; "+
+			"senders count them as withheld, not as loss, and measure no round trip for them: raise the limit above the senders' rates",
+			zap.Float64("reflect_rate", t.opts.ReflectRate), zap.Uint64("withheld", d),
+			zap.String("last_sender", w.lastWithheld[0]), zap.String("last_target", w.lastWithheld[1]))
 		logged = true
 	}
 	if d := now.overflow - w.warned.overflow; d > 0 {

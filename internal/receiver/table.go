@@ -160,7 +160,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 			if s == p.cur {
 				p.m.SessionEnded.Set(1)
 			}
-			t.reflect(p, s, b, key, from, at.Mono)
+			t.reflect(p, s, b, key, from, at.Mono, true)
 		}
 		return
 	}
@@ -183,7 +183,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		t.watch.stray(p)
 	}
 	t.drops.attribute(p, prevSeen, res.Revealed, at.Mono)
-	t.reflect(p, s, b, key, from, at.Mono)
+	t.reflect(p, s, b, key, from, at.Mono, false)
 }
 
 // SocketDropped takes n datagrams the kernel dropped at the socket before
@@ -195,18 +195,24 @@ func (t *Table) SocketDropped(n uint64, mono int64) {
 }
 
 // reflect sends the datagram in b back to where it came from as a reply
-// carrying the stream's received count, if the table replies and the peer's
-// rate allows, signed under the key that authenticated b. b is rewritten in
-// place.
-func (t *Table) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort, now int64) {
+// carrying the stream's received and withheld counts, if the table replies
+// and the peer's rate allows (a goodbye's, up to three a session, always),
+// signed under the key that authenticated b. b is rewritten in place.
+func (t *Table) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort, now int64, goodbye bool) {
 	if t.reply == nil {
 		return
 	}
-	if !p.limit.allow(now, t.opts.ReflectRate, t.burst) {
+	if goodbye && s.goodbyeReplies < maxGoodbyeReplies {
+		// The goodbye's reply carries the final counts the sender needs to
+		// split its last losses: it passes the limit, a few per session.
+		s.goodbyeReplies++
+	} else if !p.limit.allow(now, t.opts.ReflectRate, t.burst) {
 		p.m.RepliesLimited.Inc()
+		s.withheld++
+		t.watch.withheld(p)
 		return
 	}
-	wire.MakeReply(b, s.tr.Counts().Received)
+	wire.MakeReply(b, s.tr.Counts().Received, s.withheld)
 	if t.auth != nil {
 		t.auth.Sign(b, key)
 	}

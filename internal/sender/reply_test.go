@@ -23,7 +23,7 @@ func newRoundTripTarget(tb testing.TB) (*Sender, *target) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { sink.Close() })
-	s, err := New(Options{Targets: []string{sink.LocalAddr().String()}, Rate: 1000, PayloadSize: 80, Name: "me",
+	s, err := New(Options{Targets: []string{sink.LocalAddr().String()}, Rate: 1000, PayloadSize: 96, Name: "me",
 		RoundTrip: true, LossTimeout: time.Second,
 		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
 	if err != nil {
@@ -35,12 +35,12 @@ func newRoundTripTarget(tb testing.TB) (*Sender, *target) {
 
 func replyTo(tb testing.TB, session, seq, count uint64, sendTime int64) []byte {
 	tb.Helper()
-	b := make([]byte, 64)
+	b := make([]byte, 80)
 	if err := wire.Encode(b, &wire.Header{Name: []byte("me"), Session: session, Seq: seq,
 		SendTime: sendTime, SendClock: sendTime}); err != nil {
 		tb.Fatal(err)
 	}
-	wire.MakeReply(b, count)
+	wire.MakeReply(b, count, 0)
 	return b
 }
 

@@ -114,12 +114,14 @@ type target struct {
 	epoch   time.Time // origin of the send clock and of rt's times
 	session uint64
 	name    string
+	rate    float64 // datagrams per second
 	// sign and verify authenticate what is sent and the replies; two,
 	// because sending and reading replies run concurrently. nil without keys.
 	sign, verify *wire.Auth
 
-	mu sync.Mutex         // guards rt
-	rt *tracker.RoundTrip // nil without RoundTrip
+	mu             sync.Mutex         // guards rt and warnedWithheld
+	rt             *tracker.RoundTrip // nil without RoundTrip
+	warnedWithheld bool               // the reflector's holding back replies was logged
 
 	unlogged  uint64 // send errors since the last log line
 	lastError error
@@ -175,6 +177,7 @@ func (s *Sender) dial(addr string) (*target, error) {
 		epoch:   s.opts.Clock.Now(),
 		session: s.session,
 		name:    s.opts.Name,
+		rate:    s.opts.Rate,
 	}
 	t.m = s.opts.Metrics.Target(addr, t.roundTrip)
 	if s.opts.RoundTrip {
@@ -391,10 +394,17 @@ func (t *target) handleReply(b []byte, mono int64) {
 	case !valid:
 		t.rt.Reject()
 	case h.Goodbye():
-		t.rt.Goodbye(h.Received)
+		t.rt.Goodbye(h.Received, h.Withheld)
 	default:
-		if r := t.rt.Reply(h.Seq, h.Received, mono); r.Outcome == tracker.ReplyAnswered {
+		if r := t.rt.Reply(h.Seq, h.Received, h.Withheld, mono); r.Outcome == tracker.ReplyAnswered {
 			t.m.RTT.Observe(float64(r.RTT) / 1e9)
+		}
+		if h.Withheld > 0 && !t.warnedWithheld {
+			t.warnedWithheld = true
+			t.log.Warn("the reflector holds back replies to this sender: it sends faster than the receiver's "+
+				"reflect rate limit allows; they count as withheld, not as loss, and their round trips are not "+
+				"measured: raise the receiver's reflect rate limit above this sender's rate",
+				zap.Float64("rate", t.rate), zap.Uint64("withheld", h.Withheld))
 		}
 	}
 }

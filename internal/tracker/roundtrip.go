@@ -17,17 +17,22 @@ const (
 )
 
 type slot struct {
-	sent  int64  // monotonic ns
-	count uint64 // the receiver's count in the reply
-	state slotState
+	sent     int64  // monotonic ns
+	count    uint64 // the receiver's count in the reply
+	withheld uint64 // the replies the receiver had held back, in the reply
+	state    slotState
 }
 
 // RoundTripCounts are a RoundTrip's cumulative totals.
 type RoundTripCounts struct {
 	Answered, Late, Duplicated, Invalid uint64
-	// Lost is Upstream + Downstream + the losses whose direction is not known
-	// yet: those after the last reply, until the next one arrives.
+	// Lost is Upstream + Downstream + the losses whose direction is not
+	// known: those of a gap no reply has closed within a loss timeout of
+	// its first loss (a dead path), or that the session ended with.
 	Lost, Upstream, Downstream uint64
+	// Withheld are replies the receiver held back (its reply rate limit),
+	// as its later replies report: not lost in either direction.
+	Withheld uint64
 }
 
 // ReplyResult is returned by Reply.
@@ -60,17 +65,25 @@ const (
 // says how many of the lost ones in between reached the receiver (their
 // replies were lost: downstream) and how many did not (upstream). The split
 // of those after the last reply waits for the next reply, or for the
-// goodbye's reply when the session ends.
+// goodbye's reply when the session ends. Each reply also carries how many
+// replies the receiver had held back so far: of the gap's datagrams that
+// reached it, that many were withheld rather than lost on the way back.
+// Losses are counted once their gap is split, or, for a gap no reply
+// closes, a loss timeout after its first loss, direction unknown.
 type RoundTrip struct {
 	timeout int64
 	slots   []slot
 	mask    uint64
 	next    uint64 // the next sequence number to be sent
 	oldest  uint64 // the oldest sequence number not yet decided
-	gap     uint64 // lost since the last answered one, direction unknown
+	gap     uint64 // not answered since the last answered one, direction unknown
+	counted uint64 // of gap, how many Lost holds already
+	gapAt   int64  // monotonic ns when the gap's first datagram was due: its loss timeout ended
 	base    uint64 // the receiver's count at the last answered one (running maximum)
+	wbase   uint64 // its withheld count there (running maximum)
 	bye     bool   // a reply to the goodbye came
 	byeN    uint64 // the count it carried
+	byeW    uint64 // and the withheld count
 	c       RoundTripCounts
 }
 
@@ -93,7 +106,8 @@ func (r *RoundTrip) Reject() { r.c.Invalid++ }
 // so that a reply can never beat it, and Unsend if the write fails.
 func (r *RoundTrip) Send(seq uint64, now int64) {
 	for seq-r.oldest >= uint64(len(r.slots)) && r.oldest < r.next {
-		r.pass() // the window is full: decide the oldest now
+		r.pass() // the window is full: decide the oldest now, as lost
+		r.count()
 	}
 	r.slots[seq&r.mask] = slot{sent: now}
 	r.next = seq + 1
@@ -106,9 +120,9 @@ func (r *RoundTrip) Unsend(seq uint64) {
 	}
 }
 
-// Reply takes a reply to seq carrying the receiver's count, arriving at
-// now.
-func (r *RoundTrip) Reply(seq, count uint64, now int64) ReplyResult {
+// Reply takes a reply to seq carrying the receiver's count and withheld
+// count, arriving at now.
+func (r *RoundTrip) Reply(seq, count, withheld uint64, now int64) ReplyResult {
 	r.Expire(now)
 	switch {
 	case seq >= r.next:
@@ -121,7 +135,7 @@ func (r *RoundTrip) Reply(seq, count uint64, now int64) ReplyResult {
 	s := &r.slots[seq&r.mask]
 	switch {
 	case seq >= r.oldest && s.state == slotPending:
-		s.state, s.count = slotAnswered, count
+		s.state, s.count, s.withheld = slotAnswered, count, withheld
 		r.c.Answered++
 		return ReplyResult{Outcome: ReplyAnswered, RTT: now - s.sent}
 	case s.state == slotLost:
@@ -133,14 +147,22 @@ func (r *RoundTrip) Reply(seq, count uint64, now int64) ReplyResult {
 	return ReplyResult{Outcome: ReplyDuplicated}
 }
 
-// Goodbye takes a reply to the goodbye: the receiver's final count.
-func (r *RoundTrip) Goodbye(count uint64) {
+// Goodbye takes a reply to the goodbye: the receiver's final counts.
+func (r *RoundTrip) Goodbye(count, withheld uint64) {
 	r.bye = true
 	r.byeN = max(r.byeN, count)
+	r.byeW = max(r.byeW, withheld)
 }
 
 // Expire decides, in sequence order, what the time now allows.
 func (r *RoundTrip) Expire(now int64) {
+	defer func() {
+		if r.gap > r.counted && now-r.gapAt >= r.timeout && !r.bye {
+			// No reply closed the gap in a loss timeout: a dead path. (The
+			// goodbye's reply, once in, splits the tail when it settles.)
+			r.count()
+		}
+	}()
 	for r.oldest < r.next {
 		s := &r.slots[r.oldest&r.mask]
 		if s.state == slotPending && now-s.sent < r.timeout {
@@ -150,32 +172,56 @@ func (r *RoundTrip) Expire(now int64) {
 	}
 }
 
-// pass decides the oldest sequence number: lost unless answered.
+// pass decides the oldest sequence number: answered, or else one more of
+// the gap.
 func (r *RoundTrip) pass() {
 	s := &r.slots[r.oldest&r.mask]
 	r.oldest++
 	if s.state != slotAnswered {
 		s.state = slotLost
-		r.c.Lost++
+		if r.gap == 0 {
+			r.gapAt = s.sent + r.timeout
+		}
 		r.gap++
 		return
 	}
 	if r.base > s.count+uint64(len(r.slots)) {
-		r.base = 0 // the count went far back: the receiver started counting again
+		r.base, r.wbase = 0, 0 // the count went far back: the receiver started counting again
 	}
-	var got uint64 // of the gap, how many the receiver counted
+	var got, withheld uint64 // of the gap, how many the receiver counted, and held back
 	if s.count > r.base {
 		got = min(s.count-r.base-1, r.gap)
 	}
-	r.split(got)
+	if s.withheld > r.wbase {
+		withheld = min(s.withheld-r.wbase, got)
+	}
+	r.split(got, withheld)
 	r.base = max(r.base, s.count)
+	r.wbase = max(r.wbase, s.withheld)
 }
 
-// split attributes the gap: got of it reached the receiver.
-func (r *RoundTrip) split(got uint64) {
-	r.c.Downstream += got
+// count counts the gap's losses Lost does not hold yet, their direction
+// unknown.
+func (r *RoundTrip) count() {
+	r.c.Lost += r.gap - r.counted
+	r.counted = r.gap
+}
+
+// split attributes the gap: got of it reached the receiver, which held
+// back the replies of withheld of those. What Lost already holds of the
+// gap stays lost: a withheld reply counted lost before the news came is
+// counted downstream.
+func (r *RoundTrip) split(got, withheld uint64) {
+	lost := r.gap - withheld
+	if r.counted > lost {
+		withheld -= r.counted - lost
+		lost = r.counted
+	}
+	r.c.Lost += lost - r.counted
+	r.c.Withheld += withheld
+	r.c.Downstream += got - withheld
 	r.c.Upstream += r.gap - got
-	r.gap = 0
+	r.gap, r.counted = 0, 0
 }
 
 // Settled reports whether every datagram sent is decided and the goodbye
@@ -188,11 +234,16 @@ func (r *RoundTrip) Settle() {
 	for r.oldest < r.next {
 		r.pass()
 	}
-	if r.bye {
-		var got uint64
-		if r.byeN > r.base {
-			got = min(r.byeN-r.base, r.gap)
-		}
-		r.split(got)
+	if !r.bye {
+		r.count()
+		return
 	}
+	var got, withheld uint64
+	if r.byeN > r.base {
+		got = min(r.byeN-r.base, r.gap)
+	}
+	if r.byeW > r.wbase {
+		withheld = min(r.byeW-r.wbase, got)
+	}
+	r.split(got, withheld)
 }

@@ -8,14 +8,20 @@ import (
 
 // ev is one step of a round-trip script. Times are in ms.
 type ev struct {
-	op    byte // 's' send, 'u' unsend, 'r' reply, 'b' goodbye reply, 'a' advance, 'f' finish
-	seq   uint64
-	count uint64
-	at    int64
+	op       byte // 's' send, 'u' unsend, 'r' reply, 'b' goodbye reply, 'a' advance, 'f' finish
+	seq      uint64
+	count    uint64
+	withheld uint64
+	at       int64
 }
 
 func send(seq uint64, at int64) ev         { return ev{op: 's', seq: seq, at: at} }
 func reply(seq, count uint64, at int64) ev { return ev{op: 'r', seq: seq, count: count, at: at} }
+
+// replyW is a reply that reports withheld replies held back before it.
+func replyW(seq, count, withheld uint64, at int64) ev {
+	return ev{op: 'r', seq: seq, count: count, withheld: withheld, at: at}
+}
 func sendAll(n uint64, every int64) (es []ev) { // seqs 0..n-1, one every `every` ms from 0
 	for i := range n {
 		es = append(es, send(i, int64(i)*every))
@@ -70,6 +76,18 @@ func TestRoundTrip(t *testing.T) {
 		{"the receiver restarted: its count began again", append(sendAll(6, 10),
 			reply(0, 1, 5), reply(1, 2, 15), reply(5, 1, 55), ev{op: 'a', at: 1000}),
 			RoundTripCounts{Answered: 3, Lost: 3, Upstream: 3}, []int64{5, 5, 5}},
+		{"replies held back by the receiver are withheld, not lost", append(sendAll(6, 10),
+			replyW(0, 1, 0, 5), replyW(2, 3, 1, 25), replyW(4, 5, 2, 45), replyW(5, 6, 2, 55), ev{op: 'a', at: 1000}),
+			RoundTripCounts{Answered: 4, Withheld: 2}, []int64{5, 5, 5, 5}},
+		{"withheld and lost downstream in one gap", append(sendAll(5, 10),
+			replyW(0, 1, 0, 5), replyW(4, 5, 1, 45), ev{op: 'a', at: 1000}),
+			RoundTripCounts{Answered: 2, Lost: 2, Downstream: 2, Withheld: 1}, []int64{5, 5}},
+		{"withheld, upstream and downstream in one gap", append(sendAll(6, 10),
+			replyW(0, 1, 0, 5), replyW(5, 5, 1, 55), ev{op: 'a', at: 1000}),
+			RoundTripCounts{Answered: 2, Lost: 3, Upstream: 1, Downstream: 2, Withheld: 1}, []int64{5, 5}},
+		{"a goodbye reply splits the tail's withheld replies too", append(sendAll(4, 10),
+			replyW(0, 1, 0, 5), ev{op: 'b', count: 4, withheld: 2}, ev{op: 'a', at: 500}, ev{op: 'f'}),
+			RoundTripCounts{Answered: 1, Lost: 1, Downstream: 1, Withheld: 2}, []int64{5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := NewRoundTrip(int64(timeout*time.Millisecond), 100)
@@ -82,11 +100,11 @@ func TestRoundTrip(t *testing.T) {
 				case 'u':
 					r.Unsend(e.seq)
 				case 'r':
-					if res := r.Reply(e.seq, e.count, at); res.Outcome == ReplyAnswered {
+					if res := r.Reply(e.seq, e.count, e.withheld, at); res.Outcome == ReplyAnswered {
 						rtts = append(rtts, res.RTT/int64(time.Millisecond))
 					}
 				case 'b':
-					r.Goodbye(e.count)
+					r.Goodbye(e.count, e.withheld)
 				case 'a':
 					r.Expire(at)
 				case 'f':
@@ -101,6 +119,9 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if r.c.Upstream+r.c.Downstream > r.c.Lost {
 				t.Errorf("the split %d+%d exceeds the loss %d", r.c.Upstream, r.c.Downstream, r.c.Lost)
+			}
+			if r.c.Answered+r.c.Lost+r.c.Withheld != r.next {
+				t.Errorf("answered %d + lost %d + withheld %d != %d sent", r.c.Answered, r.c.Lost, r.c.Withheld, r.next)
 			}
 		})
 	}
@@ -119,7 +140,7 @@ func TestRoundTripWindow(t *testing.T) {
 	if r.c.Lost != 200-128 || r.next-r.oldest != 128 {
 		t.Fatalf("lost %d, held %d; want 72 and 128", r.c.Lost, r.next-r.oldest)
 	}
-	if res := r.Reply(10, 11, 1); res.Outcome != ReplyLate || r.c.Late != 1 {
+	if res := r.Reply(10, 11, 0, 1); res.Outcome != ReplyLate || r.c.Late != 1 {
 		t.Fatalf("a reply to a datagram decided early: late %d", r.c.Late)
 	}
 }
@@ -129,13 +150,45 @@ func TestRoundTripWindow(t *testing.T) {
 func TestRoundTripSettled(t *testing.T) {
 	r := NewRoundTrip(int64(time.Second), 10)
 	r.Send(0, 0)
-	r.Reply(0, 1, 1)
+	r.Reply(0, 1, 0, 1)
 	r.Expire(2)
 	if r.Settled() {
 		t.Fatal("settled before the goodbye's reply")
 	}
-	r.Goodbye(1)
+	r.Goodbye(1, 0)
 	if !r.Settled() {
 		t.Fatal("not settled after everything came back")
+	}
+}
+
+// TestRoundTripDeadPath: losses no reply explains are counted a loss
+// timeout after the first of them was decided, direction unknown; a reply
+// that comes after that and reports withheld replies cannot take them back
+// from the loss (counters only grow): they count downstream.
+func TestRoundTripDeadPath(t *testing.T) {
+	ms := func(n int64) int64 { return n * int64(time.Millisecond) }
+	r := NewRoundTrip(ms(100), 100)
+	for seq := range uint64(3) {
+		r.Send(seq, ms(int64(seq)*10))
+	}
+	r.Reply(0, 1, 0, ms(5))
+	r.Expire(ms(110)) // 1 is due: the gap opens
+	r.Expire(ms(120)) // 2 too
+	if r.c.Lost != 0 {
+		t.Fatalf("lost %d before a loss timeout passed over the gap", r.c.Lost)
+	}
+	r.Expire(ms(209))
+	if r.c.Lost != 0 {
+		t.Fatalf("lost %d at 209 ms", r.c.Lost)
+	}
+	r.Expire(ms(210))
+	if r.c.Lost != 2 || r.c.Upstream+r.c.Downstream != 0 {
+		t.Fatalf("at 210 ms %+v, want 2 lost, direction unknown", r.c)
+	}
+	r.Send(3, ms(215))
+	r.Reply(3, 4, 1, ms(216)) // both reached it; it held back one reply
+	r.Expire(ms(1000))
+	if want := (RoundTripCounts{Answered: 2, Lost: 2, Downstream: 2}); r.c != want {
+		t.Fatalf("counts %+v, want %+v", r.c, want)
 	}
 }

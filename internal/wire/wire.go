@@ -9,7 +9,7 @@
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|                   magic "UDPP" (0x55445050)                   |  0
 //	+---------------+---------------+---------------+---------------+
-//	|  version = 2  |     flags     |  name length  |  tag length   |  4
+//	|  version = 3  |     flags     |  name length  |  tag length   |  4
 //	+---------------+---------------+---------------+---------------+
 //	|                       session id (64)                         |  8
 //	|                                                               |
@@ -30,6 +30,9 @@
 //	+---------------+-----------------------------------------------+
 //	| target length |  target (target length bytes, 0..255) ...     | 48+N
 //	+---------------+-----------------------------------------------+
+//	|      withheld count (64): in replies, 0 in probes             | 49+N+T
+//	|                                                               |
+//	+---------------------------------------------------------------+
 //	|          padding (any bytes, sent as zero) ...                |
 //	+---------------------------------------------------------------+
 //	|  tag (tag length bytes: 0, or 16 with authentication) ...    | L-4-tag length
@@ -37,8 +40,9 @@
 //	|            CRC-32C of bytes [0, L-4)                          | L-4
 //	+---------------------------------------------------------------+
 //
-// Version 1 is the same without the target length and the target; it is
-// still decoded, and a reply to it stays version 1.
+// Version 2 is the same without the withheld count, version 1 without the
+// target length and the target too; both are still decoded, and a reply
+// stays in the version of its probe.
 //
 // Encode and Decode work on caller-owned buffers and never allocate.
 package wire
@@ -58,8 +62,10 @@ const (
 	// Magic is the first four bytes of every datagram: "UDPP".
 	Magic uint32 = 0x55445050
 	// Version is the protocol version this package writes.
-	Version = 2
-	// Version1 is the version before the target field; still decoded.
+	Version = 3
+	// Version2 is the version before the withheld count; still decoded.
+	Version2 = 2
+	// Version1 is the version before the target; still decoded.
 	Version1 = 1
 
 	// HeaderSize is the size of the fixed header before the name.
@@ -128,6 +134,10 @@ type Header struct {
 	// session the receiver had received when it reflected the datagram,
 	// counting the datagram itself. Zero in probes.
 	Received uint64
+	// Withheld is, in a version-3 reply, how many replies to the session's
+	// probes the receiver had held back (its reply rate limit) before this
+	// one. Zero in probes and in older versions.
+	Withheld uint64
 	// Name is the sender's name. After Decode it aliases the decoded buffer.
 	Name []byte
 	// Target is how the sender names the receiver it sent the datagram
@@ -144,7 +154,12 @@ func (h *Header) Reply() bool { return h.Flags&FlagReply != 0 }
 
 // MinSize is the smallest datagram that can carry a name of nameLen bytes
 // and a target of targetLen bytes.
-func MinSize(nameLen, targetLen int) int { return HeaderSize + nameLen + 1 + targetLen + TrailerSize }
+func MinSize(nameLen, targetLen int) int {
+	return HeaderSize + nameLen + 1 + targetLen + withheldSize + TrailerSize
+}
+
+// withheldSize is the size of the withheld count.
+const withheldSize = 8
 
 // ValidName reports whether name may be used as a sender name: 1 to 64 bytes
 // of ASCII letters, digits, '.', '-', '_' or ':'. The receiver turns names into
@@ -206,6 +221,8 @@ func Encode(b []byte, h *Header) error {
 	n := HeaderSize + copy(b[HeaderSize:], h.Name)
 	b[n] = byte(len(h.Target))
 	n += 1 + copy(b[n+1:], h.Target)
+	binary.BigEndian.PutUint64(b[n:], h.Withheld)
+	n += withheldSize
 	clear(b[n : len(b)-TrailerSize])
 	Seal(b)
 	return nil
@@ -228,11 +245,16 @@ func PutSendTime(b []byte, wall, clock int64) {
 func PutFlags(b []byte, flags Flags) { b[5] = byte(flags) }
 
 // MakeReply turns a decoded probe in b into its reply in place: the reply
-// flag, the receiver's received count and a new checksum. The reply has the
-// probe's size, so reflecting never amplifies.
-func MakeReply(b []byte, received uint64) {
+// flag, the receiver's received count, in version 3 its withheld count, and
+// a new checksum. The reply has the probe's size and version, so reflecting
+// never amplifies and older senders get what they can read.
+func MakeReply(b []byte, received, withheld uint64) {
 	b[5] |= byte(FlagReply)
 	binary.BigEndian.PutUint64(b[40:], received)
+	if b[4] == Version {
+		at := HeaderSize + int(b[6])
+		binary.BigEndian.PutUint64(b[at+1+int(b[at]):], withheld)
+	}
 	Seal(b)
 }
 func checksum(b []byte) (want, got uint32) {
@@ -244,7 +266,7 @@ func checksum(b []byte) (want, got uint32) {
 // nearest version spoken.
 func nearMiss(b []byte) int {
 	m := bits.OnesCount32(binary.BigEndian.Uint32(b) ^ Magic)
-	return m + min(bits.OnesCount8(b[4]^Version1), bits.OnesCount8(b[4]^Version))
+	return m + min(bits.OnesCount8(b[4]^Version1), bits.OnesCount8(b[4]^Version2), bits.OnesCount8(b[4]^Version))
 }
 
 // Decode parses b into h, a datagram of either version. h.Name and
@@ -270,14 +292,14 @@ func Decode(b []byte, h *Header) error {
 		return ErrMagic // a checksum collision on a near miss; not ours
 	}
 	version := b[4]
-	if version != Version && version != Version1 {
+	if version < Version1 || version > Version {
 		return ErrVersion
 	}
 	flags, nameLen, tagLen := Flags(b[5]), int(b[6]), int(b[7])
-	// The end of the fields before the padding: the name, and in version
-	// 2 the target length and the target.
+	// The end of the fields before the padding: the name, from version 2
+	// the target length and the target, in version 3 the withheld count.
 	end := HeaderSize + nameLen
-	if version == Version {
+	if version >= Version2 {
 		end++
 	}
 	if flags&^knownFlags != 0 || tagLen > MaxTagLen || nameLen < 1 || nameLen > MaxNameLen ||
@@ -285,12 +307,20 @@ func Decode(b []byte, h *Header) error {
 		return ErrHeader
 	}
 	var target []byte
-	if version == Version {
+	var withheld uint64
+	if version >= Version2 {
 		targetLen := int(b[end-1])
-		if end+targetLen+tagLen+TrailerSize > len(b) {
+		target = b[end : end+min(targetLen, len(b)-end)]
+		end += targetLen
+		if version == Version {
+			end += withheldSize
+		}
+		if end+tagLen+TrailerSize > len(b) {
 			return ErrHeader
 		}
-		target = b[end : end+targetLen]
+		if version == Version {
+			withheld = binary.BigEndian.Uint64(b[end-withheldSize:])
+		}
 	}
 	seq := binary.BigEndian.Uint64(b[16:])
 	if seq > MaxSeq {
@@ -310,6 +340,7 @@ func Decode(b []byte, h *Header) error {
 	h.Received = binary.BigEndian.Uint64(b[40:])
 	h.Name = name
 	h.Target = target
+	h.Withheld = withheld
 	return nil
 }
 

@@ -19,10 +19,10 @@ func testHeader() Header {
 	}
 }
 
-// golden is testHeader encoded into 72 bytes, laid out by hand from
+// golden is testHeader encoded into 80 bytes, laid out by hand from
 // docs/protocol.md; its checksum came from an independent bitwise CRC-32C
 // (polynomial 0x82F63B78), not from this package.
-const golden = "55445050" + "02" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
+const golden = "55445050" + "03" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
 	"0102030405060708" + // session
 	"000000000000002a" + // sequence 42
 	"17979cfe3d85cd15" + // send time 1700000000123456789
@@ -30,15 +30,32 @@ const golden = "55445050" + "02" + "00" + "05" + "00" + // magic, version, flags
 	"0000000000000000" + // received count, 0 in a probe
 	"616c706861" + // "alpha"
 	"07" + "72783a36343634" + // target length 7, "rx:6464"
+	"0000000000000000" + // withheld count, 0 in a probe
 	"00000000000000" + // 7 bytes of padding
-	"4cf0cfcd" // CRC-32C of the 68 bytes before it
+	"2876f78f" // CRC-32C of the 76 bytes before it
 
-// goldenReply is golden after MakeReply(b, 17), by hand the same way.
-const goldenReply = "55445050" + "02" + "02" + "05" + "00" + // flags: reply
+// goldenReply is golden after MakeReply(b, 17, 5), by hand the same way.
+const goldenReply = "55445050" + "03" + "02" + "05" + "00" + // flags: reply
 	"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
 	"0000000000000011" + // received count 17
-	"616c706861" + "07" + "72783a36343634" + "00000000000000" +
-	"9d7c5e8b"
+	"616c706861" + "07" + "72783a36343634" +
+	"0000000000000005" + // withheld count 5
+	"00000000000000" +
+	"c83f4a7d"
+
+// goldenV2 is testHeader in version 2, which has no withheld count, in 72
+// bytes, and goldenV2Reply its reply: MakeReply(b, 17, 5) leaves the
+// withheld count out.
+const (
+	goldenV2 = "55445050" + "02" + "00" + "05" + "00" +
+		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "00000000000000" +
+		"4cf0cfcd"
+	goldenV2Reply = "55445050" + "02" + "02" + "05" + "00" +
+		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000011" + "616c706861" + "07" + "72783a36343634" + "00000000000000" +
+		"9d7c5e8b"
+)
 
 // goldenV1 is testHeader in version 1, which has no target, in 64 bytes,
 // and goldenV1Reply its reply with received count 17: what senders before
@@ -56,19 +73,19 @@ const (
 
 func TestEncodeGolden(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 72)
+	b := make([]byte, 80)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}
 	if got := hex.EncodeToString(b); got != golden {
 		t.Fatalf("encoding changed:\n got %s\nwant %s", got, golden)
 	}
-	MakeReply(b, 17)
+	MakeReply(b, 17, 5)
 	if got := hex.EncodeToString(b); got != goldenReply {
 		t.Fatalf("reply changed:\n got %s\nwant %s", got, goldenReply)
 	}
 	var r Header
-	if err := Decode(b, &r); err != nil || !r.Reply() || r.Goodbye() || r.Received != 17 {
+	if err := Decode(b, &r); err != nil || !r.Reply() || r.Goodbye() || r.Received != 17 || r.Withheld != 5 {
 		t.Fatalf("decoded reply %+v, %v", r, err)
 	}
 }
@@ -84,15 +101,17 @@ func TestCRC32CKnownAnswer(t *testing.T) {
 }
 
 // TestDecodeGolden decodes the golden datagram of each version and answers
-// it: a version-1 datagram (no target) gets a version-1 reply, so receivers
-// keep serving senders of the previous version.
+// it in its version: a version-2 reply has no withheld count and a
+// version-1 one no target either, so receivers keep serving senders of the
+// previous versions.
 func TestDecodeGolden(t *testing.T) {
 	for _, g := range []struct {
 		datagram, reply string
 		version         uint8
 		target          []byte
 	}{
-		{golden, goldenReply, 2, []byte("rx:6464")},
+		{golden, goldenReply, 3, []byte("rx:6464")},
+		{goldenV2, goldenV2Reply, 2, []byte("rx:6464")},
 		{goldenV1, goldenV1Reply, 1, nil},
 	} {
 		b, _ := hex.DecodeString(g.datagram)
@@ -106,7 +125,7 @@ func TestDecodeGolden(t *testing.T) {
 			!bytes.Equal(h.Target, g.target) || h.Flags != 0 || h.TagLen != 0 {
 			t.Fatalf("version %d: decoded %+v, want %+v", g.version, h, want)
 		}
-		MakeReply(b, 17)
+		MakeReply(b, 17, 5)
 		if got := hex.EncodeToString(b); got != g.reply {
 			t.Fatalf("version %d reply:\n got %s\nwant %s", g.version, got, g.reply)
 		}
@@ -182,20 +201,22 @@ func TestDecodeErrors(t *testing.T) {
 		{"foreign", []byte("GET / HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n0123456789"), ErrMagic},
 		{"zeros", make([]byte, 64), ErrMagic},
 		{"future version", resealed(func(b []byte) { b[4] = 7 }), ErrVersion},
-		{"version 3", resealed(func(b []byte) { b[4] = 3 }), ErrVersion},
+		{"version 4", resealed(func(b []byte) { b[4] = 4 }), ErrVersion},
 		{"bit error in magic", func() []byte { b := valid(); b[1] ^= 0x10; return b }(), ErrChecksum},
 		{"bit error in version", func() []byte { b := valid(); b[4] ^= 0x02; return b }(), ErrChecksum},
 		{"bit error in sequence", func() []byte { b := valid(); b[23] ^= 1; return b }(), ErrChecksum},
 		{"bit error in target", func() []byte { b := valid(); b[56] ^= 0x80; return b }(), ErrChecksum},
-		{"bit error in padding", func() []byte { b := valid(); b[62] ^= 0x80; return b }(), ErrChecksum},
+		{"bit error in withheld count", func() []byte { b := valid(); b[62] ^= 0x80; return b }(), ErrChecksum},
+		{"bit error in padding", func() []byte { b := valid(); b[70] ^= 0x80; return b }(), ErrChecksum},
 		{"bit error in send clock", func() []byte { b := valid(); b[35] ^= 4; return b }(), ErrChecksum},
-		{"bit error in checksum", func() []byte { b := valid(); b[71] ^= 1; return b }(), ErrChecksum},
-		{"truncated", valid()[:71], ErrChecksum},
+		{"bit error in checksum", func() []byte { b := valid(); b[79] ^= 1; return b }(), ErrChecksum},
+		{"truncated", valid()[:79], ErrChecksum},
 		{"unknown flag", resealed(func(b []byte) { b[5] = 0x40 }), ErrHeader},
 		{"name overruns", resealed(func(b []byte) { b[6] = 20 }), ErrHeader},
 		{"name too long", resealed(func(b []byte) { b[6] = MaxNameLen + 1 }), ErrHeader},
 		{"tag overruns", resealed(func(b []byte) { b[7] = 8 }), ErrHeader},
 		{"target overruns", resealed(func(b []byte) { b[53] = 20 }), ErrHeader},
+		{"no room for the withheld count", resealed(func(b []byte) { b[53] = 15 }), ErrHeader},
 		{"bad target byte", resealed(func(b []byte) { b[55] = '"' }), ErrName},
 		{"sequence top bit", resealed(func(b []byte) { b[16] |= 0x80 }), ErrHeader},
 		{"empty name", resealed(func(b []byte) { b[6] = 0 }), ErrHeader},
@@ -212,7 +233,7 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestNoAllocs(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 72)
+	b := make([]byte, 80)
 	var d Header
 	allocs := testing.AllocsPerRun(100, func() {
 		_ = Encode(b, &h)
@@ -232,7 +253,7 @@ func TestNoAllocs(t *testing.T) {
 // ErrAuth. The seed corpus is in testdata/fuzz/FuzzDecode: every kind of
 // rejection, signed and unsigned datagrams, the largest sequence number.
 func FuzzDecode(f *testing.F) {
-	for _, g := range []string{golden, goldenV1} {
+	for _, g := range []string{golden, goldenV2, goldenV1} {
 		b, _ := hex.DecodeString(g)
 		f.Add(b)
 	}
@@ -262,7 +283,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoded datagram rejected: %v", err)
 		}
 		if h2.Flags != h.Flags || h2.TagLen != h.TagLen || h2.Session != h.Session ||
-			h2.Seq != h.Seq || h2.SendTime != h.SendTime || !bytes.Equal(h2.Name, h.Name) || !bytes.Equal(h2.Target, h.Target) {
+			h2.Seq != h.Seq || h2.SendTime != h.SendTime || !bytes.Equal(h2.Name, h.Name) || !bytes.Equal(h2.Target, h.Target) || h2.Withheld != h.Withheld {
 			t.Fatalf("round trip changed %+v into %+v", h, h2)
 		}
 	})
@@ -270,7 +291,7 @@ func FuzzDecode(f *testing.F) {
 
 func BenchmarkDecode(b *testing.B) {
 	h := testHeader()
-	buf := make([]byte, 72)
+	buf := make([]byte, 80)
 	_ = Encode(buf, &h)
 	var d Header
 	b.ReportAllocs()
@@ -282,16 +303,16 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// goldenKey and goldenSigned: testHeader encoded into 88 bytes with a tag,
+// goldenKey and goldenSigned: testHeader encoded into 96 bytes with a tag,
 // signed under goldenKey. The tag and the checksum came from Python's hmac
 // and hashlib and a bitwise CRC-32C, not from this package.
 const (
 	goldenKey    = "an example key, 32 bytes long!!!"
-	goldenSigned = "55445050" + "02" + "00" + "05" + "10" + // tag length 16
+	goldenSigned = "55445050" + "03" + "00" + "05" + "10" + // tag length 16
 		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
-		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "00000000000000" +
-		"246f0c639f53f101b5924fd1d97ec23f" + // HMAC-SHA-256 of the 68 bytes before it, first 16 bytes
-		"415e1e85" // CRC-32C of the 84 bytes before it
+		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "0000000000000000" + "00000000000000" +
+		"1185d2eb9c451d2ebdabd36c8538cb7e" + // HMAC-SHA-256 of the 76 bytes before it, first 16 bytes
+		"a1556afa" // CRC-32C of the 92 bytes before it
 )
 
 // signed encodes testHeader with a tag and signs it under key i of a.
@@ -299,7 +320,7 @@ func signed(t testing.TB, a *Auth, i int) []byte {
 	t.Helper()
 	h := testHeader()
 	h.TagLen = TagSize
-	b := make([]byte, 88)
+	b := make([]byte, 96)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +395,7 @@ func TestAuthRotation(t *testing.T) {
 		if i, err := both.Verify(b); i != want || err != nil {
 			t.Fatalf("signed under key %d: verified as %d, %v", want, i, err)
 		}
-		MakeReply(b, 1)
+		MakeReply(b, 1, 0)
 		both.Sign(b, want)
 		if _, err := a.Verify(b); err != nil {
 			t.Fatalf("the reply to key %d's sender: %v", want, err)
