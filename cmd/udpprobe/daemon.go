@@ -103,7 +103,8 @@ func runReceiver(ctx context.Context, stderr io.Writer) int {
 			rcv, err := receiver.New(receiver.Options{
 				ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
 				SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
-				ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate, Keys: cfg.Keys,
+				ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate,
+				ReflectBudget: cfg.ReflectBudget, ReflectBudgetBytes: cfg.ReflectBudgetBytes, Keys: cfg.Keys,
 				Logger: log, Metrics: metrics.NewReceiver(reg),
 			})
 			if err != nil {

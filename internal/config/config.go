@@ -112,15 +112,17 @@ type Sender struct {
 
 // Receiver is the receiver's configuration.
 type Receiver struct {
-	WebListenAddress string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	ListenAddress    string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
-	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
-	SummaryInterval  time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
-	MaxPeers         int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by) tracked at once, 1 to 100000; datagrams from more are counted and ignored"`
-	PeerExpiry       time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
-	ReceiveBuffer    int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
-	Reflect          bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
-	ReflectRate      float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
+	WebListenAddress   string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
+	ListenAddress      string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
+	LossTimeout        time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
+	SummaryInterval    time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
+	MaxPeers           int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by) tracked at once, 1 to 100000; datagrams from more are counted and ignored"`
+	PeerExpiry         time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
+	ReceiveBuffer      int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
+	Reflect            bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
+	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
+	ReflectBudget      float64       `split_words:"true" default:"10000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
+	ReflectBudgetBytes float64       `split_words:"true" default:"16777216" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184; bounds what an open reflector can be made to send"`
 	Common
 }
 
@@ -285,6 +287,12 @@ func (c *Receiver) Validate() error {
 	}
 	if !(c.ReflectRate >= 1 && c.ReflectRate <= 1e6) {
 		errs = append(errs, fmt.Errorf("UDPPROBE_REFLECT_RATE=%v: must be 1 to 1000000 replies per second", c.ReflectRate))
+	}
+	if !(c.ReflectBudget >= 1 && c.ReflectBudget <= 1e7) {
+		errs = append(errs, fmt.Errorf("UDPPROBE_REFLECT_BUDGET=%v: must be 1 to 10000000 replies per second", c.ReflectBudget))
+	}
+	if !(c.ReflectBudgetBytes >= 1<<16 && c.ReflectBudgetBytes <= 1<<34) {
+		errs = append(errs, fmt.Errorf("UDPPROBE_REFLECT_BUDGET_BYTES=%v: must be 65536 to 17179869184 bytes per second", c.ReflectBudgetBytes))
 	}
 	return errors.Join(errs...)
 }

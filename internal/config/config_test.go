@@ -63,7 +63,7 @@ func TestReceiverDefaults(t *testing.T) {
 	want := Receiver{
 		WebListenAddress: ":8464", ListenAddress: ":6464", LossTimeout: 3 * time.Second,
 		SummaryInterval: 10 * time.Second, MaxPeers: 100, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
-		ReflectRate: 1000, Common: Common{Logging: Logging{LogLevel: "info", LogFormat: "console"}},
+		ReflectRate: 1000, ReflectBudget: 10000, ReflectBudgetBytes: 16 << 20, Common: Common{Logging: Logging{LogLevel: "info", LogFormat: "console"}},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -207,6 +207,10 @@ func TestBadReceiver(t *testing.T) {
 			[]string{`UDPPROBE_LOSS_TIMEOUT="3": not a valid duration such as 3s or 500ms`}},
 		{"summary too frequent", map[string]string{"UDPPROBE_SUMMARY_INTERVAL": "100ms"},
 			[]string{"UDPPROBE_SUMMARY_INTERVAL=100ms: must be 1s to 24h0m0s"}},
+		{"reflect budget zero", map[string]string{"UDPPROBE_REFLECT_BUDGET": "0"},
+			[]string{"UDPPROBE_REFLECT_BUDGET=0: must be 1 to 10000000 replies per second"}},
+		{"reflect byte budget too small", map[string]string{"UDPPROBE_REFLECT_BUDGET_BYTES": "1000"},
+			[]string{"UDPPROBE_REFLECT_BUDGET_BYTES=1000: must be 65536 to 17179869184 bytes per second"}},
 		{"reflect rate zero", map[string]string{"UDPPROBE_REFLECT_RATE": "0"},
 			[]string{"UDPPROBE_REFLECT_RATE=0: must be 1 to 1000000"}},
 		{"sender setting", map[string]string{"UDPPROBE_ROUND_TRIP": "true"},

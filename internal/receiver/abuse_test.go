@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -270,5 +271,64 @@ func TestNameConflict(t *testing.T) {
 	if f["sender"] != "alpha" || f["target"] != testTarget || f["datagrams"] != uint64(2) ||
 		fmt.Sprint(f["sessions"]) != "[1 2]" {
 		t.Fatalf("conflict warning %v", f)
+	}
+}
+
+// TestReplaysDoNotKeepASenderAlive: copies of a sender's last datagram,
+// replayed after it stopped, are duplicates: they do not refresh when it
+// was last heard, so the silence alert sees it and the peer expires on
+// time; and a probe sent ten times is answered once.
+func TestReplaysDoNotKeepASenderAlive(t *testing.T) {
+	tt := newTable(t, Options{Reflect: true, ReflectRate: 1000, PeerExpiry: time.Second})
+	for seq := range uint64(5) {
+		tt.handle(probe(t, 1, seq, float64(seq)), at(float64(seq)))
+	}
+	last := tt.sample(t, "last_packet_timestamp_seconds", "alpha")
+	for i := range 50 {
+		tt.handle(probe(t, 1, 4, 4), at(float64(10+i*10)))
+	}
+	if got, dup := tt.sample(t, "last_packet_timestamp_seconds", "alpha"), tt.sample(t, "packets_duplicated_total", "alpha"); got != last || dup != 50 {
+		t.Fatalf("after 50 replays: last packet %v (was %v), %v duplicated; want it unchanged and 50", got, last, dup)
+	}
+	if tt.replies.n != 5 {
+		t.Fatalf("%d replies to 5 probes and 50 replays of one, want 5", tt.replies.n)
+	}
+	tt.Housekeep(at(4 + 1000)) // a second after the last first copy
+	if tt.Len() != 0 {
+		t.Fatalf("the replayed sender is still in the table: %d peers", tt.Len())
+	}
+}
+
+// TestReflectBudget: a hundred invented names, each within its own reply
+// rate, share the budget of all replies: at one instant it answers its
+// burst, a tenth of a second's worth, and holds back the rest, counted per
+// peer as rate-limited; the bytes budget stops large replies the same way.
+func TestReflectBudget(t *testing.T) {
+	tt := newTable(t, Options{Reflect: true, ReflectRate: 1000, ReflectBudget: 500, MaxPeers: 100})
+	for i := range 100 {
+		tt.handle(datagram(t, fmt.Sprintf("invented-%d", i), 1, 0, 0), at(0))
+	}
+	s, err := scrape.Gather(tt.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited, _ := s.Sum("udpprobe_receiver_replies_rate_limited_total")
+	if tt.replies.n != 50 || limited != 50 {
+		t.Fatalf("%d replies and %v held back for 100 names at once under a budget of 500/s, want 50 and 50",
+			tt.replies.n, limited)
+	}
+
+	big := newTable(t, Options{Reflect: true, ReflectRate: 1000, ReflectBudgetBytes: 1 << 20, MaxPeers: 100})
+	for i := range 100 {
+		b := make([]byte, 16<<10)
+		h := wire.Header{Name: fmt.Appendf(nil, "big-%d", i), Target: []byte(testTarget), Session: 1}
+		if err := wire.Encode(b, &h); err != nil {
+			t.Fatal(err)
+		}
+		big.handle(b, at(0))
+	}
+	if want := (1 << 20) / 10 / (16 << 10); big.replies.n != want {
+		t.Fatalf("%d replies of 16 KiB at once under a budget of 1 MiB/s, want %d (a tenth of a second's bytes)",
+			big.replies.n, want)
 	}
 }

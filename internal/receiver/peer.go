@@ -58,13 +58,17 @@ type limiter struct {
 
 // allow takes a token if there is one, after refilling at rate per second
 // up to burst.
-func (l *limiter) allow(now int64, rate, burst float64) bool {
+func (l *limiter) allow(now int64, rate, burst float64) bool { return l.take(now, 1, rate, burst) }
+
+// take takes n tokens if there are as many, after refilling at rate per
+// second up to burst.
+func (l *limiter) take(now int64, n, rate, burst float64) bool {
 	l.tokens = min(burst, l.tokens+float64(now-l.last)*rate/1e9)
 	l.last = now
-	if l.tokens < 1 {
+	if l.tokens < n {
 		return false
 	}
-	l.tokens--
+	l.tokens -= n
 	return true
 }
 
@@ -96,6 +100,12 @@ func (t totals) since(earlier totals) totals {
 	return totals{received: t.received - earlier.received, lost: t.lost - earlier.lost, local: t.local - earlier.local,
 		duplicated: t.duplicated - earlier.duplicated, reordered: t.reordered - earlier.reordered, late: t.late - earlier.late,
 		heldBack: t.heldBack - earlier.heldBack}
+}
+
+// heard notes a first copy from the peer, arriving at the given instant.
+func (p *peer) heard(at Instant) {
+	p.lastSeen = at.Mono
+	p.m.LastPacket.Set(float64(at.Wall) / 1e9)
 }
 
 // streamFor returns the stream of session, starting one (a restart, when the

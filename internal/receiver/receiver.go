@@ -40,6 +40,11 @@ type Options struct {
 	// ReflectRate per second per peer, in bursts of up to a tenth of that.
 	Reflect     bool
 	ReflectRate float64
+	// ReflectBudget and ReflectBudgetBytes bound the replies to all peers
+	// together, per second, in bursts of up to a tenth of that: what the
+	// reflector can be made to send, whatever names and sources probes
+	// come with. Zero: no such bound.
+	ReflectBudget, ReflectBudgetBytes float64
 	// Keys, if any, authenticate datagrams (wire.Auth): the others are
 	// counted as invalid and ignored, and replies are signed.
 	Keys    [][]byte

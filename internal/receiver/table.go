@@ -38,7 +38,9 @@ type Table struct {
 	auth    *wire.Auth // nil: datagrams are not authenticated
 	reply   ReplyFunc  // nil: no replies
 	burst   float64    // reply token bucket depth
-	invalid map[error]invalidCounter
+	// budget and budgetBytes meter the replies to all peers together.
+	budget, budgetBytes limiter
+	invalid             map[error]invalidCounter
 	// peers is written only under mu, and read without it by the calls
 	// above, which are its only writer; exported reads it under mu.
 	mu    sync.RWMutex
@@ -72,14 +74,16 @@ var errReply = errors.New("reply sent to a receiver")
 // with opts.Reflect, reply sends the replies.
 func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 	t := &Table{
-		opts:    opts,
-		log:     opts.Logger,
-		metrics: opts.Metrics,
-		trOpts:  tracker.Options{Timeout: int64(opts.LossTimeout)},
-		burst:   max(1, opts.ReflectRate/10),
-		invalid: make(map[error]invalidCounter, len(reasons)),
-		peers:   make(map[string]*peer),
-		drops:   ledger{timeout: int64(opts.LossTimeout)},
+		opts:        opts,
+		log:         opts.Logger,
+		metrics:     opts.Metrics,
+		trOpts:      tracker.Options{Timeout: int64(opts.LossTimeout)},
+		burst:       max(1, opts.ReflectRate/10),
+		budget:      limiter{tokens: max(1, opts.ReflectBudget/10)},
+		budgetBytes: limiter{tokens: max(wire.MaxSize, opts.ReflectBudgetBytes/10)},
+		invalid:     make(map[error]invalidCounter, len(reasons)),
+		peers:       make(map[string]*peer),
+		drops:       ledger{timeout: int64(opts.LossTimeout)},
 	}
 	if opts.Reflect {
 		t.reply = reply
@@ -139,6 +143,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 	}
 	t.key = peerKey(t.key[:0], h.Name, h.Target)
 	p := t.peers[string(t.key)]
+	var prevSeen int64 // when the peer's previous first copy arrived
 	if p == nil {
 		if h.Goodbye() {
 			return // nothing to close
@@ -148,11 +153,10 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 			t.watch.now.overflow++
 			return
 		}
-		p = t.admit(string(t.key), string(h.Name), string(h.Target))
+		p = t.admit(string(t.key), string(h.Name), string(h.Target), at)
+	} else {
+		prevSeen = p.lastSeen
 	}
-	prevSeen := p.lastSeen
-	p.lastSeen = at.Mono
-	p.m.LastPacket.Set(float64(at.Wall) / 1e9)
 	if h.Goodbye() {
 		if s := p.known(h.Session); s != nil {
 			s.tr.Goodbye(h.Seq, at.Mono)
@@ -179,11 +183,33 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		t.watch.conflict(p, h.Session, p.cur.session)
 	}
 	res := p.observe(s, &h, at)
-	if res.Outcome == tracker.Stray {
+	switch res.Outcome {
+	case tracker.Received, tracker.Reordered:
+		// Only a first copy in time is the sender heard: duplicates and
+		// replays of old datagrams neither keep a dead sender alive nor
+		// get a reply.
+		p.heard(at)
+		t.drops.attribute(p, prevSeen, res.Revealed, at.Mono)
+		t.reflect(p, s, b, key, from, at.Mono, false)
+	case tracker.Stray:
 		t.watch.stray(p)
 	}
-	t.drops.attribute(p, prevSeen, res.Revealed, at.Mono)
-	t.reflect(p, s, b, key, from, at.Mono, false)
+}
+
+// withinBudget takes a reply of size bytes from the budget of all replies,
+// if it allows one now.
+func (t *Table) withinBudget(now int64, size int) bool {
+	packets, bytes := t.opts.ReflectBudget, t.opts.ReflectBudgetBytes
+	if packets > 0 && !t.budget.take(now, 1, packets, max(1, packets/10)) {
+		return false
+	}
+	if bytes > 0 && !t.budgetBytes.take(now, float64(size), bytes, max(wire.MaxSize, bytes/10)) {
+		if packets > 0 {
+			t.budget.tokens++ // the reply is not sent: give its packet back
+		}
+		return false
+	}
+	return true
 }
 
 // SocketDropped takes n datagrams the kernel dropped at the socket before
@@ -206,7 +232,7 @@ func (t *Table) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort
 		// The goodbye's reply carries the final counts the sender needs to
 		// split its last losses: it passes the limit, a few per session.
 		s.goodbyeReplies++
-	} else if !p.limit.allow(now, t.opts.ReflectRate, t.burst) {
+	} else if !p.limit.allow(now, t.opts.ReflectRate, t.burst) || !t.withinBudget(now, len(b)) {
 		p.m.RepliesLimited.Inc()
 		s.withheld++
 		t.watch.withheld(p)
@@ -234,8 +260,9 @@ func peerKey(b, name, target []byte) []byte {
 	return append(b, target...)
 }
 
-func (t *Table) admit(key, name, target string) *peer {
+func (t *Table) admit(key, name, target string, at Instant) *peer {
 	p := &peer{name: name, target: target, m: t.metrics.NewPeer(name, target), limit: limiter{tokens: t.burst}}
+	p.heard(at)
 	t.mu.Lock()
 	t.peers[key] = p
 	t.mu.Unlock()
