@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/udpprobe/udpprobe/internal/config"
@@ -151,6 +152,16 @@ func daemon(ctx context.Context, stderr io.Writer, mode string, common config.Co
 	return serve(ctx, log, reg, webAddr, common.WebConfigFile, mode, run)
 }
 
+// The HTTP server's bounds. A scrape's request is a few hundred bytes; a
+// larger header is answered 431. Connections beyond maxConns wait in the
+// kernel's backlog until one closes (ReadHeaderTimeout closes a slow one),
+// so a crowd of half-open requests costs at most maxConns × maxHeaderBytes
+// of buffers.
+const (
+	maxHeaderBytes = 8 << 10
+	maxConns       = 256
+)
+
 // serve runs the component and the HTTP server until ctx is done or either
 // fails, then shuts both down.
 func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAddr, webConfig, mode string,
@@ -160,9 +171,11 @@ func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAd
 		log.Error("cannot listen on UDPPROBE_WEB_LISTEN_ADDRESS", zap.String("address", webAddr), zap.Error(err))
 		return exitFailure
 	}
+	ln = netutil.LimitListener(ln, maxConns)
 	var ready atomic.Bool
 	srv := &http.Server{
 		Handler:           newMux(reg, mode, &ready),
+		MaxHeaderBytes:    maxHeaderBytes,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
