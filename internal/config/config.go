@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -160,6 +161,9 @@ func LoadReceiver() (*Receiver, error) {
 // values that do not parse, then (if all parsed) values out of range.
 func load(mode string, spec any, validate func() error) error {
 	unknown := checkUnknown(mode)
+	if err := checkSyntax(spec); err != nil {
+		return errors.Join(unknown, err)
+	}
 	if err := envconfig.Process(Prefix, spec); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
@@ -175,6 +179,54 @@ func load(mode string, spec any, validate func() error) error {
 	}
 	return errors.Join(unknown, validate())
 }
+
+// checkSyntax reports every set variable of spec whose value does not
+// parse as its type, not only the first: whole numbers must be decimal
+// (envconfig would read 010 as octal 8 and 0x10 as 16).
+func checkSyntax(spec any) error {
+	var b strings.Builder
+	if err := envconfig.Usagef(Prefix, spec, &b, "{{range .}}{{usage_key .}}\t{{usage_type .}}\n{{end}}"); err != nil {
+		panic(err) // the specs are static; a failure here is a programming error
+	}
+	var errs []error
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		key, typ, _ := strings.Cut(line, "\t")
+		v, ok := os.LookupEnv(key)
+		if !ok {
+			continue
+		}
+		var err error
+		kind := ""
+		switch typ {
+		case "Integer":
+			kind = "whole number"
+			if !decimal.MatchString(v) {
+				err = errors.New("not decimal")
+			}
+		case "Float":
+			kind = "number"
+			_, err = strconv.ParseFloat(v, 64)
+			if err == nil && !decimalFloat.MatchString(v) && v != "NaN" {
+				err = errors.New("not decimal")
+			}
+		case "Duration":
+			kind = "duration such as 3s or 500ms"
+			_, err = time.ParseDuration(v)
+		case "True or False":
+			kind = "true or false"
+			_, err = strconv.ParseBool(v)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: not a valid %s", key, v, kind))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	decimal      = regexp.MustCompile(`^[+-]?(0|[1-9][0-9]*)$`)
+	decimalFloat = regexp.MustCompile(`^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$`)
+)
 
 // keys lists the variables a mode reads.
 func keys(mode string) []string {
@@ -268,9 +320,7 @@ func (c *Sender) Validate() error {
 // Validate reports every out-of-range value.
 func (c *Receiver) Validate() error {
 	errs := c.Common.validate(c.WebListenAddress)
-	if _, err := net.ResolveUDPAddr("udp", c.ListenAddress); err != nil {
-		errs = append(errs, fmt.Errorf("UDPPROBE_LISTEN_ADDRESS=%q: must be [host]:port: %v", c.ListenAddress, err))
-	}
+	errs = append(errs, validateListen("udp", "UDPPROBE_LISTEN_ADDRESS", c.ListenAddress))
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
 	if c.SummaryInterval != 0 {
 		errs = append(errs, inRange("UDPPROBE_SUMMARY_INTERVAL", c.SummaryInterval, time.Second, 24*time.Hour))
@@ -334,8 +384,26 @@ func validateWebConfig(path string) error {
 }
 
 func validateTCPAddr(name, addr string) error {
-	if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
-		return fmt.Errorf("%s=%q: must be [host]:port: %v", name, addr, err)
+	return validateListen("tcp", name, addr)
+}
+
+// validateListen checks an address to listen on: [host]:port, never empty
+// and never without a port (either would bind a random port on every
+// interface).
+func validateListen(network, name, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port == "" {
+		err = errors.New("no port")
+	}
+	if err == nil {
+		if network == "udp" {
+			_, err = net.ResolveUDPAddr(network, addr)
+		} else {
+			_, err = net.ResolveTCPAddr(network, addr)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s=%q: must be [host]:port, such as :6464 or 127.0.0.1:6464: %v", name, addr, err)
 	}
 	return nil
 }

@@ -268,3 +268,33 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Errorf("usage lacks titles or descriptions:\n%s", out)
 	}
 }
+
+// TestValuesParseStrictly: whole numbers are decimal, never octal or hex;
+// empty listen addresses, which would bind a random port everywhere, are
+// refused; and every value that does not parse is named, not only the
+// first.
+func TestValuesParseStrictly(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"octal", map[string]string{"UDPPROBE_MAX_PEERS": "010"}, []string{`UDPPROBE_MAX_PEERS="010": not a valid whole number`}},
+		{"hex", map[string]string{"UDPPROBE_RECEIVE_BUFFER": "0x10"}, []string{`UDPPROBE_RECEIVE_BUFFER="0x10": not a valid whole number`}},
+		{"hex float", map[string]string{"UDPPROBE_REFLECT_RATE": "0x1p10"}, []string{`UDPPROBE_REFLECT_RATE="0x1p10": not a valid number`}},
+		{"empty listen address", map[string]string{"UDPPROBE_LISTEN_ADDRESS": ""}, []string{`UDPPROBE_LISTEN_ADDRESS="": must be [host]:port`}},
+		{"empty web address", map[string]string{"UDPPROBE_WEB_LISTEN_ADDRESS": ""}, []string{`UDPPROBE_WEB_LISTEN_ADDRESS="": must be [host]:port`}},
+		{"no port", map[string]string{"UDPPROBE_LISTEN_ADDRESS": "127.0.0.1:"}, []string{`UDPPROBE_LISTEN_ADDRESS="127.0.0.1:": must be [host]:port`}},
+		{"every bad value", map[string]string{"UDPPROBE_MAX_PEERS": "abc", "UDPPROBE_LOSS_TIMEOUT": "abc", "UDPPROBE_REFLECT": "abc"},
+			[]string{`UDPPROBE_MAX_PEERS="abc"`, `UDPPROBE_LOSS_TIMEOUT="abc"`, `UDPPROBE_REFLECT="abc"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			_, err := LoadReceiver()
+			assertErr(t, err, tc.want)
+		})
+	}
+	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "abc", "UDPPROBE_PAYLOAD_SIZE": "abc"})
+	_, err := LoadSender()
+	assertErr(t, err, []string{`UDPPROBE_RATE="abc"`, `UDPPROBE_PAYLOAD_SIZE="abc"`})
+}
