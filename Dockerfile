@@ -5,9 +5,14 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=dev
+# The version is the build argument VERSION if given, else what git says of
+# the checkout (the build context includes .git for it), else dev.
+ARG VERSION
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/prometheus/common/version.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/prometheus/common/version.Version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)} \
+        -X github.com/prometheus/common/version.Revision=$(git rev-parse HEAD 2>/dev/null) \
+        -X github.com/prometheus/common/version.BuildUser=docker \
+        -X github.com/prometheus/common/version.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)" \
       -o /out/udpprobe ./cmd/udpprobe
 
 FROM scratch

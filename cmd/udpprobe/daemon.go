@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -33,13 +34,32 @@ import (
 
 const shutdownTimeout = 5 * time.Second
 
-func init() {
-	if version.Version == "" {
-		version.Version = "dev" // set with -ldflags by make build
-	}
-}
+func init() { stampVersion() }
 
 func versionString() string { return version.Print("udpprobe") }
+
+// stampVersion fills what the linker flags left empty (`make build` and
+// the image set them all) from what the Go toolchain recorded: the module
+// version of `go install …@version`, and the commit and its time where the
+// build stamped them (-buildvcs); the version is "dev" failing all that.
+func stampVersion() {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if version.Version == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+			version.Version = info.Main.Version
+		}
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision" && version.Revision == "":
+				version.Revision = s.Value
+			case s.Key == "vcs.time" && version.BuildDate == "":
+				version.BuildDate = s.Value
+			}
+		}
+	}
+	if version.Version == "" {
+		version.Version = "dev"
+	}
+}
 
 func printHelp(w io.Writer) int {
 	fmt.Fprint(w, usageText)

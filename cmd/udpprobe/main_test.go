@@ -215,3 +215,20 @@ func TestBindFailureExits1(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestBuildsStampVersion: `make build` and the image set every field
+// `udpprobe version` and udpprobe_build_info show, so neither says dev or
+// leaves the build user and date empty.
+func TestBuildsStampVersion(t *testing.T) {
+	for _, f := range []string{"../../Makefile", "../../Dockerfile"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, field := range []string{"Version", "Revision", "BuildUser", "BuildDate"} {
+			if !bytes.Contains(b, []byte("version."+field+"=")) && !bytes.Contains(b, []byte("$(VPKG)."+field+"=")) {
+				t.Errorf("%s does not set version.%s", f, field)
+			}
+		}
+	}
+}
