@@ -226,7 +226,16 @@ func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAd
 		ready.Store(false)
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+			// Connections that never sent a request count as busy for a
+			// while; a stop was asked for, so close them rather than fail.
+			log.Warn("closing the HTTP connections still open after the shutdown timeout",
+				zap.Duration("shutdown_timeout", shutdownTimeout))
+			return srv.Close()
+		} else if err != nil {
+			return err
+		}
+		return nil
 	})
 	if err := g.Wait(); err != nil {
 		log.Error("stopped on error", zap.Error(err))

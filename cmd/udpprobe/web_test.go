@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +136,39 @@ func TestWebConfig(t *testing.T) {
 			m, perr := scrape.Parse(strings.NewReader(body))
 			if peers, ok := m.Value("udpprobe_receiver_peers"); code != http.StatusOK || perr != nil || !ok || peers != 0 {
 				t.Errorf("GET %s with the credentials: %d, %v, %v; want the metrics with 0 peers", url, code, err, perr)
+			}
+			// Unauthenticated clients scraping in a loop never take one of
+			// the scrape slots: every authenticated scrape meanwhile answers.
+			stop := make(chan struct{})
+			var crowd sync.WaitGroup
+			var refused atomic.Int64
+			for range 32 {
+				crowd.Go(func() {
+					for i := 0; i < 2000; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if code, _, _ := fetch(trusting, url, "", ""); code == http.StatusUnauthorized {
+							refused.Add(1)
+						}
+					}
+				})
+			}
+			for deadline := time.Now().Add(10 * time.Second); refused.Load() < 200 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			for i := range 20 {
+				if code, _, err := fetch(trusting, url, "prometheus", "s3cret"); code != http.StatusOK {
+					t.Errorf("scrape %d beside 32 unauthenticated clients: %d, %v; want 200", i, code, err)
+				}
+			}
+			close(stop)
+			crowd.Wait()
+			trusting.CloseIdleConnections()
+			if n := refused.Load(); n < 200 {
+				t.Errorf("the crowd was refused %d times, want 200 at least: it did not load the server", n)
 			}
 			if tc.scheme == "https" {
 				code, _, err := fetch(http.DefaultClient, "http://"+web+"/metrics", "prometheus", "s3cret")
