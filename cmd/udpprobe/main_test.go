@@ -69,7 +69,7 @@ func TestBadConfigurationExits2(t *testing.T) {
 	if code != exitUsage {
 		t.Fatalf("exit %d, want %d", code, exitUsage)
 	}
-	for _, want := range []string{"UDPPROBE_LOSS_TIMOUT is not a udpprobe setting", "UDPPROBE_MAX_PEERS=0: must be 1 to 100000"} {
+	for _, want := range []string{"UDPPROBE_LOSS_TIMOUT is not a udpprobe setting", "UDPPROBE_MAX_PEERS=0: must be 1 to 2000"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr %q lacks %q", stderr, want)
 		}

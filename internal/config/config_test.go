@@ -215,7 +215,7 @@ func TestBadReceiver(t *testing.T) {
 			[]string{"UDPPROBE_REFLECT_RATE=0: must be 1 to 1000000"}},
 		{"sender setting", map[string]string{"UDPPROBE_ROUND_TRIP": "true"},
 			[]string{"UDPPROBE_ROUND_TRIP is a sender setting; the receiver does not read it"}},
-		{"max peers zero", map[string]string{"UDPPROBE_MAX_PEERS": "0"}, []string{"UDPPROBE_MAX_PEERS=0: must be 1 to 100000"}},
+		{"max peers zero", map[string]string{"UDPPROBE_MAX_PEERS": "0"}, []string{"UDPPROBE_MAX_PEERS=0: must be 1 to 2000"}},
 		{"expiry within loss timeout", map[string]string{"UDPPROBE_PEER_EXPIRY": "2s"},
 			[]string{"UDPPROBE_PEER_EXPIRY=2s: must be longer than UDPPROBE_LOSS_TIMEOUT (3s)"}},
 		{"negative buffer", map[string]string{"UDPPROBE_RECEIVE_BUFFER": "-1"}, []string{"UDPPROBE_RECEIVE_BUFFER=-1"}},

@@ -2,10 +2,13 @@ package receiver
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/testkit/heaptest"
@@ -90,4 +93,25 @@ func BenchmarkPeerState(b *testing.B) {
 		runtime.KeepAlive(r)
 	}
 	b.ReportMetric(float64(total)/float64(b.N*n), "B/peer")
+}
+
+// BenchmarkScrape is one scrape of a receiver with the given number of
+// peers, as Prometheus's text format: its time and memory bound what
+// UDPPROBE_MAX_PEERS can serve (docs/hardening.md).
+func BenchmarkScrape(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			tt := newQuietTable(b, Options{MaxPeers: n})
+			admitPeers(b, tt, "p", n)
+			h := promhttp.HandlerFor(tt.reg, promhttp.HandlerOpts{})
+			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+			var size int
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				size = w.Body.Len()
+			}
+			b.ReportMetric(float64(size)/(1<<20), "MiB/scrape")
+		})
+	}
 }
