@@ -84,9 +84,11 @@ check-lab:
 	@$(call tool,ansible-lint,ansible-lint --offline deploy/ansible/site.yml)
 
 $(PROMTOOL):
+	@echo 'Building promtool $(PROMETHEUS_MODULE) from source, once; it is cached in $(TOOLS)' >&2
 	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_MODULE)
 
 $(PROMETHEUS):
+	@echo 'Building Prometheus $(PROMETHEUS_MODULE) from source, once: several minutes on 2 cores; it is cached in $(TOOLS)' >&2
 	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_MODULE)
 
 $(AMTOOL):
