@@ -332,3 +332,34 @@ func TestReflectBudget(t *testing.T) {
 			big.replies.n, want)
 	}
 }
+
+// TestReplayedOldSession: a replayed datagram of a session gone by (sent
+// before the current session's datagrams) is a stray: it does not restart
+// the peer, and jitter and IPDV go on following the live session.
+func TestReplayedOldSession(t *testing.T) {
+	tt := newTable(t, Options{})
+	// Sessions 1, 2 and 3 in turn, 10 datagrams each, 1 ms apart; then a
+	// copy of session 1's last datagram.
+	ms := 0.0
+	for session := uint64(1); session <= 3; session++ {
+		for seq := range uint64(10) {
+			tt.handle(probe(t, session, seq, ms), at(ms+float64(seq%2)*0.1))
+			ms++
+		}
+	}
+	ipdv := tt.sample(t, "ipdv_seconds_count", "alpha")
+	tt.handle(probe(t, 1, 9, 9), at(ms))
+	if r, s := tt.sample(t, "peer_restarts_total", "alpha"), tt.sample(t, "packets_stray_total", "alpha"); r != 2 || s != 1 {
+		t.Fatalf("after the replay: %v restarts, %v strays; want 2 and 1", r, s)
+	}
+	for seq := uint64(10); seq < 20; seq++ {
+		tt.handle(probe(t, 3, seq, ms), at(ms+float64(seq%2)*0.1))
+		ms++
+	}
+	if got := tt.sample(t, "ipdv_seconds_count", "alpha"); got != ipdv+10 {
+		t.Fatalf("IPDV samples %v after 10 more in order, want %v: the live session stopped counting", got, ipdv+10)
+	}
+	if j := tt.sample(t, "jitter_seconds", "alpha"); j == 0 {
+		t.Fatal("jitter 0: the live session is no longer the current one")
+	}
+}

@@ -20,6 +20,9 @@ type stream struct {
 	withheld uint64
 	// goodbyeReplies is how many goodbyes the limiter let pass unmetered.
 	goodbyeReplies int
+	// sentUpTo is the latest send time (the sender's wall clock, ns) of
+	// the session's first copies.
+	sentUpTo int64
 }
 
 // maxGoodbyeReplies bounds the goodbye replies a session gets past the
@@ -130,6 +133,13 @@ func (p *peer) streamFor(session uint64, opts tracker.Options) (s *stream, resta
 	return p.cur, restarted
 }
 
+// stale reports whether a datagram of a session the peer does not know was
+// sent before the current session's latest: a replay of a session gone by,
+// which must never displace the live one.
+func (p *peer) stale(h *wire.Header) bool {
+	return p.cur != nil && p.known(h.Session) == nil && h.SendTime < p.cur.sentUpTo
+}
+
 // known returns the stream of session, if the peer has one.
 func (p *peer) known(session uint64) *stream {
 	for _, s := range []*stream{p.cur, p.prev} {
@@ -149,6 +159,7 @@ func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
 	switch r.Outcome {
 	case tracker.Received, tracker.Reordered:
 		p.m.Received.Inc()
+		s.sentUpTo = max(s.sentUpTo, h.SendTime)
 		if d := at.Wall - h.SendTime; d >= 0 {
 			p.m.OneWayDelay.Observe(float64(d) / 1e9)
 		} else {

@@ -168,6 +168,11 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		}
 		return
 	}
+	if p.stale(&h) {
+		p.m.Stray.Inc()
+		t.watch.stray(p)
+		return
+	}
 	s, restarted := p.streamFor(h.Session, t.trOpts)
 	if restarted {
 		p.began = at.Mono
