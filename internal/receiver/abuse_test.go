@@ -363,3 +363,23 @@ func TestReplayedOldSession(t *testing.T) {
 		t.Fatal("jitter 0: the live session is no longer the current one")
 	}
 }
+
+// TestReplayAfterRestart: a receiver that restarted meets a live session
+// at sequence number 65,000; a replay of the session's datagram 0 (sent 65
+// seconds earlier, by the sender's clock) arrives within the waiting time.
+// It is late: it does not extend the stream down to 0, which would declare
+// 64,999 lost. A datagram sent just before the first, arriving after it,
+// still extends the stream as reordered.
+func TestReplayAfterRestart(t *testing.T) {
+	tt := newTable(t, Options{}) // a 100 ms waiting time
+	const first = 65000
+	tt.handle(probe(t, 1, first, first), at(0)) // sent at 65 s on its clock
+	tt.handle(probe(t, 1, first-1, first-1), at(1))
+	tt.handle(probe(t, 1, 0, 0), at(2)) // the replay
+	tt.handle(probe(t, 1, first+1, first+1), at(3))
+	tt.Housekeep(at(1000))
+	got := exported(t, tt.observed, "alpha")
+	if got != (streamCounts{received: 3, reordered: 1, late: 1}) {
+		t.Fatalf("counted %+v, want 3 received (one reordered), 1 late, nothing lost", got)
+	}
+}

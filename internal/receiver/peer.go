@@ -23,6 +23,19 @@ type stream struct {
 	// sentUpTo is the latest send time (the sender's wall clock, ns) of
 	// the session's first copies.
 	sentUpTo int64
+	// The stream's first datagram: its sequence number and send clock.
+	begun               bool
+	firstSeq, firstSent int64
+}
+
+// tooOld reports whether h, below the stream's first datagram, was sent
+// more than the waiting time (ns) before it. Then it arrived later than
+// the waiting time after it was sent, whatever the path's delay, since the
+// first arrived after it was sent: it is late, not a reason to extend the
+// stream downwards (a replayed datagram after a receiver restart would
+// otherwise declare everything between it and the first lost).
+func (s *stream) tooOld(h *wire.Header, timeout int64) bool {
+	return s.begun && int64(h.Seq) < s.firstSeq && s.firstSent-h.SendClock > timeout
 }
 
 // maxGoodbyeReplies bounds the goodbye replies a session gets past the

@@ -180,6 +180,12 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		t.log.Info("sender restarted: a new session began", zap.String("sender", p.name), zap.String("target", p.target),
 			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
 	}
+	if !s.begun {
+		s.begun, s.firstSeq, s.firstSent = true, int64(h.Seq), h.SendClock
+	} else if s.tooOld(&h, t.trOpts.Timeout) {
+		p.m.Late.Inc()
+		return
+	}
 	if s == p.prev && at.Mono-p.began > t.trOpts.Timeout {
 		// A restarted sender's old session only drains: its datagrams were
 		// in flight when the new one began. One that goes on sending past
