@@ -77,7 +77,7 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.Reordered }},
 	{"packets_late_total", "Datagrams that arrived after they had been declared lost; they stay counted as lost.", nil,
 		func(p *ReceiverPeer) any { return &p.Late }},
-	{"packets_stray_total", "Datagrams whose sequence number was more than 2^31 from the session's highest and that the next datagram did not follow: not counted otherwise (RFC 3550 A.1).", nil,
+	{"packets_stray_total", "Datagrams implausibly far from their session's highest sequence number (more than 2^31, or ahead of what the stream's rate allows), or of a session gone by, that the next datagram did not follow: not counted otherwise (RFC 3550 A.1).", nil,
 		func(p *ReceiverPeer) any { return &p.Stray }},
 	{"packets_dropped_locally_total", "Missing sequence numbers attributed to this host's socket drops rather than the network; not in packets_lost_total.", nil,
 		func(p *ReceiverPeer) any { return &p.DroppedLocally }},

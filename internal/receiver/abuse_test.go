@@ -383,3 +383,25 @@ func TestReplayAfterRestart(t *testing.T) {
 		t.Fatalf("counted %+v, want 3 received (one reordered), 1 late, nothing lost", got)
 	}
 }
+
+// TestForgedJumpAhead: in a live stream of 1,000 datagrams a second, one
+// forged datagram 2^31 − 2 ahead, and one forged goodbye announcing 2^31
+// more, are implausible for the stream's rate: the datagram is a stray, the
+// goodbye ignored, and the real stream is counted exactly: nothing lost,
+// nothing late.
+func TestForgedJumpAhead(t *testing.T) {
+	tt := newTable(t, Options{})
+	c := &script{tt: tt}
+	for seq := range uint64(100) {
+		c.send(t, time.Millisecond, seq)
+	}
+	c.send(t, time.Millisecond, 99+(1<<31)-2) // forged
+	c.tt.handle(datagram(t, "real", 1, 100+(1<<31), wire.FlagGoodbye), c.at())
+	for seq := uint64(100); seq < 200; seq++ {
+		c.send(t, time.Millisecond, seq)
+	}
+	c.settle()
+	if got := exported(t, tt.observed, "real"); got != (streamCounts{received: 200, stray: 1}) {
+		t.Fatalf("counted %+v, want 200 received, 1 stray and nothing else", got)
+	}
+}

@@ -126,14 +126,16 @@ func (t *Tracker) expireFront() {
 
 // Goodbye records that the sender ended the session after sending last.
 // Numbers after the highest seen up to last are lost unless they arrive
-// within the waiting time; then the stream is settled.
+// within the waiting time; then the stream is settled. A goodbye
+// announcing an implausible jump ahead (see plausible) is ignored: it can
+// only be forged.
 func (t *Tracker) Goodbye(last uint64, now int64) {
-	if !t.started || t.closing {
+	if !t.started || t.closing || last >= t.head && !t.plausible(last+1-t.head, now) {
 		return
 	}
 	t.closing = true
 	t.last = t.head - 1
-	if last > t.last && last-t.last <= t.resyncJump {
+	if last > t.last {
 		t.last = last
 	}
 	t.closeAt = now + t.timeout

@@ -110,6 +110,7 @@ type Tracker struct {
 	head            uint64 // highest sequence number seen + 1
 	tail            uint64 // [first, tail) is settled
 	firstArrival    int64
+	headAt          int64 // arrival of the datagram that set head
 	arrivals        uint64 // first copies received in this segment: RFC 4737 positions
 	lossRun         uint64 // lost numbers ending at tail-1 whose run is still open
 	earlierExpected uint64 // Expected of earlier segments
@@ -178,7 +179,7 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 	}
 	switch {
 	case seq >= t.head:
-		if seq-t.head >= t.resyncJump {
+		if !t.plausible(seq-t.head, now) {
 			return t.jump(seq, now)
 		}
 		revealed := t.advance(seq, now)
@@ -208,6 +209,27 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 		return t.receive(Reordered, t.arrivals) // revealed by the segment's first datagram
 	}
 	return t.late()
+}
+
+// minJump is the jump ahead always plausible: below it, a forged number
+// costs at most that many losses; above it, the stream's own rate decides.
+const minJump = 1024
+
+// plausible reports whether the sender can have sent jump numbers past
+// the highest by now: at most a resync jump, and, once the stream's rate
+// is known, at most twice what it sends at that rate over the silence
+// since the highest number arrived and a waiting time more (RFC 3550 A.1's
+// MAX_DROPOUT, scaled to the stream). A jump beyond it is held as a stray
+// until the next number confirms it.
+func (t *Tracker) plausible(jump uint64, now int64) bool {
+	if jump >= t.resyncJump {
+		return false
+	}
+	span, elapsed := t.head-1-t.first, t.headAt-t.firstArrival
+	if jump < minJump || span < 16 || elapsed <= 0 {
+		return true // not far, or the rate is not known yet
+	}
+	return float64(jump) <= 2*float64(span)*float64(now-t.headAt+t.timeout)/float64(elapsed)
 }
 
 // jump takes a datagram an implausible distance from the stream, ahead or
@@ -248,6 +270,7 @@ func (t *Tracker) start(seq uint64, now int64) {
 	t.started = true
 	t.low, t.first, t.tail, t.head = seq, seq, seq+1, seq+1
 	t.firstArrival = now
+	t.headAt = now
 	t.arrivals = 0
 	t.lossRun = 0
 	t.preOpen = false
@@ -291,6 +314,7 @@ func (t *Tracker) advance(seq uint64, now int64) (revealed uint64) {
 	}
 	t.set(seq)
 	t.head = newHead
+	t.headAt = now
 	if t.gaps.len() == 0 {
 		t.settleTo(t.head)
 	}

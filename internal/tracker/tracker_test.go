@@ -525,3 +525,27 @@ func TestRevealed(t *testing.T) {
 		}
 	}
 }
+
+// TestPlausibleJump: a jump ahead beyond what the stream's rate makes
+// plausible is a stray until the next number confirms it; a real outage,
+// as long as the silence before it, is loss.
+func TestPlausibleJump(t *testing.T) {
+	const ms = int64(1e6)
+	tr := New(Options{Timeout: 100 * ms})
+	for seq := range uint64(100) { // 1,000 a second
+		tr.Observe(seq, int64(seq)*ms)
+	}
+	// 10,000 ahead 1 ms later: at most 2 × 99/99 ms × 101 ms ≈ 202 are plausible.
+	if r := tr.Observe(10099, 100*ms); r.Outcome != Stray {
+		t.Fatalf("a jump of 10,000 after 1 ms: %v, want stray", r.Outcome)
+	}
+	// Silent for 10 s, then 10,000 ahead: the sender sent them (the stray
+	// among them); they are lost.
+	if r := tr.Observe(10100, 10100*ms); r.Outcome != Received || r.Revealed != 10000 {
+		t.Fatalf("a jump of 10,000 after 10 s: %+v, want received revealing 10,000", r)
+	}
+	tr.Settle()
+	if c := tr.Counts(); c.Lost != 10000 || c.Stray != 1 || c.Received != 101 {
+		t.Fatalf("counts %+v, want 10,000 lost, 1 stray, 101 received", c)
+	}
+}
