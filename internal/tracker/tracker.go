@@ -110,7 +110,7 @@ type Tracker struct {
 	head            uint64 // highest sequence number seen + 1
 	tail            uint64 // [first, tail) is settled
 	firstArrival    int64
-	headAt          int64 // arrival of the datagram that set head
+	headAt          int64  // arrival of the datagram that set head
 	arrivals        uint64 // first copies received in this segment: RFC 4737 positions
 	lossRun         uint64 // lost numbers ending at tail-1 whose run is still open
 	earlierExpected uint64 // Expected of earlier segments
