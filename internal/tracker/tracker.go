@@ -225,9 +225,12 @@ func (t *Tracker) plausible(jump uint64, now int64) bool {
 	if jump >= t.resyncJump {
 		return false
 	}
+	if jump < minJump {
+		return true // not far
+	}
 	span, elapsed := t.head-1-t.first, t.headAt-t.firstArrival
-	if jump < minJump || span < 16 || elapsed <= 0 {
-		return true // not far, or the rate is not known yet
+	if span < 16 || elapsed <= 0 {
+		return true // the rate is not known yet
 	}
 	return float64(jump) <= 2*float64(span)*float64(now-t.headAt+t.timeout)/float64(elapsed)
 }
