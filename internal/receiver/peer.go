@@ -24,7 +24,6 @@ type stream struct {
 	// the session's first copies.
 	sentUpTo int64
 	// The stream's first datagram: its sequence number and send clock.
-	begun               bool
 	firstSeq, firstSent int64
 }
 
@@ -35,7 +34,7 @@ type stream struct {
 // stream downwards (a replayed datagram after a receiver restart would
 // otherwise declare everything between it and the first lost).
 func (s *stream) tooOld(h *wire.Header, timeout int64) bool {
-	return s.begun && int64(h.Seq) < s.firstSeq && s.firstSent-h.SendClock > timeout
+	return int64(h.Seq) < s.firstSeq && s.firstSent-h.SendClock > timeout
 }
 
 // maxGoodbyeReplies bounds the goodbye replies a session gets past the
@@ -124,10 +123,10 @@ func (p *peer) heard(at Instant) {
 	p.m.LastPacket.Set(float64(at.Wall) / 1e9)
 }
 
-// streamFor returns the stream of session, starting one (a restart, when the
-// peer already had one) if the session is new.
-func (p *peer) streamFor(session uint64, opts tracker.Options) (s *stream, restarted bool) {
-	if s := p.known(session); s != nil {
+// streamFor returns the stream of h's session, starting one with h (a
+// restart, when the peer already had one) if the session is new.
+func (p *peer) streamFor(h *wire.Header, opts tracker.Options) (s *stream, restarted bool) {
+	if s := p.known(h.Session); s != nil {
 		return s, false
 	}
 	var tr *tracker.Tracker
@@ -140,7 +139,7 @@ func (p *peer) streamFor(session uint64, opts tracker.Options) (s *stream, resta
 		tr = tracker.New(opts)
 	}
 	restarted = p.cur != nil
-	p.prev, p.cur = p.cur, &stream{session: session, tr: tr}
+	p.prev, p.cur = p.cur, &stream{session: h.Session, tr: tr, firstSeq: int64(h.Seq), firstSent: h.SendClock}
 	p.m.Jitter.Set(0)
 	p.m.SessionEnded.Set(0)
 	return p.cur, restarted

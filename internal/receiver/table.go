@@ -173,16 +173,14 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		t.watch.stray(p)
 		return
 	}
-	s, restarted := p.streamFor(h.Session, t.trOpts)
+	s, restarted := p.streamFor(&h, t.trOpts)
 	if restarted {
 		p.began = at.Mono
 		p.m.Restarts.Inc()
 		t.log.Info("sender restarted: a new session began", zap.String("sender", p.name), zap.String("target", p.target),
 			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
 	}
-	if !s.begun {
-		s.begun, s.firstSeq, s.firstSent = true, int64(h.Seq), h.SendClock
-	} else if s.tooOld(&h, t.trOpts.Timeout) {
+	if s.tooOld(&h, t.trOpts.Timeout) {
 		p.m.Late.Inc()
 		return
 	}
