@@ -145,6 +145,16 @@ func (p *peer) streamFor(h *wire.Header, opts tracker.Options) (s *stream, resta
 	return p.cur, restarted
 }
 
+// sendRate is the rate the sender sends the stream at, datagrams per
+// second, by its own clock from the stream's first datagram to h, a data
+// datagram; 0 until it can tell, and for a goodbye.
+func (s *stream) sendRate(h *wire.Header) float64 {
+	if h.Goodbye() || h.SendClock <= s.firstSent || int64(h.Seq) <= s.firstSeq {
+		return 0
+	}
+	return float64(int64(h.Seq)-s.firstSeq) * 1e9 / float64(h.SendClock-s.firstSent)
+}
+
 // stale reports whether a datagram of a session the peer does not know was
 // sent before the current session's latest: a replay of a session gone by,
 // which must never displace the live one.

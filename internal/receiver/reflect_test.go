@@ -220,6 +220,14 @@ func TestReflectRateLimited(t *testing.T) {
 	if limited := tt.sample(t, "replies_rate_limited_total", "alpha"); limited != 5 {
 		t.Fatalf("limited %v, want 5: the fourth goodbye's reply is metered", limited)
 	}
+	// One warning names both rates: the limit and the sender's, 1,000 a
+	// second by its clock.
+	tt.Housekeep(at(200))
+	lines := tt.logs.FilterMessageSnippet("held back under the reflect rate limit").All()
+	if len(lines) != 1 || lines[0].ContextMap()["reflect_rate"] != 10.0 || lines[0].ContextMap()["last_sender_rate"] != 1000.0 ||
+		lines[0].ContextMap()["withheld"] != uint64(5) {
+		t.Fatalf("warnings: %v", lines)
+	}
 }
 
 // TestReflectAllocatesNothing: the receive path with timing and a reply

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"math"
 	"net/netip"
 	"sort"
 	"time"
@@ -47,6 +48,7 @@ type watch struct {
 	lastStray           [2]string
 	lastConflict        conflict
 	lastWithheld        [2]string // the sender and target of the latest reply held back
+	lastWithheldRate    float64   // and the rate that sender sends at
 }
 
 // conflict is a name two live senders share: the sender and target, and
@@ -60,9 +62,12 @@ type problems struct {
 	socketDrops, overflow, replyErrors, unauthenticated, stray, conflicts, withheld uint64
 }
 
-func (w *watch) withheld(p *peer) {
+func (w *watch) withheld(p *peer, rate float64) {
 	w.now.withheld++
 	w.lastWithheld = [2]string{p.name, p.target}
+	if rate > 0 {
+		w.lastWithheldRate = rate
+	}
 }
 
 func (w *watch) conflict(p *peer, old, cur uint64) {
@@ -127,7 +132,8 @@ func (t *Table) warn() bool {
 	if d := now.withheld - w.warned.withheld; d > 0 {
 		t.log.Warn("replies were held back under the reflect rate limit: a sender sends faster than the limit allows; "+
 			"senders count them as withheld, not as loss, and measure no round trip for them: raise the limit above the senders' rates",
-			zap.Float64("reflect_rate", t.opts.ReflectRate), zap.Uint64("withheld", d),
+			zap.Float64("reflect_rate", t.opts.ReflectRate), zap.Float64("last_sender_rate", math.Round(w.lastWithheldRate)),
+			zap.Uint64("withheld", d),
 			zap.String("last_sender", w.lastWithheld[0]), zap.String("last_target", w.lastWithheld[1]))
 		logged = true
 	}

@@ -164,7 +164,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 			if s == p.cur {
 				p.m.SessionEnded.Set(1)
 			}
-			t.reflect(p, s, b, key, from, at.Mono, true)
+			t.reflect(p, s, &h, b, key, from, at.Mono)
 		}
 		return
 	}
@@ -199,7 +199,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		// get a reply.
 		p.heard(at)
 		t.drops.attribute(p, prevSeen, res.Revealed, at.Mono)
-		t.reflect(p, s, b, key, from, at.Mono, false)
+		t.reflect(p, s, &h, b, key, from, at.Mono)
 	case tracker.Stray:
 		t.watch.stray(p)
 	}
@@ -233,18 +233,18 @@ func (t *Table) SocketDropped(n uint64, mono int64) {
 // carrying the stream's received and withheld counts, if the table replies
 // and the peer's rate allows (a goodbye's, up to three a session, always),
 // signed under the key that authenticated b. b is rewritten in place.
-func (t *Table) reflect(p *peer, s *stream, b []byte, key int, to netip.AddrPort, now int64, goodbye bool) {
+func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, to netip.AddrPort, now int64) {
 	if t.reply == nil {
 		return
 	}
-	if goodbye && s.goodbyeReplies < maxGoodbyeReplies {
+	if h.Goodbye() && s.goodbyeReplies < maxGoodbyeReplies {
 		// The goodbye's reply carries the final counts the sender needs to
 		// split its last losses: it passes the limit, a few per session.
 		s.goodbyeReplies++
 	} else if !p.limit.allow(now, t.opts.ReflectRate, t.burst) || !t.withinBudget(now, len(b)) {
 		p.m.RepliesLimited.Inc()
 		s.withheld++
-		t.watch.withheld(p)
+		t.watch.withheld(p, s.sendRate(h))
 		return
 	}
 	wire.MakeReply(b, s.tr.Counts().Received, s.withheld)
