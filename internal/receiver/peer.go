@@ -65,20 +65,25 @@ type peer struct {
 	creditUntil int64
 }
 
-// limiter is a token bucket for a peer's replies.
+// bucket is the shape of a token bucket: it refills at rate tokens a
+// second up to depth, a tenth of a second's worth.
+type bucket struct{ rate, depth float64 }
+
+// newBucket shapes a bucket for rate, at least least deep.
+func newBucket(rate, least float64) bucket { return bucket{rate: rate, depth: max(least, rate/10)} }
+
+// full is a limiter of the bucket's shape with every token in it.
+func (b bucket) full() limiter { return limiter{tokens: b.depth} }
+
+// limiter is a token bucket's tokens: a peer's replies, or all of them.
 type limiter struct {
 	tokens float64
 	last   int64 // monotonic ns of the last refill
 }
 
-// allow takes a token if there is one, after refilling at rate per second
-// up to burst.
-func (l *limiter) allow(now int64, rate, burst float64) bool { return l.take(now, 1, rate, burst) }
-
-// take takes n tokens if there are as many, after refilling at rate per
-// second up to burst.
-func (l *limiter) take(now int64, n, rate, burst float64) bool {
-	l.tokens = min(burst, l.tokens+float64(now-l.last)*rate/1e9)
+// take takes n tokens, if there are as many after refilling at b's shape.
+func (l *limiter) take(now int64, n float64, b bucket) bool {
+	l.tokens = min(b.depth, l.tokens+float64(now-l.last)*b.rate/1e9)
 	l.last = now
 	if l.tokens < n {
 		return false

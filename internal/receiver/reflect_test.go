@@ -177,11 +177,12 @@ func TestReplyErrors(t *testing.T) {
 
 // TestLimiter: a token bucket at 10 per second with a burst of 2.
 func TestLimiter(t *testing.T) {
-	l := limiter{tokens: 2}
+	b := bucket{rate: 10, depth: 2}
+	l := b.full()
 	ms := func(n int64) int64 { return n * int64(time.Millisecond) }
 	var got []bool
 	for _, at := range []int64{0, 0, 0, 50, 100, 100, 400, 400, 400} {
-		got = append(got, l.allow(ms(at), 10, 2))
+		got = append(got, l.take(ms(at), 1, b))
 	}
 	want := []bool{true, true, false, false, true, false, true, true, false}
 	for i := range want {

@@ -37,10 +37,11 @@ type Table struct {
 	trOpts  tracker.Options
 	auth    *wire.Auth // nil: datagrams are not authenticated
 	reply   ReplyFunc  // nil: no replies
-	burst   float64    // reply token bucket depth
-	// budget and budgetBytes meter the replies to all peers together.
-	budget, budgetBytes limiter
-	invalid             map[error]invalidCounter
+	// The reply buckets' shapes: each peer's, and the budgets of all
+	// replies together (a zero rate: no budget), with the budgets' tokens.
+	replies, packets, bytes bucket
+	budget, budgetBytes     limiter
+	invalid                 map[error]invalidCounter
 	// peers is written only under mu, and read without it by the calls
 	// above, which are its only writer; exported reads it under mu.
 	mu    sync.RWMutex
@@ -74,20 +75,21 @@ var errReply = errors.New("reply sent to a receiver")
 // with opts.Reflect, reply sends the replies.
 func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 	t := &Table{
-		opts:        opts,
-		log:         opts.Logger,
-		metrics:     opts.Metrics,
-		trOpts:      tracker.Options{Timeout: int64(opts.LossTimeout)},
-		burst:       max(1, opts.ReflectRate/10),
-		budget:      limiter{tokens: max(1, opts.ReflectBudget/10)},
-		budgetBytes: limiter{tokens: max(wire.MaxSize, opts.ReflectBudgetBytes/10)},
-		invalid:     make(map[error]invalidCounter, len(reasons)),
-		peers:       make(map[string]*peer),
-		drops:       ledger{timeout: int64(opts.LossTimeout)},
+		opts:    opts,
+		log:     opts.Logger,
+		metrics: opts.Metrics,
+		trOpts:  tracker.Options{Timeout: int64(opts.LossTimeout)},
+		replies: newBucket(opts.ReflectRate, 1),
+		packets: newBucket(opts.ReflectBudget, 1),
+		bytes:   newBucket(opts.ReflectBudgetBytes, wire.MaxSize),
+		invalid: make(map[error]invalidCounter, len(reasons)),
+		peers:   make(map[string]*peer),
+		drops:   ledger{timeout: int64(opts.LossTimeout)},
 	}
 	if opts.Reflect {
 		t.reply = reply
 	}
+	t.budget, t.budgetBytes = t.packets.full(), t.bytes.full()
 	for err, reason := range reasons {
 		t.invalid[err] = t.metrics.Invalid.WithLabelValues(reason)
 	}
@@ -208,12 +210,11 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 // withinBudget takes a reply of size bytes from the budget of all replies,
 // if it allows one now.
 func (t *Table) withinBudget(now int64, size int) bool {
-	packets, bytes := t.opts.ReflectBudget, t.opts.ReflectBudgetBytes
-	if packets > 0 && !t.budget.take(now, 1, packets, max(1, packets/10)) {
+	if t.packets.rate > 0 && !t.budget.take(now, 1, t.packets) {
 		return false
 	}
-	if bytes > 0 && !t.budgetBytes.take(now, float64(size), bytes, max(wire.MaxSize, bytes/10)) {
-		if packets > 0 {
+	if t.bytes.rate > 0 && !t.budgetBytes.take(now, float64(size), t.bytes) {
+		if t.packets.rate > 0 {
 			t.budget.tokens++ // the reply is not sent: give its packet back
 		}
 		return false
@@ -241,7 +242,7 @@ func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, t
 		// The goodbye's reply carries the final counts the sender needs to
 		// split its last losses: it passes the limit, a few per session.
 		s.goodbyeReplies++
-	} else if !p.limit.allow(now, t.opts.ReflectRate, t.burst) || !t.withinBudget(now, len(b)) {
+	} else if !p.limit.take(now, 1, t.replies) || !t.withinBudget(now, len(b)) {
 		p.m.RepliesLimited.Inc()
 		s.withheld++
 		t.watch.withheld(p, s.sendRate(h))
@@ -270,7 +271,7 @@ func peerKey(b, name, target []byte) []byte {
 }
 
 func (t *Table) admit(key, name, target string, at Instant) *peer {
-	p := &peer{name: name, target: target, m: t.metrics.NewPeer(name, target), limit: limiter{tokens: t.burst}}
+	p := &peer{name: name, target: target, m: t.metrics.NewPeer(name, target), limit: t.replies.full()}
 	p.heard(at)
 	t.mu.Lock()
 	t.peers[key] = p
