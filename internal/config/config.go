@@ -171,17 +171,7 @@ func load(mode string, spec any, validate func() error) error {
 		return errors.Join(unknown, err)
 	}
 	if err := envconfig.Process(Prefix, spec); err != nil {
-		var pe *envconfig.ParseError
-		if errors.As(err, &pe) {
-			kind := map[string]string{
-				"time.Duration": "duration such as 3s or 500ms", "float64": "number", "int": "whole number",
-			}[pe.TypeName]
-			if kind == "" {
-				kind = pe.TypeName
-			}
-			err = fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, kind)
-		}
-		return errors.Join(unknown, err)
+		return errors.Join(unknown, err) // checkSyntax let through what cannot be
 	}
 	return errors.Join(unknown, validate())
 }
@@ -206,7 +196,7 @@ func checkSyntax(spec any) error {
 		switch typ {
 		case "Integer":
 			kind = "whole number"
-			if !decimal.MatchString(v) {
+			if _, err = strconv.ParseInt(v, 10, strconv.IntSize); err == nil && !decimal.MatchString(v) {
 				err = errors.New("not decimal")
 			}
 		case "Float":

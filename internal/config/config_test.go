@@ -281,6 +281,7 @@ func TestValuesParseStrictly(t *testing.T) {
 	}{
 		{"octal", map[string]string{"UDPPROBE_MAX_PEERS": "010"}, []string{`UDPPROBE_MAX_PEERS="010": not a valid whole number`}},
 		{"hex", map[string]string{"UDPPROBE_RECEIVE_BUFFER": "0x10"}, []string{`UDPPROBE_RECEIVE_BUFFER="0x10": not a valid whole number`}},
+		{"too large", map[string]string{"UDPPROBE_MAX_PEERS": "99999999999999999999"}, []string{`UDPPROBE_MAX_PEERS="99999999999999999999": not a valid whole number`}},
 		{"hex float", map[string]string{"UDPPROBE_REFLECT_RATE": "0x1p10"}, []string{`UDPPROBE_REFLECT_RATE="0x1p10": not a valid number`}},
 		{"empty listen address", map[string]string{"UDPPROBE_LISTEN_ADDRESS": ""}, []string{`UDPPROBE_LISTEN_ADDRESS="": must be [host]:port`}},
 		{"empty web address", map[string]string{"UDPPROBE_WEB_LISTEN_ADDRESS": ""}, []string{`UDPPROBE_WEB_LISTEN_ADDRESS="": must be [host]:port`}},
