@@ -156,19 +156,17 @@ func (r *RoundTrip) Goodbye(count, withheld uint64) {
 
 // Expire decides, in sequence order, what the time now allows.
 func (r *RoundTrip) Expire(now int64) {
-	defer func() {
-		if r.gap > r.counted && now-r.gapAt >= r.timeout && !r.bye {
-			// No reply closed the gap in a loss timeout: a dead path. (The
-			// goodbye's reply, once in, splits the tail when it settles.)
-			r.count()
-		}
-	}()
 	for r.oldest < r.next {
 		s := &r.slots[r.oldest&r.mask]
 		if s.state == slotPending && now-s.sent < r.timeout {
-			return
+			break
 		}
 		r.pass()
+	}
+	if r.gap > r.counted && now-r.gapAt >= r.timeout && !r.bye {
+		// No reply closed the gap in a loss timeout: a dead path. (The
+		// goodbye's reply, once in, splits the tail when it settles.)
+		r.count()
 	}
 }
 
