@@ -140,9 +140,11 @@ func (f *flood) fill(b []byte) []byte {
 }
 
 // wellFormed returns the i-th well-formed datagram: fake sender i mod
-// floodFakes, with an in-order or a random sequence number, in a new
-// session every floodSession datagrams, sessions 1, 2 and 3 by turns (so
-// that each new one is a restart that displaces a stream).
+// floodFakes, in a new session every floodSession datagrams, sessions 1, 2
+// and 3 by turns (so that each new one is a restart that displaces a
+// stream). A session's first two datagrams are in order, which confirms it
+// (a session on probation counts nothing); the others have an in-order or
+// a random sequence number.
 func (f *flood) wellFormed(b []byte, i int) []byte {
 	f.made[wellFormed]++
 	round := uint64(i / floodFakes)
@@ -152,7 +154,7 @@ func (f *flood) wellFormed(b []byte, i int) []byte {
 		Seq:      round,
 		SendTime: time.Now().UnixNano(),
 	}
-	if f.rng.IntN(2) == 0 {
+	if round%floodSession >= 2 && f.rng.IntN(2) == 0 {
 		h.Seq = f.rng.Uint64N(wire.MaxSeq + 1)
 	}
 	return f.encode(b, &h)

@@ -102,23 +102,24 @@ func TestSequenceAbuse(t *testing.T) {
 	}, {
 		name: "the largest plausible jump is loss, settled without walking it",
 		run: func(t *testing.T, c *script) {
-			c.send(t, time.Millisecond, 0, 1<<31, 1<<31+1)
+			c.send(t, time.Millisecond, 0, 1, 1+1<<31, 2+1<<31)
 		},
-		want: streamCounts{received: 3, lost: 1<<31 - 1, gaps: 1, gapSum: 1<<31 - 1},
+		want: streamCounts{received: 4, lost: 1<<31 - 1, gaps: 1, gapSum: 1<<31 - 1},
 	}, {
 		name: "one past it is a stray",
 		run: func(t *testing.T, c *script) {
-			c.send(t, time.Millisecond, 0, 1<<31+1, 1)
+			c.send(t, time.Millisecond, 0, 1, 2+1<<31, 2)
 		},
-		want: streamCounts{received: 2, stray: 1},
+		want: streamCounts{received: 3, stray: 1},
 	}, {
 		name: "a repeated number is one datagram and its duplicates",
 		run: func(t *testing.T, c *script) {
+			c.send(t, time.Microsecond, 4)
 			for range 1000 {
 				c.send(t, time.Microsecond, 5)
 			}
 		},
-		want: streamCounts{received: 1, duplicated: 999},
+		want: streamCounts{received: 2, duplicated: 999},
 	}, {
 		name: "backwards: below the first number, in its waiting time and after",
 		run: func(t *testing.T, c *script) {
@@ -160,6 +161,7 @@ func TestSequenceAbuse(t *testing.T) {
 func TestSequenceOutOfRange(t *testing.T) {
 	tt := newTable(t, Options{})
 	tt.handle(datagram(t, "real", 1, 0, 0), at(0))
+	tt.handle(datagram(t, "real", 1, 1, 0), at(0))
 	b := datagram(t, "real", 1, 0, 0)
 	wire.PutSeq(b, wire.MaxSeq+1)
 	wire.Seal(b)
@@ -167,7 +169,7 @@ func TestSequenceOutOfRange(t *testing.T) {
 	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues(metrics.ReasonHeader)); n != 1 {
 		t.Fatalf("%v bad_header invalids, want 1", n)
 	}
-	if got := exported(t, tt.observed, "real"); got != (streamCounts{received: 1}) {
+	if got := exported(t, tt.observed, "real"); got != (streamCounts{received: 2}) {
 		t.Fatalf("the stream counted %+v", got)
 	}
 }
@@ -197,7 +199,8 @@ func TestSequenceAbuseAllocatesNothing(t *testing.T) {
 		now++
 		tt.handle(b, at(now))
 	}
-	seq := uint64(0)
+	put(0) // on probation until the first round's first datagram
+	seq := uint64(1)
 	round := func() {
 		put(seq)
 		put(seq + 1<<31)     // plausible: 2^31−1 lost
@@ -227,7 +230,7 @@ func TestSequenceAbuseAllocatesNothing(t *testing.T) {
 func TestStrayWarning(t *testing.T) {
 	tt := newTable(t, Options{})
 	c := &script{tt: tt}
-	c.send(t, time.Millisecond, 0, wire.MaxSeq, 1, wire.MaxSeq-5)
+	c.send(t, time.Millisecond, 0, 1, wire.MaxSeq, 2, wire.MaxSeq-5)
 	tt.Housekeep(c.at())
 	c.send(t, time.Millisecond, wire.MaxSeq)
 	tt.Housekeep(at(float64(c.now+time.Second) / 1e6))

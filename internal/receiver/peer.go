@@ -37,6 +37,16 @@ func (s *stream) tooOld(h *wire.Header, timeout int64) bool {
 	return int64(h.Seq) < s.firstSeq && s.firstSent-h.SendClock > timeout
 }
 
+// received is the count a reply to the stream's datagram carries: the
+// distinct numbers received in time, or, for a session on probation, its
+// one datagram, as the session will count it once confirmed.
+func (s *stream) received() uint64 {
+	if s.tr == nil {
+		return 1
+	}
+	return s.tr.Counts().Received
+}
+
 // maxGoodbyeReplies bounds the goodbye replies a session gets past the
 // reply limiter: a sender sends three.
 const maxGoodbyeReplies = 3
@@ -63,6 +73,64 @@ type peer struct {
 	// all been settled.
 	credit      uint64
 	creditUntil int64
+	// cand is a session on probation, if its copies are not 0.
+	cand candidate
+}
+
+// candidate is the first datagram of a session the peer does not know, on
+// probation (RFC 3550 A.1 with MIN_SEQUENTIAL 2): the session starts, with
+// this datagram as its first, only when another datagram of it arrives a
+// plausible distance away (probationSpan). A lone datagram of an unknown
+// session, a replay or a forgery, so never restarts the peer, and never
+// takes the current session's jitter and IPDV away. The stream it would
+// start has no tracker yet; a reply to it carries what the session would
+// count once confirmed.
+type candidate struct {
+	stream
+	sendTime int64   // by the sender's wall clock
+	at       Instant // when it first arrived
+	copies   uint64  // how many times it arrived; 0: no candidate
+}
+
+// probationSpan is how far from a session's first datagram the next one
+// may be and still confirm it: it allows for loss and reordering between
+// the two, as a tracker's smallest plausible jump does.
+const probationSpan = 1024
+
+// hold puts h, of a session p does not know, on probation, in place of the
+// candidate p held, which is counted a stray.
+func (p *peer) hold(h *wire.Header, at Instant) {
+	p.m.Stray.Add(p.cand.copies)
+	p.cand = candidate{
+		stream:   stream{session: h.Session, firstSeq: int64(h.Seq), firstSent: h.SendClock},
+		sendTime: h.SendTime, at: at, copies: 1,
+	}
+}
+
+// confirms reports whether h, a datagram of the candidate's session, is
+// its second in sequence: any other number within probationSpan of the
+// first, or a goodbye announcing one at or past it.
+func (c *candidate) confirms(h *wire.Header) bool {
+	d := int64(h.Seq) - c.firstSeq
+	if h.Goodbye() {
+		return d >= 0 && d < probationSpan
+	}
+	return d != 0 && d > -probationSpan && d < probationSpan
+}
+
+// confirm starts the candidate's session as the current one, counting its
+// first datagram, as it arrived, and its copies. It reports whether a
+// session was current before: then the sender restarted.
+func (p *peer) confirm(opts tracker.Options) (s *stream, restarted bool) {
+	c := &p.cand
+	first := wire.Header{Session: c.session, Seq: uint64(c.firstSeq), SendTime: c.sendTime, SendClock: c.firstSent}
+	s, restarted = p.start(&first, opts)
+	s.withheld, s.goodbyeReplies = c.withheld, c.goodbyeReplies
+	for range c.copies {
+		p.observe(s, &first, c.at)
+	}
+	c.copies = 0
+	return s, restarted
 }
 
 // bucket is the shape of a token bucket: it refills at rate tokens a
@@ -128,12 +196,9 @@ func (p *peer) heard(at Instant) {
 	p.m.LastPacket.Set(float64(at.Wall) / 1e9)
 }
 
-// streamFor returns the stream of h's session, starting one with h (a
-// restart, when the peer already had one) if the session is new.
-func (p *peer) streamFor(h *wire.Header, opts tracker.Options) (s *stream, restarted bool) {
-	if s := p.known(h.Session); s != nil {
-		return s, false
-	}
+// start makes a new session, whose first datagram is h, the current one
+// (a restart, when the peer already had one).
+func (p *peer) start(h *wire.Header, opts tracker.Options) (s *stream, restarted bool) {
 	var tr *tracker.Tracker
 	if p.prev != nil {
 		p.prev.tr.Settle()
@@ -167,7 +232,8 @@ func (p *peer) stale(h *wire.Header) bool {
 	return p.cur != nil && p.known(h.Session) == nil && h.SendTime < p.cur.sentUpTo
 }
 
-// known returns the stream of session, if the peer has one.
+// known returns the stream of session, if the peer has one (a session
+// on probation has none yet).
 func (p *peer) known(session uint64) *stream {
 	for _, s := range []*stream{p.cur, p.prev} {
 		if s != nil && s.session == session {

@@ -193,13 +193,14 @@ func TestExposition(t *testing.T) {
 	bad[20] ^= 4
 	tt.handle(bad, at(7))
 	tt.handle([]byte("hello"), at(8))
-	tt.handle(datagram(t, "alpha", 2, 0, 0), at(9)) // restart
+	tt.handle(datagram(t, "alpha", 2, 0, 0), at(9))  // a restart, on probation
+	tt.handle(datagram(t, "alpha", 2, 1, 0), at(10)) // confirmed
 	tt.Housekeep(at(200))
 
 	const want = `
 # HELP udpprobe_receiver_packets_received_total First copies of data datagrams received.
 # TYPE udpprobe_receiver_packets_received_total counter
-udpprobe_receiver_packets_received_total{sender="alpha",target="rx:6464"} 7
+udpprobe_receiver_packets_received_total{sender="alpha",target="rx:6464"} 8
 # HELP udpprobe_receiver_packets_lost_total Sequence numbers declared lost after the loss timeout or on leaving the tracking window.
 # TYPE udpprobe_receiver_packets_lost_total counter
 udpprobe_receiver_packets_lost_total{sender="alpha",target="rx:6464"} 2
@@ -251,7 +252,7 @@ udpprobe_receiver_peers 1
 		"udpprobe_receiver_peers"); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := tt.sample(t, "last_packet_timestamp_seconds", "alpha"), float64(at(9).Wall)/1e9; got != want {
+	if got, want := tt.sample(t, "last_packet_timestamp_seconds", "alpha"), float64(at(10).Wall)/1e9; got != want {
 		t.Fatalf("last packet %v, want %v", got, want)
 	}
 	problems, err := testutil.GatherAndLint(reg)
@@ -430,7 +431,11 @@ func TestSessionEnded(t *testing.T) {
 	if e := ended(); e != 1 {
 		t.Fatalf("session_ended %v after the goodbye", e)
 	}
-	tt.handle(datagram(t, "alpha", 2, 0, 0), at(2)) // a restart
+	tt.handle(datagram(t, "alpha", 2, 0, 0), at(2)) // a restart, on probation
+	if e := ended(); e != 1 {
+		t.Fatalf("session_ended %v with a new session on probation: it may be a replay", e)
+	}
+	tt.handle(datagram(t, "alpha", 2, 1, 0), at(2.5)) // confirmed
 	if e := ended(); e != 0 {
 		t.Fatalf("session_ended %v in a new session", e)
 	}

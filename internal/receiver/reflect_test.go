@@ -82,9 +82,16 @@ func TestTiming(t *testing.T) {
 	if n, sum := tt.sample(t, "ipdv_seconds_count", "alpha"), tt.sample(t, "ipdv_seconds_sum", "alpha"); n != 3 || math.Abs(sum-0.040) > 1e-9 {
 		t.Errorf("IPDV: %v samples summing to %v s, want 3 (0-1, 1-2, 4-5) and 0.040", n, sum)
 	}
-	tt.handle(probe(t, 2, 0, 300), at(310)) // a restart
-	if got := tt.sample(t, "jitter_seconds", "alpha"); got != 0 {
-		t.Errorf("jitter %v after a restart, want 0 until the new session has two datagrams", got)
+	// A restart: the new session's first datagram is on probation, and
+	// the current session's jitter stands; the second confirms it, and
+	// jitter starts over from the new session's first two (|D| = 30 ms).
+	tt.handle(probe(t, 2, 0, 300), at(310))
+	if got := tt.sample(t, "jitter_seconds", "alpha"); math.Abs(got-want) > 1e-12 {
+		t.Errorf("jitter %v s with a new session on probation, want the current session's %v", got, want)
+	}
+	tt.handle(probe(t, 2, 1, 340), at(380))
+	if got, want := tt.sample(t, "jitter_seconds", "alpha"), 30.0/16/1e3; math.Abs(got-want) > 1e-12 {
+		t.Errorf("jitter %v s once the new session is confirmed, want %v", got, want)
 	}
 }
 

@@ -159,28 +159,38 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 	} else {
 		prevSeen = p.lastSeen
 	}
-	if h.Goodbye() {
-		if s := p.known(h.Session); s != nil {
-			s.tr.Goodbye(h.Seq, at.Mono)
-			p.m.Goodbyes.Inc()
-			if s == p.cur {
-				p.m.SessionEnded.Set(1)
-			}
-			t.reflect(p, s, &h, b, key, from, at.Mono)
+	s := p.known(h.Session)
+	if s == nil {
+		onProbation := p.cand.copies > 0 && p.cand.session == h.Session
+		switch {
+		case h.Goodbye() && !(onProbation && p.cand.confirms(&h)):
+			return // nothing to close, or nothing plausible
+		case p.stale(&h):
+			p.m.Stray.Inc()
+			t.watch.stray(p)
+			return
+		case !onProbation || !p.cand.confirms(&h):
+			t.probation(p, onProbation, &h, b, key, from, at)
+			return
 		}
-		return
+		var restarted bool
+		s, restarted = p.confirm(t.trOpts)
+		prevSeen = p.cand.at.Mono
+		if restarted {
+			p.began = p.cand.at.Mono
+			p.m.Restarts.Inc()
+			t.log.Info("sender restarted: a new session began", zap.String("sender", p.name), zap.String("target", p.target),
+				zap.Uint64("session", h.Session), zap.Uint64("first_sequence", uint64(s.firstSeq)))
+		}
 	}
-	if p.stale(&h) {
-		p.m.Stray.Inc()
-		t.watch.stray(p)
+	if h.Goodbye() {
+		s.tr.Goodbye(h.Seq, at.Mono)
+		p.m.Goodbyes.Inc()
+		if s == p.cur {
+			p.m.SessionEnded.Set(1)
+		}
+		t.reflect(p, s, &h, b, key, from, at.Mono)
 		return
-	}
-	s, restarted := p.streamFor(&h, t.trOpts)
-	if restarted {
-		p.began = at.Mono
-		p.m.Restarts.Inc()
-		t.log.Info("sender restarted: a new session began", zap.String("sender", p.name), zap.String("target", p.target),
-			zap.Uint64("session", h.Session), zap.Uint64("first_sequence", h.Seq))
 	}
 	if s.tooOld(&h, t.trOpts.Timeout) {
 		p.m.Late.Inc()
@@ -205,6 +215,24 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 	case tracker.Stray:
 		t.watch.stray(p)
 	}
+}
+
+// probation takes a data datagram of a session p does not know that does
+// not confirm the session on probation (onProbation: it is of that
+// session). A copy of the candidate is one more copy; any other datagram
+// becomes the candidate, in place of the one held (RFC 3550 A.1: an
+// implausible number restarts the probation), and is answered as its
+// session's first.
+func (t *Table) probation(p *peer, onProbation bool, h *wire.Header, b []byte, key int, from netip.AddrPort, at Instant) {
+	if onProbation && int64(h.Seq) == p.cand.firstSeq {
+		p.cand.copies++
+		return
+	}
+	if p.cand.copies > 0 {
+		t.watch.stray(p)
+	}
+	p.hold(h, at)
+	t.reflect(p, &p.cand.stream, h, b, key, from, at.Mono)
 }
 
 // withinBudget takes a reply of size bytes from the budget of all replies,
@@ -248,7 +276,7 @@ func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, t
 		t.watch.withheld(p, s.sendRate(h))
 		return
 	}
-	wire.MakeReply(b, s.tr.Counts().Received, s.withheld)
+	wire.MakeReply(b, s.received(), s.withheld)
 	if t.auth != nil {
 		t.auth.Sign(b, key)
 	}
