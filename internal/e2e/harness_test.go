@@ -163,17 +163,19 @@ func delivered(t *testing.T, r *impair.Relay) []impair.Delivery {
 type counts struct {
 	received, lost, duplicated, reordered, late, restarts, goodbyes uint64
 	gapCount, gapSum, extentCount, extentSum                        uint64
-	corrupted, socketDrops                                          uint64
+	corrupted, socketDrops, droppedLocally                          uint64
 }
 
 func (h *harness) counts(peer string) counts {
 	h.t.Helper()
-	c := func(name string) uint64 { v, _ := h.value(name, peer); return uint64(v) }
+	s := h.gather()
+	c := func(name string) uint64 { v, _ := value(s, name, peer); return uint64(v) }
 	return counts{
 		received: c("packets_received_total"), lost: c("packets_lost_total"),
 		duplicated: c("packets_duplicated_total"), reordered: c("packets_reordered_total"),
 		late: c("packets_late_total"), restarts: c("peer_restarts_total"), goodbyes: c("goodbyes_total"),
 		corrupted: c("packets_corrupted_total"), socketDrops: c("socket_drops_total"),
+		droppedLocally: c("packets_dropped_locally_total"),
 		gapCount: c("loss_gap_length_packets_count"), gapSum: c("loss_gap_length_packets_sum"),
 		extentCount: c("reorder_extent_packets_count"), extentSum: c("reorder_extent_packets_sum"),
 	}
@@ -185,10 +187,21 @@ func (h *harness) counts(peer string) counts {
 // is, whatever peer says.
 func (h *harness) value(name, peer string) (float64, bool) {
 	h.t.Helper()
+	return value(h.gather(), name, peer)
+}
+
+// gather scrapes the receiver's registry.
+func (h *harness) gather() scrape.Samples {
+	h.t.Helper()
 	s, err := scrape.Gather(h.reg)
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return s
+}
+
+// value reads a receiver's metric from a scrape, as harness.value does.
+func value(s scrape.Samples, name, peer string) (float64, bool) {
 	if v, ok := s.Value("udpprobe_receiver_" + name); ok {
 		return v, true
 	}
@@ -208,15 +221,15 @@ func (h *harness) sample(name, peer string) float64 {
 	return v
 }
 
-// waitFor polls until the peer's received+lost reaches expected (every
-// covered sequence number decided), then returns the counts. Exactness is
+// waitFor polls until the peer's received, lost and dropped locally reach
+// expected (every covered sequence number decided), then returns the counts. Exactness is
 // asserted by the caller on every field; this only waits out the timeout.
 func (h *harness) waitFor(peer string, expected uint64) counts {
 	h.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c := h.counts(peer)
-		if c.received+c.lost >= expected || time.Now().After(deadline) {
+		if c.received+c.lost+c.droppedLocally >= expected || time.Now().After(deadline) {
 			time.Sleep(2 * lossTimeout) // anything still in flight would show now
 			return h.counts(peer)
 		}
