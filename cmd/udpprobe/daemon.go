@@ -206,6 +206,17 @@ func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAd
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
+	if webConfig != "" {
+		keeper, err := newLastGood(webConfig, log, metrics.NewWebConfigReloaded(reg))
+		if err != nil {
+			log.Warn("serving with UDPPROBE_WEB_CONFIG_FILE as it is: if it breaks while the daemon runs, "+
+				"the endpoints answer 500 until it is fixed", zap.Error(err))
+		} else {
+			defer keeper.Close()
+			webConfig = keeper.path()
+			g.Go(func() error { return keeper.run(gctx) })
+		}
+	}
 	g.Go(func() error {
 		defer stop() // however the component ends, the server follows
 		ready.Store(true)
@@ -213,8 +224,9 @@ func serve(ctx context.Context, log *zap.Logger, reg *prometheus.Registry, webAd
 	})
 	g.Go(func() error {
 		// exporter-toolkit adds TLS, basic auth and its rate limit from the
-		// web configuration file, if there is one; it reads the file again
-		// as it changes, so certificates can be renewed in place.
+		// web configuration, if there is one: the last good copy of the
+		// operator's file. It reads the certificates again for every
+		// connection, so they can be renewed in place.
 		flags := &web.FlagConfig{WebConfigFile: &webConfig}
 		if err := web.Serve(ln, srv, flags, slog.New(zapslog.NewHandler(log.Named("http").Core()))); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)

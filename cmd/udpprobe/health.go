@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,74 +28,90 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		return exitUsage
 	}
 	var addr, webConfig string
+	var err error
 	if args[0] == config.ModeReceiver {
-		cfg, err := config.LoadReceiver()
-		if err != nil {
-			return configError(stderr, args[0], err)
-		}
+		var cfg *config.Receiver
+		cfg, err = config.LoadReceiver()
 		addr, webConfig = cfg.WebListenAddress, cfg.WebConfigFile
 	} else {
-		cfg, err := config.LoadSender()
-		if err != nil {
-			return configError(stderr, args[0], err)
-		}
+		var cfg *config.Sender
+		cfg, err = config.LoadSender()
 		addr, webConfig = cfg.WebListenAddress, cfg.WebConfigFile
 	}
-	client, scheme, err := healthClient(webConfig)
-	if err != nil {
-		fmt.Fprintf(stderr, "udpprobe healthcheck: UDPPROBE_WEB_CONFIG_FILE: %v\n", err)
-		return exitFailure
+	if err != nil && !config.OnlyWebConfig(err) {
+		return configError(stderr, args[0], err)
 	}
-	url := scheme + "://" + localAddress(addr) + "/-/ready"
 	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	client, scheme := http.DefaultClient, "http"
+	if err != nil {
+		// The daemon goes on serving with the last good web configuration,
+		// which this check cannot read: it tries HTTPS, then plain HTTP.
+		fmt.Fprintf(stderr, "udpprobe healthcheck: %v; trying HTTPS, then HTTP\n", err)
+		client, scheme = insecureClient(), "https"
+	} else if tlsEnabled(webConfig) {
+		client, scheme = insecureClient(), "https"
+	}
+	url := scheme + "://" + localAddress(addr) + "/-/ready"
+	status, err := ask(ctx, client, url)
+	if errors.Is(err, http.ErrSchemeMismatch) {
+		url = "http://" + localAddress(addr) + "/-/ready"
+		status, err = ask(ctx, client, url)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "udpprobe healthcheck: %v\n", err)
 		return exitFailure
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "udpprobe healthcheck: %v\n", err)
-		return exitFailure
-	}
-	resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized {
+	if status == http.StatusUnauthorized {
 		// Basic auth guards every endpoint and the check has no password:
 		// the daemon answers, which it does only while it runs.
 		fmt.Fprintf(stdout, "%s: up (basic auth hides readiness)\n", url)
 		return exitOK
 	}
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "udpprobe healthcheck: %s: %s\n", url, resp.Status)
+	if status != http.StatusOK {
+		fmt.Fprintf(stderr, "udpprobe healthcheck: %s: %d %s\n", url, status, http.StatusText(status))
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "%s: ready\n", url)
 	return exitOK
 }
 
-// healthClient returns the client and scheme that reach this host's daemon
-// under its web configuration: HTTPS where it configures TLS. The check
-// asks its own host, so it does not verify the certificate; a daemon that
-// requires client certificates cannot be checked this way.
-func healthClient(webConfig string) (*http.Client, string, error) {
+// tlsEnabled reports whether a web configuration file, which validated,
+// configures TLS. The check asks its own host, so it does not verify the
+// certificate; a daemon that requires client certificates cannot be
+// checked this way.
+func tlsEnabled(webConfig string) bool {
 	if webConfig == "" {
-		return http.DefaultClient, "http", nil
+		return false
 	}
 	b, err := os.ReadFile(webConfig)
 	if err != nil {
-		return nil, "", err
+		return false
 	}
 	var c web.Config
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		return nil, "", err
-	}
-	if !c.TLSConfig.IsEnabled() {
-		return http.DefaultClient, "http", nil
-	}
+	return yaml.Unmarshal(b, &c) == nil && c.TLSConfig.IsEnabled()
+}
+
+// insecureClient speaks HTTPS without verifying the certificate, and
+// plain HTTP.
+func insecureClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // our own daemon, on this host
-	return &http.Client{Transport: t}, "https", nil
+	return &http.Client{Transport: t}
+}
+
+// ask GETs url and returns the status.
+func ask(ctx context.Context, client *http.Client, url string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // localAddress turns a listen address into one to connect to on this host:

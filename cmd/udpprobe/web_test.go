@@ -82,9 +82,15 @@ func fetch(c *http.Client, url, user, password string) (int, string, error) {
 
 // TestWebConfig: with UDPPROBE_WEB_CONFIG_FILE, /metrics needs the basic
 // auth credentials, and with TLS configured plain HTTP fails; the
-// healthcheck still reaches the daemon. A bad file is a configuration error.
+// healthcheck still reaches the daemon. A bad file is a configuration error
+// at start; a file that breaks while the daemon runs changes nothing but
+// udpprobe_web_config_last_reload_successful, and the healthcheck still
+// passes.
 func TestWebConfig(t *testing.T) {
 	clearEnv(t)
+	every := webConfigCheckEvery
+	webConfigCheckEvery = 10 * time.Millisecond
+	t.Cleanup(func() { webConfigCheckEvery = every })
 	dir := t.TempDir()
 	cert, key := selfSigned(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
@@ -180,6 +186,30 @@ func TestWebConfig(t *testing.T) {
 				!strings.Contains(stdout, tc.scheme+"://") || !strings.Contains(stdout, "up (basic auth") {
 				t.Errorf("healthcheck: exit %d, %q %q", code, stdout, stderr)
 			}
+
+			write(t, file, "basic_auth_users: [\n") // broken while the daemon runs
+			reloaded := func() float64 {
+				_, body, _ := fetch(trusting, url, "prometheus", "s3cret")
+				m, _ := scrape.Parse(strings.NewReader(body))
+				v, _ := m.Value("udpprobe_web_config_last_reload_successful")
+				return v
+			}
+			for deadline := time.Now().Add(10 * time.Second); reloaded() != 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("udpprobe_web_config_last_reload_successful never went to 0 with a broken file")
+				}
+			}
+			if code, _, err := fetch(trusting, url, "prometheus", "s3cret"); code != http.StatusOK {
+				t.Errorf("GET %s with the credentials and a broken file: %d, %v; want 200 by the last good one", url, code, err)
+			}
+			if code, _, _ := fetch(trusting, url, "", ""); code != http.StatusUnauthorized {
+				t.Errorf("GET %s without credentials and a broken file: %d; want 401 by the last good one", url, code)
+			}
+			if code, stdout, stderr := runArgs(t, "healthcheck", "receiver"); code != exitOK ||
+				!strings.Contains(stdout, tc.scheme+"://") || !strings.Contains(stderr, "trying HTTPS, then HTTP") {
+				t.Errorf("healthcheck with a broken file: exit %d, %q %q", code, stdout, stderr)
+			}
+			trusting.CloseIdleConnections()
 		})
 	}
 

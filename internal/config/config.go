@@ -374,9 +374,31 @@ func validateWebConfig(path string) error {
 		return nil
 	}
 	if err := web.Validate(path); err != nil {
-		return fmt.Errorf("UDPPROBE_WEB_CONFIG_FILE=%q: %v", path, err)
+		return fmt.Errorf("UDPPROBE_WEB_CONFIG_FILE=%q: %w", path, &WebConfigError{err})
 	}
 	return nil
+}
+
+// WebConfigError is a web configuration file that does not validate.
+type WebConfigError struct{ Err error }
+
+func (e *WebConfigError) Error() string { return e.Err.Error() }
+func (e *WebConfigError) Unwrap() error { return e.Err }
+
+// OnlyWebConfig reports whether every problem err reports (err from a
+// Load function) is a web configuration file that does not validate: a
+// daemon that runs meanwhile serves with its last good one.
+func OnlyWebConfig(err error) bool {
+	if join, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range join.Unwrap() {
+			if !OnlyWebConfig(e) {
+				return false
+			}
+		}
+		return true
+	}
+	var w *WebConfigError
+	return errors.As(err, &w)
 }
 
 func validateTCPAddr(name, addr string) error {

@@ -78,3 +78,16 @@ func counterVec(reg prometheus.Registerer, subsystem, name, help string, labels 
 	reg.MustRegister(c)
 	return c
 }
+
+// NewWebConfigReloaded registers the gauge that says whether the web
+// configuration file, as last read, is the one served (1), or is invalid
+// and the last good one is served instead (0).
+func NewWebConfigReloaded(reg prometheus.Registerer) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace,
+		Name:      "web_config_last_reload_successful",
+		Help:      "1 if UDPPROBE_WEB_CONFIG_FILE, as last read, validated and is served; 0 while it is invalid and the last good one is served.",
+	})
+	reg.MustRegister(g)
+	return g
+}
