@@ -61,18 +61,40 @@ func TestUsageAndExitCodes(t *testing.T) {
 	}
 }
 
+// TestBadConfigurationExits2: every kind of bad value makes a daemon exit
+// 2, naming each variable at fault.
 func TestBadConfigurationExits2(t *testing.T) {
-	clearEnv(t)
-	t.Setenv("UDPPROBE_LOSS_TIMOUT", "5s")
-	t.Setenv("UDPPROBE_MAX_PEERS", "0")
-	code, _, stderr := runArgs(t, "receiver")
-	if code != exitUsage {
-		t.Fatalf("exit %d, want %d", code, exitUsage)
-	}
-	for _, want := range []string{"UDPPROBE_LOSS_TIMOUT is not a udpprobe setting", "UDPPROBE_MAX_PEERS=0: must be 1 to 2000"} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("stderr %q lacks %q", stderr, want)
-		}
+	for _, tc := range []struct {
+		mode string
+		env  map[string]string
+		want []string
+	}{
+		{"receiver", map[string]string{"UDPPROBE_LOSS_TIMOUT": "5s", "UDPPROBE_MAX_PEERS": "0"},
+			[]string{"UDPPROBE_LOSS_TIMOUT is not a udpprobe setting", "UDPPROBE_MAX_PEERS=0: must be 1 to 2000"}},
+		{"receiver", map[string]string{"UDPPROBE_LISTEN_ADDRESS": "", "UDPPROBE_WEB_LISTEN_ADDRESS": ""},
+			[]string{`UDPPROBE_LISTEN_ADDRESS=""`, `UDPPROBE_WEB_LISTEN_ADDRESS=""`}},
+		{"receiver", map[string]string{"UDPPROBE_MAX_PEERS": "010", "UDPPROBE_RECEIVE_BUFFER": "0x10"},
+			[]string{`UDPPROBE_MAX_PEERS="010"`, `UDPPROBE_RECEIVE_BUFFER="0x10"`}},
+		{"sender", map[string]string{"UDPPROBE_TARGETS": "127.0.0.1:6464", "UDPPROBE_RATE": "abc", "UDPPROBE_PAYLOAD_SIZE": "abc"},
+			[]string{`UDPPROBE_RATE="abc"`, `UDPPROBE_PAYLOAD_SIZE="abc"`}},
+		{"sender", map[string]string{"UDPPROBE_TARGETS": "127.0.0.1:6464", "UDPPROBE_WEB_CONFIG_FILE": "/nonexistent/web.yml"},
+			[]string{`UDPPROBE_WEB_CONFIG_FILE="/nonexistent/web.yml"`}},
+	} {
+		t.Run(strings.Join(tc.want, " "), func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			code, _, stderr := runArgs(t, tc.mode)
+			if code != exitUsage {
+				t.Fatalf("exit %d, want %d; stderr %q", code, exitUsage, stderr)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr %q lacks %q", stderr, want)
+				}
+			}
+		})
 	}
 }
 
