@@ -176,7 +176,7 @@ func (h *harness) counts(peer string) counts {
 		late: c("packets_late_total"), restarts: c("peer_restarts_total"), goodbyes: c("goodbyes_total"),
 		corrupted: c("packets_corrupted_total"), socketDrops: c("socket_drops_total"),
 		droppedLocally: c("packets_dropped_locally_total"),
-		gapCount: c("loss_gap_length_packets_count"), gapSum: c("loss_gap_length_packets_sum"),
+		gapCount:       c("loss_gap_length_packets_count"), gapSum: c("loss_gap_length_packets_sum"),
 		extentCount: c("reorder_extent_packets_count"), extentSum: c("reorder_extent_packets_sum"),
 	}
 }
