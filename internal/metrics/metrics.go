@@ -86,7 +86,7 @@ func NewWebConfigReloaded(reg prometheus.Registerer) prometheus.Gauge {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace,
 		Name:      "web_config_last_reload_successful",
-		Help:      "1 if UDPPROBE_WEB_CONFIG_FILE, as last read, validated and is served; 0 while it is invalid and the last good one is served.",
+		Help:      "1 if the web configuration file, as last read, validated and is served; 0 while it is invalid and the last good one is served.",
 	})
 	reg.MustRegister(g)
 	return g
