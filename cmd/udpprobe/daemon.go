@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/udpprobe/udpprobe/internal/config"
+	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
@@ -140,20 +141,42 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, config.ModeSender, err)
 	}
-	// One goroutine per target does the work; a reply reader, with round
-	// trips, does little.
-	return daemon(ctx, stderr, "sender", cfg.Common, cfg.WebListenAddress, len(cfg.Targets),
+	// One goroutine sends to every target; a reply reader, with round
+	// trips, does less; discovery, less still.
+	return daemon(ctx, stderr, "sender", cfg.Common, cfg.WebListenAddress, 1,
 		func(log *zap.Logger, reg *prometheus.Registry) (func(context.Context) error, error) {
-			snd, err := sender.New(sender.Options{
-				Targets: cfg.Targets, Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
-				RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: metrics.NewSender(reg, cfg.Name),
+			m := metrics.NewSender(reg, cfg.Name)
+			d, err := discovery.New(discovery.Options{
+				Entries: cfg.Targets, Interval: cfg.ResolveInterval, FileCheck: fileCheck,
+				Logger: log.Named("discovery"), Failed: func(source string) { m.DiscoveryFailures.WithLabelValues(source).Inc() },
 			})
 			if err != nil {
 				return nil, err
 			}
-			return snd.Run, nil
+			snd, err := sender.New(sender.Options{
+				Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
+				RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: m,
+			})
+			if err != nil {
+				return nil, err
+			}
+			// What does not resolve yet is warned about and tried again
+			// every resolve interval: a name may come later (a Service
+			// being created, a file being written).
+			first := d.Targets(ctx, time.Now(), true)
+			snd.SetTargets(first)
+			return func(ctx context.Context) error {
+				var g errgroup.Group
+				dctx, stop := context.WithCancel(ctx)
+				g.Go(func() error { d.Run(dctx, first, snd.SetTargets); return nil })
+				g.Go(func() error { defer stop(); return snd.Run(ctx) })
+				return g.Wait()
+			}, nil
 		})
 }
+
+// fileCheck is how often a file_sd file is looked at for a change.
+const fileCheck = time.Second
 
 // daemon is what both modes do around their component: it makes the
 // logger, sets the processors for the busy goroutines, builds the

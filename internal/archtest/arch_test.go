@@ -54,8 +54,8 @@ func ours(t *testing.T) map[string]pkg {
 }
 
 // TestImportRules: sender and receiver never import each other; the
-// trackers, the wire format, the socket and the clock import nothing of
-// ours (but the clock's fake its clock); wire never imports metrics; product
+// trackers, the wire format, the socket, the clock and discovery import
+// nothing of ours (but the clock's fake its clock); wire never imports metrics; product
 // code never imports the test kit (the bench harness, a tool beside the
 // tests, may).
 func TestImportRules(t *testing.T) {
@@ -69,7 +69,7 @@ func TestImportRules(t *testing.T) {
 			case name == "internal/sender" && imp == "internal/receiver",
 				name == "internal/receiver" && imp == "internal/sender":
 				t.Errorf("%s imports %s: sender and receiver never import each other", name, imp)
-			case slices.Contains([]string{"internal/tracker", "internal/wire", "internal/socket", "internal/clock"}, name):
+			case slices.Contains([]string{"internal/tracker", "internal/wire", "internal/socket", "internal/clock", "internal/discovery"}, name):
 				t.Errorf("%s imports %s: it imports nothing of ours", name, imp)
 			case strings.HasPrefix(imp, "internal/testkit/") && !strings.HasPrefix(name, "internal/testkit/") && name != "bench":
 				t.Errorf("%s imports %s: product code never imports the test kit", name, imp)

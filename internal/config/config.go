@@ -21,6 +21,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/prometheus/exporter-toolkit/web"
 
+	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -102,9 +103,10 @@ func (c *Common) validate(webListenAddress string) []error {
 // Sender is the sender's configuration.
 type Sender struct {
 	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated host:port (IPv6 as [addr]:port); required"`
+	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated: host:port (IPv6 as [addr]:port; a name with several addresses is a target per address) or file:PATH (a Prometheus file_sd file); required"`
+	ResolveInterval  time.Duration `split_words:"true" default:"30s" desc:"how often target names are resolved again and file_sd files read again at the latest (a changed file is read within a second), 1s to 1h"`
 	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
-	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 61 + name length + longest target's length (+ 16 with a key) to 65507; 0 picks the smallest"`
+	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 61 + name length + target label's length (+ 16 with a key) to 65507; 0 picks the smallest for each target"`
 	Name             string        `split_words:"true" desc:"this sender's name, the sender label on both ends' series: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
@@ -149,9 +151,6 @@ func LoadSender() (*Sender, error) {
 				return fmt.Errorf("UDPPROBE_NAME is not set and the host name is unknown: %w", err)
 			}
 			c.Name = host
-		}
-		if c.PayloadSize == 0 && wire.ValidName([]byte(c.Name)) && c.longestTarget() <= wire.MaxTargetLen {
-			c.PayloadSize = c.minPayload()
 		}
 		return c.Validate()
 	})
@@ -261,7 +260,7 @@ func checkUnknown(mode string) error {
 }
 
 // minPayload is the smallest datagram that carries the name, the longest
-// target and, with authentication, the tag.
+// target given as host:port and, with authentication, the tag.
 func (c *Sender) minPayload() int {
 	n := wire.MinSize(len(c.Name), c.longestTarget())
 	if c.Auth.enabled() {
@@ -270,11 +269,13 @@ func (c *Sender) minPayload() int {
 	return n
 }
 
-// longestTarget is the length of the longest target.
+// longestTarget is the length of the longest target given as host:port.
 func (c *Sender) longestTarget() int {
 	n := 0
 	for _, t := range c.Targets {
-		n = max(n, len(t))
+		if !strings.HasPrefix(t, discovery.FilePrefix) {
+			n = max(n, len(t))
+		}
 	}
 	return n
 }
@@ -283,7 +284,7 @@ func (c *Sender) longestTarget() int {
 func (c *Sender) Validate() error {
 	errs := c.Common.validate(c.WebListenAddress)
 	if len(c.Targets) == 0 {
-		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: comma-separated host:port of receivers"))
+		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: comma-separated host:port of receivers, or file:PATH"))
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Targets {
@@ -301,15 +302,18 @@ func (c *Sender) Validate() error {
 	if !wire.ValidName([]byte(c.Name)) {
 		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
 			c.Name, wire.MaxNameLen))
-	} else if lo := c.minPayload(); c.PayloadSize < lo || c.PayloadSize > wire.MaxSize {
+	} else if lo := c.minPayload(); c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
 		with := ""
 		if c.Auth.enabled() {
 			with = fmt.Sprintf(" + %d for the authentication tag", wire.TagSize)
 		}
-		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be %d (%d + name length + longest target's length%s) to %d bytes",
+		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be 0 or %d (%d + name length + longest target's length%s) to %d bytes",
 			c.PayloadSize, lo, wire.MinSize(0, 0), with, wire.MaxSize))
 	}
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
+	if c.ResolveInterval < time.Second || c.ResolveInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("UDPPROBE_RESOLVE_INTERVAL=%v: must be 1s to 1h", c.ResolveInterval))
+	}
 	return errors.Join(errs...)
 }
 
@@ -427,12 +431,11 @@ func validateListen(network, name, addr string) error {
 }
 
 func validateTarget(t string) error {
-	host, port, err := net.SplitHostPort(t)
-	if err != nil {
-		return fmt.Errorf("UDPPROBE_TARGETS entry %q: must be host:port: %v", t, err)
+	if err := discovery.Check(t); err != nil {
+		return fmt.Errorf("UDPPROBE_TARGETS entry %q: must be host:port with a port from 1 to 65535, or file:PATH (%v)", t, err)
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || host == "" {
-		return fmt.Errorf("UDPPROBE_TARGETS entry %q: needs a host and a port from 1 to 65535", t)
+	if strings.HasPrefix(t, discovery.FilePrefix) {
+		return nil
 	}
 	if !wire.ValidTarget([]byte(t)) {
 		return fmt.Errorf("UDPPROBE_TARGETS entry %q: must be at most %d characters of A-Z a-z 0-9 . _ : - [ ] %%, "+

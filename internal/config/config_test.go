@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
 // clearEnv unsets every UDPPROBE_* variable for the test.
@@ -36,7 +34,7 @@ func TestSenderDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.WebListenAddress != ":8465" || c.Rate != 100 || len(c.Targets) != 2 ||
-		c.PayloadSize != wire.MinSize(len("probe-1"), len("127.0.0.1:6464")) || c.RoundTrip || c.LossTimeout != 3*time.Second ||
+		c.PayloadSize != 0 || c.ResolveInterval != 30*time.Second || c.RoundTrip || c.LossTimeout != 3*time.Second ||
 		c.LogLevel != "info" || c.LogFormat != "console" {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -106,9 +104,6 @@ func TestAuthKeys(t *testing.T) {
 		if !slices.Equal(got, tc.want) || !reflect.DeepEqual(s.Keys, r.Keys) {
 			t.Errorf("%v: receiver keys %q, sender keys %q, want %q", tc.env, got, s.Keys, tc.want)
 		}
-		if want := wire.MinSize(4, len("a:1")) + wire.TagSize*min(1, len(tc.want)); s.PayloadSize != want {
-			t.Errorf("%v: default payload %d, want %d", tc.env, s.PayloadSize, want)
-		}
 	}
 }
 
@@ -145,7 +140,7 @@ func TestBadAuth(t *testing.T) {
 	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
 		"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_PAYLOAD_SIZE": "83"})
 	_, err := LoadSender()
-	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=83: must be 84 (61 + name length + longest target's length + 16 for the authentication tag) to 65507"})
+	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=83: must be 0 or 84 (61 + name length + longest target's length + 16 for the authentication tag) to 65507"})
 }
 
 func TestBadSender(t *testing.T) {
@@ -167,9 +162,15 @@ func TestBadSender(t *testing.T) {
 		{"rate not a number", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "fast"},
 			[]string{`UDPPROBE_RATE="fast": not a valid number`}},
 		{"payload too small for name", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
-			"UDPPROBE_PAYLOAD_SIZE": "67"}, []string{"UDPPROBE_PAYLOAD_SIZE=67: must be 68 (61 + name length + longest target's length) to 65507"}},
+			"UDPPROBE_PAYLOAD_SIZE": "67"}, []string{"UDPPROBE_PAYLOAD_SIZE=67: must be 0 or 68 (61 + name length + longest target's length) to 65507"}},
 		{"payload too small for the longest target", map[string]string{"UDPPROBE_TARGETS": "a:1,bb:22",
-			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "69"}, []string{"UDPPROBE_PAYLOAD_SIZE=69: must be 70"}},
+			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "69"}, []string{"UDPPROBE_PAYLOAD_SIZE=69: must be 0 or 70"}},
+		{"payload ignores file entries", map[string]string{"UDPPROBE_TARGETS": "a:1,file:/a/very/long/path/to/sd.json",
+			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "67"}, []string{"UDPPROBE_PAYLOAD_SIZE=67: must be 0 or 68"}},
+		{"file entry without a path", map[string]string{"UDPPROBE_TARGETS": "file:"},
+			[]string{`UDPPROBE_TARGETS entry "file:": must be host:port`}},
+		{"resolve interval too short", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RESOLVE_INTERVAL": "100ms"},
+			[]string{"UDPPROBE_RESOLVE_INTERVAL=100ms: must be 1s to 1h"}},
 		{"target not fit for a label", map[string]string{"UDPPROBE_TARGETS": "a b:1"},
 			[]string{`UDPPROBE_TARGETS entry "a b:1": must be at most 255 characters`}},
 		{"loss timeout too long", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_LOSS_TIMEOUT": "1h"},

@@ -330,7 +330,7 @@ func (f *flood) send(t *testing.T, h *harness, half func()) {
 			return uint64(testutil.ToFloat64(tooShortSeen)) >= shortBefore[0]
 		})
 		for sent := 0; sent < len(bufs); {
-			n, err := w.Write(bufs[sent:])
+			n, err := w.Write(bufs[sent:], nil)
 			if err != nil {
 				t.Fatalf("flood: %v", err)
 			}

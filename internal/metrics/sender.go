@@ -21,7 +21,14 @@ type Sender struct {
 	MissedSlots      *prometheus.CounterVec
 	ScheduleLateness *prometheus.HistogramVec
 	RTT              *prometheus.HistogramVec
-	roundTrips       *roundTrips
+	// Targets is how many targets the sender probes now; Foreign counts
+	// datagrams on its socket that came from none of them and name none.
+	Targets prometheus.Gauge
+	Foreign prometheus.Counter
+	// DiscoveryFailures counts target resolutions and file_sd reads that
+	// failed, by source: "dns" or "file".
+	DiscoveryFailures *prometheus.CounterVec
+	roundTrips        *roundTrips
 }
 
 // SenderTarget holds one target's instruments, looked up once.
@@ -71,7 +78,15 @@ func NewSender(reg prometheus.Registerer, name string) *Sender {
 		RTT: histogramVec(reg, sub, "rtt_seconds",
 			"Round-trip time of replies received within the loss timeout, on this host's monotonic clock.",
 			DelayBuckets, "target"),
+		Targets: gauge(reg, sub, "targets", "Targets probed now: configured, resolved or discovered."),
+		Foreign: counter(reg, sub, "foreign_packets_total",
+			"Datagrams on the sending socket from no target's address that name none of its targets."),
+		DiscoveryFailures: counterVec(reg, sub, "discovery_failures_total",
+			"Target name resolutions and file_sd file reads that failed; the targets they gave last are kept.", "source"),
 		roundTrips: &roundTrips{byTarget: make(map[string]func() tracker.RoundTripCounts)},
+	}
+	for _, source := range []string{"dns", "file"} {
+		s.DiscoveryFailures.WithLabelValues(source)
 	}
 	for _, m := range roundTripMetrics {
 		s.roundTrips.descs = append(s.roundTrips.descs,
@@ -94,6 +109,18 @@ func (s *Sender) Target(target string, counts func() tracker.RoundTripCounts) Se
 		MissedSlots:      s.MissedSlots.WithLabelValues(target),
 		ScheduleLateness: s.ScheduleLateness.WithLabelValues(target),
 		RTT:              s.RTT.WithLabelValues(target),
+	}
+}
+
+// Forget deletes the series of a target that is no longer probed.
+func (s *Sender) Forget(target string) {
+	s.roundTrips.mu.Lock()
+	delete(s.roundTrips.byTarget, target)
+	s.roundTrips.mu.Unlock()
+	for _, v := range []interface{ DeleteLabelValues(...string) bool }{
+		s.PacketsSent, s.SendErrors, s.MissedSlots, s.ScheduleLateness, s.RTT,
+	} {
+		v.DeleteLabelValues(target)
 	}
 }
 

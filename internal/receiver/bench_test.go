@@ -41,7 +41,7 @@ func (l *loopback) send(tb testing.TB) {
 		reuse(b, l.seq)
 		l.seq++
 	}
-	if n, err := l.w.Write(l.bufs); n != len(l.bufs) || err != nil {
+	if n, err := l.w.Write(l.bufs, nil); n != len(l.bufs) || err != nil {
 		tb.Fatalf("sent %d of %d: %v", n, len(l.bufs), err)
 	}
 }

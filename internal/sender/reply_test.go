@@ -2,6 +2,7 @@ package sender
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -29,14 +30,17 @@ func newRoundTripTarget(tb testing.TB) (*Sender, *target) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(s.close)
-	return s, s.targets[0]
+	tb.Cleanup(func() { s.conn.Close() })
+	s.apply(s.next, s.clock.Now())
+	return s, s.active[sink.LocalAddr().String()]
 }
 
-func replyTo(tb testing.TB, session, seq, count uint64, sendTime int64) []byte {
+// replyTo is the reply to datagram seq of the target's session, sent at
+// sendTime, with the receiver's count.
+func replyTo(tb testing.TB, tg *target, session, seq, count uint64, sendTime int64) []byte {
 	tb.Helper()
-	b := make([]byte, 80)
-	if err := wire.Encode(b, &wire.Header{Name: []byte("me"), Session: session, Seq: seq,
+	b := make([]byte, 96)
+	if err := wire.Encode(b, &wire.Header{Name: []byte("me"), Target: []byte(tg.label), Session: session, Seq: seq,
 		SendTime: sendTime, SendClock: sendTime}); err != nil {
 		tb.Fatal(err)
 	}
@@ -50,7 +54,7 @@ func replyTo(tb testing.TB, session, seq, count uint64, sendTime int64) []byte {
 func TestRTTUsesOnlyTheMonotonicClock(t *testing.T) {
 	s, tg := newRoundTripTarget(t)
 	tg.rt.Send(0, 1e6)
-	tg.handleReply(replyTo(t, s.Session(), 0, 1, int64(time.Hour)), 6e6)
+	s.handleReply(replyTo(t, tg, s.Session(), 0, 1, int64(time.Hour)), tg.to, 6e6)
 	var m dto.Metric
 	if err := tg.m.RTT.(prometheus.Metric).Write(&m); err != nil {
 		t.Fatal(err)
@@ -64,22 +68,30 @@ func TestRTTUsesOnlyTheMonotonicClock(t *testing.T) {
 }
 
 // TestInvalidReplies: a probe (not a reply), a reply to another session,
-// a damaged reply and a reply to a datagram never sent are each counted
-// as invalid and change nothing else.
+// a damaged reply, a reply to a datagram never sent and junk from the
+// target's address are each counted as the target's invalid replies and
+// change nothing else; junk from elsewhere is foreign.
 func TestInvalidReplies(t *testing.T) {
 	s, tg := newRoundTripTarget(t)
 	tg.rt.Send(0, 0)
-	probe := replyTo(t, s.Session(), 0, 1, 0)
+	probe := replyTo(t, tg, s.Session(), 0, 1, 0)
 	wire.PutFlags(probe, 0)
 	wire.Seal(probe)
-	damaged := replyTo(t, s.Session(), 0, 1, 0)
+	damaged := replyTo(t, tg, s.Session(), 0, 1, 0)
 	damaged[20] ^= 1
-	for _, b := range [][]byte{probe, replyTo(t, s.Session()+1, 0, 1, 0), damaged,
-		replyTo(t, s.Session(), 5, 1, 0), []byte("junk")} {
-		tg.handleReply(b, 1e6)
+	elsewhere := netip.MustParseAddrPort("192.0.2.1:6464")
+	for _, b := range [][]byte{probe, replyTo(t, tg, s.Session()+1, 0, 1, 0), damaged,
+		replyTo(t, tg, s.Session(), 5, 1, 0), []byte("junk")} {
+		s.handleReply(b, tg.to, 1e6)
 	}
+	s.handleReply([]byte("junk"), elsewhere, 1e6)
+	s.handleReply(damaged, elsewhere, 1e6)
 	if got := tg.roundTrip(); got != (tracker.RoundTripCounts{Invalid: 5}) {
 		t.Fatalf("counted %+v, want 5 invalid replies and nothing else", got)
+	}
+	var m dto.Metric
+	if err := s.opts.Metrics.Foreign.Write(&m); err != nil || m.GetCounter().GetValue() != 2 {
+		t.Fatalf("foreign %v, %v; want 2", m.GetCounter().GetValue(), err)
 	}
 }
 
@@ -87,14 +99,18 @@ func TestInvalidReplies(t *testing.T) {
 // taking a reply cost no allocation.
 func TestReplyPathAllocatesNothing(t *testing.T) {
 	s, tg := newRoundTripTarget(t)
-	b := replyTo(t, s.Session(), 0, 1, 0)
+	b := replyTo(t, tg, s.Session(), 0, 1, 0)
 	var seq uint64
 	allocs := testing.AllocsPerRun(1000, func() {
-		tg.send([]time.Time{time.Now()})
+		s.batch.bufs = append(s.batch.bufs, tg.bufs[0])
+		s.batch.to = append(s.batch.to, tg.to)
+		s.batch.of = append(s.batch.of, tg)
+		s.batch.dues = append(s.batch.dues, time.Now())
+		s.flush()
 		wire.PutSeq(b, seq)
 		wire.Seal(b)
 		seq++
-		tg.handleReply(b, int64(time.Since(tg.epoch)))
+		s.handleReply(b, tg.to, int64(time.Since(s.epoch)))
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)
@@ -108,7 +124,7 @@ func TestReplyPathAllocatesNothing(t *testing.T) {
 // without the socket write.
 func BenchmarkRoundTrip(b *testing.B) {
 	s, tg := newRoundTripTarget(b)
-	reply := replyTo(b, s.Session(), 0, 1, 0)
+	reply := replyTo(b, tg, s.Session(), 0, 1, 0)
 	b.ReportAllocs()
 	var now int64
 	for seq := uint64(0); b.Loop(); seq++ {
@@ -119,6 +135,6 @@ func BenchmarkRoundTrip(b *testing.B) {
 		tg.mu.Unlock()
 		wire.PutSeq(reply, seq)
 		wire.Seal(reply)
-		tg.handleReply(reply, now+5e5)
+		s.handleReply(reply, tg.to, now+5e5)
 	}
 }

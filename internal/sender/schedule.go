@@ -30,20 +30,18 @@ func (s *schedule) due(k int64) time.Time {
 	return s.start.Add(time.Duration(float64(k) * float64(time.Second) / s.rate))
 }
 
-// wait is how long until the next slot is due, at now.
-func (s *schedule) wait(now time.Time) time.Duration { return s.due(s.next).Sub(now) }
-
 // take returns the due times of the slots to send at now, once the next
 // slot is due: the next slot and the slots after it due by now, up to a
-// batch, so none is sent before its time. Slots more than the catch-up
-// window behind are skipped first, and their number is returned.
-func (s *schedule) take(now time.Time) (dues []time.Time, skipped int64) {
+// batch and to most, so none is sent before its time. Slots more than the
+// catch-up window behind are skipped first, and their number is returned.
+// dues is valid until the next take.
+func (s *schedule) take(now time.Time, most int) (dues []time.Time, skipped int64) {
 	if behind := now.Sub(s.due(s.next)); behind > s.catchUp {
 		skipped = int64((behind - s.catchUp) / s.interval)
 		s.next += skipped
 	}
 	dues = append(s.dues[:0], s.due(s.next))
-	for len(dues) < cap(s.dues) {
+	for len(dues) < min(cap(s.dues), most) {
 		d := s.due(s.next + int64(len(dues)))
 		if d.After(now) {
 			break
@@ -52,4 +50,30 @@ func (s *schedule) take(now time.Time) (dues []time.Time, skipped int64) {
 	}
 	s.next += int64(len(dues))
 	return dues, skipped
+}
+
+// queue orders targets by when their next slot is due: a binary heap, so
+// that one loop serves any number of targets in O(log n) a datagram.
+type queue []*target
+
+func (q queue) Len() int           { return len(q) }
+func (q queue) Less(i, j int) bool { return q[i].at < q[j].at }
+func (q queue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+
+func (q *queue) Push(x any) {
+	t := x.(*target)
+	t.index = len(*q)
+	*q = append(*q, t)
+}
+
+func (q *queue) Pop() any {
+	old := *q
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	t.index = -1
+	return t
 }

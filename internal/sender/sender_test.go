@@ -3,9 +3,10 @@ package sender
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
-	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/testkit/fakeclock"
 	"github.com/udpprobe/udpprobe/internal/wire"
@@ -24,167 +26,192 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeConn records what was written and fails or stalls on demand.
-type fakeConn struct {
-	net.Conn
-	clock  *fakeclock.Clock
-	mu     sync.Mutex
-	writes int
-	fail   func(n int) bool          // the n-th write (from 0) fails
-	stall  func(n int) time.Duration // the n-th write takes this long on the clock
-	got    []wire.Header
+// t0 is where the tests' fake clocks start.
+var t0 = time.Unix(1_700_000_000, 0)
+
+// sent is one datagram a fakeOut took: its header and destination.
+type sent struct {
+	wire.Header
+	to netip.AddrPort
 }
 
-func (c *fakeConn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	n := c.writes
-	c.writes++
-	c.mu.Unlock()
-	if c.stall != nil {
-		c.clock.Advance(c.stall(n))
-	}
-	if c.fail != nil && c.fail(n) {
-		return 0, errors.New("connection refused")
-	}
-	var h wire.Header
-	if err := wire.Decode(b, &h); err != nil {
-		return 0, err
-	}
-	c.mu.Lock()
-	c.got = append(c.got, h)
-	c.mu.Unlock()
-	return len(b), nil
-}
-
-func (c *fakeConn) Close() error { return nil }
-
-// fakeOut sends batches through a fakeConn one datagram at a time, as the
-// kernel does, and records the batch sizes.
+// fakeOut takes batches one datagram at a time, as the kernel does,
+// failing or stalling on demand, and records them and the batch sizes.
 type fakeOut struct {
-	c       *fakeConn
+	clock   *fakeclock.Clock
+	mu      sync.Mutex
+	writes  int                       // datagrams tried
+	fail    func(n int) bool          // the n-th datagram (from 0) is refused
+	stall   func(n int) time.Duration // the n-th datagram takes this long on the clock
+	cost    time.Duration             // what one call takes on the clock
 	batches []int
-	cost    time.Duration // what one call takes on the clock
+	got     []sent
 }
 
-func (o *fakeOut) Write(bufs [][]byte) (int, error) {
+func (o *fakeOut) Write(bufs [][]byte, to []netip.AddrPort) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	o.batches = append(o.batches, len(bufs))
-	o.c.clock.Advance(o.cost)
+	o.clock.Advance(o.cost)
 	for i, b := range bufs {
-		if _, err := o.c.Write(b); err != nil {
+		n := o.writes
+		o.writes++
+		if o.stall != nil {
+			o.clock.Advance(o.stall(n))
+		}
+		if o.fail != nil && o.fail(n) {
+			return i, errors.New("no route to host")
+		}
+		var h wire.Header
+		if err := wire.Decode(b, &h); err != nil {
 			return i, err
 		}
+		h.Name, h.Target = []byte(string(h.Name)), []byte(string(h.Target)) // b is reused
+		o.got = append(o.got, sent{h, to[i]})
 	}
 	return len(bufs), nil
 }
 
-func (c *fakeConn) ReadMsgUDPAddrPort(_, _ []byte) (int, int, int, netip.AddrPort, error) {
-	return 0, 0, 0, netip.AddrPort{}, net.ErrClosed
+// data returns the data datagrams (not goodbyes) sent to label, in order.
+func (o *fakeOut) data(label string) (hs []wire.Header) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, s := range o.got {
+		if string(s.Target) == label && !s.Goodbye() {
+			hs = append(hs, s.Header)
+		}
+	}
+	return hs
 }
 
-// t0 is where the tests' fake clocks start.
-var t0 = time.Unix(1_700_000_000, 0)
-
-// newTarget is a sender with one target writing to conn, on a fake clock.
-func newTarget(t *testing.T, conn *fakeConn) (*Sender, *target) {
-	t.Helper()
-	if conn.clock == nil {
-		conn.clock = fakeclock.New(t0)
+// goodbyes returns the goodbyes sent to label.
+func (o *fakeOut) goodbyes(label string) (hs []wire.Header) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, s := range o.got {
+		if string(s.Target) == label && s.Goodbye() {
+			hs = append(hs, s.Header)
+		}
 	}
-	s, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: 1000, PayloadSize: 80, Name: "me",
-		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a"), Clock: conn.clock})
+	return hs
+}
+
+// newSender is a sender writing to a fakeOut on a fake clock, with the
+// given options' targets applied; its registry is returned too.
+func newSender(t *testing.T, opts Options) (*Sender, *fakeOut, *prometheus.Registry) {
+	t.Helper()
+	clk := fakeclock.New(t0)
+	reg := prometheus.NewPedanticRegistry()
+	opts.Rate = cmpOr(opts.Rate, 1000)
+	opts.PayloadSize = cmpOr(opts.PayloadSize, 100)
+	opts.LossTimeout = cmpOr(opts.LossTimeout, 100*time.Millisecond)
+	opts.Name = "me"
+	opts.Logger, opts.Metrics, opts.Clock = zap.NewNop(), metrics.NewSender(reg, "me"), clk
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.targets[0].conn.Close()
-	s.targets[0].conn = conn
-	s.targets[0].out = &fakeOut{c: conn}
-	return s, s.targets[0]
+	out := &fakeOut{clock: clk}
+	s.out = out
+	s.apply(s.next, clk.Now())
+	s.changed.Store(false)
+	t.Cleanup(func() { s.conn.Close() })
+	return s, out, reg
 }
 
-// TestSendErrorsUseNoSequenceNumber: every other write fails, yet the
-// datagrams that left carry 0, 1, 2, … without a hole, and the goodbye
-// carries the last of them.
-func TestSendErrorsUseNoSequenceNumber(t *testing.T) {
-	conn := &fakeConn{fail: func(n int) bool { return n%2 == 1 }}
-	s, tg := newTarget(t, conn)
-	for range 20 {
-		tg.send([]time.Time{t0})
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
 	}
-	tg.goodbye()
+	return v
+}
+
+// run runs s until its clock has moved on by d, then lets Run end.
+func run(t *testing.T, s *Sender, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clk := s.clock.(*fakeclock.Clock)
+	clk.At(clk.Now().Add(d), cancel)
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// contiguous fails unless the datagrams are numbered 0, 1, 2, … in one
+// session.
+func contiguous(t *testing.T, label string, hs []wire.Header) {
+	t.Helper()
+	for i, h := range hs {
+		if h.Seq != uint64(i) || h.Session != hs[0].Session {
+			t.Fatalf("%s: datagram %d is sequence %d of session %d", label, i, h.Seq, h.Session)
+		}
+	}
+}
+
+// TestSendErrorsUseNoSequenceNumber: every other datagram is refused, yet
+// the datagrams that left carry 0, 1, 2, … without a hole, and the
+// goodbyes carry the last of them.
+func TestSendErrorsUseNoSequenceNumber(t *testing.T) {
+	s, out, _ := newSender(t, Options{Targets: []string{"127.0.0.1:9"}})
+	out.fail = func(n int) bool { return n%2 == 1 }
+	tg := s.active["127.0.0.1:9"]
+	for range 20 {
+		s.batch.bufs = append(s.batch.bufs, tg.bufs[0])
+		s.batch.to = append(s.batch.to, tg.to)
+		s.batch.of = append(s.batch.of, tg)
+		s.batch.dues = append(s.batch.dues, t0)
+		s.flush()
+	}
+	s.goodbye(tg)
 	if got := testutil.ToFloat64(tg.m.PacketsSent); got != 10 {
 		t.Errorf("sent %v, want 10", got)
 	}
 	if got := testutil.ToFloat64(tg.m.SendErrors); got != 10+1 { // one goodbye write fails too
 		t.Errorf("send errors %v, want 11", got)
 	}
-	var data, byes []uint64
-	for _, h := range conn.got {
-		if h.Session != s.Session() || string(h.Name) != "me" {
-			t.Fatalf("header %+v", h)
-		}
-		if h.Goodbye() {
-			byes = append(byes, h.Seq)
-			continue
-		}
-		data = append(data, h.Seq)
-	}
-	for i, seq := range data {
-		if seq != uint64(i) {
-			t.Fatalf("sequence numbers %v have a hole", data)
-		}
-	}
-	if len(data) != 10 || len(byes) != GoodbyeCopies-1 || byes[0] != 9 || byes[1] != 9 {
-		t.Fatalf("data %v, goodbyes %v", data, byes)
+	data, byes := out.data(tg.label), out.goodbyes(tg.label)
+	contiguous(t, tg.label, data)
+	if len(data) != 10 || len(byes) != GoodbyeCopies-1 || byes[0].Seq != 9 || byes[1].Seq != 9 ||
+		data[0].Session != s.Session() {
+		t.Fatalf("data %d, goodbyes %v", len(data), byes)
 	}
 }
 
 func TestNoGoodbyeWithoutData(t *testing.T) {
-	conn := &fakeConn{}
-	_, tg := newTarget(t, conn)
-	tg.goodbye()
-	if len(conn.got) != 0 {
-		t.Fatalf("sent %d datagrams", len(conn.got))
+	s, out, _ := newSender(t, Options{Targets: []string{"127.0.0.1:9"}})
+	s.goodbye(s.active["127.0.0.1:9"])
+	if len(out.got) != 0 {
+		t.Fatalf("sent %d datagrams", len(out.got))
 	}
-}
-
-// runFor runs tg at rate until its clock has moved on by d.
-func runFor(tg *target, conn *fakeConn, rate float64, d time.Duration) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	conn.clock.At(conn.clock.Now().Add(d), cancel)
-	tg.run(ctx, rate)
 }
 
 // TestStallSkipsSlots: a write that blocks for 100 ms at 1000/s leaves the
 // sender more than the catch-up window behind, so it skips and counts slots
-// instead of bursting them, and numbers stay contiguous. Slot 10 is sent at
-// 10 ms and the write returns at 110 ms: slot 11 is 99 ms late, 20 ms of
-// which the catch-up window absorbs, so 79 slots are skipped.
+// instead of bursting them, and numbers stay contiguous. Slot 10 is sent
+// 10 ms after the first and the write returns at 110 ms: slot 11 is 99 ms
+// late, 20 ms of which the catch-up window absorbs, so 79 slots are
+// skipped.
 func TestStallSkipsSlots(t *testing.T) {
-	conn := &fakeConn{stall: func(n int) time.Duration {
+	s, out, _ := newSender(t, Options{Targets: []string{"127.0.0.1:9"}})
+	out.stall = func(n int) time.Duration {
 		if n == 10 {
 			return 100 * time.Millisecond
 		}
 		return 0
-	}}
-	_, tg := newTarget(t, conn)
-	runFor(tg, conn, 1000, 300*time.Millisecond)
+	}
+	tg := s.active["127.0.0.1:9"]
+	first := tg.sched.due(0)
+	run(t, s, first.Sub(t0)+300*time.Millisecond+500*time.Microsecond)
 	if missed := testutil.ToFloat64(tg.m.MissedSlots); missed != 79 {
 		t.Errorf("missed %v slots, want 79", missed)
 	}
-	data := 0
-	for i, h := range conn.got {
-		if h.Goodbye() {
-			continue
-		}
-		if h.Seq != uint64(i) {
-			t.Fatalf("datagram %d has sequence %d", i, h.Seq)
-		}
-		data++
-	}
+	data := out.data(tg.label)
+	contiguous(t, tg.label, data)
 	// Slots 0 to 300 are due in 300 ms; 79 were skipped.
-	if data != 301-79 {
-		t.Errorf("%d datagrams sent, want %d", data, 301-79)
+	if len(data) != 301-79 {
+		t.Errorf("%d datagrams sent, want %d", len(data), 301-79)
 	}
 }
 
@@ -201,35 +228,39 @@ func TestNewRejectsRate(t *testing.T) {
 }
 
 func TestNewFailsOnBadTarget(t *testing.T) {
-	_, err := New(Options{Targets: []string{"no-such-host.invalid:1"}, Rate: 1, PayloadSize: 80, Name: "me",
-		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
-	if err == nil {
-		t.Fatal("no error for an unresolvable target")
+	for _, target := range []string{"no-such-host.invalid:1", "127.0.0.1", "127.0.0.1:0"} {
+		_, err := New(Options{Targets: []string{target}, Rate: 1, PayloadSize: 80, Name: "me",
+			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
+		if err == nil || !strings.Contains(err.Error(), target) {
+			t.Errorf("target %q: error %v, want one naming it", target, err)
+		}
 	}
 }
 
 // TestSchedule: a batch holds the due slot and the later slots already due,
-// never one whose time has not come, and never more than a batch; slots
-// more than the catch-up window behind are skipped, exactly.
+// never one whose time has not come, and never more than a batch or than
+// asked; slots more than the catch-up window behind are skipped, exactly.
 func TestSchedule(t *testing.T) {
 	for _, rate := range []float64{10, 1e3, 3e4, 1e5, 3e5, 1e6} {
 		for _, k := range []int64{0, 1, 7, 12345} {
 			for _, after := range []time.Duration{0, 1, time.Microsecond, 10 * time.Microsecond, 333 * time.Microsecond, 15 * time.Millisecond} {
-				s := newSchedule(t0, rate, MaxBatch)
-				s.next = k
-				now := s.due(k).Add(after)
-				dues, skipped := s.take(now)
-				if skipped != 0 || len(dues) == 0 || len(dues) > MaxBatch || !dues[0].Equal(s.due(k)) {
-					t.Fatalf("rate %v, slot %d, now +%v: dues %v, %d skipped", rate, k, after, dues, skipped)
-				}
-				for i, d := range dues {
-					if !d.Equal(s.due(k+int64(i))) || d.After(now) {
-						t.Fatalf("rate %v, slot %d, now +%v: entry %d is %v, want slot %d's due time %v, not after %v",
-							rate, k, after, i, d, k+int64(i), s.due(k+int64(i)), now)
+				for _, most := range []int{1, 5, MaxBatch} {
+					s := newSchedule(t0, rate, MaxBatch)
+					s.next = k
+					now := s.due(k).Add(after)
+					dues, skipped := s.take(now, most)
+					if skipped != 0 || len(dues) == 0 || len(dues) > most || !dues[0].Equal(s.due(k)) {
+						t.Fatalf("rate %v, slot %d, now +%v, most %d: dues %v, %d skipped", rate, k, after, most, dues, skipped)
 					}
-				}
-				if next := s.due(s.next); s.next != k+int64(len(dues)) || len(dues) < MaxBatch && !next.After(now) {
-					t.Fatalf("rate %v, slot %d, now +%v: %d slots, but the next (%v) is due too", rate, k, after, len(dues), next)
+					for i, d := range dues {
+						if !d.Equal(s.due(k+int64(i))) || d.After(now) {
+							t.Fatalf("rate %v, slot %d, now +%v: entry %d is %v, want slot %d's due time %v, not after %v",
+								rate, k, after, i, d, k+int64(i), s.due(k+int64(i)), now)
+						}
+					}
+					if next := s.due(s.next); s.next != k+int64(len(dues)) || len(dues) < most && !next.After(now) {
+						t.Fatalf("rate %v, slot %d, now +%v: %d slots, but the next (%v) is due too", rate, k, after, len(dues), next)
+					}
 				}
 			}
 		}
@@ -249,7 +280,7 @@ func TestSchedule(t *testing.T) {
 		{1e6, time.Second, 980_000, MaxBatch}, // a second behind: one batch, not a burst
 	} {
 		s := newSchedule(t0, c.rate, MaxBatch)
-		dues, skipped := s.take(t0.Add(c.behind))
+		dues, skipped := s.take(t0.Add(c.behind), MaxBatch)
 		if skipped != c.skipped || len(dues) != c.batch || !dues[0].Equal(s.due(c.skipped)) {
 			t.Errorf("rate %v, %v behind: %d skipped, a batch of %d from %v; want %d skipped and %d from slot %d",
 				c.rate, c.behind, skipped, len(dues), dues[0].Sub(t0), c.skipped, c.batch, c.skipped)
@@ -258,35 +289,39 @@ func TestSchedule(t *testing.T) {
 }
 
 // TestRefusalInBatch: the kernel refuses the third datagram of a batch of
-// five. It uses no sequence number, the two after it are renumbered and
-// sent, and every slot is accounted for once.
+// five to one target, amid datagrams to another. It uses no sequence
+// number, the ones after it are renumbered and sent, and every slot is
+// accounted for once.
 func TestRefusalInBatch(t *testing.T) {
-	conn := &fakeConn{fail: func(n int) bool { return n == 2 }}
-	_, tg := newTarget(t, conn)
-	tg.send([]time.Time{t0, t0, t0, t0, t0})
-	if got := testutil.ToFloat64(tg.m.PacketsSent); got != 4 {
-		t.Errorf("sent %v, want 4", got)
+	s, out, _ := newSender(t, Options{Targets: []string{"127.0.0.1:9", "127.0.0.2:9"}, Rate: 1e5})
+	out.fail = func(n int) bool { return n == 2 }
+	a, b := s.active["127.0.0.1:9"], s.active["127.0.0.2:9"]
+	used := map[*target]int{}
+	for _, tg := range []*target{a, a, a, a, a, b, b} {
+		s.batch.bufs = append(s.batch.bufs, tg.bufs[used[tg]])
+		used[tg]++
+		s.batch.to = append(s.batch.to, tg.to)
+		s.batch.of = append(s.batch.of, tg)
+		s.batch.dues = append(s.batch.dues, t0)
 	}
-	if got := testutil.ToFloat64(tg.m.SendErrors); got != 1 {
-		t.Errorf("send errors %v, want 1", got)
+	s.flush()
+	if got, errs := testutil.ToFloat64(a.m.PacketsSent), testutil.ToFloat64(a.m.SendErrors); got != 4 || errs != 1 {
+		t.Errorf("sent %v with %v errors, want 4 and 1", got, errs)
 	}
 	var lateness dto.Metric
-	if err := tg.m.ScheduleLateness.(prometheus.Metric).Write(&lateness); err != nil {
+	if err := a.m.ScheduleLateness.(prometheus.Metric).Write(&lateness); err != nil {
 		t.Fatal(err)
 	}
 	if c := lateness.GetHistogram().GetSampleCount(); c != 5 {
 		t.Errorf("lateness observed %d times, want 5 (one per slot)", c)
 	}
-	if out := tg.out.(*fakeOut); len(out.batches) != 2 || out.batches[0] != 5 || out.batches[1] != 2 {
-		t.Errorf("batches %v, want [5 2]", out.batches)
+	if len(out.batches) != 2 || out.batches[0] != 7 || out.batches[1] != 4 {
+		t.Errorf("batches %v, want [7 4]", out.batches)
 	}
-	for i, h := range conn.got {
-		if h.Seq != uint64(i) {
-			t.Fatalf("datagram %d has sequence %d", i, h.Seq)
-		}
-	}
-	if tg.seq != 4 || len(conn.got) != 4 {
-		t.Fatalf("next sequence %d after %d datagrams, want 4 after 4", tg.seq, len(conn.got))
+	contiguous(t, a.label, out.data(a.label))
+	contiguous(t, b.label, out.data(b.label))
+	if a.seq != 4 || b.seq != 2 || len(out.got) != 6 {
+		t.Fatalf("next sequences %d and %d after %d datagrams, want 4 and 2 after 6", a.seq, b.seq, len(out.got))
 	}
 }
 
@@ -295,32 +330,129 @@ func TestRefusalInBatch(t *testing.T) {
 // numbers stay contiguous, and no datagram is stamped before its slot
 // (slot ≥ sequence number, skipped slots only add).
 func TestHighRateBatches(t *testing.T) {
-	conn := &fakeConn{}
-	_, tg := newTarget(t, conn)
-	tg.out.(*fakeOut).cost = 25 * time.Microsecond
-	runFor(tg, conn, 1e5, 100*time.Millisecond)
-	var data int
-	for _, h := range conn.got {
-		if h.Goodbye() {
-			continue
-		}
-		if h.Seq != uint64(data) {
-			t.Fatalf("datagram %d has sequence %d", data, h.Seq)
-		}
-		if due := tg.sched.due(int64(h.Seq)).Sub(tg.epoch); h.SendClock < int64(due) {
+	s, out, _ := newSender(t, Options{Targets: []string{"127.0.0.1:9"}, Rate: 1e5})
+	out.cost = 25 * time.Microsecond
+	tg := s.active["127.0.0.1:9"]
+	run(t, s, 100*time.Millisecond)
+	data := out.data(tg.label)
+	contiguous(t, tg.label, data)
+	for _, h := range data {
+		if due := tg.sched.due(int64(h.Seq)).Sub(s.epoch); h.SendClock < int64(due) {
 			t.Fatalf("sequence %d stamped at %v, before its slot at %v", h.Seq, time.Duration(h.SendClock), due)
 		}
-		data++
 	}
 	largest := 0
-	for _, n := range tg.out.(*fakeOut).batches {
+	for _, n := range out.batches {
 		largest = max(largest, n)
 	}
-	if data < 1000 || largest < 2 || largest > MaxBatch {
-		t.Fatalf("%d datagrams in batches of up to %d; want batches of 2 to %d", data, largest, MaxBatch)
+	if len(data) < 1000 || largest < 2 || largest > MaxBatch {
+		t.Fatalf("%d datagrams in batches of up to %d; want batches of 2 to %d", len(data), largest, MaxBatch)
 	}
 	if missed := testutil.ToFloat64(tg.m.MissedSlots); missed != 0 {
 		t.Fatalf("%v slots missed; a sender whose writes keep up misses none", missed)
 	}
-	t.Logf("%d datagrams, batches up to %d", data, largest)
+}
+
+// TestManyTargetsOneLoop: 200 targets at 100/s each from one loop, for a
+// second: every target gets exactly its slots, numbered from 0 in its own
+// session, to its own address, none skipped; targets due together share a
+// write (each write takes 100 µs here, so they do); no goroutine is
+// started per target.
+func TestManyTargetsOneLoop(t *testing.T) {
+	var entries []string
+	for i := range 200 {
+		entries = append(entries, fmt.Sprintf("127.0.%d.%d:6464", i/250, 1+i%250))
+	}
+	s, out, _ := newSender(t, Options{Targets: entries, Rate: 100})
+	out.cost = 100 * time.Microsecond // a write per datagram would not keep up
+	goroutines := runtime.NumGoroutine()
+	var during int
+	s.clock.(*fakeclock.Clock).At(t0.Add(500*time.Millisecond), func() { during = runtime.NumGoroutine() })
+	run(t, s, time.Second)
+	if during > goroutines {
+		t.Errorf("%d goroutines while sending to 200 targets, %d before", during, goroutines)
+	}
+	for _, e := range entries {
+		data := out.data(e)
+		contiguous(t, e, data)
+		// Slots at phase, phase + 10 ms, … up to a second: 100, the last
+		// of which may still wait for a write when the run stops.
+		if n := len(data); n < 99 || n > 100 {
+			t.Errorf("%s: %d datagrams in a second at 100/s", e, n)
+		}
+		if len(out.goodbyes(e)) != GoodbyeCopies {
+			t.Errorf("%s: %d goodbyes", e, len(out.goodbyes(e)))
+		}
+	}
+	for _, d := range out.got {
+		if d.to.String() != string(d.Target) {
+			t.Fatalf("a datagram for %s went to %v", d.Target, d.to)
+		}
+	}
+	for _, tg := range s.active {
+		if missed := testutil.ToFloat64(tg.m.MissedSlots); missed != 0 {
+			t.Errorf("%s: %v slots missed", tg.label, missed)
+		}
+	}
+	if len(out.batches) >= len(out.got) || len(out.batches) < len(out.got)/10 {
+		t.Errorf("%d datagrams in %d writes: want targets due together to share some", len(out.got), len(out.batches))
+	}
+}
+
+// TestSetTargets: while the sender runs, a target that joins is probed
+// within the idle wait, one that leaves gets its goodbyes and loses its
+// series once its round trips are settled, and one that comes back starts
+// a new session from 0; the others notice nothing.
+func TestSetTargets(t *testing.T) {
+	s, out, reg := newSender(t, Options{Targets: []string{"127.0.0.1:9", "127.0.0.2:9"}, RoundTrip: true})
+	clk := s.clock.(*fakeclock.Clock)
+	a, b, c := discovery.Target{Label: "127.0.0.1:9", Addr: netip.MustParseAddrPort("127.0.0.1:9")},
+		discovery.Target{Label: "127.0.0.2:9", Addr: netip.MustParseAddrPort("127.0.0.2:9")},
+		discovery.Target{Label: "c:9", Addr: netip.MustParseAddrPort("127.0.0.3:9")}
+	clk.At(t0.Add(200*time.Millisecond), func() { s.SetTargets([]discovery.Target{a, c}) })    // b leaves, c joins
+	clk.At(t0.Add(600*time.Millisecond), func() { s.SetTargets([]discovery.Target{a, b, c}) }) // b is back
+	var seriesOfB int
+	clk.At(t0.Add(500*time.Millisecond), func() {
+		n, err := testutil.GatherAndCount(reg, "udpprobe_sender_packets_sent_total")
+		if err != nil {
+			t.Error(err)
+		}
+		seriesOfB = n - 2
+	})
+	run(t, s, time.Second)
+
+	dataA := out.data(a.Label)
+	contiguous(t, a.Label, dataA)
+	if len(dataA) < 999 || len(dataA) > 1001 || len(out.goodbyes(a.Label)) != GoodbyeCopies {
+		t.Errorf("a, probed throughout: %d datagrams, %d goodbyes", len(dataA), len(out.goodbyes(a.Label)))
+	}
+	dataC := out.data(c.Label)
+	contiguous(t, c.Label, dataC)
+	if first := dataC[0].SendClock; first < int64(200*time.Millisecond) || first > int64(200*time.Millisecond+maxIdle+time.Millisecond) {
+		t.Errorf("c joined at 200 ms and was first probed at %v", time.Duration(first))
+	}
+	dataB := out.data(b.Label)
+	var first, second []wire.Header
+	for _, h := range dataB {
+		if h.Session == dataB[0].Session {
+			first = append(first, h)
+		} else {
+			second = append(second, h)
+		}
+	}
+	contiguous(t, b.Label, first)
+	contiguous(t, b.Label, second)
+	if len(first) == 0 || len(second) == 0 || first[len(first)-1].SendClock > int64(200*time.Millisecond+maxIdle) {
+		t.Fatalf("b: %d datagrams before it left, %d after it came back", len(first), len(second))
+	}
+	byes := out.goodbyes(b.Label)
+	if len(byes) != 2*GoodbyeCopies || byes[0].Seq != first[len(first)-1].Seq || byes[0].Session != first[0].Session {
+		t.Errorf("b's goodbyes %v, want %d of each session, the first ending at %d", byes, GoodbyeCopies, first[len(first)-1].Seq)
+	}
+	if seriesOfB != 0 {
+		t.Errorf("b's series were still there 300 ms after it left (loss timeout 100 ms): %d", seriesOfB)
+	}
+	if n := testutil.ToFloat64(s.opts.Metrics.Targets); n != 3 {
+		t.Errorf("udpprobe_sender_targets %v, want 3", n)
+	}
 }

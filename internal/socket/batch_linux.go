@@ -268,14 +268,16 @@ func ntohs(p uint16) uint16 {
 	return uint16(b[0])<<8 | uint16(b[1])
 }
 
-// Writer sends datagrams on a connected UDP socket, up to its size per
-// sendmmsg call. A Writer is not safe for concurrent use.
+// Writer sends datagrams on a UDP socket, each to its own destination, up
+// to its size per sendmmsg call. A Writer is not safe for concurrent use.
 type Writer struct {
 	raw   syscall.RawConn
+	v6    bool // the socket is AF_INET6 (dual-stack: IPv4 goes v4-mapped)
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
-	send  func(fd uintptr) bool // w.sendmmsg, bound once
-	n     int                   // messages to send in this call
+	names []unix.RawSockaddrInet6 // room for either family
+	send  func(fd uintptr) bool   // w.sendmmsg, bound once
+	n     int                     // messages to send in this call
 	sent  int
 	errno syscall.Errno
 }
@@ -287,7 +289,20 @@ func NewWriter(c *net.UDPConn, size int) (*Writer, error) {
 		return nil, err
 	}
 	size = max(size, 1)
-	w := &Writer{raw: raw, hdrs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size)}
+	w := &Writer{raw: raw, hdrs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size),
+		names: make([]unix.RawSockaddrInet6, size)}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		var sa unix.Sockaddr
+		if sa, serr = unix.Getsockname(int(fd)); serr == nil {
+			_, w.v6 = sa.(*unix.SockaddrInet6)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, os.NewSyscallError("getsockname", serr)
+	}
 	for i := range w.hdrs {
 		w.hdrs[i].Hdr.Iov = &w.iovs[i]
 		w.hdrs[i].Hdr.SetIovlen(1)
@@ -296,23 +311,66 @@ func NewWriter(c *net.UDPConn, size int) (*Writer, error) {
 	return w, nil
 }
 
-// Write sends bufs in order, at most the Writer's size of them, and returns
-// how many the kernel accepted. If that is fewer than len(bufs), err says
-// why bufs[n] was refused; the ones after it were not tried.
-func (w *Writer) Write(bufs [][]byte) (n int, err error) {
+// ErrFamily refuses a destination the socket's address family cannot
+// reach: IPv6 on an IPv4 socket.
+var ErrFamily = errors.New("destination not reachable from this socket's address family")
+
+// Write sends bufs in order, bufs[i] to to[i] (to nil: on a connected
+// socket, to its peer), at most the Writer's size of them, and returns how
+// many the kernel accepted. If that is fewer than len(bufs), err says why
+// bufs[n] was refused; the ones after it were not tried.
+func (w *Writer) Write(bufs [][]byte, to []netip.AddrPort) (n int, err error) {
 	w.n = min(len(bufs), len(w.hdrs))
+	var refused error
 	for i, b := range bufs[:w.n] {
 		w.iovs[i].Base = unsafe.SliceData(b)
 		w.iovs[i].SetLen(len(b))
+		h := &w.hdrs[i].Hdr
+		if to == nil {
+			h.Name, h.Namelen = nil, 0
+			continue
+		}
+		if h.Namelen = w.putName(i, to[i]); h.Namelen == 0 {
+			w.n, refused = i, ErrFamily
+			break
+		}
+		h.Name = (*byte)(unsafe.Pointer(&w.names[i]))
 	}
 	w.sent = 0
-	if err := w.raw.Write(w.send); err != nil {
-		return w.sent, err
+	if w.n > 0 {
+		if err := w.raw.Write(w.send); err != nil {
+			return w.sent, err
+		}
+		if w.errno != 0 {
+			return w.sent, os.NewSyscallError("sendmmsg", w.errno)
+		}
 	}
-	if w.errno != 0 {
-		return w.sent, os.NewSyscallError("sendmmsg", w.errno)
+	return w.sent, refused
+}
+
+// putName writes the socket address of to into name slot i and returns its
+// length, or 0 if the socket's family cannot reach it.
+func (w *Writer) putName(i int, to netip.AddrPort) uint32 {
+	a := to.Addr()
+	if w.v6 {
+		sa := &w.names[i]
+		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.As16()}
+		putPort(&sa.Port, to.Port())
+		return unix.SizeofSockaddrInet6
 	}
-	return w.sent, nil
+	if !a.Unmap().Is4() {
+		return 0
+	}
+	sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&w.names[i]))
+	*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Unmap().As4()}
+	putPort(&sa.Port, to.Port())
+	return unix.SizeofSockaddrInet4
+}
+
+// putPort stores a port in network byte order.
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
 }
 
 // sendmmsg is the raw write. It reports false, to wait for room in the

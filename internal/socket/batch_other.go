@@ -3,7 +3,9 @@
 package socket
 
 import (
+	"errors"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -44,17 +46,28 @@ func (r *Reader) Close() error { return r.c.Close() }
 // Unpoll does nothing here: the socket stays in the runtime's poller.
 func (r *Reader) Unpoll() error { return nil }
 
-// Writer sends one datagram per call here, on a connected socket.
+// Writer sends one datagram per call here.
 type Writer struct{ c *net.UDPConn }
 
 // NewWriter prepares to send on c; size is ignored.
 func NewWriter(c *net.UDPConn, _ int) (*Writer, error) { return &Writer{c: c}, nil }
 
-// Write sends bufs in order and returns how many the kernel accepted. If
-// that is fewer than len(bufs), err says why bufs[n] was refused.
-func (w *Writer) Write(bufs [][]byte) (int, error) {
+// ErrFamily refuses a destination the socket's address family cannot
+// reach (on Linux; here the system call says so).
+var ErrFamily = errors.New("destination not reachable from this socket's address family")
+
+// Write sends bufs in order, bufs[i] to to[i] (to nil: on a connected
+// socket, to its peer), and returns how many the kernel accepted. If that
+// is fewer than len(bufs), err says why bufs[n] was refused.
+func (w *Writer) Write(bufs [][]byte, to []netip.AddrPort) (int, error) {
 	for i, b := range bufs {
-		if _, err := w.c.Write(b); err != nil {
+		var err error
+		if to == nil {
+			_, err = w.c.Write(b)
+		} else {
+			_, err = w.c.WriteToUDPAddrPort(b, to[i])
+		}
+		if err != nil {
 			return i, err
 		}
 	}

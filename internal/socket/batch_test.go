@@ -228,7 +228,7 @@ func TestWriterBatches(t *testing.T) {
 		bufs[i] = []byte(fmt.Sprintf("d%02d", i))
 	}
 	for rest := bufs; len(rest) > 0; {
-		sent, err := w.Write(rest)
+		sent, err := w.Write(rest, nil)
 		if err != nil || sent != min(len(rest), 16) {
 			t.Fatalf("wrote %d of %d: %v", sent, len(rest), err)
 		}
@@ -256,7 +256,7 @@ func TestWriterReportsRefusal(t *testing.T) {
 	bufs := [][]byte{[]byte("a"), []byte("b"), []byte("c")}
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		sent, err := w.Write(bufs)
+		sent, err := w.Write(bufs, nil)
 		if err == nil {
 			time.Sleep(time.Millisecond) // the ICMP error has not come back yet
 			continue
@@ -269,17 +269,71 @@ func TestWriterReportsRefusal(t *testing.T) {
 	t.Fatal("no refusal reported within 5 s")
 }
 
-// TestWriterAllocatesNothing: a batch write allocates nothing.
+// unconnected is a socket bound to an ephemeral port of network's
+// loopback, or of every address ("udp", dual-stack).
+func unconnected(t testing.TB, network string) *net.UDPConn {
+	t.Helper()
+	var laddr *net.UDPAddr
+	if network == "udp4" {
+		laddr = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	}
+	c, err := net.ListenUDP(network, laddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestWriterDestinations: one batch on one socket reaches each datagram's
+// own destination, from an IPv4 socket and from a dual-stack one (IPv4
+// v4-mapped); an IPv4 socket refuses an IPv6 destination as ErrFamily,
+// having sent the datagrams before it.
+func TestWriterDestinations(t *testing.T) {
+	a, ra := listen(t, "udp4", "127.0.0.1:0", 8, 16)
+	b, rb := listen(t, "udp4", "127.0.0.1:0", 8, 16)
+	to := []netip.AddrPort{a.LocalAddr().(*net.UDPAddr).AddrPort(), b.LocalAddr().(*net.UDPAddr).AddrPort(),
+		a.LocalAddr().(*net.UDPAddr).AddrPort(), b.LocalAddr().(*net.UDPAddr).AddrPort()}
+	for _, network := range []string{"udp4", "udp"} {
+		w, err := NewWriter(unconnected(t, network), 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bufs := [][]byte{[]byte("a1"), []byte("b1"), []byte("a2"), []byte("b2")}
+		if n, err := w.Write(bufs, to); n != 4 || err != nil {
+			t.Fatalf("%s: wrote %d: %v", network, n, err)
+		}
+		for r, want := range map[*Reader][]string{ra: {"a1", "a2"}, rb: {"b1", "b2"}} {
+			got, _ := readN(t, r, 2)
+			if string(got[0].Buf) != want[0] || string(got[1].Buf) != want[1] {
+				t.Errorf("%s: got %q and %q, want %q", network, got[0].Buf, got[1].Buf, want)
+			}
+		}
+	}
+	w, err := NewWriter(unconnected(t, "udp4"), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	six := append(to[:1:1], netip.MustParseAddrPort("[::1]:9"), to[1])
+	if n, err := w.Write([][]byte{[]byte("x"), []byte("y"), []byte("z")}, six); n != 1 || !errors.Is(err, ErrFamily) {
+		t.Fatalf("IPv6 from an IPv4 socket: wrote %d, %v; want 1 and ErrFamily", n, err)
+	}
+}
+
+// TestWriterAllocatesNothing: a batch write to destinations allocates
+// nothing.
 func TestWriterAllocatesNothing(t *testing.T) {
 	c, r := listen(t, "udp4", "127.0.0.1:0", 64, 128)
-	w, err := NewWriter(dial(t, c.LocalAddr()), 8)
+	w, err := NewWriter(unconnected(t, "udp"), 8)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bufs := [][]byte{[]byte("a"), []byte("b"), []byte("c"), []byte("d")}
+	here := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	to := []netip.AddrPort{here, here, here, here}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	allocs := testing.AllocsPerRun(200, func() {
-		if n, err := w.Write(bufs); n != len(bufs) || err != nil {
+		if n, err := w.Write(bufs, to); n != len(bufs) || err != nil {
 			t.Fatalf("wrote %d: %v", n, err)
 		}
 		for got := 0; got < len(bufs); {

@@ -1,0 +1,134 @@
+package sender
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/tracker"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// target is one destination: its session, schedule, sequence numbers,
+// datagrams and round trip. All but the round trip belong to Run's
+// goroutine.
+type target struct {
+	label   string
+	to      netip.AddrPort
+	session uint64
+	bufs    [][]byte // its datagrams, ready but for flags, number, time and seal
+	sched   schedule
+	at      int64 // when its next slot is due, ns since the sender's epoch: the queue's key
+	index   int   // in the queue; -1 when not in it
+	seq     uint64
+	pending int // datagrams of the batch being stamped
+	m       metrics.SenderTarget
+	log     *zap.Logger
+	leaveBy time.Time // once it left: when its last replies are given up
+
+	mu             sync.Mutex         // guards rt and warnedWithheld, shared with the reply reader
+	rt             *tracker.RoundTrip // nil without round trips
+	warnedWithheld bool               // the reflector's holding back replies was logged
+
+	unlogged  uint64 // send errors since the last log line
+	lastError error
+	nextLog   time.Time
+}
+
+// due moves the target's queue key to its next slot.
+func (t *target) due(epoch time.Time) { t.at = int64(t.sched.due(t.sched.next).Sub(epoch)) }
+
+// sendError logs the first error at once and then at most one line a minute
+// with the count, so a dead target cannot flood the log.
+func (t *target) sendError(err error, now time.Time) {
+	t.m.SendErrors.Inc()
+	t.unlogged++
+	t.lastError = err
+	if !now.Before(t.nextLog) {
+		t.log.Warn("send failed; the datagram was not sent and used no sequence number",
+			zap.Error(t.lastError), zap.Uint64("errors", t.unlogged))
+		t.unlogged = 0
+		t.nextLog = now.Add(errorLogEvery)
+	}
+}
+
+// handleReply takes a reply to one of the target's datagrams (h decoded
+// from it, valid says whether it is one), read at mono.
+func (t *target) handleReply(h *wire.Header, valid bool, mono int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case !valid:
+		t.rt.Reject()
+	case h.Goodbye():
+		t.rt.Goodbye(h.Received, h.Withheld)
+	default:
+		if r := t.rt.Reply(h.Seq, h.Received, h.Withheld, mono); r.Outcome == tracker.ReplyAnswered {
+			t.m.RTT.Observe(float64(r.RTT) / 1e9)
+		}
+		if h.Withheld > 0 && !t.warnedWithheld {
+			t.warnedWithheld = true
+			t.log.Warn("the reflector holds back replies to this sender: it sends faster than the receiver's "+
+				"reflect rate limit allows; they count as withheld, not as loss, and their round trips are not "+
+				"measured: raise the receiver's reflect rate limit above this sender's rate",
+				zap.Float64("rate", t.sched.rate), zap.Uint64("withheld", h.Withheld))
+		}
+	}
+}
+
+// reject counts a datagram from the target's address that is not a reply
+// to it.
+func (t *target) reject() {
+	t.mu.Lock()
+	t.rt.Reject()
+	t.mu.Unlock()
+}
+
+// roundTrip returns the round-trip totals, all zero without round trips:
+// the metrics read them at every scrape.
+func (t *target) roundTrip() tracker.RoundTripCounts {
+	if t.rt == nil {
+		return tracker.RoundTripCounts{}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rt.Counts()
+}
+
+// settled expires what is due at mono and reports whether every reply the
+// target waits for is in; at or past the deadline it settles the rest.
+func (t *target) settled(mono int64, deadline bool) bool {
+	if t.rt == nil || t.seq == 0 {
+		return true // nothing was sent, nothing will come back
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rt.Expire(mono)
+	if t.rt.Settled() || deadline {
+		t.rt.Settle()
+		return true
+	}
+	return false
+}
+
+// drain waits, after the goodbyes, until every target's replies are in or
+// the loss timeout has passed, and settles their round trips.
+func (s *Sender) drain(ts []*target) {
+	timer := s.clock.NewTimer()
+	for deadline := s.clock.Now().Add(s.opts.LossTimeout); ; {
+		now := s.clock.Now()
+		mono, late := int64(now.Sub(s.epoch)), !now.Before(deadline)
+		done := true
+		for _, t := range ts {
+			done = t.settled(mono, late) && done
+		}
+		if done {
+			return
+		}
+		timer.Sleep(context.Background(), min(s.opts.LossTimeout/10, 10*time.Millisecond))
+	}
+}
