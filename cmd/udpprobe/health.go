@@ -23,20 +23,28 @@ const healthcheckTimeout = 3 * time.Second
 // UDPPROBE_* variables, whether it is ready: for container healthchecks in
 // an image that has no shell or curl. Exit 0 when ready, 1 when not.
 func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) != 1 || (args[0] != config.ModeReceiver && args[0] != config.ModeSender) {
-		fmt.Fprintf(stderr, "Usage: udpprobe healthcheck receiver|sender\n")
+	if len(args) != 1 {
+		fmt.Fprintf(stderr, "Usage: udpprobe healthcheck receiver|sender|mesh\n")
 		return exitUsage
 	}
 	var addr, webConfig string
 	var err error
-	if args[0] == config.ModeReceiver {
+	switch args[0] {
+	case config.ModeReceiver:
 		var cfg *config.Receiver
 		cfg, err = config.LoadReceiver()
 		addr, webConfig = cfg.WebListenAddress, cfg.WebConfigFile
-	} else {
+	case config.ModeSender:
 		var cfg *config.Sender
 		cfg, err = config.LoadSender()
 		addr, webConfig = cfg.WebListenAddress, cfg.WebConfigFile
+	case config.ModeMesh:
+		var cfg *config.Mesh
+		cfg, err = config.LoadMesh()
+		addr, webConfig = cfg.WebListenAddress, cfg.WebConfigFile
+	default:
+		fmt.Fprintf(stderr, "Usage: udpprobe healthcheck receiver|sender|mesh\n")
+		return exitUsage
 	}
 	if err != nil && !config.OnlyWebConfig(err) {
 		return configError(stderr, args[0], err)

@@ -4,7 +4,8 @@
 //
 //	udpprobe receiver    run the receiver (configured by UDPPROBE_* variables)
 //	udpprobe sender      run the sender
-//	udpprobe healthcheck receiver|sender
+//	udpprobe mesh        run a mesh node: receiver, reflector and sender at once
+//	udpprobe healthcheck receiver|sender|mesh
 //	                     exit 0 if that daemon (same variables) is ready
 //	udpprobe version     print the version
 //	udpprobe help        print the configuration table
@@ -48,7 +49,9 @@ const usageText = `Usage: udpprobe <mode>
 Modes:
   receiver   receive probes and export what the path did to them
   sender     send probes to one or more receivers
-  healthcheck receiver|sender
+  mesh       be a node of a mesh: probe the other members, count and
+             reflect their probes, over one socket
+  healthcheck receiver|sender|mesh
              exit 0 if the daemon configured by the same variables is ready
   version    print version information
   help       print this text and the configuration table
@@ -71,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runReceiver(ctx, stderr)
 	case "sender":
 		return runSender(ctx, stderr)
+	case "mesh":
+		return runMesh(ctx, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK

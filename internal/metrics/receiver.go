@@ -21,6 +21,8 @@ type Receiver struct {
 	PeerOverflow     prometheus.Counter
 	SocketDrops      prometheus.Counter
 	ReceiveBuffer    prometheus.Gauge
+	// Hellos counts the hellos received; HellosAnswered those answered.
+	Hellos, HellosAnswered prometheus.Counter
 }
 
 // ReceiverPeer holds the instruments of one peer, a sender and the target
@@ -148,6 +150,10 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 		SocketDrops: counter(reg, sub, "socket_drops_total",
 			"Datagrams the kernel dropped because the receive socket buffer was full: a local problem, not network loss."),
 		ReceiveBuffer: gauge(reg, sub, "receive_buffer_bytes", "Receive socket buffer size granted by the kernel."),
+		Hellos: counter(reg, sub, "hellos_total",
+			"Hellos received: datagrams asking this node for its name; they belong to no stream."),
+		HellosAnswered: counter(reg, sub, "hellos_answered_total",
+			"Hellos answered with this node's name: only a node with a name that reflects answers, within the reply budget."),
 	}
 	for _, reason := range InvalidReasons {
 		r.Invalid.WithLabelValues(reason)

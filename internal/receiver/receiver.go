@@ -47,7 +47,17 @@ type Options struct {
 	ReflectBudget, ReflectBudgetBytes float64
 	// Keys, if any, authenticate datagrams (wire.Auth): the others are
 	// counted as invalid and ignored, and replies are signed.
-	Keys    [][]byte
+	Keys [][]byte
+	// Name is what a reply to a hello carries; empty: hellos are counted
+	// and not answered. Only a reflecting receiver answers them.
+	Name string
+	// OnReply, if set, takes the replies that arrive (a mesh node's socket
+	// is its sender's too) instead of counting them invalid. b and h are
+	// valid only during the call; at is the arrival.
+	OnReply func(h *wire.Header, b []byte, from netip.AddrPort, at Instant)
+	// Epoch is the origin of the monotonic times the table is given (a
+	// mesh node shares its sender's); zero: when New runs.
+	Epoch   time.Time
 	Logger  *zap.Logger
 	Metrics *metrics.Receiver
 	Clock   clock.Clock // nil: clock.Real
@@ -91,7 +101,10 @@ func New(opts Options) (*Receiver, error) {
 		clock: opts.Clock,
 		conn:  conn,
 		addr:  conn.LocalAddr().(*net.UDPAddr).AddrPort(),
-		epoch: opts.Clock.Now(),
+		epoch: opts.Epoch,
+	}
+	if r.epoch.IsZero() {
+		r.epoch = opts.Clock.Now()
 	}
 	r.table, err = NewTable(opts, func(b []byte, to netip.AddrPort) error {
 		_, err := r.conn.WriteToUDPAddrPort(b, to)
@@ -144,6 +157,10 @@ func (r *Receiver) setBuffer() error {
 
 // Addr is the bound address.
 func (r *Receiver) Addr() netip.AddrPort { return r.addr }
+
+// Conn is the receiving socket, for a sender that shares it (a mesh node).
+// It is closed when Run returns.
+func (r *Receiver) Conn() *net.UDPConn { return r.conn }
 
 // instant is now on the table's two clocks.
 func (r *Receiver) instant(now time.Time) Instant {

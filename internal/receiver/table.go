@@ -35,8 +35,10 @@ type Table struct {
 	log     *zap.Logger
 	metrics *metrics.Receiver
 	trOpts  tracker.Options
-	auth    *wire.Auth // nil: datagrams are not authenticated
-	reply   ReplyFunc  // nil: no replies
+	auth    *wire.Auth  // nil: datagrams are not authenticated
+	reply   ReplyFunc   // nil: no replies
+	name    []byte      // the node's name, for hello replies
+	hdr     wire.Header // the datagram Handle decodes
 	// The reply buckets' shapes: each peer's, and the budgets of all
 	// replies together (a zero rate: no budget), with the budgets' tokens.
 	replies, packets, bytes bucket
@@ -85,6 +87,7 @@ func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 		invalid: make(map[error]invalidCounter, len(reasons)),
 		peers:   make(map[string]*peer),
 		drops:   ledger{timeout: int64(opts.LossTimeout)},
+		name:    []byte(opts.Name),
 	}
 	if opts.Reflect {
 		t.reply = reply
@@ -121,8 +124,8 @@ func (t *Table) Len() int { return len(t.peers) }
 // Handle takes one datagram from source that arrived at the given instant.
 // A probe it answers is rewritten into its reply in place and sent.
 func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
-	var h wire.Header
-	if err := wire.Decode(b, &h); err != nil {
+	h := &t.hdr // not a local: a header handed to OnReply would escape
+	if err := wire.Decode(b, h); err != nil {
 		if err == wire.ErrChecksum {
 			t.metrics.PacketsCorrupted.Inc()
 			return
@@ -140,7 +143,15 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		}
 	}
 	if h.Reply() {
+		if t.opts.OnReply != nil {
+			t.opts.OnReply(h, b, from, at)
+			return
+		}
 		t.invalid[errReply].Inc()
+		return
+	}
+	if h.Hello() {
+		t.hello(b, key, from, at.Mono)
 		return
 	}
 	t.key = peerKey(t.key[:0], h.Name, h.Target)
@@ -163,14 +174,14 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 	if s == nil {
 		onProbation := p.cand.copies > 0 && p.cand.session == h.Session
 		switch {
-		case h.Goodbye() && !(onProbation && p.cand.confirms(&h)):
+		case h.Goodbye() && !(onProbation && p.cand.confirms(h)):
 			return // nothing to close, or nothing plausible
-		case p.stale(&h):
+		case p.stale(h):
 			p.m.Stray.Inc()
 			t.watch.stray(p)
 			return
-		case !onProbation || !p.cand.confirms(&h):
-			t.probation(p, onProbation, &h, b, key, from, at)
+		case !onProbation || !p.cand.confirms(h):
+			t.probation(p, onProbation, h, b, key, from, at)
 			return
 		}
 		var restarted bool
@@ -189,10 +200,10 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		if s == p.cur {
 			p.m.SessionEnded.Set(1)
 		}
-		t.reflect(p, s, &h, b, key, from, at.Mono)
+		t.reflect(p, s, h, b, key, from, at.Mono)
 		return
 	}
-	if s.tooOld(&h, t.trOpts.Timeout) {
+	if s.tooOld(h, t.trOpts.Timeout) {
 		p.m.Late.Inc()
 		return
 	}
@@ -203,7 +214,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		p.m.NameConflicts.Inc()
 		t.watch.conflict(p, h.Session, p.cur.session)
 	}
-	res := p.observe(s, &h, at)
+	res := p.observe(s, h, at)
 	switch res.Outcome {
 	case tracker.Received, tracker.Reordered:
 		// Only a first copy in time is the sender heard: duplicates and
@@ -211,7 +222,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		// get a reply.
 		p.heard(at)
 		t.drops.attribute(p, prevSeen, res.Revealed, at.Mono)
-		t.reflect(p, s, &h, b, key, from, at.Mono)
+		t.reflect(p, s, h, b, key, from, at.Mono)
 	case tracker.Stray:
 		t.watch.stray(p)
 	}
@@ -233,6 +244,24 @@ func (t *Table) probation(p *peer, onProbation bool, h *wire.Header, b []byte, k
 	}
 	p.hold(h, at)
 	t.reflect(p, &p.cand.stream, h, b, key, from, at.Mono)
+}
+
+// hello answers a hello, in b, with this node's name, if the table
+// reflects, has a name, and the budget of all replies allows: a hello
+// creates no peer and counts in no stream.
+func (t *Table) hello(b []byte, key int, from netip.AddrPort, now int64) {
+	t.metrics.Hellos.Inc()
+	if t.reply == nil || t.opts.Name == "" || !t.withinBudget(now, len(b)) || !wire.MakeHelloReply(b, t.name) {
+		return
+	}
+	if t.auth != nil {
+		t.auth.Sign(b, key)
+	}
+	if err := t.reply(b, from); err != nil {
+		t.watch.replyFailed(err)
+		return
+	}
+	t.metrics.HellosAnswered.Inc()
 }
 
 // withinBudget takes a reply of size bytes from the budget of all replies,

@@ -54,7 +54,7 @@ func replyTo(tb testing.TB, tg *target, session, seq, count uint64, sendTime int
 func TestRTTUsesOnlyTheMonotonicClock(t *testing.T) {
 	s, tg := newRoundTripTarget(t)
 	tg.rt.Send(0, 1e6)
-	s.handleReply(replyTo(t, tg, s.Session(), 0, 1, int64(time.Hour)), tg.to, 6e6)
+	s.HandleReply(replyTo(t, tg, s.Session(), 0, 1, int64(time.Hour)), tg.to, 6e6)
 	var m dto.Metric
 	if err := tg.m.RTT.(prometheus.Metric).Write(&m); err != nil {
 		t.Fatal(err)
@@ -82,10 +82,10 @@ func TestInvalidReplies(t *testing.T) {
 	elsewhere := netip.MustParseAddrPort("192.0.2.1:6464")
 	for _, b := range [][]byte{probe, replyTo(t, tg, s.Session()+1, 0, 1, 0), damaged,
 		replyTo(t, tg, s.Session(), 5, 1, 0), []byte("junk")} {
-		s.handleReply(b, tg.to, 1e6)
+		s.HandleReply(b, tg.to, 1e6)
 	}
-	s.handleReply([]byte("junk"), elsewhere, 1e6)
-	s.handleReply(damaged, elsewhere, 1e6)
+	s.HandleReply([]byte("junk"), elsewhere, 1e6)
+	s.HandleReply(damaged, elsewhere, 1e6)
 	if got := tg.roundTrip(); got != (tracker.RoundTripCounts{Invalid: 5}) {
 		t.Fatalf("counted %+v, want 5 invalid replies and nothing else", got)
 	}
@@ -110,7 +110,7 @@ func TestReplyPathAllocatesNothing(t *testing.T) {
 		wire.PutSeq(b, seq)
 		wire.Seal(b)
 		seq++
-		s.handleReply(b, tg.to, int64(time.Since(s.epoch)))
+		s.HandleReply(b, tg.to, int64(time.Since(s.epoch)))
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)
@@ -135,6 +135,6 @@ func BenchmarkRoundTrip(b *testing.B) {
 		tg.mu.Unlock()
 		wire.PutSeq(reply, seq)
 		wire.Seal(reply)
-		s.handleReply(reply, tg.to, now+5e5)
+		s.HandleReply(reply, tg.to, now+5e5)
 	}
 }

@@ -73,7 +73,14 @@ type Options struct {
 	// Session overrides the random session id of every target's first
 	// session; zero means random.
 	Session uint64
-	Clock   clock.Clock // nil: clock.Real
+	// Conn, if set, is the socket to send from, shared with a receiver (a
+	// mesh node): the sender neither reads nor closes it, and takes its
+	// replies through HandleReply. Nil: the sender opens its own.
+	Conn *net.UDPConn
+	// Epoch is the origin of the send clock and of the round trips' times
+	// (a mesh node's receiver shares it); zero: when New runs.
+	Epoch time.Time
+	Clock clock.Clock // nil: clock.Real
 }
 
 // GoodbyeCopies is how many goodbye datagrams end a session, so that the loss
@@ -169,8 +176,11 @@ func New(opts Options) (*Sender, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real
 	}
-	s := &Sender{opts: opts, session: opts.Session, clock: opts.Clock, epoch: opts.Clock.Now(),
+	s := &Sender{opts: opts, session: opts.Session, clock: opts.Clock, epoch: opts.Epoch,
 		active: map[string]*target{}, known: map[string]bool{}}
+	if s.epoch.IsZero() {
+		s.epoch = opts.Clock.Now()
+	}
 	if s.session == 0 {
 		s.session = randomSession()
 	}
@@ -200,6 +210,12 @@ func New(opts Options) (*Sender, error) {
 		}
 	}
 	s.SetTargets(ts)
+	if s.conn = opts.Conn; s.conn != nil {
+		if s.out, err = socket.NewWriter(s.conn, MaxBatch); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	// One socket for every target and family: dual-stack where the host
 	// has IPv6.
 	if s.conn, err = net.ListenUDP("udp", nil); err != nil {
@@ -267,7 +283,7 @@ func (s *Sender) Run(ctx context.Context) error {
 		zap.Duration("interval", time.Duration(float64(time.Second)/s.opts.Rate)),
 		zap.Uint64("session", s.session), zap.Bool("round_trip", s.opts.RoundTrip))
 	var reader sync.WaitGroup
-	if s.opts.RoundTrip {
+	if s.opts.RoundTrip && s.opts.Conn == nil {
 		in, err := socket.NewReader(s.conn, MaxBatch, wire.MaxSize+1)
 		if err != nil {
 			s.conn.Close()
@@ -306,7 +322,9 @@ func (s *Sender) Run(ctx context.Context) error {
 		ending = append(ending, t)
 	}
 	s.drain(ending)
-	s.conn.Close() // ends the reader
+	if s.opts.Conn == nil {
+		s.conn.Close() // ends the reader
+	}
 	reader.Wait()
 	return nil
 }
@@ -592,15 +610,16 @@ func (s *Sender) readReplies(in *socket.Reader) {
 		now := s.clock.Now()
 		for _, m := range msgs {
 			_, mono := socket.Arrival(m.Control, now.UnixNano(), int64(now.Sub(s.epoch)))
-			s.handleReply(m.Buf, m.From, mono)
+			s.HandleReply(m.Buf, m.From, mono)
 		}
 	}
 }
 
-// handleReply takes one datagram read from the socket at mono: a reply
-// finds its target by the label it carries, anything else by the address
-// it came from.
-func (s *Sender) handleReply(b []byte, from netip.AddrPort, mono int64) {
+// HandleReply takes one datagram read from the socket at mono (ns since
+// the epoch): a reply finds its target by the label it carries, anything
+// else by the address it came from. The sender's own reader calls it; a
+// mesh node's receiver does, for the socket they share.
+func (s *Sender) HandleReply(b []byte, from netip.AddrPort, mono int64) {
 	r := s.routes.Load()
 	var h wire.Header
 	if wire.Decode(b, &h) == nil {

@@ -9,7 +9,7 @@
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|                   magic "UDPP" (0x55445050)                   |  0
 //	+---------------+---------------+---------------+---------------+
-//	|  version = 3  |     flags     |  name length  |  tag length   |  4
+//	|  version = 4  |     flags     |  name length  |  tag length   |  4
 //	+---------------+---------------+---------------+---------------+
 //	|                       session id (64)                         |  8
 //	|                                                               |
@@ -40,9 +40,14 @@
 //	|            CRC-32C of bytes [0, L-4)                          | L-4
 //	+---------------------------------------------------------------+
 //
-// Version 2 is the same without the withheld count, version 1 without the
-// target length and the target too; both are still decoded, and a reply
-// stays in the version of its probe.
+// Version 3 is the same without the hello flag, version 2 without the
+// withheld count either, version 1 without the target length and the target
+// too; all are still decoded, and a reply stays in the version of its probe.
+//
+// A hello (version 4) asks a reflector for its name: the reply to it, the
+// only datagram built anew rather than patched, carries the reflector's name
+// in the target field, and the hello is sent long enough for any name
+// (HelloSize).
 //
 // Encode and Decode work on caller-owned buffers and never allocate.
 package wire
@@ -62,7 +67,9 @@ const (
 	// Magic is the first four bytes of every datagram: "UDPP".
 	Magic uint32 = 0x55445050
 	// Version is the protocol version this package writes.
-	Version = 3
+	Version = 4
+	// Version3 is the version before the hello; still decoded.
+	Version3 = 3
 	// Version2 is the version before the withheld count; still decoded.
 	Version2 = 2
 	// Version1 is the version before the target; still decoded.
@@ -99,8 +106,14 @@ const (
 	// it received, byte for byte but for this flag, the received count and
 	// the checksum.
 	FlagReply Flags = 1 << 1
+	// FlagHello (from version 4) marks a hello: a datagram of no stream
+	// that asks the reflector for its name. Its reply has FlagReply too and
+	// carries the reflector's name in the target field.
+	FlagHello Flags = 1 << 2
 
-	knownFlags = FlagGoodbye | FlagReply
+	knownFlags = FlagGoodbye | FlagReply | FlagHello
+	// knownFlags3 are the flags of versions 1 to 3.
+	knownFlags3 = FlagGoodbye | FlagReply
 )
 
 // Decoding errors. ErrChecksum means the datagram is ours but damaged; the
@@ -118,7 +131,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Header is the decoded content of a datagram.
 type Header struct {
-	// Version is the version of a decoded datagram, 1 or 2. Encode writes
+	// Version is the version of a decoded datagram, 1 to 4. Encode writes
 	// Version whatever it holds.
 	Version  uint8
 	Flags    Flags
@@ -152,6 +165,9 @@ func (h *Header) Goodbye() bool { return h.Flags&FlagGoodbye != 0 }
 // Reply reports whether the datagram is a reflected reply.
 func (h *Header) Reply() bool { return h.Flags&FlagReply != 0 }
 
+// Hello reports whether the datagram is a hello or the reply to one.
+func (h *Header) Hello() bool { return h.Flags&FlagHello != 0 }
+
 // MinSize is the smallest datagram that can carry a name of nameLen bytes
 // and a target of targetLen bytes.
 func MinSize(nameLen, targetLen int) int {
@@ -160,6 +176,13 @@ func MinSize(nameLen, targetLen int) int {
 
 // withheldSize is the size of the withheld count.
 const withheldSize = 8
+
+// HelloSize is the size of a hello from a sender whose name is nameLen
+// bytes, naming its target in targetLen bytes, with a tag of tagLen: room
+// for the reply to carry the longest name instead of the target.
+func HelloSize(nameLen, targetLen, tagLen int) int {
+	return MinSize(nameLen, max(targetLen, MaxNameLen)) + tagLen
+}
 
 // ValidName reports whether name may be used as a sender name: 1 to 64 bytes
 // of ASCII letters, digits, '.', '-', '_' or ':'. The receiver turns names into
@@ -245,17 +268,38 @@ func PutSendTime(b []byte, wall, clock int64) {
 func PutFlags(b []byte, flags Flags) { b[5] = byte(flags) }
 
 // MakeReply turns a decoded probe in b into its reply in place: the reply
-// flag, the receiver's received count, in version 3 its withheld count, and
-// a new checksum. The reply has the probe's size and version, so reflecting
-// never amplifies and older senders get what they can read.
+// flag, the receiver's received count, from version 3 its withheld count,
+// and a new checksum. The reply has the probe's size and version, so
+// reflecting never amplifies and older senders get what they can read.
 func MakeReply(b []byte, received, withheld uint64) {
 	b[5] |= byte(FlagReply)
 	binary.BigEndian.PutUint64(b[40:], received)
-	if b[4] == Version {
+	if b[4] >= Version3 {
 		at := HeaderSize + int(b[6])
 		binary.BigEndian.PutUint64(b[at+1+int(b[at]):], withheld)
 	}
 	Seal(b)
+}
+
+// MakeHelloReply turns a decoded hello in b into its reply in place: the
+// reply flag, the reflector's name in the target field, zero counts and
+// padding, and a new checksum; a tag, if the hello had one, is zero until
+// the caller signs it. It reports false, leaving b as it was, if b is not
+// of version 4 (hellos are no older), or name is not a valid name or does
+// not fit: a reply is never longer than its hello.
+func MakeHelloReply(b []byte, name []byte) bool {
+	nameLen, tagLen := int(b[6]), int(b[7])
+	if b[4] != Version || !ValidName(name) || MinSize(nameLen, len(name))+tagLen > len(b) {
+		return false
+	}
+	b[5] |= byte(FlagReply)
+	binary.BigEndian.PutUint64(b[40:], 0)
+	at := HeaderSize + nameLen
+	b[at] = byte(len(name))
+	at += 1 + copy(b[at+1:], name)
+	clear(b[at : len(b)-TrailerSize]) // the withheld count, the padding and the tag
+	Seal(b)
+	return true
 }
 func checksum(b []byte) (want, got uint32) {
 	end := len(b) - TrailerSize
@@ -266,10 +310,11 @@ func checksum(b []byte) (want, got uint32) {
 // nearest version spoken.
 func nearMiss(b []byte) int {
 	m := bits.OnesCount32(binary.BigEndian.Uint32(b) ^ Magic)
-	return m + min(bits.OnesCount8(b[4]^Version1), bits.OnesCount8(b[4]^Version2), bits.OnesCount8(b[4]^Version))
+	return m + min(bits.OnesCount8(b[4]^Version1), bits.OnesCount8(b[4]^Version2), bits.OnesCount8(b[4]^Version3),
+		bits.OnesCount8(b[4]^Version))
 }
 
-// Decode parses b into h, a datagram of either version. h.Name and
+// Decode parses b into h, a datagram of any version spoken. h.Name and
 // h.Target alias b.
 //
 // A datagram whose magic and version are within two bit errors of ours is
@@ -297,12 +342,16 @@ func Decode(b []byte, h *Header) error {
 	}
 	flags, nameLen, tagLen := Flags(b[5]), int(b[6]), int(b[7])
 	// The end of the fields before the padding: the name, from version 2
-	// the target length and the target, in version 3 the withheld count.
+	// the target length and the target, from version 3 the withheld count.
 	end := HeaderSize + nameLen
 	if version >= Version2 {
 		end++
 	}
-	if flags&^knownFlags != 0 || tagLen > MaxTagLen || nameLen < 1 || nameLen > MaxNameLen ||
+	known := knownFlags
+	if version < Version {
+		known = knownFlags3
+	}
+	if flags&^known != 0 || tagLen > MaxTagLen || nameLen < 1 || nameLen > MaxNameLen ||
 		end+tagLen+TrailerSize > len(b) {
 		return ErrHeader
 	}
@@ -312,13 +361,13 @@ func Decode(b []byte, h *Header) error {
 		targetLen := int(b[end-1])
 		target = b[end : end+min(targetLen, len(b)-end)]
 		end += targetLen
-		if version == Version {
+		if version >= Version3 {
 			end += withheldSize
 		}
 		if end+tagLen+TrailerSize > len(b) {
 			return ErrHeader
 		}
-		if version == Version {
+		if version >= Version3 {
 			withheld = binary.BigEndian.Uint64(b[end-withheldSize:])
 		}
 	}

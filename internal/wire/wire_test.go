@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -22,7 +23,7 @@ func testHeader() Header {
 // golden is testHeader encoded into 80 bytes, laid out by hand from
 // docs/protocol.md; its checksum came from an independent bitwise CRC-32C
 // (polynomial 0x82F63B78), not from this package.
-const golden = "55445050" + "03" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
+const golden = "55445050" + "04" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
 	"0102030405060708" + // session
 	"000000000000002a" + // sequence 42
 	"17979cfe3d85cd15" + // send time 1700000000123456789
@@ -32,16 +33,49 @@ const golden = "55445050" + "03" + "00" + "05" + "00" + // magic, version, flags
 	"07" + "72783a36343634" + // target length 7, "rx:6464"
 	"0000000000000000" + // withheld count, 0 in a probe
 	"00000000000000" + // 7 bytes of padding
-	"2876f78f" // CRC-32C of the 76 bytes before it
+	"854cea6d" // CRC-32C of the 76 bytes before it
 
 // goldenReply is golden after MakeReply(b, 17, 5), by hand the same way.
-const goldenReply = "55445050" + "03" + "02" + "05" + "00" + // flags: reply
+const goldenReply = "55445050" + "04" + "02" + "05" + "00" + // flags: reply
 	"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
 	"0000000000000011" + // received count 17
 	"616c706861" + "07" + "72783a36343634" +
 	"0000000000000005" + // withheld count 5
 	"00000000000000" +
-	"c83f4a7d"
+	"6505579f"
+
+// goldenV3 is testHeader in version 3, which has no hello, and
+// goldenV3Reply its reply: the layout of version 4.
+const (
+	goldenV3 = "55445050" + "03" + "00" + "05" + "00" +
+		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "0000000000000000" + "00000000000000" +
+		"2876f78f"
+	goldenV3Reply = "55445050" + "03" + "02" + "05" + "00" +
+		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000011" + "616c706861" + "07" + "72783a36343634" + "0000000000000005" + "00000000000000" +
+		"c83f4a7d"
+)
+
+// goldenHello is a hello from alpha to 10.0.0.2:6464 in 130 bytes
+// (HelloSize: room for a 64-byte name), and goldenHelloReply its reply from
+// a reflector named node-b, by hand and an independent CRC-32C.
+var (
+	goldenHello = "55445050" + "04" + "04" + "05" + "00" + // flags: hello
+		"0102030405060708" + "0000000000000000" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000000" + "616c706861" +
+		"0d" + "31302e302e302e323a36343634" + // target length 13, "10.0.0.2:6464"
+		"0000000000000000" + // withheld count
+		strings.Repeat("00", 51) + // padding
+		"0bae6843"
+	goldenHelloReply = "55445050" + "04" + "06" + "05" + "00" + // flags: hello, reply
+		"0102030405060708" + "0000000000000000" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000000" + "616c706861" +
+		"06" + "6e6f64652d62" + // the reflector's name: length 6, "node-b"
+		"0000000000000000" + // withheld count
+		strings.Repeat("00", 58) + // padding
+		"89e5c962"
+)
 
 // goldenV2 is testHeader in version 2, which has no withheld count, in 72
 // bytes, and goldenV2Reply its reply: MakeReply(b, 17, 5) leaves the
@@ -90,6 +124,46 @@ func TestEncodeGolden(t *testing.T) {
 	}
 }
 
+// TestHelloGolden: a hello is sized for the longest name, and its reply
+// carries the reflector's name where the target was, nothing else changed
+// but the flags, the counts and the padding; a name that does not fit, or
+// is not a name, leaves the hello as it was.
+func TestHelloGolden(t *testing.T) {
+	h := testHeader()
+	h.Flags, h.Seq, h.Target = FlagHello, 0, []byte("10.0.0.2:6464")
+	b := make([]byte, HelloSize(len(h.Name), len(h.Target), 0))
+	if err := Encode(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(b); got != goldenHello {
+		t.Fatalf("hello changed:\n got %s\nwant %s", got, goldenHello)
+	}
+	for _, bad := range []string{"", "no spaces", string(bytes.Repeat([]byte("n"), MaxNameLen+1))} {
+		if MakeHelloReply(b, []byte(bad)) || hex.EncodeToString(b) != goldenHello {
+			t.Fatalf("a reply naming %q was made", bad)
+		}
+	}
+	short := b[:MinSize(5, 13)]
+	Seal(short)
+	if MakeHelloReply(short, bytes.Repeat([]byte("n"), 14)) {
+		t.Fatal("a reply longer than its hello was made")
+	}
+	if !MakeHelloReply(b, []byte("node-b")) {
+		t.Fatal("no reply")
+	}
+	if got := hex.EncodeToString(b); got != goldenHelloReply {
+		t.Fatalf("hello reply changed:\n got %s\nwant %s", got, goldenHelloReply)
+	}
+	var r Header
+	if err := Decode(b, &r); err != nil || !r.Reply() || !r.Hello() || string(r.Target) != "node-b" || string(r.Name) != "alpha" {
+		t.Fatalf("decoded hello reply %+v, %v", r, err)
+	}
+	long := make([]byte, HelloSize(5, 13, 0))
+	if err := Encode(long, &h); err != nil || !MakeHelloReply(long, bytes.Repeat([]byte("n"), MaxNameLen)) {
+		t.Fatalf("the longest name does not fit a hello of HelloSize: %v", err)
+	}
+}
+
 // TestCRC32CKnownAnswer pins the checksum polynomial with the standard check
 // value of CRC-32C over "123456789" (RFC 3720, appendix B.4).
 func TestCRC32CKnownAnswer(t *testing.T) {
@@ -110,7 +184,8 @@ func TestDecodeGolden(t *testing.T) {
 		version         uint8
 		target          []byte
 	}{
-		{golden, goldenReply, 3, []byte("rx:6464")},
+		{golden, goldenReply, 4, []byte("rx:6464")},
+		{goldenV3, goldenV3Reply, 3, []byte("rx:6464")},
 		{goldenV2, goldenV2Reply, 2, []byte("rx:6464")},
 		{goldenV1, goldenV1Reply, 1, nil},
 	} {
@@ -201,7 +276,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"foreign", []byte("GET / HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n0123456789"), ErrMagic},
 		{"zeros", make([]byte, 64), ErrMagic},
 		{"future version", resealed(func(b []byte) { b[4] = 7 }), ErrVersion},
-		{"version 4", resealed(func(b []byte) { b[4] = 4 }), ErrVersion},
+		{"version 5", resealed(func(b []byte) { b[4] = 5 }), ErrVersion},
+		{"a hello in version 3", resealed(func(b []byte) { b[4], b[5] = 3, byte(FlagHello) }), ErrHeader},
 		{"bit error in magic", func() []byte { b := valid(); b[1] ^= 0x10; return b }(), ErrChecksum},
 		{"bit error in version", func() []byte { b := valid(); b[4] ^= 0x02; return b }(), ErrChecksum},
 		{"bit error in sequence", func() []byte { b := valid(); b[23] ^= 1; return b }(), ErrChecksum},
@@ -253,7 +329,7 @@ func TestNoAllocs(t *testing.T) {
 // ErrAuth. The seed corpus is in testdata/fuzz/FuzzDecode: every kind of
 // rejection, signed and unsigned datagrams, the largest sequence number.
 func FuzzDecode(f *testing.F) {
-	for _, g := range []string{golden, goldenV2, goldenV1} {
+	for _, g := range []string{golden, goldenV3, goldenV2, goldenV1, goldenHello, goldenHelloReply} {
 		b, _ := hex.DecodeString(g)
 		f.Add(b)
 	}
@@ -286,6 +362,17 @@ func FuzzDecode(f *testing.F) {
 			h2.Seq != h.Seq || h2.SendTime != h.SendTime || !bytes.Equal(h2.Name, h.Name) || !bytes.Equal(h2.Target, h.Target) || h2.Withheld != h.Withheld {
 			t.Fatalf("round trip changed %+v into %+v", h, h2)
 		}
+		// Any accepted datagram answered as a hello gives either no reply,
+		// or one of its length that decodes, naming the reflector.
+		reply := bytes.Clone(b)
+		if MakeHelloReply(reply, []byte("node-b")) {
+			var r Header
+			if err := Decode(reply, &r); err != nil || string(r.Target) != "node-b" || !r.Reply() || len(reply) != len(b) {
+				t.Fatalf("hello reply to %x: %x, %+v, %v", b, reply, r, err)
+			}
+		} else if !bytes.Equal(reply, b) {
+			t.Fatalf("no hello reply to %x, yet it changed", b)
+		}
 	})
 }
 
@@ -308,11 +395,11 @@ func BenchmarkDecode(b *testing.B) {
 // and hashlib and a bitwise CRC-32C, not from this package.
 const (
 	goldenKey    = "an example key, 32 bytes long!!!"
-	goldenSigned = "55445050" + "03" + "00" + "05" + "10" + // tag length 16
+	goldenSigned = "55445050" + "04" + "00" + "05" + "10" + // tag length 16
 		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
 		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "0000000000000000" + "00000000000000" +
-		"1185d2eb9c451d2ebdabd36c8538cb7e" + // HMAC-SHA-256 of the 76 bytes before it, first 16 bytes
-		"a1556afa" // CRC-32C of the 92 bytes before it
+		"8e5b109730351731879c3bda7ee8bf25" + // HMAC-SHA-256 of the 76 bytes before it, first 16 bytes
+		"12bd062c" // CRC-32C of the 92 bytes before it
 )
 
 // signed encodes testHeader with a tag and signs it under key i of a.

@@ -1,0 +1,250 @@
+// Package mesh makes a node of a mesh: from the members discovery finds,
+// it picks the neighbours the node probes (all of them, or k on a hash
+// ring), learns each neighbour's own name by a hello (a datagram the
+// neighbour answers with its name, docs/protocol.md), and hands the sender
+// the neighbours it can name, labelled by their names, so that a pair's
+// series carry the same two names on both nodes.
+//
+// Goroutines: Run, which owns the members, the neighbours and the hellos
+// in flight. SetMembers is called by discovery's goroutine and HelloReply
+// by the receiver's; both only record what they are given and wake Run.
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/udpprobe/udpprobe/internal/clock"
+	"github.com/udpprobe/udpprobe/internal/discovery"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// Options configure a Mesh.
+type Options struct {
+	Name string // the node's own name
+	// Self reports whether a member is this node (its own address); its
+	// label then places the node on the ring.
+	Self func(netip.AddrPort) bool
+	// Neighbours is how many members the node probes, the ones that follow
+	// it on the ring; 0: all.
+	Neighbours int
+	// HelloEvery is how often a neighbour not yet named is asked again;
+	// Recheck how often a named one is, to notice another node taking its
+	// address.
+	HelloEvery, Recheck time.Duration
+	// Send writes a hello to an address, on the node's socket.
+	Send func(b []byte, to netip.AddrPort) error
+	// Targets takes the neighbours to probe, labelled by their names (the
+	// sender's SetTargets).
+	Targets func([]discovery.Target)
+	Keys    [][]byte // sign the hellos, if set
+	Logger  *zap.Logger
+	Clock   clock.Clock // nil: clock.Real
+}
+
+// Mesh is one node's view of the mesh.
+type Mesh struct {
+	opts Options
+	sign *wire.Auth
+
+	mu      sync.Mutex
+	members []discovery.Target
+	changed bool
+	asked   map[netip.AddrPort]uint64 // hello session by address, for the replies
+	learned map[netip.AddrPort]string // names by address
+	wake    chan struct{}
+
+	// Run's own.
+	lastHello map[netip.AddrPort]time.Time
+	targets   []discovery.Target
+	buf       []byte
+}
+
+// New returns a mesh node with no members yet.
+func New(opts Options) (*Mesh, error) {
+	if opts.Clock == nil {
+		opts.Clock = clock.Real
+	}
+	m := &Mesh{opts: opts, asked: map[netip.AddrPort]uint64{}, learned: map[netip.AddrPort]string{},
+		wake: make(chan struct{}, 1), lastHello: map[netip.AddrPort]time.Time{}}
+	if len(opts.Keys) > 0 {
+		var err error
+		if m.sign, err = wire.NewAuth(opts.Keys); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// SetMembers replaces the members, as discovery finds them, this node
+// among them or not.
+func (m *Mesh) SetMembers(ts []discovery.Target) {
+	m.mu.Lock()
+	m.members, m.changed = ts, true
+	m.mu.Unlock()
+	m.poke()
+}
+
+func (m *Mesh) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// HelloReply takes the reply to a hello, h, that came from an address: if
+// it answers the hello last sent there, the name it carries is that
+// address's. It does not block.
+func (m *Mesh) HelloReply(h *wire.Header, from netip.AddrPort) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if !wire.ValidName(h.Target) || string(h.Name) != m.opts.Name {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if session, ok := m.asked[from]; !ok || session != h.Session {
+		return // not asked, or a stale answer
+	}
+	delete(m.asked, from)
+	if m.learned[from] != string(h.Target) {
+		m.learned[from] = string(h.Target)
+		m.changed = true
+		m.poke()
+	}
+}
+
+// Run keeps the sender's targets the named neighbours until ctx is done.
+func (m *Mesh) Run(ctx context.Context) error {
+	tick := time.NewTicker(m.opts.HelloEvery)
+	defer tick.Stop()
+	for {
+		m.refresh(m.opts.Clock.Now())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// refresh picks the neighbours, says hello to those it cannot name (again
+// after HelloEvery) and to those it named a Recheck ago, and hands the
+// named ones to the sender when they change.
+func (m *Mesh) refresh(now time.Time) {
+	m.mu.Lock()
+	members := m.members
+	m.changed = false
+	self := m.opts.Name
+	for _, t := range members {
+		if m.opts.Self != nil && m.opts.Self(t.Addr) {
+			self = t.Label
+		}
+	}
+	var others []discovery.Target
+	for _, t := range members {
+		if t.Label == self || m.learned[t.Addr] == m.opts.Name {
+			continue // this node, by address or by the name it answered with
+		}
+		others = append(others, t)
+	}
+	neighbours := Neighbours(others, self, m.opts.Neighbours)
+	var targets []discovery.Target
+	var hello []discovery.Target
+	byName := map[string]bool{}
+	for _, n := range neighbours {
+		name, named := m.learned[n.Addr]
+		last, asked := m.lastHello[n.Addr]
+		switch {
+		case !named && (!asked || now.Sub(last) >= m.opts.HelloEvery),
+			named && now.Sub(last) >= m.opts.Recheck:
+			hello = append(hello, n)
+		}
+		if !named {
+			continue
+		}
+		if byName[name] {
+			m.opts.Logger.Warn("two neighbours answer with one name; only the first is probed",
+				zap.String("name", name), zap.Stringer("address", n.Addr))
+			continue
+		}
+		byName[name] = true
+		targets = append(targets, discovery.Target{Label: name, Addr: n.Addr})
+	}
+	// Forget what no member needs any more.
+	keep := map[netip.AddrPort]bool{}
+	for _, t := range members {
+		keep[t.Addr] = true
+	}
+	for a := range m.learned {
+		if !keep[a] {
+			delete(m.learned, a)
+		}
+	}
+	for a := range m.asked {
+		if !keep[a] {
+			delete(m.asked, a)
+		}
+	}
+	for a := range m.lastHello {
+		if !keep[a] {
+			delete(m.lastHello, a)
+		}
+	}
+	sessions := make([]uint64, len(hello))
+	for i, n := range hello {
+		sessions[i] = randomSession()
+		m.asked[n.Addr] = sessions[i]
+		m.lastHello[n.Addr] = now
+	}
+	m.mu.Unlock()
+
+	for i, n := range hello {
+		m.hello(n, sessions[i], now)
+	}
+	slices.SortFunc(targets, func(a, b discovery.Target) int { return strings.Compare(a.Label, b.Label) })
+	if !slices.Equal(targets, m.targets) {
+		m.targets = targets
+		m.opts.Targets(targets)
+	}
+}
+
+// hello asks the node at n's address for its name.
+func (m *Mesh) hello(n discovery.Target, session uint64, now time.Time) {
+	h := wire.Header{Flags: wire.FlagHello, Name: []byte(m.opts.Name), Target: []byte(n.Label), Session: session,
+		SendTime: now.UnixNano()}
+	if m.sign != nil {
+		h.TagLen = wire.TagSize
+	}
+	size := wire.HelloSize(len(h.Name), len(h.Target), int(h.TagLen))
+	if cap(m.buf) < size {
+		m.buf = make([]byte, size)
+	}
+	b := m.buf[:size]
+	if err := wire.Encode(b, &h); err != nil {
+		m.opts.Logger.Warn("cannot say hello to a member: its label cannot be sent", zap.String("member", n.Label), zap.Error(err))
+		return
+	}
+	if m.sign != nil {
+		m.sign.Sign(b, 0)
+	}
+	if err := m.opts.Send(b, n.Addr); err != nil {
+		m.opts.Logger.Debug("hello not sent", zap.String("member", n.Label), zap.Error(err))
+	}
+}
+
+func randomSession() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported systems
+	}
+	return binary.BigEndian.Uint64(b[:]) | 1
+}

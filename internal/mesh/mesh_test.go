@@ -1,0 +1,163 @@
+package mesh
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/udpprobe/udpprobe/internal/discovery"
+	"github.com/udpprobe/udpprobe/internal/testkit/fakeclock"
+	"github.com/udpprobe/udpprobe/internal/wire"
+)
+
+// net is a fake network of mesh nodes: a hello sent to an address is
+// answered at once by the node there, if it has a name, as a reflector
+// would (wire.MakeHelloReply), and the reply handed to the sender's mesh.
+type net struct {
+	names map[netip.AddrPort]string // the node at each address
+	sent  int
+}
+
+func (n *net) node(t *testing.T, name string, self netip.AddrPort, k int) (*Mesh, *[]discovery.Target) {
+	t.Helper()
+	var got []discovery.Target
+	var m *Mesh
+	var err error
+	m, err = New(Options{Name: name, Self: func(a netip.AddrPort) bool { return a == self }, Neighbours: k,
+		HelloEvery: time.Second, Recheck: time.Minute, Logger: zap.NewNop(), Clock: fakeclock.New(time.Unix(0, 0)),
+		Targets: func(ts []discovery.Target) { got = ts },
+		Send: func(b []byte, to netip.AddrPort) error {
+			n.sent++
+			answerer, ok := n.names[to]
+			if !ok {
+				return nil // nobody there
+			}
+			reply := append([]byte(nil), b...)
+			if !wire.MakeHelloReply(reply, []byte(answerer)) {
+				t.Fatalf("a hello too short for %q", answerer)
+			}
+			var h wire.Header
+			if err := wire.Decode(reply, &h); err != nil {
+				t.Fatal(err)
+			}
+			m.HelloReply(&h, to)
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, &got
+}
+
+func labels(ts []discovery.Target) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.Label+"@"+t.Addr.String())
+	}
+	return out
+}
+
+// TestNamesByHello: a node names each neighbour by the name it answers a
+// hello with, and probes it under that name; itself (by address, or by the
+// name an unnoticed address of its own answers with) never; a member that
+// does not answer not until it does; a member whose address another node
+// takes is probed under the new name after the recheck; a member that
+// leaves is dropped.
+func TestNamesByHello(t *testing.T) {
+	ms := members(4)
+	n := &net{names: map[netip.AddrPort]string{ms[0].Addr: "node-0", ms[1].Addr: "node-1", ms[2].Addr: "node-2"}}
+	m, got := n.node(t, "node-0", ms[0].Addr, 0)
+	extra := netip.MustParseAddrPort("10.9.9.9:6464") // this node too, by another address
+	n.names[extra] = "node-0"
+	m.SetMembers(append(ms, discovery.Target{Label: extra.String(), Addr: extra}))
+	now := time.Unix(100, 0)
+	m.refresh(now) // hellos go out, and are answered at once
+	m.refresh(now) // the answers are in
+	want := []string{"node-1@" + ms[1].Addr.String(), "node-2@" + ms[2].Addr.String()}
+	if g := labels(*got); !slices.Equal(g, want) {
+		t.Fatalf("targets %q, want %q", g, want)
+	}
+	sent := n.sent
+	m.refresh(now.Add(500 * time.Millisecond))
+	if n.sent != sent {
+		t.Fatalf("%d hellos before HelloEvery passed", n.sent-sent)
+	}
+	n.names[ms[3].Addr] = "node-3" // it answers now
+	m.refresh(now.Add(time.Second))
+	m.refresh(now.Add(time.Second))
+	want = append(want, "node-3@"+ms[3].Addr.String())
+	if g := labels(*got); !slices.Equal(g, want) {
+		t.Fatalf("once the silent member answers: targets %q, want %q", g, want)
+	}
+	n.names[ms[1].Addr] = "node-9" // another node took the address
+	m.refresh(now.Add(time.Minute + time.Second))
+	m.refresh(now.Add(time.Minute + time.Second))
+	want = []string{"node-2@" + ms[2].Addr.String(), "node-3@" + ms[3].Addr.String(), "node-9@" + ms[1].Addr.String()}
+	if g := labels(*got); !slices.Equal(g, want) {
+		t.Fatalf("after the recheck: targets %q, want %q", g, want)
+	}
+	m.SetMembers(ms[:3])
+	m.refresh(now.Add(2 * time.Minute))
+	want = []string{"node-2@" + ms[2].Addr.String(), "node-9@" + ms[1].Addr.String()}
+	if g := labels(*got); !slices.Equal(g, want) {
+		t.Fatalf("after node-3 left: targets %q, want %q", g, want)
+	}
+}
+
+// TestStaleHelloReply: a reply that does not answer the hello last sent
+// to its address (another session, another sender's name, or from an
+// address never asked) names nobody.
+func TestStaleHelloReply(t *testing.T) {
+	ms := members(2)
+	n := &net{names: map[netip.AddrPort]string{}} // nobody answers by itself
+	m, got := n.node(t, "node-0", ms[0].Addr, 0)
+	m.SetMembers(ms)
+	m.refresh(time.Unix(100, 0))
+	session := m.asked[ms[1].Addr]
+	for i, h := range []wire.Header{
+		{Flags: wire.FlagHello | wire.FlagReply, Name: []byte("node-0"), Target: []byte("node-1"), Session: session + 2},
+		{Flags: wire.FlagHello | wire.FlagReply, Name: []byte("other"), Target: []byte("node-1"), Session: session},
+	} {
+		m.HelloReply(&h, ms[1].Addr)
+		m.refresh(time.Unix(100, 0))
+		if len(*got) != 0 {
+			t.Fatalf("reply %d named a neighbour: %v", i, *got)
+		}
+	}
+	m.HelloReply(&wire.Header{Name: []byte("node-0"), Target: []byte("node-7"), Session: session},
+		netip.MustParseAddrPort("10.7.7.7:6464"))
+	m.HelloReply(&wire.Header{Name: []byte("node-0"), Target: []byte("node-1"), Session: session}, ms[1].Addr)
+	m.refresh(time.Unix(100, 0))
+	if g := fmt.Sprint(labels(*got)); g != "[node-1@"+ms[1].Addr.String()+"]" {
+		t.Fatalf("targets %s after the right reply", g)
+	}
+}
+
+// TestKNeighbours: with k set, a node probes the k members after it on the
+// ring, named.
+func TestKNeighbours(t *testing.T) {
+	ms := members(10)
+	n := &net{names: map[netip.AddrPort]string{}}
+	for i, mb := range ms {
+		n.names[mb.Addr] = fmt.Sprintf("node-%d", i)
+	}
+	m, got := n.node(t, "node-0", ms[0].Addr, 3)
+	m.SetMembers(ms)
+	m.refresh(time.Unix(100, 0))
+	m.refresh(time.Unix(100, 0))
+	var want []string
+	for _, nb := range Neighbours(ms, ms[0].Label, 3) {
+		want = append(want, n.names[nb.Addr]+"@"+nb.Addr.String())
+	}
+	slices.Sort(want)
+	if g := labels(*got); !slices.Equal(g, want) {
+		t.Fatalf("targets %q, want the ring's %q", g, want)
+	}
+	if n.sent != 3 {
+		t.Fatalf("%d hellos for 3 neighbours", n.sent)
+	}
+}
