@@ -1,7 +1,9 @@
-// Package lab builds the workshop's two-host network out of Linux network
-// namespaces, for tests: a sender host and a receiver host joined by a veth
-// pair, each with its own address, loopback and firewall, and nothing
-// shared with the machine's own interfaces. It needs root and iproute2;
+// Package lab builds networks out of Linux network namespaces, for tests:
+// the workshop's two hosts, a sender and a receiver joined by a veth pair
+// (New), and a bridge of many hosts with a DNS server whose answers the
+// test changes (NewBridge), for meshes. Each host has its own address,
+// loopback and firewall, and nothing is shared with the machine's own
+// interfaces. It needs root and iproute2;
 // impairments need nftables (random drops) and tc (tbf, and netem where the
 // kernel has it).
 //
@@ -14,6 +16,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -116,7 +119,7 @@ func sweep(t testing.TB) {
 	if err != nil {
 		t.Fatalf("ip netns list: %v", err)
 	}
-	stale := regexp.MustCompile(`(?m)^` + prefix + `(\d+)-\d+-[sr]\b`)
+	stale := regexp.MustCompile(`(?m)^` + prefix + `(\d+)-\d+-(?:s|r|hub|h\d+)\b`)
 	for _, m := range stale.FindAllStringSubmatch(string(out), -1) {
 		pid, _ := strconv.Atoi(m[1])
 		if pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
@@ -196,32 +199,41 @@ func (l *Lab) Fetch(h Host, url string) (string, error) {
 	return string(b), nil
 }
 
-// dialIn opens the connection's socket inside namespace ns. A socket stays
-// in the namespace it was made in, so only the socket call needs the
-// locked thread to be there; the thread goes back before it is unlocked,
-// and if it cannot, it stays locked and ends with the goroutine.
-func dialIn(ctx context.Context, ns, network, addr string) (net.Conn, error) {
+// dialIn opens the connection's socket inside namespace ns.
+func dialIn(ctx context.Context, ns, network, addr string) (c net.Conn, err error) {
+	nerr := inNamespace(ns, func() {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+	})
+	return c, errors.Join(nerr, err)
+}
+
+// inNamespace runs f on a thread inside namespace ns, for calls that make
+// sockets: a socket stays in the namespace it was made in, so only that
+// call needs the locked thread to be there. The thread goes back before it
+// is unlocked, and if it cannot, it stays locked and ends with the
+// goroutine.
+func inNamespace(ns string, f func()) error {
 	runtime.LockOSThread()
 	self, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, err
+		return err
 	}
 	defer self.Close()
 	target, err := os.Open("/run/netns/" + ns)
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, err
+		return err
 	}
 	defer target.Close()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("entering %s: %w", ns, err)
+		return fmt.Errorf("entering %s: %w", ns, err)
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
+	f()
 	if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
 		runtime.UnlockOSThread()
 	}
-	return c, err
+	return nil
 }

@@ -1,0 +1,170 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// Bridge is a network of n hosts, each in its own namespace with one
+// address, joined by a bridge in a namespace of its own (the hub), which
+// also serves DNS to them. Nothing is shared with the machine's own
+// interfaces, and everything is removed when the test ends.
+type Bridge struct {
+	Lab
+	Hosts []Host
+	Hub   Host
+	DNS   *DNS
+}
+
+// The bridge's network: hosts at .1, .2, …; the hub at .254.
+const (
+	bridgeNet = "10.77.0."
+	hubAddr   = bridgeNet + "254"
+)
+
+// NewBridge builds a bridge of n hosts (at most 250) and starts its DNS.
+func NewBridge(t testing.TB, n int) *Bridge {
+	t.Helper()
+	Require(t, "ip")
+	sweep(t)
+	id := fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), labs.Add(1))
+	b := &Bridge{Hub: Host{NS: id + "-hub", Dev: "br0", Addr: hubAddr}}
+	run(t, "ip", "netns", "add", b.Hub.NS)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", b.Hub.NS).Run() })
+	b.Exec(t, b.Hub, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+	b.Exec(t, b.Hub, "ip", "link", "add", "br0", "type", "bridge")
+	b.Exec(t, b.Hub, "ip", "addr", "add", hubAddr+"/24", "dev", "br0")
+	b.Exec(t, b.Hub, "ip", "link", "set", "br0", "up")
+	b.Exec(t, b.Hub, "ip", "link", "set", "lo", "up")
+	for i := range n {
+		h := Host{NS: fmt.Sprintf("%s-h%d", id, i), Dev: "eth0", Addr: fmt.Sprintf("%s%d", bridgeNet, i+1)}
+		run(t, "ip", "netns", "add", h.NS)
+		t.Cleanup(func() {
+			exec.Command("ip", "netns", "del", h.NS).Run()
+			os.RemoveAll(filepath.Join("/etc/netns", h.NS))
+		})
+		port := fmt.Sprintf("p%d", i)
+		run(t, "ip", "link", "add", h.Dev, "netns", h.NS, "type", "veth", "peer", "name", port, "netns", b.Hub.NS)
+		b.Exec(t, b.Hub, "ip", "link", "set", port, "master", "br0", "up")
+		b.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+		b.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		b.Exec(t, h, "ip", "link", "set", "lo", "up")
+		b.Exec(t, h, "ip", "link", "set", h.Dev, "up")
+		// ip netns exec mounts /etc/netns/NS/resolv.conf over
+		// /etc/resolv.conf: the host's resolver asks the hub.
+		dir := filepath.Join("/etc/netns", h.NS)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		conf := "nameserver " + hubAddr + "\noptions timeout:1 attempts:2\n"
+		if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.Hosts = append(b.Hosts, h)
+	}
+	b.DNS = startDNS(t, b.Hub)
+	return b
+}
+
+// Addr is host i's address as a netip.Addr.
+func (b *Bridge) Addr(i int) netip.Addr { return netip.MustParseAddr(b.Hosts[i].Addr) }
+
+// DNS answers A queries for names the test sets with the addresses it
+// sets, NXDOMAIN for any other name, and no AAAA records: a DNS server
+// for the bridge's hosts whose answers change as a test goes on.
+type DNS struct {
+	mu    sync.Mutex
+	names map[string][]netip.Addr // by fully qualified name
+	conn  net.PacketConn
+}
+
+// Set makes name answer with addrs (none: no records, but the name exists).
+func (d *DNS) Set(name string, addrs ...netip.Addr) {
+	d.mu.Lock()
+	d.names[dnsmessage.MustNewName(name+".").String()] = addrs
+	d.mu.Unlock()
+}
+
+// startDNS serves DNS on port 53 of the hub's address, inside its
+// namespace, until the test ends.
+func startDNS(t testing.TB, hub Host) *DNS {
+	t.Helper()
+	conn, err := listenIn(hub.NS, "udp", hub.Addr+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &DNS{names: map[string][]netip.Addr{}, conn: conn}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.serve()
+	}()
+	t.Cleanup(func() {
+		conn.Close()
+		<-done
+	})
+	return d
+}
+
+func (d *DNS) serve() {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := d.conn.ReadFrom(buf)
+		if err != nil {
+			return // closed
+		}
+		if reply, ok := d.answer(buf[:n]); ok {
+			d.conn.WriteTo(reply, from)
+		}
+	}
+}
+
+// answer builds the reply to one query.
+func (d *DNS) answer(query []byte) ([]byte, bool) {
+	var p dnsmessage.Parser
+	hdr, err := p.Start(query)
+	if err != nil {
+		return nil, false
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil, false
+	}
+	d.mu.Lock()
+	addrs, known := d.names[q.Name.String()]
+	d.mu.Unlock()
+	rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RecursionDesired: hdr.RecursionDesired}
+	if !known {
+		rh.RCode = dnsmessage.RCodeNameError
+	}
+	bld := dnsmessage.NewBuilder(nil, rh)
+	bld.EnableCompression()
+	if bld.StartQuestions() != nil || bld.Question(q) != nil || bld.StartAnswers() != nil {
+		return nil, false
+	}
+	if q.Type == dnsmessage.TypeA {
+		for _, a := range addrs {
+			if bld.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 0},
+				dnsmessage.AResource{A: a.As4()}) != nil {
+				return nil, false
+			}
+		}
+	}
+	reply, err := bld.Finish()
+	return reply, err == nil
+}
+
+// listenIn opens a socket listening inside namespace ns.
+func listenIn(ns, network, addr string) (c net.PacketConn, err error) {
+	nerr := inNamespace(ns, func() { c, err = net.ListenPacket(network, addr) })
+	return c, errors.Join(nerr, err)
+}
