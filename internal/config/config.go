@@ -181,27 +181,32 @@ var specs = []struct {
 func LoadSender() (*Sender, error) {
 	c := &Sender{}
 	return c, load(ModeSender, c, func() error {
-		if c.Name == "" {
-			host, err := os.Hostname()
-			if err != nil {
-				return fmt.Errorf("UDPPROBE_NAME is not set and the host name is unknown: %w", err)
-			}
-			c.Name = host
+		if err := defaultName(&c.Name); err != nil {
+			return err
 		}
 		return c.Validate()
 	})
+}
+
+// defaultName sets an empty UDPPROBE_NAME to the host name.
+func defaultName(name *string) error {
+	if *name != "" {
+		return nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("UDPPROBE_NAME is not set and the host name is unknown: %w", err)
+	}
+	*name = host
+	return nil
 }
 
 // LoadMesh reads and validates a mesh node's configuration.
 func LoadMesh() (*Mesh, error) {
 	c := &Mesh{}
 	return c, load(ModeMesh, c, func() error {
-		if c.Name == "" {
-			host, err := os.Hostname()
-			if err != nil {
-				return fmt.Errorf("UDPPROBE_NAME is not set and the host name is unknown: %w", err)
-			}
-			c.Name = host
+		if err := defaultName(&c.Name); err != nil {
+			return err
 		}
 		return c.Validate()
 	})
