@@ -30,6 +30,17 @@ type meshLab struct {
 
 func nodeName(i int) string { return fmt.Sprintf("node-%02d", i) }
 
+// without is nodes but x.
+func without(nodes []int, x int) []int {
+	var out []int
+	for _, i := range nodes {
+		if i != x {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // metrics scrapes node i.
 func (m *meshLab) metrics(t *testing.T, i int) scrape.Samples {
 	t.Helper()
@@ -120,12 +131,11 @@ func TestMeshLab(t *testing.T) {
 	m := &meshLab{b: b}
 	bin := testproc.Build(t, "../../../cmd/udpprobe")
 	joiner, leaver := meshNodes-1, 5
-	var first []int
-	for i := range meshNodes {
-		if i != joiner {
-			first = append(first, i)
-		}
+	all := make([]int, meshNodes)
+	for i := range all {
+		all[i] = i
 	}
+	first := without(all, joiner)
 	m.members(first...)
 	for i, h := range b.Hosts {
 		p := b.Start(t, h, []string{"UDPPROBE_NAME=" + nodeName(i), "UDPPROBE_TARGETS=" + meshName + ":6464",
@@ -178,12 +188,7 @@ func TestMeshLab(t *testing.T) {
 	// The leaver leaves: the others end their sessions with it, then it
 	// stops and ends its own; every pair with it is exact, and its series
 	// leave the others once it has been silent for the peer expiry.
-	var rest []int
-	for i := range meshNodes {
-		if i != leaver {
-			rest = append(rest, i)
-		}
-	}
+	rest := without(all, leaver)
 	m.members(rest...)
 	await(t, "nobody probes the leaver", 5*time.Second, func() bool {
 		for _, i := range rest {
@@ -296,43 +301,33 @@ func TestMeshNeighbours(t *testing.T) {
 		}
 		return out
 	}
-	degrees := func(ps map[[2]int]bool) (out, in map[int]int) {
-		out, in = map[int]int{}, map[int]int{}
+	// regular reports whether every one of the nodes probes k and is
+	// probed by k.
+	regular := func(ps map[[2]int]bool, nodes []int) bool {
+		out, in := map[int]int{}, map[int]int{}
 		for p := range ps {
 			out[p[0]]++
 			in[p[1]]++
 		}
-		return out, in
+		for _, i := range nodes {
+			if out[i] != k || in[i] != k {
+				return false
+			}
+		}
+		return true
 	}
 	var before map[[2]int]bool
 	await(t, "every node probes 3 and is probed by 3", 20*time.Second, func() bool {
 		before = pairs(all)
-		out, in := degrees(before)
-		for _, i := range all {
-			if out[i] != k || in[i] != k {
-				return false
-			}
-		}
-		return true
+		return regular(before, all)
 	})
 	const leaver = 7
-	var rest []int
-	for _, i := range all {
-		if i != leaver {
-			rest = append(rest, i)
-		}
-	}
+	rest := without(all, leaver)
 	m.members(rest...)
 	var after map[[2]int]bool
 	await(t, "the 23 others probe 3 each and are probed by 3 each", 10*time.Second, func() bool {
 		after = pairs(rest)
-		out, in := degrees(after)
-		for _, i := range rest {
-			if out[i] != k || in[i] != k {
-				return false
-			}
-		}
-		return true
+		return regular(after, rest)
 	})
 	changed := 0
 	for p := range after {
