@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -345,4 +347,85 @@ func TestMeshNeighbours(t *testing.T) {
 	}
 	t.Logf("%d pairs changed when one member left: the %d into it went and as many new ones came (its own %d went with it)",
 		changed, k, k)
+}
+
+// TestMeshFileSD runs 4 nodes whose members come from one file_sd file:
+// they probe each other by name; a node added to the file is probed by all
+// within a few seconds; a file that breaks keeps the members, counted as a
+// discovery failure on every node; a node taken out of the file is left
+// cleanly by all.
+func TestMeshFileSD(t *testing.T) {
+	const nodes = 4
+	b := NewBridge(t, nodes)
+	m := &meshLab{b: b}
+	bin := testproc.Build(t, "../../../cmd/udpprobe")
+	file := filepath.Join(t.TempDir(), "members.yml") // one file system, every namespace
+	list := func(nodes ...int) {
+		t.Helper()
+		var targets []string
+		for _, i := range nodes {
+			targets = append(targets, fmt.Sprintf("'%s:6464'", b.Hosts[i].Addr))
+		}
+		write(t, file, "- targets: ["+strings.Join(targets, ", ")+"]\n")
+	}
+	list(0, 1, 2)
+	for i, h := range b.Hosts {
+		m.nodes = append(m.nodes, b.Start(t, h, []string{"UDPPROBE_NAME=" + nodeName(i),
+			"UDPPROBE_TARGETS=file:" + file, "UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8466",
+			"UDPPROBE_RATE=50", "UDPPROBE_LOSS_TIMEOUT=" + meshTimeout.String(), "UDPPROBE_LOG_FORMAT=json"}, bin, "mesh"))
+	}
+	for _, p := range m.nodes {
+		p.Await(t, `"msg":"serving metrics"`)
+	}
+	probedBy := func(j int, by ...int) bool {
+		for _, i := range by {
+			if !m.probes(m.metrics(t, i), i, j) {
+				return false
+			}
+		}
+		return true
+	}
+	await(t, "the first three probe each other", 10*time.Second, func() bool {
+		return probedBy(0, 1, 2) && probedBy(1, 0, 2) && probedBy(2, 0, 1)
+	})
+	list(0, 1, 2, 3)
+	await(t, "everyone probes the node added to the file", 5*time.Second, func() bool { return probedBy(3, 0, 1, 2) })
+
+	write(t, file, "- targets: ['10.77.0.1:6464'\n") // broken
+	await(t, "every node counts the broken file", 5*time.Second, func() bool {
+		for i := range nodes {
+			s := m.metrics(t, i)
+			if s[scrape.Series("udpprobe_sender_discovery_failures_total", "sender", nodeName(i), "source", "file")] < 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range nodes {
+		if n := m.metrics(t, i)[scrape.Series("udpprobe_sender_targets", "sender", nodeName(i))]; n != nodes-1 {
+			t.Fatalf("%s probes %v with a broken file, want the %d it had", nodeName(i), n, nodes-1)
+		}
+	}
+
+	list(0, 1, 2)
+	await(t, "nobody probes the node taken out of the file", 5*time.Second, func() bool {
+		for i := range 3 {
+			if m.probes(m.metrics(t, i), i, 3) {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(3 * meshTimeout)
+	s := m.metrics(t, 3)
+	for i := range 3 {
+		m.exact(t, s, i, 3)
+	}
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
