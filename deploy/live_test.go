@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -419,8 +420,9 @@ func checkDashboardQueries(t *testing.T, api *promAPI, webs []string, targets ma
 
 // promAPI queries Prometheus's HTTP API.
 type promAPI struct {
-	t    *testing.T
-	base string
+	t      *testing.T
+	base   string
+	client *http.Client // nil: http.DefaultClient
 }
 
 type promSample struct {
@@ -440,7 +442,11 @@ func (s promSample) value(t *testing.T) float64 {
 
 func (p *promAPI) get(path string, params url.Values, data any) {
 	p.t.Helper()
-	resp, err := http.Get(p.base + path + "?" + params.Encode())
+	client := p.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Get(p.base + path + "?" + params.Encode())
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -521,11 +527,14 @@ func (p *promAPI) awaitValues(want map[string]float64, timeout time.Duration) ma
 	}
 }
 
-func awaitReady(t *testing.T, url string) {
+func awaitReady(t *testing.T, url string) { awaitReadyWith(t, http.DefaultClient, url) }
+
+// awaitReadyWith is awaitReady through client.
+func awaitReadyWith(t *testing.T, client *http.Client, url string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -547,9 +556,12 @@ type webhook struct {
 	alerts []map[string]string
 }
 
-func newWebhook(t *testing.T) *webhook {
+func newWebhook(t *testing.T) *webhook { return newWebhookOn(t, nil) }
+
+// newWebhookOn is newWebhook serving on ln (nil: on loopback).
+func newWebhookOn(t *testing.T, ln net.Listener) *webhook {
 	w := &webhook{}
-	w.Server = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	w.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		var msg struct {
 			Alerts []struct {
 				Status string            `json:"status"`
@@ -569,6 +581,11 @@ func newWebhook(t *testing.T) *webhook {
 			}
 		}
 	}))
+	if ln != nil {
+		w.Listener.Close()
+		w.Listener = ln
+	}
+	w.Start()
 	t.Cleanup(w.Close)
 	return w
 }

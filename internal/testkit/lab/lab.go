@@ -176,15 +176,26 @@ func (l *Lab) Get(t testing.TB, h Host, url string) string {
 	return body
 }
 
-// Fetch is Get returning the error.
-func (l *Lab) Fetch(h Host, url string) (string, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+// Client is an HTTP client whose connections start in h's namespace.
+func Client(h Host) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return dialIn(ctx, h.NS, network, addr)
 		},
 		DisableKeepAlives: true,
 	}}
-	resp, err := client.Get(url)
+}
+
+// Listen opens a TCP listener inside h's namespace, for a server the
+// programs there must reach (a webhook).
+func Listen(h Host, addr string) (l net.Listener, err error) {
+	nerr := inNamespace(h.NS, func() { l, err = net.Listen("tcp", addr) })
+	return l, errors.Join(nerr, err)
+}
+
+// Fetch is Get returning the error.
+func (l *Lab) Fetch(h Host, url string) (string, error) {
+	resp, err := Client(h).Get(url)
 	if err != nil {
 		return "", fmt.Errorf("GET %s in %s: %w", url, h.NS, err)
 	}
