@@ -19,7 +19,7 @@ func TestSystemdUnits(t *testing.T) {
 	analyze := testproc.Require(t, "SYSTEMD_ANALYZE", "apt-get install systemd", "systemd-analyze")
 	bin := testproc.Build(t, "../cmd/udpprobe")
 	dir := t.TempDir()
-	for _, mode := range []string{"receiver", "sender"} {
+	for _, mode := range []string{"receiver", "sender", "mesh"} {
 		name := "udpprobe-" + mode + ".service"
 		unit := string(read(t, filepath.Join("systemd", name)))
 		for _, line := range []string{
