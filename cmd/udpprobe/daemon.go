@@ -122,18 +122,24 @@ func runReceiver(ctx context.Context, stderr io.Writer) int {
 	// One goroutine does the work.
 	return daemon(ctx, stderr, "receiver", cfg.Common, cfg.WebListenAddress, 1,
 		func(log *zap.Logger, reg *prometheus.Registry) (func(context.Context) error, error) {
-			rcv, err := receiver.New(receiver.Options{
-				ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
-				SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
-				ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate,
-				ReflectBudget: cfg.ReflectBudget, ReflectBudgetBytes: cfg.ReflectBudgetBytes, Keys: cfg.Keys,
-				Logger: log, Metrics: metrics.NewReceiver(reg),
-			})
+			rcv, err := receiver.New(receiverOptions(cfg, log, reg))
 			if err != nil {
 				return nil, err
 			}
 			return rcv.Run, nil
 		})
+}
+
+// receiverOptions are a receiver's options from its configuration, with a
+// logger and its metrics on reg.
+func receiverOptions(cfg *config.Receiver, log *zap.Logger, reg *prometheus.Registry) receiver.Options {
+	return receiver.Options{
+		ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
+		SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
+		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate,
+		ReflectBudget: cfg.ReflectBudget, ReflectBudgetBytes: cfg.ReflectBudgetBytes, Keys: cfg.Keys,
+		Logger: log, Metrics: metrics.NewReceiver(reg),
+	}
 }
 
 func runSender(ctx context.Context, stderr io.Writer) int {

@@ -46,20 +46,16 @@ func buildMesh(cfg *config.Mesh, log *zap.Logger, reg *prometheus.Registry) (fun
 	sm := metrics.NewSender(reg, cfg.Name)
 	var snd *sender.Sender
 	var msh *mesh.Mesh
-	rcv, err := receiver.New(receiver.Options{
-		ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
-		SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
-		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: true, ReflectRate: cfg.ReflectRate,
-		ReflectBudget: cfg.ReflectBudget, ReflectBudgetBytes: cfg.ReflectBudgetBytes, Keys: cfg.Keys,
-		Name: cfg.Name, Epoch: epoch, Logger: log.Named("receiver"), Metrics: metrics.NewReceiver(reg),
-		OnReply: func(h *wire.Header, b []byte, from netip.AddrPort, at receiver.Instant) {
-			if h.Hello() {
-				msh.HelloReply(h, from)
-				return
-			}
-			snd.HandleReply(b, from, at.Mono)
-		},
-	})
+	ro := receiverOptions(cfg.Receiver(), log.Named("receiver"), reg)
+	ro.Name, ro.Epoch = cfg.Name, epoch
+	ro.OnReply = func(h *wire.Header, b []byte, from netip.AddrPort, at receiver.Instant) {
+		if h.Hello() {
+			msh.HelloReply(h, from)
+			return
+		}
+		snd.HandleReply(b, from, at.Mono)
+	}
+	rcv, err := receiver.New(ro)
 	if err != nil {
 		return nil, err
 	}

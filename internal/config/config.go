@@ -239,11 +239,16 @@ func (c *Mesh) Validate() error {
 			c.PayloadSize, lo, wire.MaxSize))
 	}
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
-	r := Receiver{WebListenAddress: c.WebListenAddress, ListenAddress: c.ListenAddress, LossTimeout: c.LossTimeout,
+	return errors.Join(append(errs, c.Receiver().validateTable()...)...)
+}
+
+// Receiver is the node's receiving side as a receiver's configuration:
+// one that reflects.
+func (c *Mesh) Receiver() *Receiver {
+	return &Receiver{WebListenAddress: c.WebListenAddress, ListenAddress: c.ListenAddress, LossTimeout: c.LossTimeout,
 		SummaryInterval: c.SummaryInterval, MaxPeers: c.MaxPeers, PeerExpiry: c.PeerExpiry, ReceiveBuffer: c.ReceiveBuffer,
 		Reflect: true, ReflectRate: c.ReflectRate, ReflectBudget: c.ReflectBudget, ReflectBudgetBytes: c.ReflectBudgetBytes,
 		Common: c.Common}
-	return errors.Join(append(errs, r.validateTable()...)...)
 }
 
 // minPayload is the smallest datagram that carries the name, any
