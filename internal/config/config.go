@@ -100,19 +100,6 @@ func (c *Common) validate(webListenAddress string) []error {
 	return append(errs, validateWebConfig(c.WebConfigFile))
 }
 
-// Sender is the sender's configuration.
-type Sender struct {
-	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated: host:port (IPv6 as [addr]:port; a name with several addresses is a target per address) or file:PATH (a Prometheus file_sd file); required"`
-	ResolveInterval  time.Duration `split_words:"true" default:"30s" desc:"how often target names are resolved again and file_sd files read again at the latest (a changed file is read within a second), 1s to 1h"`
-	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
-	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 61 + name length + target label's length (+ 16 with a key) to 65507; 0 picks the smallest for each target"`
-	Name             string        `split_words:"true" desc:"this sender's name, the sender label on both ends' series: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
-	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
-	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
-	Common
-}
-
 // Receiver is the receiver's configuration.
 type Receiver struct {
 	WebListenAddress   string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
@@ -128,31 +115,6 @@ type Receiver struct {
 	ReflectBudgetBytes float64       `split_words:"true" default:"16777216" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184; bounds what an open reflector can be made to send"`
 	Common
 }
-
-// Mesh is a mesh node's configuration: receiver, reflector and sender at
-// once, over one socket.
-type Mesh struct {
-	WebListenAddress   string        `split_words:"true" default:":8466" desc:"HTTP address for /metrics (both sides), /-/healthy and /-/ready"`
-	ListenAddress      string        `split_words:"true" default:":6464" desc:"UDP address to probe, receive and reflect on; the mesh's members listen on the same port"`
-	Targets            []string      `split_words:"true" desc:"the mesh's members, comma-separated: host:port or file:PATH, as for the sender; this node among them is skipped; required"`
-	ResolveInterval    time.Duration `split_words:"true" default:"30s" desc:"how often member names are resolved again and file_sd files read again at the latest, 1s to 1h"`
-	Neighbours         int           `split_words:"true" default:"0" desc:"members each node probes: the k that follow it on a hash ring, so each is probed by k; 0: all, up to 1000"`
-	Rate               float64       `split_words:"true" default:"10" desc:"datagrams per second to each neighbour, 0.1 to 1000000"`
-	PayloadSize        int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 125 + name length (+ 16 with a key) to 65507; 0 picks the smallest for each neighbour"`
-	Name               string        `split_words:"true" desc:"this node's name, the sender label of what it sends and the target label of what it receives: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
-	LossTimeout        time.Duration `split_words:"true" default:"3s" desc:"waiting time before a datagram or a round trip is lost (RFC 7680), 10ms to 10m"`
-	SummaryInterval    time.Duration `split_words:"true" default:"0s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
-	MaxPeers           int           `split_words:"true" default:"2000" desc:"peers (a member and the name it probes this node by) tracked at once, 1 to 2000"`
-	PeerExpiry         time.Duration `split_words:"true" default:"1h" desc:"a silent member is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
-	ReceiveBuffer      int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
-	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
-	ReflectBudget      float64       `split_words:"true" default:"100000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
-	ReflectBudgetBytes float64       `split_words:"true" default:"67108864" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184"`
-	Common
-}
-
-// MaxNeighbours bounds a mesh node's fan-out.
-const MaxNeighbours = 1000
 
 // MaxPeers is the largest peer table a receiver may be given: a scrape of
 // 2,000 peers, 164,000 series, takes about 0.2 s and 13 MiB of text
@@ -177,17 +139,6 @@ var specs = []struct {
 	{ModeMesh, func() any { return &Mesh{} }},
 }
 
-// LoadSender reads and validates the sender's configuration.
-func LoadSender() (*Sender, error) {
-	c := &Sender{}
-	return c, load(ModeSender, c, func() error {
-		if err := defaultName(&c.Name); err != nil {
-			return err
-		}
-		return c.Validate()
-	})
-}
-
 // defaultName sets an empty UDPPROBE_NAME to the host name.
 func defaultName(name *string) error {
 	if *name != "" {
@@ -199,66 +150,6 @@ func defaultName(name *string) error {
 	}
 	*name = host
 	return nil
-}
-
-// LoadMesh reads and validates a mesh node's configuration.
-func LoadMesh() (*Mesh, error) {
-	c := &Mesh{}
-	return c, load(ModeMesh, c, func() error {
-		if err := defaultName(&c.Name); err != nil {
-			return err
-		}
-		return c.Validate()
-	})
-}
-
-// Validate reports every out-of-range value.
-func (c *Mesh) Validate() error {
-	errs := c.Common.validate(c.WebListenAddress)
-	errs = append(errs, validateListen("udp", "UDPPROBE_LISTEN_ADDRESS", c.ListenAddress))
-	if len(c.Targets) == 0 {
-		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: the mesh's members, host:port or file:PATH"))
-	}
-	for _, t := range c.Targets {
-		errs = append(errs, validateTarget(t))
-	}
-	if c.ResolveInterval < time.Second || c.ResolveInterval > time.Hour {
-		errs = append(errs, fmt.Errorf("UDPPROBE_RESOLVE_INTERVAL=%v: must be 1s to 1h", c.ResolveInterval))
-	}
-	if c.Neighbours < 0 || c.Neighbours > MaxNeighbours {
-		errs = append(errs, fmt.Errorf("UDPPROBE_NEIGHBOURS=%d: must be 0 (all) to %d", c.Neighbours, MaxNeighbours))
-	}
-	if !(c.Rate >= 0.1 && c.Rate <= 1e6) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_RATE=%v: must be 0.1 to 1000000 datagrams per second", c.Rate))
-	}
-	if !wire.ValidName([]byte(c.Name)) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
-			c.Name, wire.MaxNameLen))
-	} else if lo := c.minPayload(); c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be 0 or %d (what the longest neighbour name needs) to %d bytes",
-			c.PayloadSize, lo, wire.MaxSize))
-	}
-	errs = append(errs, validateLossTimeout(c.LossTimeout))
-	return errors.Join(append(errs, c.Receiver().validateTable()...)...)
-}
-
-// Receiver is the node's receiving side as a receiver's configuration:
-// one that reflects.
-func (c *Mesh) Receiver() *Receiver {
-	return &Receiver{WebListenAddress: c.WebListenAddress, ListenAddress: c.ListenAddress, LossTimeout: c.LossTimeout,
-		SummaryInterval: c.SummaryInterval, MaxPeers: c.MaxPeers, PeerExpiry: c.PeerExpiry, ReceiveBuffer: c.ReceiveBuffer,
-		Reflect: true, ReflectRate: c.ReflectRate, ReflectBudget: c.ReflectBudget, ReflectBudgetBytes: c.ReflectBudgetBytes,
-		Common: c.Common}
-}
-
-// minPayload is the smallest datagram that carries the name, any
-// neighbour's name and, with authentication, the tag.
-func (c *Mesh) minPayload() int {
-	n := wire.MinSize(len(c.Name), wire.MaxNameLen)
-	if c.Auth.enabled() {
-		n += wire.TagSize
-	}
-	return n
 }
 
 // LoadReceiver reads and validates the receiver's configuration.
@@ -365,64 +256,6 @@ func checkUnknown(mode string) error {
 		errs = append(errs, fmt.Errorf("%s is not a udpprobe setting (see 'udpprobe help')", k))
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	return errors.Join(errs...)
-}
-
-// minPayload is the smallest datagram that carries the name, the longest
-// target given as host:port and, with authentication, the tag.
-func (c *Sender) minPayload() int {
-	n := wire.MinSize(len(c.Name), c.longestTarget())
-	if c.Auth.enabled() {
-		n += wire.TagSize
-	}
-	return n
-}
-
-// longestTarget is the length of the longest target given as host:port.
-func (c *Sender) longestTarget() int {
-	n := 0
-	for _, t := range c.Targets {
-		if !strings.HasPrefix(t, discovery.FilePrefix) {
-			n = max(n, len(t))
-		}
-	}
-	return n
-}
-
-// Validate reports every out-of-range value.
-func (c *Sender) Validate() error {
-	errs := c.Common.validate(c.WebListenAddress)
-	if len(c.Targets) == 0 {
-		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: comma-separated host:port of receivers, or file:PATH"))
-	}
-	seen := map[string]bool{}
-	for _, t := range c.Targets {
-		if err := validateTarget(t); err != nil {
-			errs = append(errs, err)
-		}
-		if seen[t] {
-			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q twice", t))
-		}
-		seen[t] = true
-	}
-	if !(c.Rate >= 0.1 && c.Rate <= 1e6) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_RATE=%v: must be 0.1 to 1000000 datagrams per second", c.Rate))
-	}
-	if !wire.ValidName([]byte(c.Name)) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
-			c.Name, wire.MaxNameLen))
-	} else if lo := c.minPayload(); c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
-		with := ""
-		if c.Auth.enabled() {
-			with = fmt.Sprintf(" + %d for the authentication tag", wire.TagSize)
-		}
-		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be 0 or %d (%d + name length + longest target's length%s) to %d bytes",
-			c.PayloadSize, lo, wire.MinSize(0, 0), with, wire.MaxSize))
-	}
-	errs = append(errs, validateLossTimeout(c.LossTimeout))
-	if c.ResolveInterval < time.Second || c.ResolveInterval > time.Hour {
-		errs = append(errs, fmt.Errorf("UDPPROBE_RESOLVE_INTERVAL=%v: must be 1s to 1h", c.ResolveInterval))
-	}
 	return errors.Join(errs...)
 }
 

@@ -26,14 +26,11 @@
 package sender
 
 import (
-	"container/heap"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -47,7 +44,6 @@ import (
 	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/socket"
-	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -147,24 +143,6 @@ type Sender struct {
 type routes struct {
 	byLabel map[string]*target
 	byAddr  map[netip.AddrPort]*target
-}
-
-// batch is the datagrams of one write, and for each its target and slot.
-type batch struct {
-	bufs [][]byte
-	to   []netip.AddrPort
-	of   []*target
-	seqs []uint64
-	dues []time.Time
-}
-
-func (b *batch) reset() {
-	b.bufs, b.to, b.of, b.seqs, b.dues = b.bufs[:0], b.to[:0], b.of[:0], b.seqs[:0], b.dues[:0]
-}
-
-// drop removes the first n datagrams.
-func (b *batch) drop(n int) {
-	b.bufs, b.to, b.of, b.seqs, b.dues = b.bufs[n:], b.to[n:], b.of[n:], b.seqs[n:], b.dues[n:]
 }
 
 // New opens the socket and resolves opts.Targets.
@@ -327,274 +305,6 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	reader.Wait()
 	return nil
-}
-
-// apply makes ts the targets: new ones join, gone ones (or moved ones)
-// leave.
-func (s *Sender) apply(ts []discovery.Target, now time.Time) {
-	want := make(map[string]discovery.Target, len(ts))
-	for _, t := range ts {
-		want[t.Label] = t
-	}
-	for label, t := range s.active {
-		if w, ok := want[label]; !ok || w.Addr != t.to {
-			s.leave(t, now)
-		}
-	}
-	for _, w := range ts {
-		if _, ok := s.active[w.Label]; !ok {
-			if err := s.check(w); err != nil {
-				s.opts.Logger.Warn("a target cannot be probed", zap.Error(err))
-				continue
-			}
-			s.join(w, now)
-		}
-	}
-	s.route()
-	s.opts.Metrics.Targets.Set(float64(len(s.active)))
-}
-
-// join starts a session with a new target, its first slot a phase into the
-// interval that its label decides.
-func (s *Sender) join(w discovery.Target, now time.Time) {
-	for i, old := range s.leaving {
-		if old.label == w.Label {
-			// Back before its last replies: the new session takes over the
-			// label's series.
-			old.settled(int64(now.Sub(s.epoch)), true)
-			s.leaving = append(s.leaving[:i], s.leaving[i+1:]...)
-			break
-		}
-	}
-	session := s.session
-	if s.known[w.Label] {
-		session = randomSession() // a session number once ended is never reused
-	}
-	s.known[w.Label] = true
-	size := s.size(w.Label)
-	slots := min(MaxBatch, max(1, batchBytes/size), int(math.Ceil(s.opts.Rate*max(CatchUp.Seconds(), 1/s.opts.Rate))))
-	t := &target{label: w.Label, session: session, index: -1,
-		log: s.opts.Logger.With(zap.String("target", w.Label))}
-	h := s.header
-	h.Target, h.Session = []byte(w.Label), session
-	for range slots {
-		b := make([]byte, size)
-		if err := wire.Encode(b, &h); err != nil {
-			panic(err) // check passed
-		}
-		t.bufs = append(t.bufs, b)
-	}
-	t.to = w.Addr
-	if s.opts.RoundTrip {
-		t.rt = tracker.NewRoundTrip(int64(s.opts.LossTimeout), s.opts.Rate)
-	}
-	t.m = s.opts.Metrics.Target(w.Label, t.roundTrip)
-	interval := float64(time.Second) / s.opts.Rate
-	hash := fnv.New64a()
-	hash.Write([]byte(w.Label))
-	phase := time.Duration(float64(hash.Sum64()%(1<<20)) / (1 << 20) * interval)
-	t.sched = newSchedule(now.Add(phase), s.opts.Rate, len(t.bufs))
-	t.due(s.epoch)
-	s.active[w.Label] = t
-	heap.Push(&s.queue, t)
-	t.log.Info("probing a target", zap.Stringer("address", w.Addr), zap.Uint64("session", session))
-}
-
-// leave ends a target's session: goodbyes now, its series once its last
-// replies are in.
-func (s *Sender) leave(t *target, now time.Time) {
-	heap.Remove(&s.queue, t.index)
-	delete(s.active, t.label)
-	s.goodbye(t)
-	t.log.Info("the target is gone: its session ended", zap.Stringer("address", t.to))
-	t.leaveBy = now.Add(s.opts.LossTimeout)
-	s.leaving = append(s.leaving, t)
-}
-
-// release forgets the targets that left once their replies are in.
-func (s *Sender) release(now time.Time) {
-	if len(s.leaving) == 0 {
-		return
-	}
-	mono := int64(now.Sub(s.epoch))
-	kept := s.leaving[:0]
-	for _, t := range s.leaving {
-		if !t.settled(mono, !now.Before(t.leaveBy)) {
-			kept = append(kept, t)
-			continue
-		}
-		if _, back := s.active[t.label]; !back {
-			s.opts.Metrics.Forget(t.label)
-		}
-	}
-	clear(s.leaving[len(kept):])
-	if len(kept) != len(s.leaving) {
-		s.leaving = kept
-		s.route()
-	}
-}
-
-// route publishes the targets, active and leaving, to the reply reader.
-func (s *Sender) route() {
-	r := &routes{byLabel: make(map[string]*target, len(s.active)+len(s.leaving)),
-		byAddr: make(map[netip.AddrPort]*target, len(s.active)+len(s.leaving))}
-	for _, t := range s.leaving {
-		r.byLabel[t.label], r.byAddr[t.to] = t, t
-	}
-	for _, t := range s.active {
-		r.byLabel[t.label], r.byAddr[t.to] = t, t
-	}
-	s.routes.Store(r)
-}
-
-// sendDue sends the slots due at now, of every target, in batches.
-func (s *Sender) sendDue(now time.Time) {
-	b := &s.batch
-	b.reset()
-	for len(s.queue) > 0 {
-		t := s.queue[0]
-		if t.at > int64(now.Sub(s.epoch)) {
-			break
-		}
-		room := MaxBatch - len(b.bufs)
-		if room == 0 || t.pending > 0 {
-			// Full, or the target is in it already with all its buffers.
-			s.flush()
-			now = s.clock.Now()
-			continue
-		}
-		dues, skipped := t.sched.take(now, room)
-		if skipped > 0 {
-			t.m.MissedSlots.Add(float64(skipped))
-		}
-		for i, d := range dues {
-			b.bufs = append(b.bufs, t.bufs[i])
-			b.to = append(b.to, t.to)
-			b.of = append(b.of, t)
-			b.dues = append(b.dues, d)
-		}
-		t.pending = len(dues)
-		t.due(s.epoch)
-		heap.Fix(&s.queue, 0)
-	}
-	s.flush()
-}
-
-// flush writes the batch. A datagram the kernel refuses uses its slot but
-// no sequence number: the ones after it are renumbered and sent.
-func (s *Sender) flush() {
-	b := &s.batch
-	for len(b.bufs) > 0 {
-		now, mono := s.stamp(b)
-		s.track(b, mono)
-		sent, err := s.out.Write(b.bufs, b.to)
-		tried := min(len(b.bufs), sent+1)
-		if err == nil {
-			tried = sent
-		}
-		for i := range tried {
-			b.of[i].m.ScheduleLateness.Observe(max(0, now.Sub(b.dues[i]).Seconds()))
-		}
-		for i := range sent {
-			t := b.of[i]
-			t.seq++
-			t.m.PacketsSent.Inc()
-		}
-		s.untrack(b, sent, mono)
-		if err == nil {
-			break
-		}
-		b.of[sent].sendError(err, now)
-		b.drop(sent + 1)
-	}
-	for _, t := range b.of {
-		t.pending = 0
-	}
-	b.reset()
-}
-
-// stamp numbers the batch's datagrams from each target's next sequence
-// number, and writes the send time into every one and seals it. The clocks
-// are read once, after everything but the checksums is in place, as close
-// to the write as they allow; it returns them.
-func (s *Sender) stamp(b *batch) (now time.Time, mono int64) {
-	b.seqs = b.seqs[:0]
-	for _, t := range b.of {
-		t.pending = 0
-	}
-	for i, buf := range b.bufs {
-		t := b.of[i]
-		seq := t.seq + uint64(t.pending)
-		t.pending++
-		b.seqs = append(b.seqs, seq)
-		wire.PutFlags(buf, 0)
-		wire.PutSeq(buf, seq)
-	}
-	now = s.clock.Now()
-	mono = int64(now.Sub(s.epoch))
-	for _, buf := range b.bufs {
-		s.seal(buf, now, mono)
-	}
-	return now, mono
-}
-
-func (s *Sender) seal(b []byte, now time.Time, mono int64) {
-	wire.PutSendTime(b, now.UnixNano(), mono)
-	if s.sign != nil {
-		s.sign.Sign(b, 0)
-	} else {
-		wire.Seal(b)
-	}
-}
-
-// track tells the round trips about the batch's datagrams before they are
-// written, so no reply can beat them.
-func (s *Sender) track(b *batch, mono int64) {
-	for i, t := range b.of {
-		if t.rt != nil {
-			t.mu.Lock()
-			t.rt.Send(b.seqs[i], mono)
-			t.mu.Unlock()
-		}
-	}
-}
-
-// untrack takes back what the kernel did not accept, newest first, and
-// expires what is due.
-func (s *Sender) untrack(b *batch, sent int, mono int64) {
-	for i := len(b.of) - 1; i >= 0; i-- {
-		t := b.of[i]
-		if t.rt == nil {
-			continue
-		}
-		t.mu.Lock()
-		if i >= sent {
-			t.rt.Unsend(b.seqs[i])
-		}
-		if i == 0 || b.of[i-1] != t {
-			t.rt.Expire(mono) // once per target: its datagrams are adjacent
-		}
-		t.mu.Unlock()
-	}
-}
-
-// goodbye ends a target's session: its sequence number is the last one
-// sent.
-func (s *Sender) goodbye(t *target) {
-	if t.seq == 0 {
-		return // nothing was sent; there is nothing to settle
-	}
-	bye, to := t.bufs[:1], []netip.AddrPort{t.to}
-	for range GoodbyeCopies {
-		wire.PutFlags(bye[0], wire.FlagGoodbye)
-		wire.PutSeq(bye[0], t.seq-1)
-		now := s.clock.Now()
-		s.seal(bye[0], now, int64(now.Sub(s.epoch)))
-		if _, err := s.out.Write(bye, to); err != nil {
-			t.sendError(err, now)
-		}
-	}
-	t.log.Info("session ended with a goodbye", zap.Uint64("last_sequence", t.seq-1))
 }
 
 // readReplies takes replies off the socket until it is closed.
