@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -59,6 +60,11 @@ func (r *Receiver) take(tb testing.TB, n int) {
 
 // TestReceivePathAllocatesNothing: the whole path from the socket, batch
 // read included, allocates nothing per datagram, and counts every one.
+// A read that has to wait for the rest of a batch blocks in poll(2), and
+// on a loaded machine under the race detector the runtime may start a
+// thread for the processor it hands off, which counts as allocations that
+// are not the path's. So the fewest of three measurements is taken: an
+// allocation of the path shows in every one.
 func TestReceivePathAllocatesNothing(t *testing.T) {
 	r := newTestReceiver(t, Options{})
 	defer r.in.Close()
@@ -66,10 +72,13 @@ func TestReceivePathAllocatesNothing(t *testing.T) {
 	l := newLoopback(t, r, 32)
 	l.send(t)
 	r.take(t, 32)
-	allocs := testing.AllocsPerRun(100, func() {
-		l.send(t)
-		r.take(t, 32)
-	})
+	allocs := math.Inf(1)
+	for range 3 {
+		allocs = min(allocs, testing.AllocsPerRun(100, func() {
+			l.send(t)
+			r.take(t, 32)
+		}))
+	}
 	if allocs != 0 {
 		t.Fatalf("%v allocations per batch of 32", allocs)
 	}
