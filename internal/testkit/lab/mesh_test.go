@@ -21,7 +21,11 @@ const (
 	meshName    = "mesh.test"
 	meshWeb     = "http://127.0.0.1:8466/metrics"
 	meshRate    = 50
-	meshExpiry  = 4 * time.Second
+	// meshExpiry outlasts the checks made after a leave: the others'
+	// sessions with the leaver end up to a resolve interval apart, and
+	// scraping a dozen nodes on a loaded machine takes seconds; the
+	// streams must still be in the table when they are read.
+	meshExpiry  = 10 * time.Second
 	meshTimeout = 200 * time.Millisecond
 )
 
