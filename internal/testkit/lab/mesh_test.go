@@ -17,10 +17,10 @@ import (
 // The mesh lab: meshNodes hosts on one bridge, every one running udpprobe
 // mesh with the members from one DNS name.
 const (
-	meshNodes   = 12
-	meshName    = "mesh.test"
-	meshWeb     = "http://127.0.0.1:8466/metrics"
-	meshRate    = 50
+	meshNodes = 12
+	meshName  = "mesh.test"
+	meshWeb   = "http://127.0.0.1:8466/metrics"
+	meshRate  = 50
 	// meshExpiry outlasts the checks made after a leave: the others'
 	// sessions with the leaver end up to a resolve interval apart, and
 	// scraping a dozen nodes on a loaded machine takes seconds; the
