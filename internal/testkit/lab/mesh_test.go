@@ -178,7 +178,7 @@ func TestMeshLab(t *testing.T) {
 	// The joiner joins: within a resolve interval and a hello, all probe it.
 	m.members(append(first, joiner)...)
 	joined := time.Now()
-	await(t, "every node probes the joiner", 5*time.Second, func() bool {
+	await(t, "every node probes the joiner", 10*time.Second, func() bool {
 		for _, i := range first {
 			if !m.probes(m.metrics(t, i), i, joiner) {
 				return false
