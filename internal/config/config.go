@@ -49,6 +49,14 @@ type Auth struct {
 // enabled reports whether a key is configured, before Validate reads it.
 func (a *Auth) enabled() bool { return a.HMACKey != "" || a.HMACKeyFile != "" }
 
+// tagSize is what authentication adds to a datagram: the tag, if enabled.
+func (a *Auth) tagSize() int {
+	if a.enabled() {
+		return wire.TagSize
+	}
+	return 0
+}
+
 // validate reads the keys into a.Keys.
 func (a *Auth) validate() error {
 	var list []string

@@ -48,25 +48,12 @@ func LoadMesh() (*Mesh, error) {
 func (c *Mesh) Validate() error {
 	errs := c.Common.validate(c.WebListenAddress)
 	errs = append(errs, validateListen("udp", "UDPPROBE_LISTEN_ADDRESS", c.ListenAddress))
-	if len(c.Targets) == 0 {
-		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: the mesh's members, host:port or file:PATH"))
-	}
-	for _, t := range c.Targets {
-		errs = append(errs, validateTarget(t))
-	}
-	if c.ResolveInterval < time.Second || c.ResolveInterval > time.Hour {
-		errs = append(errs, fmt.Errorf("UDPPROBE_RESOLVE_INTERVAL=%v: must be 1s to 1h", c.ResolveInterval))
-	}
+	errs = append(errs, validateProbing("the mesh's members, host:port or file:PATH",
+		c.Targets, c.ResolveInterval, c.Rate, c.Name)...)
 	if c.Neighbours < 0 || c.Neighbours > MaxNeighbours {
 		errs = append(errs, fmt.Errorf("UDPPROBE_NEIGHBOURS=%d: must be 0 (all) to %d", c.Neighbours, MaxNeighbours))
 	}
-	if !(c.Rate >= 0.1 && c.Rate <= 1e6) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_RATE=%v: must be 0.1 to 1000000 datagrams per second", c.Rate))
-	}
-	if !wire.ValidName([]byte(c.Name)) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
-			c.Name, wire.MaxNameLen))
-	} else if lo := c.minPayload(); c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
+	if lo := c.minPayload(); wire.ValidName([]byte(c.Name)) && c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
 		errs = append(errs, fmt.Errorf("UDPPROBE_PAYLOAD_SIZE=%d: must be 0 or %d (what the longest neighbour name needs) to %d bytes",
 			c.PayloadSize, lo, wire.MaxSize))
 	}
@@ -86,9 +73,5 @@ func (c *Mesh) Receiver() *Receiver {
 // minPayload is the smallest datagram that carries the name, any
 // neighbour's name and, with authentication, the tag.
 func (c *Mesh) minPayload() int {
-	n := wire.MinSize(len(c.Name), wire.MaxNameLen)
-	if c.Auth.enabled() {
-		n += wire.TagSize
-	}
-	return n
+	return wire.MinSize(len(c.Name), wire.MaxNameLen) + c.Auth.tagSize()
 }

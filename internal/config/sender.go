@@ -37,11 +37,7 @@ func LoadSender() (*Sender, error) {
 // minPayload is the smallest datagram that carries the name, the longest
 // target given as host:port and, with authentication, the tag.
 func (c *Sender) minPayload() int {
-	n := wire.MinSize(len(c.Name), c.longestTarget())
-	if c.Auth.enabled() {
-		n += wire.TagSize
-	}
-	return n
+	return wire.MinSize(len(c.Name), c.longestTarget()) + c.Auth.tagSize()
 }
 
 // longestTarget is the length of the longest target given as host:port.
@@ -58,26 +54,16 @@ func (c *Sender) longestTarget() int {
 // Validate reports every out-of-range value.
 func (c *Sender) Validate() error {
 	errs := c.Common.validate(c.WebListenAddress)
-	if len(c.Targets) == 0 {
-		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: comma-separated host:port of receivers, or file:PATH"))
-	}
+	errs = append(errs, validateProbing("comma-separated host:port of receivers, or file:PATH",
+		c.Targets, c.ResolveInterval, c.Rate, c.Name)...)
 	seen := map[string]bool{}
 	for _, t := range c.Targets {
-		if err := validateTarget(t); err != nil {
-			errs = append(errs, err)
-		}
 		if seen[t] {
 			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q twice", t))
 		}
 		seen[t] = true
 	}
-	if !(c.Rate >= 0.1 && c.Rate <= 1e6) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_RATE=%v: must be 0.1 to 1000000 datagrams per second", c.Rate))
-	}
-	if !wire.ValidName([]byte(c.Name)) {
-		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
-			c.Name, wire.MaxNameLen))
-	} else if lo := c.minPayload(); c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
+	if lo := c.minPayload(); wire.ValidName([]byte(c.Name)) && c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
 		with := ""
 		if c.Auth.enabled() {
 			with = fmt.Sprintf(" + %d for the authentication tag", wire.TagSize)
@@ -86,8 +72,29 @@ func (c *Sender) Validate() error {
 			c.PayloadSize, lo, wire.MinSize(0, 0), with, wire.MaxSize))
 	}
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
-	if c.ResolveInterval < time.Second || c.ResolveInterval > time.Hour {
-		errs = append(errs, fmt.Errorf("UDPPROBE_RESOLVE_INTERVAL=%v: must be 1s to 1h", c.ResolveInterval))
-	}
 	return errors.Join(errs...)
+}
+
+// validateProbing checks what a sender and a mesh node both read to
+// probe: the targets (what describes them when there are none), the
+// resolve interval, the rate and the name.
+func validateProbing(what string, targets []string, resolve time.Duration, rate float64, name string) []error {
+	var errs []error
+	if len(targets) == 0 {
+		errs = append(errs, errors.New("UDPPROBE_TARGETS is required: "+what))
+	}
+	for _, t := range targets {
+		errs = append(errs, validateTarget(t))
+	}
+	if resolve < time.Second || resolve > time.Hour {
+		errs = append(errs, fmt.Errorf("UDPPROBE_RESOLVE_INTERVAL=%v: must be 1s to 1h", resolve))
+	}
+	if !(rate >= 0.1 && rate <= 1e6) {
+		errs = append(errs, fmt.Errorf("UDPPROBE_RATE=%v: must be 0.1 to 1000000 datagrams per second", rate))
+	}
+	if !wire.ValidName([]byte(name)) {
+		errs = append(errs, fmt.Errorf("UDPPROBE_NAME=%q: must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
+			name, wire.MaxNameLen))
+	}
+	return errs
 }
