@@ -91,7 +91,7 @@ func (r *oneWayResult) session(o options, udp, web string) error {
 		return fmt.Errorf("sender metrics: %w", err)
 	}
 	r.sendErrors = uint64(sm[scrape.Series("udpprobe_sender_send_errors_total", "sender", peer, "target", udp)])
-	r.missed = uint64(sm[scrape.Series("udpprobe_sender_missed_slots_total", "sender", peer, "target", udp)])
+	r.missed = uint64(sm[scrape.Series("udpprobe_sender_missed_slots_total", "sender", peer)])
 	if r.send, err = stop(send, 30*time.Second); err != nil {
 		return err
 	}

@@ -140,8 +140,8 @@ func loadDashboard(t *testing.T) dashboard {
 func exported(t *testing.T) []string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	metrics.NewSender(reg, "a").Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
-	r := metrics.NewReceiver(reg)
+	metrics.NewSender(reg, "a", metrics.ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
+	r := metrics.NewReceiver(reg, metrics.ClassicAndNative)
 	r.Export(slices.Values([]*metrics.ReceiverPeer{r.NewPeer("a", "rx:6464")}))
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -218,6 +218,7 @@ func TestDashboard(t *testing.T) {
 	names, limits := known(t), lossThresholds(t)
 	metric := regexp.MustCompile(`\b(?:udpprobe_|sender_target:)[a-z_:0-9]+|\bALERTS\b`)
 	ranges := regexp.MustCompile(`\[[^\]]*\]`)
+	bucket := regexp.MustCompile(`\b(udpprobe_[a-z_]+)_bucket\{`)
 	ids := map[int]bool{}
 	lossPanels := 0
 	for _, p := range d.Panels {
@@ -250,6 +251,13 @@ func TestDashboard(t *testing.T) {
 			for _, name := range found {
 				if !names[name] {
 					t.Errorf("panel %q: %s is not a udpprobe metric or recording rule", p.Title, name)
+				}
+			}
+			// Native histograms when scraped, classic buckets where not: a
+			// query of a histogram reads both.
+			for _, m := range bucket.FindAllStringSubmatch(tg.Expr, -1) {
+				if !strings.Contains(tg.Expr, m[1]+"{") || !strings.Contains(tg.Expr, " or ") {
+					t.Errorf("panel %q: query %q reads %s_bucket but not, beside it, the native histogram %s", p.Title, tg.Expr, m[1], m[1])
 				}
 			}
 			if p.Type == "heatmap" && (tg.Format != "heatmap" || !strings.Contains(tg.Expr, "by (le)")) {

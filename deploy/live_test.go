@@ -119,7 +119,7 @@ func TestLive(t *testing.T) {
 		webs, senderWeb[name] = append(webs, web), web
 		senders[name] = testproc.Start(t, []string{"UDPPROBE_TARGETS=" + target, "UDPPROBE_WEB_LISTEN_ADDRESS=" + web,
 			"UDPPROBE_NAME=" + name, "UDPPROBE_RATE=100", "UDPPROBE_ROUND_TRIP=true", "UDPPROBE_LOSS_TIMEOUT=200ms",
-			"UDPPROBE_LOG_FORMAT=json"}, bin, "sender")
+			"UDPPROBE_LOG_FORMAT=json", "UDPPROBE_CLASSIC_HISTOGRAMS=" + strconv.FormatBool(name != nativeOnly)}, bin, "sender")
 	}
 
 	// Alertmanager and Prometheus with generated copies of the shipped files.
@@ -147,6 +147,7 @@ func TestLive(t *testing.T) {
 		t.Errorf("firing: %q, want %q", got, loss)
 	}
 	checkDashboardQueries(t, api, webs, targets)
+	checkNativeOnly(t, api)
 	for _, smp := range api.query(`sender_target:udpprobe_receiver_packets_lost:ratio_rate5m{sender="clean"}`) {
 		if v := smp.value(t); v != 0 {
 			t.Errorf("the clean path's recorded loss ratio is %v", v)
@@ -282,8 +283,8 @@ func hookNames(alerts []map[string]string) []string {
 
 // writeLiveConfigs writes copies of the shipped Prometheus, rule and
 // Alertmanager files into dir, changed only where the test must: targets,
-// intervals, every duration of the rules divided by liveScale, native
-// histograms on, and a webhook receiver. Each change must apply, so a
+// intervals, every duration of the rules divided by liveScale, and a
+// webhook receiver. Each change must apply, so a
 // reworded shipped file fails here rather than silently going untested.
 func writeLiveConfigs(t *testing.T, dir, hook, amWeb string, targets []string) {
 	t.Helper()
@@ -314,7 +315,6 @@ func writeLiveConfigs(t *testing.T, dir, hook, amWeb string, targets []string) {
 	}
 	edit("prometheus.yml", filepath.Join(dir, "prometheus.yml"),
 		[2]string{`(?m)^(\s+(?:scrape|evaluation)_interval:) \S+`, "${1} " + liveInterval},
-		[2]string{`(?m)^(\s+always_scrape_classic_histograms: true)$`, "${1}\n  scrape_native_histograms: true"},
 		[2]string{`"alertmanager:9093"`, strconv.Quote(amWeb)},
 		[2]string{`\["receiver:8464", "sender:8465"\]`, "[" + strings.Join(quoted, ", ") + "]"})
 	edit(rulesFile, filepath.Join(dir, rulesFile),
@@ -374,6 +374,56 @@ func lossQueries(t *testing.T) []string {
 	return qs
 }
 
+// nativeOnly is the sender of TestLive whose histograms are native only.
+const nativeOnly = "steady"
+
+// checkNativeOnly: the sender exposing native histograms only has no
+// classic buckets in Prometheus, and every dashboard query of its
+// histograms reads a number for it all the same.
+func checkNativeOnly(t *testing.T, api *promAPI) {
+	t.Helper()
+	if got := api.query(`udpprobe_sender_rtt_seconds_bucket{sender="` + nativeOnly + `"}`); len(got) != 0 {
+		t.Errorf("%d classic bucket series of a native-only sender", len(got))
+	}
+	vars := strings.NewReplacer("$__rate_interval", liveRateInterval, "$job", ".*", "$instance", ".*",
+		"$sender", nativeOnly, "$target", ".*")
+	n := 0
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			walk(p.Panels)
+			for _, tg := range p.Targets {
+				if !strings.Contains(tg.Expr, "udpprobe_sender_rtt_seconds_bucket{") {
+					continue
+				}
+				n++
+				q := vars.Replace(tg.Expr)
+				if !slices.ContainsFunc(api.query(q), func(s promSample) bool { return !math.IsNaN(s.value(t)) }) {
+					t.Errorf("panel %q: %s returned no number for the native-only sender", p.Title, q)
+				}
+			}
+		}
+	}
+	walk(loadDashboard(t).Panels)
+	if n == 0 {
+		t.Error("no dashboard query reads the round-trip time histogram")
+	}
+}
+
+// histogramHalves splits a query that reads a histogram into the query of
+// its native form and that of its classic buckets, the two sides of its
+// "or"; a query of anything else gives none.
+func histogramHalves(q string) []string {
+	if !strings.Contains(q, "_bucket{") {
+		return nil
+	}
+	native, classic, ok := strings.Cut(q, " or on () ")
+	if !ok {
+		native, classic, _ = strings.Cut(q, " or ")
+	}
+	return []string{native, classic}
+}
+
 // checkDashboardQueries runs every dashboard query, with the variables at
 // their default (All) and $__rate_interval for 1 s scrapes, and requires a
 // number from each; and each variable's query must list the live values.
@@ -387,9 +437,13 @@ func checkDashboardQueries(t *testing.T, api *promAPI, webs []string, targets ma
 		for _, p := range ps {
 			walk(p.Panels)
 			for _, tg := range p.Targets {
+				// A histogram's query reads the native histogram or, where
+				// there is none, the classic buckets: each half must work.
 				q := vars.Replace(tg.Expr)
-				if !slices.ContainsFunc(api.query(q), func(s promSample) bool { return !math.IsNaN(s.value(t)) }) {
-					t.Errorf("panel %q: %s returned no number", p.Title, q)
+				for _, q := range append([]string{q}, histogramHalves(q)...) {
+					if !slices.ContainsFunc(api.query(q), func(s promSample) bool { return !math.IsNaN(s.value(t)) }) {
+						t.Errorf("panel %q: %s returned no number", p.Title, q)
+					}
 				}
 			}
 		}
@@ -425,14 +479,20 @@ type promAPI struct {
 	client *http.Client // nil: http.DefaultClient
 }
 
+// promSample is one sample of a query's result: a number, or a native
+// histogram, whose value is its count.
 type promSample struct {
-	Metric map[string]string `json:"metric"`
-	Value  [2]any            `json:"value"`
+	Metric    map[string]string `json:"metric"`
+	Value     [2]any            `json:"value"`
+	Histogram [2]any            `json:"histogram"`
 }
 
 func (s promSample) value(t *testing.T) float64 {
 	t.Helper()
 	str, _ := s.Value[1].(string)
+	if h, ok := s.Histogram[1].(map[string]any); ok {
+		str, _ = h["count"].(string)
+	}
 	v, err := strconv.ParseFloat(str, 64)
 	if err != nil {
 		t.Fatalf("sample %v: %v", s, err)

@@ -138,8 +138,16 @@ func receiverOptions(cfg *config.Receiver, log *zap.Logger, reg *prometheus.Regi
 		SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
 		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate,
 		ReflectBudget: cfg.ReflectBudget, ReflectBudgetBytes: cfg.ReflectBudgetBytes, Keys: cfg.Keys,
-		Logger: log, Metrics: metrics.NewReceiver(reg),
+		Logger: log, Metrics: metrics.NewReceiver(reg, histograms(cfg.Common)),
 	}
+}
+
+// histograms is how the histograms are exposed.
+func histograms(c config.Common) metrics.Histograms {
+	if c.ClassicHistograms {
+		return metrics.ClassicAndNative
+	}
+	return metrics.NativeOnly
 }
 
 func runSender(ctx context.Context, stderr io.Writer) int {
@@ -151,7 +159,7 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 	// trips, does less; discovery, less still.
 	return daemon(ctx, stderr, "sender", cfg.Common, cfg.WebListenAddress, 1,
 		func(log *zap.Logger, reg *prometheus.Registry) (func(context.Context) error, error) {
-			m := metrics.NewSender(reg, cfg.Name)
+			m := metrics.NewSender(reg, cfg.Name, histograms(cfg.Common))
 			d, err := discovery.New(discovery.Options{
 				Entries: cfg.Targets, Interval: cfg.ResolveInterval, FileCheck: fileCheck,
 				Logger: log.Named("discovery"), Failed: func(source string) { m.DiscoveryFailures.WithLabelValues(source).Inc() },

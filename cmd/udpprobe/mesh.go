@@ -43,7 +43,7 @@ func runMesh(ctx context.Context, stderr io.Writer) int {
 // tells the mesh the members.
 func buildMesh(cfg *config.Mesh, log *zap.Logger, reg *prometheus.Registry) (func(context.Context) error, error) {
 	epoch := time.Now()
-	sm := metrics.NewSender(reg, cfg.Name)
+	sm := metrics.NewSender(reg, cfg.Name, histograms(cfg.Common))
 	var snd *sender.Sender
 	var msh *mesh.Mesh
 	ro := receiverOptions(cfg.Receiver(), log.Named("receiver"), reg)

@@ -95,7 +95,8 @@ func (a *Auth) validate() error {
 // Common is what every mode reads besides its own settings: the web
 // endpoint's TLS and auth, datagram authentication, logging.
 type Common struct {
-	WebConfigFile string `split_words:"true" desc:"exporter-toolkit web configuration file: TLS, basic auth and a rate limit for the HTTP endpoints; empty: plain HTTP"`
+	WebConfigFile     string `split_words:"true" desc:"exporter-toolkit web configuration file: TLS, basic auth and a rate limit for the HTTP endpoints; empty: plain HTTP"`
+	ClassicHistograms bool   `split_words:"true" default:"true" desc:"expose histograms with classic buckets beside native ones; false: native only, a histogram one series to a Prometheus that scrapes native histograms"`
 	Auth
 	Logging
 }

@@ -40,7 +40,7 @@ func TestCrowdDropsStayLocal(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	probe, err := sender.New(sender.Options{
 		Targets: []string{h.rcv.Addr().String()}, Name: "steady", Rate: 5000, PayloadSize: 100,
-		LossTimeout: lossTimeout, Logger: zap.NewNop(), Metrics: metrics.NewSender(reg, "steady"),
+		LossTimeout: lossTimeout, Logger: zap.NewNop(), Metrics: metrics.NewSender(reg, "steady", metrics.ClassicAndNative),
 	})
 	if err != nil {
 		t.Fatal(err)

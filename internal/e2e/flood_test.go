@@ -176,7 +176,7 @@ func TestFlood(t *testing.T) {
 	defer stop()
 	probe, err := sender.New(sender.Options{
 		Targets: []string{relay.Addr()}, Name: "real", Session: session, Rate: 200, PayloadSize: 100,
-		LossTimeout: lossTimeout, Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a"),
+		LossTimeout: lossTimeout, Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +269,7 @@ func TestFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const perPeer = 22
+	const perPeer = 20
 	if seriesAfter != seriesBefore+int(admitted)*perPeer {
 		t.Errorf("%d series after the flood, %d before: want %d more for each of %d fakes",
 			seriesAfter, seriesBefore, perPeer, admitted)

@@ -35,7 +35,7 @@ func startReceiver(t *testing.T) *harness { return startReceiverWith(t, receiver
 func startReceiverWith(t *testing.T, o receiver.Options) *harness {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	m := metrics.NewReceiver(reg)
+	m := metrics.NewReceiver(reg, metrics.ClassicAndNative)
 	o.ListenAddress, o.LossTimeout, o.Metrics = "127.0.0.1:0", lossTimeout, m
 	o.MaxPeers = cmp.Or(o.MaxPeers, 10)
 	o.PeerExpiry = cmp.Or(o.PeerExpiry, time.Hour)
@@ -90,7 +90,7 @@ type sent struct {
 func sendWith(t *testing.T, opts sender.Options, d time.Duration) sent {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	m := metrics.NewSender(reg, opts.Name)
+	m := metrics.NewSender(reg, opts.Name, metrics.ClassicAndNative)
 	opts.PayloadSize, opts.LossTimeout = 100, lossTimeout
 	opts.Logger, opts.Metrics = zaptest.NewLogger(t), m
 	s, err := sender.New(opts)
@@ -118,7 +118,8 @@ func sendWith(t *testing.T, opts sender.Options, d time.Duration) sent {
 		rttSum: series("rtt_seconds_sum"), rt: scrapeRoundTrip(t, samples, peer)}
 }
 
-// scrapeRoundTrip reads a target's round-trip totals from a scrape.
+// scrapeRoundTrip reads a target's round-trip totals from a scrape of a
+// sender with that one target: the invalid replies are the sender's.
 func scrapeRoundTrip(t *testing.T, s scrape.Samples, peer string) tracker.RoundTripCounts {
 	t.Helper()
 	var c tracker.RoundTripCounts
@@ -126,7 +127,6 @@ func scrapeRoundTrip(t *testing.T, s scrape.Samples, peer string) tracker.RoundT
 		"replies_received_total":        &c.Answered,
 		"replies_late_total":            &c.Late,
 		"replies_duplicated_total":      &c.Duplicated,
-		"replies_invalid_total":         &c.Invalid,
 		"roundtrip_packets_lost_total":  &c.Lost,
 		"upstream_packets_lost_total":   &c.Upstream,
 		"downstream_packets_lost_total": &c.Downstream,
@@ -139,6 +139,11 @@ func scrapeRoundTrip(t *testing.T, s scrape.Samples, peer string) tracker.RoundT
 		}
 		*f = uint64(v)
 	}
+	v, n := s.Sum("udpprobe_sender_replies_invalid_total")
+	if n != 1 {
+		t.Fatalf("%d replies_invalid_total series, want the sender's one", n)
+	}
+	c.Invalid = uint64(v)
 	return c
 }
 
@@ -159,7 +164,8 @@ func delivered(t *testing.T, r *impair.Relay) []impair.Delivery {
 	return nil
 }
 
-// counts is what the receiver exported for one peer.
+// counts is what the receiver exported for one peer; corrupted, socket
+// drops and goodbyes are the receiver's own, all peers together.
 type counts struct {
 	received, lost, duplicated, reordered, late, restarts, goodbyes uint64
 	gapCount, gapSum, extentCount, extentSum                        uint64

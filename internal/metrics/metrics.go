@@ -41,8 +41,31 @@ var (
 	LatenessBuckets = []float64{.000001, .00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
 )
 
-// histogramVec registers a histogram with classic buckets and the native
-// histogram settings every udpprobe histogram shares.
+// Histograms is how histograms are exposed.
+type Histograms uint8
+
+const (
+	// ClassicAndNative exposes every histogram with its classic buckets
+	// (the _bucket series every Prometheus reads) beside its native
+	// buckets (read by a Prometheus that scrapes native histograms).
+	ClassicAndNative Histograms = iota
+	// NativeOnly leaves the classic buckets out: a histogram is one series
+	// to a Prometheus that scrapes native histograms, and only _count,
+	// _sum and the +Inf bucket to one that does not.
+	NativeOnly
+)
+
+// buckets returns the classic buckets to declare: none when native only.
+func (h Histograms) buckets(classic []float64) []float64 {
+	if h == NativeOnly {
+		return nil // with a native bucket factor, nil means no classic buckets
+	}
+	return classic
+}
+
+// histogramVec registers a histogram with the classic buckets given (none
+// for a native-only one) and the native histogram settings every udpprobe
+// histogram shares.
 func histogramVec(reg prometheus.Registerer, subsystem, name, help string, buckets []float64,
 	labels ...string) *prometheus.HistogramVec {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{

@@ -19,10 +19,11 @@ import (
 // side so labelled series exist, and requires promlint to find nothing.
 func TestLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	sp := NewSender(reg, "a").Target("198.51.100.1:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{Answered: 1} })
+	s := NewSender(reg, "a", ClassicAndNative)
+	sp := s.Target("198.51.100.1:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{Answered: 1} })
 	sp.RTT.Observe(.04)
-	sp.ScheduleLateness.Observe(.0001)
-	r := NewReceiver(reg)
+	s.ScheduleLateness.Observe(.0001)
+	r := NewReceiver(reg, ClassicAndNative)
 	p := r.NewPeer("alpha", "rx:6464")
 	r.Export(slices.Values([]*ReceiverPeer{p}))
 	p.GapLength.Observe(3)
@@ -52,7 +53,7 @@ func TestLint(t *testing.T) {
 func TestRoundTripsReadAtScrape(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	c := tracker.RoundTripCounts{Answered: 1, Late: 2, Duplicated: 3, Invalid: 4, Lost: 5, Upstream: 6, Downstream: 7}
-	NewSender(reg, "a").Target("a:1", func() tracker.RoundTripCounts { return c })
+	NewSender(reg, "a", ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return c })
 	want := func(c tracker.RoundTripCounts) string {
 		var b strings.Builder
 		for _, m := range roundTripMetrics {
@@ -62,7 +63,7 @@ func TestRoundTripsReadAtScrape(t *testing.T) {
 		return b.String()
 	}
 	names := []string{"udpprobe_sender_replies_received_total", "udpprobe_sender_replies_late_total",
-		"udpprobe_sender_replies_duplicated_total", "udpprobe_sender_replies_invalid_total",
+		"udpprobe_sender_replies_duplicated_total",
 		"udpprobe_sender_roundtrip_packets_lost_total", "udpprobe_sender_upstream_packets_lost_total",
 		"udpprobe_sender_downstream_packets_lost_total"}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(c)), names...); err != nil {
@@ -81,7 +82,7 @@ func TestRoundTripsReadAtScrape(t *testing.T) {
 // peers Export yields at the scrape, no more and no fewer.
 func TestExportedPeers(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	r := NewReceiver(reg)
+	r := NewReceiver(reg, ClassicAndNative)
 	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_peers"); err != nil || n != 1 {
 		t.Fatalf("%d peer-count series before Export (%v), want 1", n, err)
 	}
@@ -124,7 +125,7 @@ udpprobe_receiver_peers 1
 // label, read at the scrape, and the template vectors keep none of them.
 func TestPeerSeries(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	r := NewReceiver(reg)
+	r := NewReceiver(reg, ClassicAndNative)
 	a, b := r.NewPeer("alpha", "rx:6464"), r.NewPeer("beta", "rx:6464")
 	r.Export(slices.Values([]*ReceiverPeer{a, b}))
 	a.Received.Add(3)
@@ -178,33 +179,114 @@ udpprobe_receiver_jitter_seconds{sender="beta",target="rx:6464"} 0
 	}
 }
 
-// TestSeriesPerPath counts, as a scrape does (each histogram bucket,
-// +Inf, _sum and _count a series), what one path costs at each end: the
-// figures docs/metrics.md gives for capacity planning.
+// TestInvalidRepliesPerSender: the invalid replies are one series for the
+// sender, summed over its targets at each scrape, and a target forgotten
+// leaves its count in it, so the counter never goes down.
+func TestInvalidRepliesPerSender(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	s := NewSender(reg, "a", ClassicAndNative)
+	a, b := tracker.RoundTripCounts{Invalid: 4}, tracker.RoundTripCounts{Invalid: 5}
+	s.Target("a:1", func() tracker.RoundTripCounts { return a })
+	s.Target("b:1", func() tracker.RoundTripCounts { return b })
+	count := func() float64 {
+		v, err := scrape.Gather(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v[`udpprobe_sender_replies_invalid_total{sender="a"}`]
+	}
+	if n := count(); n != 9 {
+		t.Fatalf("invalid replies %v, want 9 (4 + 5)", n)
+	}
+	a.Invalid = 6
+	s.Forget("a:1")
+	b.Invalid = 7
+	if n := count(); n != 13 {
+		t.Fatalf("after forgetting a target with 6: %v, want 13 (6 + 7)", n)
+	}
+}
+
+// TestSeriesPerPath counts what one path costs at each end: the figures
+// docs/metrics.md gives for capacity planning. With classic buckets they
+// are counted as a scrape of the text format counts them (each bucket,
+// +Inf, _sum and _count a series); native only, as a Prometheus that
+// scrapes native histograms stores them: a histogram is one series, and it
+// must carry no classic buckets.
 func TestSeriesPerPath(t *testing.T) {
-	count := func(reg *prometheus.Registry) int {
+	const pair = `target="rx:6464"`
+	text := func(reg *prometheus.Registry) int {
 		s, err := scrape.Gather(reg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		n := 0
 		for k := range s {
-			if strings.Contains(k, `target="rx:6464"`) {
+			if strings.Contains(k, pair) {
 				n++
 			}
 		}
 		return n
 	}
-	reg := prometheus.NewPedanticRegistry()
-	r := NewReceiver(reg)
-	r.Export(slices.Values([]*ReceiverPeer{r.NewPeer("a", "rx:6464")}))
-	if n := count(reg); n != 82 {
-		t.Errorf("a receiver peer is %d series, docs/metrics.md says 82", n)
+	native := func(reg *prometheus.Registry) int {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if !strings.Contains(m.String(), `value:"rx:6464"`) {
+					continue
+				}
+				if h := m.GetHistogram(); h != nil && (len(h.GetBucket()) > 0 || h.Schema == nil) {
+					t.Errorf("%s: %d classic buckets, native schema %v; want none and one", mf.GetName(), len(h.GetBucket()), h.Schema)
+				}
+				n++
+			}
+		}
+		return n
 	}
-	reg = prometheus.NewPedanticRegistry()
-	NewSender(reg, "a").Target("rx:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
-	if n := count(reg); n != 49 {
-		t.Errorf("a sender target is %d series, docs/metrics.md says 49", n)
+	// Classic buckets kept beside the native histograms
+	// (always_scrape_classic_histograms): the text format's series and one
+	// more for each native histogram.
+	both := func(reg *prometheus.Registry) int {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := text(reg)
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if h := m.GetHistogram(); h != nil && h.Schema != nil && strings.Contains(m.String(), `value:"rx:6464"`) {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		h                Histograms
+		count            func(*prometheus.Registry) int
+		receiver, sender int
+	}{
+		{ClassicAndNative, text, 80, 29},
+		{ClassicAndNative, both, 84, 30},
+		{NativeOnly, native, 20, 10},
+		{NativeOnly, text, 28, 12}, // scraped without native histograms: _count, _sum and +Inf each
+	} {
+		reg := prometheus.NewPedanticRegistry()
+		r := NewReceiver(reg, c.h)
+		p := r.NewPeer("a", "rx:6464")
+		p.OneWayDelay.Observe(.01) // a native histogram with a bucket in use
+		r.Export(slices.Values([]*ReceiverPeer{p}))
+		if n := c.count(reg); n != c.receiver {
+			t.Errorf("histograms %d: a receiver peer is %d series, docs/metrics.md says %d", c.h, n, c.receiver)
+		}
+		reg = prometheus.NewPedanticRegistry()
+		NewSender(reg, "a", c.h).Target("rx:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} }).RTT.Observe(.01)
+		if n := c.count(reg); n != c.sender {
+			t.Errorf("histograms %d: a sender target is %d series, docs/metrics.md says %d", c.h, n, c.sender)
+		}
 	}
 }
 
@@ -212,8 +294,8 @@ func TestSeriesPerPath(t *testing.T) {
 // in docs/metrics.md.
 func TestDocumented(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	NewSender(reg, "a").Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
-	r := NewReceiver(reg)
+	NewSender(reg, "a", ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
+	r := NewReceiver(reg, ClassicAndNative)
 	r.Export(slices.Values([]*ReceiverPeer{r.NewPeer("a", "rx:6464")}))
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -21,6 +21,10 @@ type Receiver struct {
 	PeerOverflow     prometheus.Counter
 	SocketDrops      prometheus.Counter
 	ReceiveBuffer    prometheus.Gauge
+	// Goodbyes counts the goodbye datagrams of known sessions (a peer's
+	// SessionEnded says whether its current one ended so); ReplyErrors the
+	// replies this host failed to send, whoever they were for.
+	Goodbyes, ReplyErrors prometheus.Counter
 	// Hellos counts the hellos received; HellosAnswered those answered.
 	Hellos, HellosAnswered prometheus.Counter
 }
@@ -33,12 +37,12 @@ type Receiver struct {
 type ReceiverPeer struct {
 	sender, target string
 
-	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs, Goodbyes Counter
-	NameConflicts                                                                   Counter
-	DroppedLocally                                                                  Counter
-	ClockSkew, RepliesSent, RepliesLimited, ReplyErrors                             Counter
-	LastPacket, Jitter, SessionEnded                                                Gauge
-	GapLength, ReorderExtent, OneWayDelay, IPDV                                     prometheus.Observer
+	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs Counter
+	NameConflicts                                                         Counter
+	DroppedLocally                                                        Counter
+	ClockSkew, RepliesSent, RepliesLimited                                Counter
+	LastPacket, Jitter, SessionEnded                                      Gauge
+	GapLength, ReorderExtent, OneWayDelay, IPDV                           prometheus.Observer
 }
 
 // Counter is a count written by one goroutine and read by others.
@@ -89,8 +93,6 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.NameConflicts }},
 	{"sequence_resyncs_total", "Implausible sequence jumps, confirmed by the next datagram, taken as a new start instead of loss.", nil,
 		func(p *ReceiverPeer) any { return &p.Resyncs }},
-	{"goodbyes_total", "Sessions a sender ended with a goodbye datagram.", nil,
-		func(p *ReceiverPeer) any { return &p.Goodbyes }},
 	{"last_packet_timestamp_seconds", "Unix time of the last valid datagram from the sender.", nil,
 		func(p *ReceiverPeer) any { return &p.LastPacket }},
 	{"session_ended", "1 once the sender's current session has ended with a goodbye, else 0: its silence is a clean stop, not an outage.", nil,
@@ -111,8 +113,6 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.RepliesSent }},
 	{"replies_rate_limited_total", "Replies not sent because the peer exceeded the reflect rate limit; the sender counts them as downstream loss.", nil,
 		func(p *ReceiverPeer) any { return &p.RepliesLimited }},
-	{"reply_errors_total", "Replies this host failed to send; the sender counts them as downstream loss.", nil,
-		func(p *ReceiverPeer) any { return &p.ReplyErrors }},
 }
 
 // peerLabels label every per-peer series: the sender's name and the target
@@ -121,8 +121,9 @@ var peerMetrics = []peerMetric{
 // receiver got.
 var peerLabels = []string{"sender", "target"}
 
-// NewReceiver registers the receiver's metrics on reg.
-func NewReceiver(reg prometheus.Registerer) *Receiver {
+// NewReceiver registers the receiver's metrics on reg, its histograms
+// exposed as h says.
+func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
 	const sub = "receiver"
 	set := &peerSet{
 		count: prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, "peers"), "Peers in the peer table: senders, each with the target it names this receiver by.", nil, nil),
@@ -133,7 +134,7 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 		case *Counter, *Gauge:
 			k.desc = prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, m.name), m.help, peerLabels, nil)
 		case *prometheus.Observer:
-			k.histogram = histogramVec(nopRegisterer{}, sub, m.name, m.help, m.buckets, peerLabels...)
+			k.histogram = histogramVec(nopRegisterer{}, sub, m.name, m.help, h.buckets(m.buckets), peerLabels...)
 		default:
 			panic("metrics: per-peer metric " + m.name + " has a field of no known kind")
 		}
@@ -150,6 +151,10 @@ func NewReceiver(reg prometheus.Registerer) *Receiver {
 		SocketDrops: counter(reg, sub, "socket_drops_total",
 			"Datagrams the kernel dropped because the receive socket buffer was full: a local problem, not network loss."),
 		ReceiveBuffer: gauge(reg, sub, "receive_buffer_bytes", "Receive socket buffer size granted by the kernel."),
+		Goodbyes: counter(reg, sub, "goodbyes_total",
+			"Goodbye datagrams of known sessions (a sender sends a few copies when it stops), all peers together; a peer's session_ended says whether its current session ended so."),
+		ReplyErrors: counter(reg, sub, "reply_errors_total",
+			"Replies this host failed to send, all peers together: a local problem; each sender counts its own as downstream loss."),
 		Hellos: counter(reg, sub, "hellos_total",
 			"Hellos received: datagrams asking this node for its name; they belong to no stream."),
 		HellosAnswered: counter(reg, sub, "hellos_answered_total",

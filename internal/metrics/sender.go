@@ -16,11 +16,13 @@ import (
 // are counted as they happen; the round-trip totals are read from each
 // target's tracker at scrape time, so they have one source.
 type Sender struct {
-	PacketsSent      *prometheus.CounterVec
-	SendErrors       *prometheus.CounterVec
-	MissedSlots      *prometheus.CounterVec
-	ScheduleLateness *prometheus.HistogramVec
-	RTT              *prometheus.HistogramVec
+	PacketsSent *prometheus.CounterVec
+	SendErrors  *prometheus.CounterVec
+	RTT         *prometheus.HistogramVec
+	// MissedSlots and ScheduleLateness are the sending loop's, which sends
+	// to every target: when it falls behind, every target due falls behind.
+	MissedSlots      prometheus.Counter
+	ScheduleLateness prometheus.Observer
 	// Targets is how many targets the sender probes now; Foreign counts
 	// datagrams on its socket that came from none of them and name none.
 	Targets prometheus.Gauge
@@ -33,8 +35,8 @@ type Sender struct {
 
 // SenderTarget holds one target's instruments, looked up once.
 type SenderTarget struct {
-	PacketsSent, SendErrors, MissedSlots prometheus.Counter
-	ScheduleLateness, RTT                prometheus.Observer
+	PacketsSent, SendErrors prometheus.Counter
+	RTT                     prometheus.Observer
 }
 
 // roundTripMetrics are the round-trip totals' series, one per target each.
@@ -48,8 +50,6 @@ var roundTripMetrics = []struct {
 		func(c *tracker.RoundTripCounts) uint64 { return c.Late }},
 	{"replies_duplicated_total", "Extra replies for a datagram already answered.",
 		func(c *tracker.RoundTripCounts) uint64 { return c.Duplicated }},
-	{"replies_invalid_total", "Datagrams on the sending socket that are not a reply to this session: foreign, damaged, unauthenticated, or for a datagram never sent.",
-		func(c *tracker.RoundTripCounts) uint64 { return c.Invalid }},
 	{"roundtrip_packets_lost_total", "Data datagrams whose reply did not arrive within the loss timeout (RFC 7680), but for replies the receiver reports it held back.",
 		func(c *tracker.RoundTripCounts) uint64 { return c.Lost }},
 	{"upstream_packets_lost_total", "Round-trip losses the receiver's count shows it never received: lost on the way there.",
@@ -60,8 +60,9 @@ var roundTripMetrics = []struct {
 		func(c *tracker.RoundTripCounts) uint64 { return c.Withheld }},
 }
 
-// NewSender registers on reg the metrics of the sender named name.
-func NewSender(reg prometheus.Registerer, name string) *Sender {
+// NewSender registers on reg the metrics of the sender named name, its
+// histograms exposed as h says.
+func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 	const sub = "sender"
 	own := prometheus.Labels{"sender": name}
 	reg = prometheus.WrapRegistererWith(own, reg)
@@ -70,14 +71,14 @@ func NewSender(reg prometheus.Registerer, name string) *Sender {
 			"Data datagrams handed to the kernel.", "target"),
 		SendErrors: counterVec(reg, sub, "send_errors_total",
 			"Data datagrams the kernel refused to send; they consume no sequence number.", "target"),
-		MissedSlots: counterVec(reg, sub, "missed_slots_total",
-			"Schedule slots skipped because the sender fell more than one interval behind.", "target"),
+		MissedSlots: counter(reg, sub, "missed_slots_total",
+			"Schedule slots skipped, all targets together, because the sending loop fell more than one interval behind."),
 		ScheduleLateness: histogramVec(reg, sub, "schedule_lateness_seconds",
-			"How late each data datagram was sent against its slot in the schedule.",
-			LatenessBuckets, "target"),
+			"How late each data datagram was sent against its slot in its target's schedule, all targets together: the sending loop's pacing.",
+			h.buckets(LatenessBuckets)).WithLabelValues(),
 		RTT: histogramVec(reg, sub, "rtt_seconds",
 			"Round-trip time of replies received within the loss timeout, on this host's monotonic clock.",
-			DelayBuckets, "target"),
+			h.buckets(DelayBuckets), "target"),
 		Targets: gauge(reg, sub, "targets", "Targets probed now: configured, resolved or discovered."),
 		Foreign: counter(reg, sub, "foreign_packets_total",
 			"Datagrams on the sending socket from no target's address that name none of its targets."),
@@ -85,6 +86,9 @@ func NewSender(reg prometheus.Registerer, name string) *Sender {
 			"Target name resolutions and file_sd file reads that failed; the targets they gave last are kept.", "source"),
 		roundTrips: &roundTrips{byTarget: make(map[string]func() tracker.RoundTripCounts)},
 	}
+	s.roundTrips.invalid = prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, "replies_invalid_total"),
+		"Datagrams on the sending socket from a target or naming one that are not a reply to its session: damaged, unauthenticated, of another session, or for a datagram never sent; all targets together.",
+		nil, nil)
 	for _, source := range []string{"dns", "file"} {
 		s.DiscoveryFailures.WithLabelValues(source)
 	}
@@ -104,47 +108,56 @@ func (s *Sender) Target(target string, counts func() tracker.RoundTripCounts) Se
 	s.roundTrips.byTarget[target] = counts
 	s.roundTrips.mu.Unlock()
 	return SenderTarget{
-		PacketsSent:      s.PacketsSent.WithLabelValues(target),
-		SendErrors:       s.SendErrors.WithLabelValues(target),
-		MissedSlots:      s.MissedSlots.WithLabelValues(target),
-		ScheduleLateness: s.ScheduleLateness.WithLabelValues(target),
-		RTT:              s.RTT.WithLabelValues(target),
+		PacketsSent: s.PacketsSent.WithLabelValues(target),
+		SendErrors:  s.SendErrors.WithLabelValues(target),
+		RTT:         s.RTT.WithLabelValues(target),
 	}
 }
 
-// Forget deletes the series of a target that is no longer probed.
+// Forget deletes the series of a target that is no longer probed; the
+// invalid replies it had count on in the sender's total.
 func (s *Sender) Forget(target string) {
 	s.roundTrips.mu.Lock()
+	if counts := s.roundTrips.byTarget[target]; counts != nil {
+		s.roundTrips.invalidGone += counts().Invalid
+	}
 	delete(s.roundTrips.byTarget, target)
 	s.roundTrips.mu.Unlock()
 	for _, v := range []interface{ DeleteLabelValues(...string) bool }{
-		s.PacketsSent, s.SendErrors, s.MissedSlots, s.ScheduleLateness, s.RTT,
+		s.PacketsSent, s.SendErrors, s.RTT,
 	} {
 		v.DeleteLabelValues(target)
 	}
 }
 
-// roundTrips is the collector of the round-trip totals.
+// roundTrips is the collector of the round-trip totals: per target, and
+// the invalid replies of all targets, those forgotten included.
 type roundTrips struct {
-	descs    []*prometheus.Desc // in the order of roundTripMetrics
-	mu       sync.Mutex
-	byTarget map[string]func() tracker.RoundTripCounts
+	descs       []*prometheus.Desc // in the order of roundTripMetrics
+	invalid     *prometheus.Desc
+	mu          sync.Mutex
+	byTarget    map[string]func() tracker.RoundTripCounts
+	invalidGone uint64 // of the targets forgotten
 }
 
 func (r *roundTrips) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range r.descs {
 		ch <- d
 	}
+	ch <- r.invalid
 }
 
 func (r *roundTrips) Collect(ch chan<- prometheus.Metric) {
 	r.mu.Lock()
 	targets := maps.Clone(r.byTarget)
+	invalid := r.invalidGone
 	r.mu.Unlock()
 	for target, counts := range targets {
 		c := counts()
+		invalid += c.Invalid
 		for i, m := range roundTripMetrics {
 			ch <- prometheus.MustNewConstMetric(r.descs[i], prometheus.CounterValue, float64(m.value(&c)), target)
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(r.invalid, prometheus.CounterValue, float64(invalid))
 }

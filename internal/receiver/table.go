@@ -196,7 +196,7 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 	}
 	if h.Goodbye() {
 		s.tr.Goodbye(h.Seq, at.Mono)
-		p.m.Goodbyes.Inc()
+		t.metrics.Goodbyes.Inc()
 		if s == p.cur {
 			p.m.SessionEnded.Set(1)
 		}
@@ -310,7 +310,7 @@ func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, t
 		t.auth.Sign(b, key)
 	}
 	if err := t.reply(b, to); err != nil {
-		p.m.ReplyErrors.Inc()
+		t.metrics.ReplyErrors.Inc()
 		t.watch.replyFailed(err)
 		return
 	}

@@ -46,7 +46,7 @@ func (s *Sender) sendDue(now time.Time) {
 		}
 		dues, skipped := t.sched.take(now, room)
 		if skipped > 0 {
-			t.m.MissedSlots.Add(float64(skipped))
+			s.opts.Metrics.MissedSlots.Add(float64(skipped))
 		}
 		for i, d := range dues {
 			b.bufs = append(b.bufs, t.bufs[i])
@@ -74,13 +74,14 @@ func (s *Sender) flush() {
 			tried = sent
 		}
 		for i := range tried {
-			b.of[i].m.ScheduleLateness.Observe(max(0, now.Sub(b.dues[i]).Seconds()))
+			s.opts.Metrics.ScheduleLateness.Observe(max(0, now.Sub(b.dues[i]).Seconds()))
 		}
 		for i := range sent {
 			t := b.of[i]
 			t.seq++
 			t.m.PacketsSent.Inc()
 		}
+		s.sent += uint64(sent)
 		s.untrack(b, sent, mono)
 		if err == nil {
 			break

@@ -26,7 +26,7 @@ func newRoundTripTarget(tb testing.TB) (*Sender, *target) {
 	tb.Cleanup(func() { sink.Close() })
 	s, err := New(Options{Targets: []string{sink.LocalAddr().String()}, Rate: 1000, PayloadSize: 96, Name: "me",
 		RoundTrip: true, LossTimeout: time.Second,
-		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
+		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative)})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -137,6 +137,7 @@ type Sender struct {
 	leaving []*target
 	known   map[string]bool // labels that have had a session
 	batch   batch
+	sent    uint64 // data datagrams sent, to every target there has been
 }
 
 // routes finds the target a datagram on the socket is for.
@@ -304,6 +305,9 @@ func (s *Sender) Run(ctx context.Context) error {
 		s.conn.Close() // ends the reader
 	}
 	reader.Wait()
+	// One line for the whole run: the goodbyes' lines, one per target, may
+	// be sampled away when there are many.
+	s.opts.Logger.Info("sending stopped", zap.Uint64("sent", s.sent), zap.Int("targets", len(s.known)))
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/metrics"
@@ -106,7 +107,8 @@ func newSender(t *testing.T, opts Options) (*Sender, *fakeOut, *prometheus.Regis
 	opts.PayloadSize = cmpOr(opts.PayloadSize, 100)
 	opts.LossTimeout = cmpOr(opts.LossTimeout, 100*time.Millisecond)
 	opts.Name = "me"
-	opts.Logger, opts.Metrics, opts.Clock = zap.NewNop(), metrics.NewSender(reg, "me"), clk
+	opts.Logger = cmpOr(opts.Logger, zap.NewNop())
+	opts.Metrics, opts.Clock = metrics.NewSender(reg, "me", metrics.ClassicAndNative), clk
 	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +206,7 @@ func TestStallSkipsSlots(t *testing.T) {
 	tg := s.active["127.0.0.1:9"]
 	first := tg.sched.due(0)
 	run(t, s, first.Sub(t0)+300*time.Millisecond+500*time.Microsecond)
-	if missed := testutil.ToFloat64(tg.m.MissedSlots); missed != 79 {
+	if missed := testutil.ToFloat64(s.opts.Metrics.MissedSlots); missed != 79 {
 		t.Errorf("missed %v slots, want 79", missed)
 	}
 	data := out.data(tg.label)
@@ -220,7 +222,7 @@ func TestStallSkipsSlots(t *testing.T) {
 func TestNewRejectsRate(t *testing.T) {
 	for _, rate := range []float64{0, -1, math.NaN(), math.Inf(1), 2e9} {
 		_, err := New(Options{Targets: []string{"127.0.0.1:9"}, Rate: rate, PayloadSize: 80, Name: "me",
-			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
+			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative)})
 		if err == nil || !strings.Contains(err.Error(), "rate") {
 			t.Errorf("rate %v: error %v, want one about the rate", rate, err)
 		}
@@ -230,7 +232,7 @@ func TestNewRejectsRate(t *testing.T) {
 func TestNewFailsOnBadTarget(t *testing.T) {
 	for _, target := range []string{"no-such-host.invalid:1", "127.0.0.1", "127.0.0.1:0"} {
 		_, err := New(Options{Targets: []string{target}, Rate: 1, PayloadSize: 80, Name: "me",
-			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a")})
+			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative)})
 		if err == nil || !strings.Contains(err.Error(), target) {
 			t.Errorf("target %q: error %v, want one naming it", target, err)
 		}
@@ -309,11 +311,11 @@ func TestRefusalInBatch(t *testing.T) {
 		t.Errorf("sent %v with %v errors, want 4 and 1", got, errs)
 	}
 	var lateness dto.Metric
-	if err := a.m.ScheduleLateness.(prometheus.Metric).Write(&lateness); err != nil {
+	if err := s.opts.Metrics.ScheduleLateness.(prometheus.Metric).Write(&lateness); err != nil {
 		t.Fatal(err)
 	}
-	if c := lateness.GetHistogram().GetSampleCount(); c != 5 {
-		t.Errorf("lateness observed %d times, want 5 (one per slot)", c)
+	if c := lateness.GetHistogram().GetSampleCount(); c != 7 {
+		t.Errorf("lateness observed %d times, want 7 (one per slot of either target)", c)
 	}
 	if len(out.batches) != 2 || out.batches[0] != 7 || out.batches[1] != 4 {
 		t.Errorf("batches %v, want [7 4]", out.batches)
@@ -348,7 +350,7 @@ func TestHighRateBatches(t *testing.T) {
 	if len(data) < 1000 || largest < 2 || largest > MaxBatch {
 		t.Fatalf("%d datagrams in batches of up to %d; want batches of 2 to %d", len(data), largest, MaxBatch)
 	}
-	if missed := testutil.ToFloat64(tg.m.MissedSlots); missed != 0 {
+	if missed := testutil.ToFloat64(s.opts.Metrics.MissedSlots); missed != 0 {
 		t.Fatalf("%v slots missed; a sender whose writes keep up misses none", missed)
 	}
 }
@@ -363,7 +365,8 @@ func TestManyTargetsOneLoop(t *testing.T) {
 	for i := range 200 {
 		entries = append(entries, fmt.Sprintf("127.0.%d.%d:6464", i/250, 1+i%250))
 	}
-	s, out, _ := newSender(t, Options{Targets: entries, Rate: 100})
+	core, logs := observer.New(zap.InfoLevel)
+	s, out, _ := newSender(t, Options{Targets: entries, Rate: 100, Logger: zap.New(core)})
 	out.cost = 100 * time.Microsecond // a write per datagram would not keep up
 	goroutines := runtime.NumGoroutine()
 	var during int
@@ -372,8 +375,10 @@ func TestManyTargetsOneLoop(t *testing.T) {
 	if during > goroutines {
 		t.Errorf("%d goroutines while sending to 200 targets, %d before", during, goroutines)
 	}
+	var sent uint64
 	for _, e := range entries {
 		data := out.data(e)
+		sent += uint64(len(data))
 		contiguous(t, e, data)
 		// Slots at phase, phase + 10 ms, … up to a second: 100, the last
 		// of which may still wait for a write when the run stops.
@@ -389,10 +394,13 @@ func TestManyTargetsOneLoop(t *testing.T) {
 			t.Fatalf("a datagram for %s went to %v", d.Target, d.to)
 		}
 	}
-	for _, tg := range s.active {
-		if missed := testutil.ToFloat64(tg.m.MissedSlots); missed != 0 {
-			t.Errorf("%s: %v slots missed", tg.label, missed)
-		}
+	if missed := testutil.ToFloat64(s.opts.Metrics.MissedSlots); missed != 0 {
+		t.Errorf("%v slots missed", missed)
+	}
+	// The run's last line counts what every target was sent.
+	end := logs.FilterMessage("sending stopped").All()
+	if len(end) != 1 || end[0].ContextMap()["sent"] != sent || end[0].ContextMap()["targets"] != int64(200) {
+		t.Errorf("last lines %v, want one saying %d sent to 200 targets", end, sent)
 	}
 	if len(out.batches) >= len(out.got) || len(out.batches) < len(out.got)/10 {
 		t.Errorf("%d datagrams in %d writes: want targets due together to share some", len(out.got), len(out.batches))
