@@ -7,6 +7,11 @@
 //  2. iperf3 -u -l 64 at the same rates, with its loss and CPU (peers.go);
 //  3. udpprobe round trips at a low rate against irtt at the same interval:
 //     CPU per packet of each pair;
+//  4. one sender probing many targets (127.0.x.y, one reflecting receiver
+//     hearing each as a peer) against one target at the same aggregate
+//     rate, and the many at ten times the rate: CPU per datagram, pacing
+//     lateness, memory, series per target, scrape time, exact counts
+//     (fanout.go);
 //
 // and the ratios the performance targets are stated in. `make bench` runs
 // it after the Go benchmarks; docs/performance.md holds its results.
@@ -37,7 +42,17 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 1, "runs of udpprobe at each rate")
 	flag.Float64Var(&o.lowRate, "low-rate", 1000, "packets per second of the udpprobe and irtt comparison")
 	flag.DurationVar(&o.lowDuration, "low-duration", 10*time.Second, "length of the low-rate comparison")
+	flag.IntVar(&o.fanOut, "fan-out", 1000, "targets of the many-targets runs, at most 2000 (the receiver's peer limit)")
+	flag.Float64Var(&o.fanOutRate, "fan-out-rate", 10, "datagrams per second to each of them")
+	sections := flag.String("sections", "rates,low,fan-out", "tables to make: rates (offered rates), low (round trips against irtt), fan-out (many targets)")
 	flag.Parse()
+	o.sections = map[string]bool{}
+	for _, s := range strings.Split(*sections, ",") {
+		if s = strings.TrimSpace(s); s != "rates" && s != "low" && s != "fan-out" {
+			fatalf("-sections: no table %q", s)
+		}
+		o.sections[strings.TrimSpace(s)] = true
+	}
 	for _, f := range strings.Split(*rates, ",") {
 		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
 		if err != nil || r <= 0 {
@@ -62,6 +77,9 @@ type options struct {
 	runs                   int
 	lowRate                float64
 	lowDuration            time.Duration
+	fanOut                 int
+	fanOutRate             float64
+	sections               map[string]bool
 }
 
 func run(w io.Writer, o options) error {
@@ -72,10 +90,17 @@ func run(w io.Writer, o options) error {
 	}
 	fmt.Fprintf(w, "# udpprobe bench, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "`%s`\n\n", strings.Join(os.Args, " "))
-	if err := highRates(w, o); err != nil {
-		return err
+	for _, t := range []struct {
+		name string
+		make func(io.Writer, options) error
+	}{{"rates", highRates}, {"low", lowRates}, {"fan-out", fanOut}} {
+		if o.sections[t.name] {
+			if err := t.make(w, o); err != nil {
+				return err
+			}
+		}
 	}
-	return lowRates(w, o)
+	return nil
 }
 
 // highRates writes the first table: udpprobe and iperf3 at each offered

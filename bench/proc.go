@@ -118,15 +118,24 @@ func exited(p *proc, term bool) (usage, error) {
 // output is everything the process wrote.
 func output(p *proc) string { return strings.Join(p.Lines(), "\n") }
 
-// record returns p's JSON log line with message msg.
+// record returns p's first JSON log line with message msg.
 func record(p *proc, msg string) (logRecord, error) {
+	if recs := records(p, msg); len(recs) > 0 {
+		return recs[0], nil
+	}
+	return nil, fmt.Errorf("%s did not log %q\n%s", p.Name(), msg, output(p))
+}
+
+// records returns every JSON log line of p with message msg.
+func records(p *proc, msg string) []logRecord {
+	var recs []logRecord
 	for _, line := range p.Lines() {
 		var rec logRecord
 		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
-			return rec, nil
+			recs = append(recs, rec)
 		}
 	}
-	return nil, fmt.Errorf("%s did not log %q\n%s", p.Name(), msg, output(p))
+	return recs
 }
 
 // logRecord is one line of udpprobe's JSON log.

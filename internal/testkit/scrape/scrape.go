@@ -56,21 +56,55 @@ func Parse(r io.Reader) (Samples, error) {
 
 // Get fetches and parses the metrics page at url, waiting up to 5 s.
 func Get(url string) (Samples, error) {
+	var s Samples
+	err := get(url, "", func(r io.Reader, _ http.Header) (err error) {
+		s, err = Parse(r)
+		return err
+	})
+	return s, err
+}
+
+// GetFamilies fetches the metrics at url in the protobuf format, as a
+// Prometheus that scrapes native histograms asks for them, waiting up to
+// 5 s: native histograms come whole, each one series.
+func GetFamilies(url string) ([]*dto.MetricFamily, error) {
+	var mfs []*dto.MetricFamily
+	err := get(url, string(expfmt.FmtProtoDelim), func(r io.Reader, h http.Header) error {
+		dec := expfmt.NewDecoder(r, expfmt.ResponseFormat(h))
+		for {
+			mf := &dto.MetricFamily{}
+			if err := dec.Decode(mf); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return fmt.Errorf("metrics page: %w", err)
+			}
+			mfs = append(mfs, mf)
+		}
+	})
+	return mfs, err
+}
+
+// get fetches url, asking for the format accept (or any), and hands the
+// body to read.
+func get(url, accept string, read func(io.Reader, http.Header) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return Parse(resp.Body)
+	return read(resp.Body, resp.Header)
 }
 
 // Value returns the sample of series (see Samples) and whether there is one.

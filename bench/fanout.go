@@ -1,0 +1,251 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
+)
+
+// fanOutResult is one run of a sender probing n targets at rate each,
+// with round trips, against one reflecting receiver that hears every
+// target as a peer of its own.
+type fanOutResult struct {
+	targets                 int
+	rate                    float64 // per target
+	sent                    uint64  // over every target, from the goodbyes
+	sender, receiver        usage
+	lateP99                 float64 // s, upper bound of the bucket
+	seriesPerTarget         float64 // as a native-histogram scrape sees them
+	scrapeText, scrapeProto time.Duration
+	received, lost, local   uint64 // the receiver's, over every peer
+	duplicated, reordered   uint64
+	socketDrops, kernel     uint64
+	missed                  uint64
+}
+
+func (r fanOutResult) perDatagram() float64 {
+	return r.sender.cpu.Seconds() * 1e6 / float64(max(r.sent, 1))
+}
+
+// exact: the receiver got every datagram sent, and counted nothing lost,
+// duplicated or reordered on loopback.
+func (r fanOutResult) exact() bool {
+	return r.received+r.local == r.sent && r.lost == 0 && r.duplicated == 0 && r.reordered == 0 &&
+		r.socketDrops == r.kernel
+}
+
+func (r fanOutResult) row() string {
+	return fmt.Sprintf("| %d × %.0f/s | %d | %.2f | %.2f | %.3f | %d | %.1f / %.1f | %.1f | %.0f / %.0f | %d / %d | %s |",
+		r.targets, r.rate, r.sent, r.sender.cpu.Seconds(), r.perDatagram(), r.lateP99*1e3, r.missed,
+		mib(r.sender.rss), mib(r.receiver.rss), r.seriesPerTarget,
+		ms(r.scrapeText), ms(r.scrapeProto), r.socketDrops, r.kernel,
+		yes(r.exact(), fmt.Sprintf("received %d + local %d of %d, lost %d", r.received, r.local, r.sent, r.lost)))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// fanOut writes the many-targets table: one target at the aggregate rate,
+// the same rate spread over o.fanOut targets, and those targets at ten
+// times the rate, which the receiver must hear without a drop.
+func fanOut(w io.Writer, o options) error {
+	fmt.Fprintf(w, "\n## One sending loop for many targets, with round trips, %v each, native histograms only\n\n", o.duration)
+	fmt.Fprintln(w, "| targets × rate | sent | sender CPU s | CPU µs per datagram | lateness p99 ms (≤ bucket) | missed slots | peak RSS MiB (sender / receiver) | series per target | scrape ms (text / protobuf) | socket drops (receiver / kernel) | receiver counts |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	var rs []fanOutResult
+	aggregate := float64(o.fanOut) * o.fanOutRate
+	for _, c := range []struct {
+		n    int
+		rate float64
+	}{{1, aggregate}, {o.fanOut, o.fanOutRate}, {o.fanOut, 10 * o.fanOutRate}} {
+		r, err := fanOutRun(o, c.n, c.rate)
+		if err != nil {
+			return fmt.Errorf("%d targets at %v/s: %w", c.n, c.rate, err)
+		}
+		fmt.Fprintln(w, r.row())
+		rs = append(rs, r)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "CPU per datagram with %d targets against one target at the same %.0f/s: %.2f×.\n",
+		o.fanOut, aggregate, rs[1].perDatagram()/rs[0].perDatagram())
+	return nil
+}
+
+// fanOutRun runs the receiver and the sender for o.duration.
+func fanOutRun(o options, n int, rate float64) (fanOutResult, error) {
+	r := fanOutResult{targets: n, rate: rate}
+	loop := free("udp")
+	_, port, _ := strings.Cut(loop, ":")
+	// The receiver listens on every address, so that each of 127.0.x.y is
+	// a target of its own: a peer of its own for the receiver.
+	udp, web := ":"+port, free("tcp")
+	total := strconv.FormatFloat(float64(n)*rate*2, 'f', 0, 64)
+	recv, err := startReady(o.udpprobe, "receiving", receiverEnv(udp, web, "UDPPROBE_REFLECT=true",
+		"UDPPROBE_MAX_PEERS=2000", "UDPPROBE_REFLECT_BUDGET="+total, "UDPPROBE_REFLECT_BUDGET_BYTES=268435456",
+		"UDPPROBE_RECEIVE_BUFFER=16777216", "UDPPROBE_CLASSIC_HISTOGRAMS=false"), "receiver")
+	if err != nil {
+		return r, err
+	}
+	defer recv.Kill()
+	targets, err := targetsFile(n, port)
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(filepath.Dir(targets))
+	if r.kernel, err = kernelDrops(func() error { return r.session(o, targets, web) }); err != nil {
+		return r, err
+	}
+	if r.receiver, err = stop(recv, 30*time.Second); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// session runs the sender, scrapes it while it runs, stops it and reads
+// what the receiver counted.
+func (r *fanOutResult) session(o options, targets, rweb string) error {
+	sweb := free("tcp")
+	send, err := startReady(o.udpprobe, `"sending"`, []string{"UDPPROBE_TARGETS=file:" + targets,
+		"UDPPROBE_WEB_LISTEN_ADDRESS=" + sweb, "UDPPROBE_RATE=" + strconv.FormatFloat(r.rate, 'f', -1, 64),
+		"UDPPROBE_NAME=" + peer, "UDPPROBE_ROUND_TRIP=true", "UDPPROBE_LOSS_TIMEOUT=500ms",
+		"UDPPROBE_CLASSIC_HISTOGRAMS=false", "UDPPROBE_LOG_FORMAT=json"}, "sender")
+	if err != nil {
+		return err
+	}
+	defer send.Kill()
+	time.Sleep(o.duration)
+	url := "http://" + sweb + "/metrics"
+	began := time.Now()
+	if _, err := scrape.Get(url); err != nil {
+		return fmt.Errorf("sender metrics: %w", err)
+	}
+	r.scrapeText = time.Since(began)
+	began = time.Now()
+	mfs, err := scrape.GetFamilies(url)
+	if err != nil {
+		return fmt.Errorf("sender metrics: %w", err)
+	}
+	r.scrapeProto = time.Since(began)
+	r.readSender(mfs)
+	if r.sender, err = stop(send, 30*time.Second); err != nil {
+		return err
+	}
+	if r.sent, err = sentToAll(send, r.targets); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := r.readReceiver(rweb); err != nil {
+			return err
+		}
+		if r.received+r.lost+r.local >= r.sent || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(600 * time.Millisecond)
+	return r.readReceiver(rweb)
+}
+
+// readSender takes the lateness, the missed slots and the series per
+// target from a protobuf scrape of the sender.
+func (r *fanOutResult) readSender(mfs []*dto.MetricFamily) {
+	perTarget := 0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "target" {
+					perTarget++
+				}
+			}
+		}
+		switch mf.GetName() {
+		case "udpprobe_sender_schedule_lateness_seconds":
+			r.lateP99 = nativeQuantile(mf.GetMetric()[0].GetHistogram(), .99)
+		case "udpprobe_sender_missed_slots_total":
+			r.missed = uint64(mf.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+	r.seriesPerTarget = float64(perTarget) / float64(r.targets)
+}
+
+// readReceiver sums the receiver's counts over its peers.
+func (r *fanOutResult) readReceiver(web string) error {
+	m, err := scrape.Get("http://" + web + "/metrics")
+	if err != nil {
+		return fmt.Errorf("receiver metrics: %w", err)
+	}
+	sum := func(name string) uint64 { v, _ := m.Sum("udpprobe_receiver_"+name, "sender", peer); return uint64(v) }
+	r.received, r.lost, r.local = sum("packets_received_total"), sum("packets_lost_total"), sum("packets_dropped_locally_total")
+	r.duplicated, r.reordered = sum("packets_duplicated_total"), sum("packets_reordered_total")
+	r.socketDrops = uint64(m["udpprobe_receiver_socket_drops_total"])
+	return nil
+}
+
+// targetsFile writes a file_sd file of n loopback addresses on port, from
+// 127.0.1.1 on, and returns its path.
+func targetsFile(n int, port string) (string, error) {
+	dir, err := os.MkdirTemp("", "udpprobe-bench")
+	if err != nil {
+		return "", err
+	}
+	var list []string
+	for i := range n {
+		list = append(list, fmt.Sprintf("127.0.%d.%d:%s", 1+i/250, 1+i%250, port))
+	}
+	b, err := json.Marshal([]map[string][]string{{"targets": list}})
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "targets.json")
+	return path, os.WriteFile(path, b, 0o644)
+}
+
+// sentToAll reads from a stopped sender's log how many data datagrams it
+// sent to its n targets, from the line that ends its run (the goodbyes'
+// lines, one a target, are sampled when there are many).
+func sentToAll(send *proc, n int) (uint64, error) {
+	rec, err := record(send, "sending stopped")
+	if err != nil {
+		return 0, err
+	}
+	targets, err := rec.uint("targets")
+	if err != nil || targets != uint64(n) {
+		return 0, fmt.Errorf("the sender probed %d targets, not %d (%v)", targets, n, err)
+	}
+	return rec.uint("sent")
+}
+
+// nativeQuantile is the q-quantile of a native histogram, as the upper
+// bound of the bucket it falls in: exact to the bucket's width (a factor
+// of 2^(2^-schema), 1.09 for udpprobe's histograms).
+func nativeQuantile(h *dto.Histogram, q float64) float64 {
+	rank := q * float64(h.GetSampleCount())
+	seen := float64(h.GetZeroCount())
+	if seen >= rank {
+		return h.GetZeroThreshold()
+	}
+	base := math.Pow(2, math.Pow(2, -float64(h.GetSchema())))
+	deltas := h.GetPositiveDelta()
+	var idx int32
+	var count int64
+	for _, sp := range h.GetPositiveSpan() {
+		idx += sp.GetOffset()
+		for range sp.GetLength() {
+			count += deltas[0]
+			deltas = deltas[1:]
+			if seen += float64(count); seen >= rank {
+				return math.Pow(base, float64(idx)) // bucket idx is (base^(idx-1), base^idx]
+			}
+			idx++
+		}
+	}
+	return math.Inf(1)
+}
