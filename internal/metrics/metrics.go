@@ -63,43 +63,57 @@ func (h Histograms) buckets(classic []float64) []float64 {
 	return classic
 }
 
+// component registers the metrics of one subsystem on reg, each carrying
+// own as constant labels. Constant labels cost nothing at a scrape, where
+// a wrapping Registerer makes every metric's description anew.
+type component struct {
+	reg prometheus.Registerer
+	sub string
+	own prometheus.Labels
+}
+
 // histogramVec registers a histogram with the classic buckets given (none
 // for a native-only one) and the native histogram settings every udpprobe
 // histogram shares.
-func histogramVec(reg prometheus.Registerer, subsystem, name, help string, buckets []float64,
-	labels ...string) *prometheus.HistogramVec {
+func (c component) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace:                       namespace,
-		Subsystem:                       subsystem,
+		Subsystem:                       c.sub,
 		Name:                            name,
 		Help:                            help,
+		ConstLabels:                     c.own,
 		Buckets:                         buckets,
 		NativeHistogramBucketFactor:     1.1,
 		NativeHistogramMaxBucketNumber:  100,
 		NativeHistogramMinResetDuration: time.Hour,
 	}, labels)
-	reg.MustRegister(h)
+	c.reg.MustRegister(h)
 	return h
 }
 
-func counter(reg prometheus.Registerer, sub, name, help string) prometheus.Counter {
-	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: sub, Name: name, Help: help})
-	reg.MustRegister(c)
-	return c
+func (c component) counter(name, help string) prometheus.Counter {
+	m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: c.sub, Name: name, Help: help, ConstLabels: c.own})
+	c.reg.MustRegister(m)
+	return m
 }
 
-func gauge(reg prometheus.Registerer, sub, name, help string) prometheus.Gauge {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: sub, Name: name, Help: help})
-	reg.MustRegister(g)
-	return g
+func (c component) gauge(name, help string) prometheus.Gauge {
+	m := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: c.sub, Name: name, Help: help, ConstLabels: c.own})
+	c.reg.MustRegister(m)
+	return m
 }
 
-func counterVec(reg prometheus.Registerer, subsystem, name, help string, labels ...string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Subsystem: subsystem, Name: name, Help: help,
+func (c component) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	m := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: c.sub, Name: name, Help: help, ConstLabels: c.own,
 	}, labels)
-	reg.MustRegister(c)
-	return c
+	c.reg.MustRegister(m)
+	return m
+}
+
+// desc describes a metric of the component that a collector makes.
+func (c component) desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, c.sub, name), help, labels, c.own)
 }
 
 // NewWebConfigReloaded registers the gauge that says whether the web

@@ -124,17 +124,18 @@ var peerLabels = []string{"sender", "target"}
 // NewReceiver registers the receiver's metrics on reg, its histograms
 // exposed as h says.
 func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
-	const sub = "receiver"
+	on := component{reg: reg, sub: "receiver"}
+	templates := component{reg: nopRegisterer{}, sub: on.sub}
 	set := &peerSet{
-		count: prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, "peers"), "Peers in the peer table: senders, each with the target it names this receiver by.", nil, nil),
+		count: on.desc("peers", "Peers in the peer table: senders, each with the target it names this receiver by."),
 	}
 	for _, m := range peerMetrics {
 		var k kind
 		switch m.field(&ReceiverPeer{}).(type) {
 		case *Counter, *Gauge:
-			k.desc = prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, m.name), m.help, peerLabels, nil)
+			k.desc = on.desc(m.name, m.help, peerLabels...)
 		case *prometheus.Observer:
-			k.histogram = histogramVec(nopRegisterer{}, sub, m.name, m.help, h.buckets(m.buckets), peerLabels...)
+			k.histogram = templates.histogramVec(m.name, m.help, h.buckets(m.buckets), peerLabels...)
 		default:
 			panic("metrics: per-peer metric " + m.name + " has a field of no known kind")
 		}
@@ -142,22 +143,22 @@ func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
 	}
 	r := &Receiver{
 		peers: set,
-		PacketsCorrupted: counter(reg, sub, "packets_corrupted_total",
+		PacketsCorrupted: on.counter("packets_corrupted_total",
 			"Datagrams of this protocol whose checksum failed; not attributed to a sender."),
-		Invalid: counterVec(reg, sub, "invalid_packets_total",
+		Invalid: on.counterVec("invalid_packets_total",
 			"Datagrams that are not of this protocol, or not authenticated with the shared key, by reason.", "reason"),
-		PeerOverflow: counter(reg, sub, "peer_overflow_packets_total",
+		PeerOverflow: on.counter("peer_overflow_packets_total",
 			"Valid datagrams ignored because the peer table was full."),
-		SocketDrops: counter(reg, sub, "socket_drops_total",
+		SocketDrops: on.counter("socket_drops_total",
 			"Datagrams the kernel dropped because the receive socket buffer was full: a local problem, not network loss."),
-		ReceiveBuffer: gauge(reg, sub, "receive_buffer_bytes", "Receive socket buffer size granted by the kernel."),
-		Goodbyes: counter(reg, sub, "goodbyes_total",
+		ReceiveBuffer: on.gauge("receive_buffer_bytes", "Receive socket buffer size granted by the kernel."),
+		Goodbyes: on.counter("goodbyes_total",
 			"Goodbye datagrams of known sessions (a sender sends a few copies when it stops), all peers together; a peer's session_ended says whether its current session ended so."),
-		ReplyErrors: counter(reg, sub, "reply_errors_total",
+		ReplyErrors: on.counter("reply_errors_total",
 			"Replies this host failed to send, all peers together: a local problem; each sender counts its own as downstream loss."),
-		Hellos: counter(reg, sub, "hellos_total",
+		Hellos: on.counter("hellos_total",
 			"Hellos received: datagrams asking this node for its name; they belong to no stream."),
-		HellosAnswered: counter(reg, sub, "hellos_answered_total",
+		HellosAnswered: on.counter("hellos_answered_total",
 			"Hellos answered with this node's name: only a node with a name that reflects answers, within the reply budget."),
 	}
 	for _, reason := range InvalidReasons {

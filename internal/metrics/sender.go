@@ -63,38 +63,34 @@ var roundTripMetrics = []struct {
 // NewSender registers on reg the metrics of the sender named name, its
 // histograms exposed as h says.
 func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
-	const sub = "sender"
-	own := prometheus.Labels{"sender": name}
-	reg = prometheus.WrapRegistererWith(own, reg)
+	on := component{reg: reg, sub: "sender", own: prometheus.Labels{"sender": name}}
 	s := &Sender{
-		PacketsSent: counterVec(reg, sub, "packets_sent_total",
+		PacketsSent: on.counterVec("packets_sent_total",
 			"Data datagrams handed to the kernel.", "target"),
-		SendErrors: counterVec(reg, sub, "send_errors_total",
+		SendErrors: on.counterVec("send_errors_total",
 			"Data datagrams the kernel refused to send; they consume no sequence number.", "target"),
-		MissedSlots: counter(reg, sub, "missed_slots_total",
+		MissedSlots: on.counter("missed_slots_total",
 			"Schedule slots skipped, all targets together, because the sending loop fell more than one interval behind."),
-		ScheduleLateness: histogramVec(reg, sub, "schedule_lateness_seconds",
+		ScheduleLateness: on.histogramVec("schedule_lateness_seconds",
 			"How late each data datagram was sent against its slot in its target's schedule, all targets together: the sending loop's pacing.",
 			h.buckets(LatenessBuckets)).WithLabelValues(),
-		RTT: histogramVec(reg, sub, "rtt_seconds",
+		RTT: on.histogramVec("rtt_seconds",
 			"Round-trip time of replies received within the loss timeout, on this host's monotonic clock.",
 			h.buckets(DelayBuckets), "target"),
-		Targets: gauge(reg, sub, "targets", "Targets probed now: configured, resolved or discovered."),
-		Foreign: counter(reg, sub, "foreign_packets_total",
+		Targets: on.gauge("targets", "Targets probed now: configured, resolved or discovered."),
+		Foreign: on.counter("foreign_packets_total",
 			"Datagrams on the sending socket from no target's address that name none of its targets."),
-		DiscoveryFailures: counterVec(reg, sub, "discovery_failures_total",
+		DiscoveryFailures: on.counterVec("discovery_failures_total",
 			"Target name resolutions and file_sd file reads that failed; the targets they gave last are kept.", "source"),
 		roundTrips: &roundTrips{byTarget: make(map[string]func() tracker.RoundTripCounts)},
 	}
-	s.roundTrips.invalid = prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, "replies_invalid_total"),
-		"Datagrams on the sending socket from a target or naming one that are not a reply to its session: damaged, unauthenticated, of another session, or for a datagram never sent; all targets together.",
-		nil, nil)
+	s.roundTrips.invalid = on.desc("replies_invalid_total",
+		"Datagrams on the sending socket from a target or naming one that are not a reply to its session: damaged, unauthenticated, of another session, or for a datagram never sent; all targets together.")
 	for _, source := range []string{"dns", "file"} {
 		s.DiscoveryFailures.WithLabelValues(source)
 	}
 	for _, m := range roundTripMetrics {
-		s.roundTrips.descs = append(s.roundTrips.descs,
-			prometheus.NewDesc(prometheus.BuildFQName(namespace, sub, m.name), m.help, []string{"target"}, nil))
+		s.roundTrips.descs = append(s.roundTrips.descs, on.desc(m.name, m.help, "target"))
 	}
 	reg.MustRegister(s.roundTrips)
 	return s

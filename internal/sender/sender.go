@@ -79,6 +79,10 @@ type Options struct {
 	Clock clock.Clock // nil: clock.Real
 }
 
+// replyBuffer is the receive buffer the sender asks for when it measures
+// round trips.
+const replyBuffer = 4 << 20
+
 // GoodbyeCopies is how many goodbye datagrams end a session, so that the loss
 // of one rarely leaves the receiver waiting.
 const GoodbyeCopies = 3
@@ -205,6 +209,11 @@ func New(opts Options) (*Sender, error) {
 		var raw syscall.RawConn
 		if raw, err = s.conn.SyscallConn(); err == nil {
 			err = socket.EnableTimestamps(raw)
+		}
+		if err == nil {
+			// Replies from many targets come in bursts: room for them, as
+			// much as the receiver asks for by default.
+			_, err = socket.SetReceiveBuffer(raw, replyBuffer)
 		}
 	}
 	if err != nil {

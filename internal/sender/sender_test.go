@@ -99,7 +99,7 @@ func (o *fakeOut) goodbyes(label string) (hs []wire.Header) {
 
 // newSender is a sender writing to a fakeOut on a fake clock, with the
 // given options' targets applied; its registry is returned too.
-func newSender(t *testing.T, opts Options) (*Sender, *fakeOut, *prometheus.Registry) {
+func newSender(t testing.TB, opts Options) (*Sender, *fakeOut, *prometheus.Registry) {
 	t.Helper()
 	clk := fakeclock.New(t0)
 	reg := prometheus.NewPedanticRegistry()
@@ -130,7 +130,7 @@ func cmpOr[T comparable](v, def T) T {
 }
 
 // run runs s until its clock has moved on by d, then lets Run end.
-func run(t *testing.T, s *Sender, d time.Duration) {
+func run(t testing.TB, s *Sender, d time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -462,5 +462,34 @@ func TestSetTargets(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(s.opts.Metrics.Targets); n != 3 {
 		t.Errorf("udpprobe_sender_targets %v, want 3", n)
+	}
+}
+
+// discard takes every datagram and keeps nothing.
+type discard struct{}
+
+func (discard) Write(bufs [][]byte, _ []netip.AddrPort) (int, error) { return len(bufs), nil }
+
+// BenchmarkSendLoop: the sending loop's cost per datagram, on the fake
+// clock and without the kernel, for one target and for a thousand sharing
+// the same aggregate rate (10,000/s). One op is a millisecond of the
+// schedule: ten datagrams.
+func BenchmarkSendLoop(b *testing.B) {
+	for _, c := range []struct {
+		targets int
+		rate    float64
+	}{{1, 10000}, {1000, 10}} {
+		b.Run(fmt.Sprintf("targets=%d", c.targets), func(b *testing.B) {
+			var entries []string
+			for i := range c.targets {
+				entries = append(entries, fmt.Sprintf("127.0.%d.%d:6464", 1+i/250, 1+i%250))
+			}
+			s, _, _ := newSender(b, Options{Targets: entries, Rate: c.rate, RoundTrip: true})
+			s.out = discard{}
+			b.ReportAllocs()
+			b.ResetTimer()
+			run(b, s, time.Duration(b.N)*time.Millisecond)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(s.sent), "ns/datagram")
+		})
 	}
 }
