@@ -24,7 +24,7 @@ import (
 type fanOutResult struct {
 	targets                 int
 	rate                    float64 // per target
-	sent                    uint64  // over every target, from the goodbyes
+	sent                    uint64  // over every target, from the sender's last line
 	sender, receiver        usage
 	lateP99                 float64 // s, upper bound of the bucket
 	seriesPerTarget         float64 // as a native-histogram scrape sees them
@@ -143,38 +143,19 @@ func (r *fanOutResult) session(o options, targets, rweb string) error {
 	if r.sent, err = sentToAll(send, r.targets); err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if err := r.readReceiver(rweb); err != nil {
-			return err
-		}
-		if r.received+r.lost+r.local >= r.sent || time.Now().After(deadline) {
-			break
-		}
-	}
-	time.Sleep(600 * time.Millisecond)
-	return r.readReceiver(rweb)
+	return settle(func() error { return r.readReceiver(rweb) },
+		func() bool { return r.received+r.lost+r.local >= r.sent })
 }
 
 // fetch times a scrape of url in the format accept (the text format if
 // empty), to the last byte, without parsing it.
 func fetch(url, accept string) (time.Duration, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
 	began := time.Now()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s %v", url, resp.Status, err)
-	}
-	return time.Since(began), nil
+	err := scrape.Fetch(url, accept, func(r io.Reader, _ http.Header) error {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	})
+	return time.Since(began), err
 }
 
 // readSender takes the lateness, the missed slots and the series per

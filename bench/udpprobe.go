@@ -98,19 +98,25 @@ func (r *oneWayResult) session(o options, udp, web string) error {
 	if r.sent, r.elapsed, err = sent(send); err != nil {
 		return err
 	}
-	// The receiver settles the last gaps one loss timeout after the goodbye:
-	// wait until every datagram is accounted for (or 10 s), and a loss
-	// timeout more for anything still pending.
+	return settle(func() error { return r.readReceiver(udp, web) },
+		func() bool { return r.received+r.lost+r.local >= r.sent })
+}
+
+// settle waits until the receiver has accounted for every datagram the
+// sender sent, reading it (read) until accounted says so or for 10 s,
+// then reads it once more a loss timeout (500 ms in the bench) later: the
+// receiver settles the last gaps one loss timeout after the goodbye.
+func settle(read func() error, accounted func() bool) error {
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if err := r.readReceiver(udp, web); err != nil {
+		if err := read(); err != nil {
 			return err
 		}
-		if r.received+r.lost+r.local >= r.sent || time.Now().After(deadline) {
+		if accounted() || time.Now().After(deadline) {
 			break
 		}
 	}
 	time.Sleep(600 * time.Millisecond)
-	return r.readReceiver(udp, web)
+	return read()
 }
 
 // sent reads from a stopped sender's log how many datagrams it sent (the

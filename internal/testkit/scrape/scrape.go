@@ -57,7 +57,7 @@ func Parse(r io.Reader) (Samples, error) {
 // Get fetches and parses the metrics page at url, waiting up to 5 s.
 func Get(url string) (Samples, error) {
 	var s Samples
-	err := get(url, "", func(r io.Reader, _ http.Header) (err error) {
+	err := Fetch(url, "", func(r io.Reader, _ http.Header) (err error) {
 		s, err = Parse(r)
 		return err
 	})
@@ -69,7 +69,7 @@ func Get(url string) (Samples, error) {
 // 5 s: native histograms come whole, each one series.
 func GetFamilies(url string) ([]*dto.MetricFamily, error) {
 	var mfs []*dto.MetricFamily
-	err := get(url, string(expfmt.FmtProtoDelim), func(r io.Reader, h http.Header) error {
+	err := Fetch(url, string(expfmt.FmtProtoDelim), func(r io.Reader, h http.Header) error {
 		dec := expfmt.NewDecoder(r, expfmt.ResponseFormat(h))
 		for {
 			mf := &dto.MetricFamily{}
@@ -84,9 +84,9 @@ func GetFamilies(url string) ([]*dto.MetricFamily, error) {
 	return mfs, err
 }
 
-// get fetches url, asking for the format accept (or any), and hands the
-// body to read.
-func get(url, accept string, read func(io.Reader, http.Header) error) error {
+// Fetch gets url, asking for the format accept (or any), waiting up to
+// 5 s, and hands the body and its headers to read.
+func Fetch(url, accept string, read func(io.Reader, http.Header) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
