@@ -77,11 +77,12 @@ tool = if command -v $(1) >/dev/null; then echo '$(2)' && $(2); \
 	elif [ "$$CI" = true ]; then echo '$(1) is missing: .ci/run installs it' >&2; exit 1; \
 	else echo 'SKIPPED, $(1) is not installed: $(2)'; fi
 
-## check-lab: the Vagrantfile, the Ansible playbook (syntax and ansible-lint).
+## check-lab: the Vagrantfile, the Ansible playbooks (syntax and ansible-lint).
 check-lab:
 	@$(call tool,vagrant,vagrant validate --ignore-provider)
 	@$(call tool,ansible-playbook,ansible-playbook --syntax-check -i deploy/ansible/inventory.ini deploy/ansible/site.yml)
-	@$(call tool,ansible-lint,ansible-lint --offline deploy/ansible/site.yml)
+	@$(call tool,ansible-playbook,ansible-playbook --syntax-check -i deploy/ansible/mesh.ini deploy/ansible/mesh.yml)
+	@$(call tool,ansible-lint,ansible-lint --offline deploy/ansible/site.yml deploy/ansible/mesh.yml)
 
 $(PROMTOOL):
 	@echo 'Building promtool $(PROMETHEUS_MODULE) from source, once; it is cached in $(TOOLS)' >&2
