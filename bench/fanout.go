@@ -26,8 +26,10 @@ type fanOutResult struct {
 	rate                    float64 // per target
 	sent                    uint64  // over every target, from the sender's last line
 	sender, receiver        usage
-	lateP99                 float64 // s, upper bound of the bucket
-	seriesPerTarget         float64 // as a native-histogram scrape sees them
+	sendingCPU              time.Duration // the sender's, at the end of the run, before any scrape
+	sentThen                uint64        // what it had sent then, from the scrape right after
+	lateP99                 float64       // s, upper bound of the bucket
+	seriesPerTarget         float64       // as a native-histogram scrape sees them
 	scrapeText, scrapeProto time.Duration
 	received, lost, local   uint64 // the receiver's, over every peer
 	duplicated, reordered   uint64
@@ -35,8 +37,10 @@ type fanOutResult struct {
 	missed                  uint64
 }
 
+// perDatagram is the sender's CPU a datagram while it sent, without the
+// scrapes that measure it and without its start and stop.
 func (r fanOutResult) perDatagram() float64 {
-	return r.sender.cpu.Seconds() * 1e6 / float64(max(r.sent, 1))
+	return r.sendingCPU.Seconds() * 1e6 / float64(max(r.sentThen, 1))
 }
 
 // exact: the receiver got every datagram sent, and counted nothing lost,
@@ -61,7 +65,7 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 // times the rate, which the receiver must hear without a drop.
 func fanOut(w io.Writer, o options) error {
 	fmt.Fprintf(w, "\n## One sending loop for many targets, with round trips, %v each, native histograms only\n\n", o.duration)
-	fmt.Fprintln(w, "| targets × rate | sent | sender CPU s | CPU µs per datagram | lateness p99 ms (≤ bucket) | missed slots | peak RSS MiB (sender / receiver) | series per target | scrape ms (text / protobuf) | socket drops (receiver / kernel) | receiver counts |")
+	fmt.Fprintln(w, "| targets × rate | sent | sender CPU s | CPU µs per datagram while sending | lateness p99 ms (≤ bucket) | missed slots | peak RSS MiB (sender / receiver) | series per target | scrape ms (text / protobuf) | socket drops (receiver / kernel) | receiver counts |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	var rs []fanOutResult
 	aggregate := float64(o.fanOut) * o.fanOutRate
@@ -125,18 +129,24 @@ func (r *fanOutResult) session(o options, targets, rweb string) error {
 	}
 	defer send.Kill()
 	time.Sleep(o.duration)
+	// The run's one scrape reads the lateness, as a Prometheus scraping
+	// every 10 s would; the timed ones come after it, so that their cost
+	// does not count as the sender's lateness.
+	if r.sendingCPU, err = cpuTime(send.Pid()); err != nil {
+		return err
+	}
 	url := "http://" + sweb + "/metrics"
+	mfs, err := scrape.GetFamilies(url)
+	if err != nil {
+		return fmt.Errorf("sender metrics: %w", err)
+	}
+	r.readSender(mfs)
 	if r.scrapeText, err = fetch(url, ""); err != nil {
 		return err
 	}
 	if r.scrapeProto, err = fetch(url, string(expfmt.FmtProtoDelim)); err != nil {
 		return err
 	}
-	mfs, err := scrape.GetFamilies(url)
-	if err != nil {
-		return fmt.Errorf("sender metrics: %w", err)
-	}
-	r.readSender(mfs)
 	if r.sender, err = stop(send, 30*time.Second); err != nil {
 		return err
 	}
@@ -145,6 +155,37 @@ func (r *fanOutResult) session(o options, targets, rweb string) error {
 	}
 	return settle(func() error { return r.readReceiver(rweb) },
 		func() bool { return r.received+r.lost+r.local >= r.sent })
+}
+
+// cpuTime is the user and system time a running process has used so far
+// (/proc/PID/stat, in clock ticks of 10 ms).
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseStat(string(b))
+}
+
+// parseStat reads utime and stime from a /proc/PID/stat line.
+func parseStat(stat string) (time.Duration, error) {
+	// The fields after the command, which is in parentheses and may hold
+	// spaces and parentheses: state is the first, utime the 12th and stime
+	// the 13th.
+	i := strings.LastIndex(stat, ") ")
+	f := strings.Fields(stat[i+1:])
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("not a stat line: %q", stat)
+	}
+	var ticks uint64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // fetch times a scrape of url in the format accept (the text format if
@@ -158,8 +199,8 @@ func fetch(url, accept string) (time.Duration, error) {
 	return time.Since(began), err
 }
 
-// readSender takes the lateness, the missed slots and the series per
-// target from a protobuf scrape of the sender.
+// readSender takes what it had sent, the lateness, the missed slots and
+// the series per target from a protobuf scrape of the sender.
 func (r *fanOutResult) readSender(mfs []*dto.MetricFamily) {
 	perTarget := 0
 	for _, mf := range mfs {
@@ -171,6 +212,10 @@ func (r *fanOutResult) readSender(mfs []*dto.MetricFamily) {
 			}
 		}
 		switch mf.GetName() {
+		case "udpprobe_sender_packets_sent_total":
+			for _, m := range mf.GetMetric() {
+				r.sentThen += uint64(m.GetCounter().GetValue())
+			}
 		case "udpprobe_sender_schedule_lateness_seconds":
 			r.lateP99 = nativeQuantile(mf.GetMetric()[0].GetHistogram(), .99)
 		case "udpprobe_sender_missed_slots_total":

@@ -4,6 +4,9 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestParseIperf reads an iperf3 3.12 UDP client report (trimmed, with 7 of
@@ -54,5 +57,35 @@ func TestLogRecord(t *testing.T) {
 	ts, err := rec.time()
 	if err != nil || !ts.Equal(time.Date(2026, 11, 24, 8, 47, 55, 123e6, time.UTC)) {
 		t.Fatalf("ts %v, %v", ts, err)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	stat := "4242 (udp probe) x) S 1 4242 4242 0 -1 4194560 1500 0 0 0 123 45 0 0 20 0 6 0 99 1000 200\n"
+	if d, err := parseStat(stat); err != nil || d != 1680*time.Millisecond {
+		t.Fatalf("%v, %v; want 1.68s (168 ticks)", d, err)
+	}
+	if _, err := parseStat("4242 (short) S 1"); err == nil {
+		t.Fatal("a short line parsed")
+	}
+}
+
+// TestNativeQuantile: the quantile of a native histogram is the upper
+// bound of the bucket it falls in, within the bucket factor above it.
+func TestNativeQuantile(t *testing.T) {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "x", NativeHistogramBucketFactor: 1.1})
+	h.Observe(0) // the zero bucket, up to its threshold (2^-128)
+	for range 98 {
+		h.Observe(.001)
+	}
+	h.Observe(1)
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ q, lo, hi float64 }{{.005, 0, 1e-38}, {.99, .001, .00109}, {1, 1, 1.09}} {
+		if got := nativeQuantile(m.GetHistogram(), c.q); got < c.lo || got > c.hi {
+			t.Errorf("q%v = %v, want %v to %v", c.q, got, c.lo, c.hi)
+		}
 	}
 }
