@@ -18,7 +18,7 @@ RUN CGO_ENABLED=0 go build -trimpath \
 FROM scratch
 COPY --from=build /out/udpprobe /udpprobe
 USER 65532:65532
-# 6464/udp probes; 8464 receiver and 8465 sender HTTP (/metrics, /-/healthy, /-/ready).
-EXPOSE 6464/udp 8464 8465
+# 6464/udp probes; 8464 receiver, 8465 sender and 8466 mesh HTTP (/metrics, /-/healthy, /-/ready).
+EXPOSE 6464/udp 8464 8465 8466
 ENTRYPOINT ["/udpprobe"]
 CMD ["help"]

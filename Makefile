@@ -25,7 +25,7 @@ PROMETHEUS := $(TOOLS)/prometheus-$(PROMETHEUS_MODULE)/prometheus
 AMTOOL   := $(TOOLS)/alertmanager-$(ALERTMANAGER_MODULE)/amtool
 ALERTMANAGER ?= $(shell command -v prometheus-alertmanager || command -v alertmanager)
 
-.PHONY: all build run test unit style vet lint tidy-check check-deploy check-lab bench fuzz clean
+.PHONY: all build run test unit style vet lint tidy-check check-deploy check-lab check-kubernetes generate bench fuzz clean
 
 all: build test
 
@@ -39,7 +39,7 @@ run: build $(PROMETHEUS)
 
 ## test: everything CI checks: style, vet, lint, tidy go.mod, deploy/ files, tests with -race
 ## (the live test among them runs Prometheus and Alertmanager).
-test: style vet lint tidy-check check-deploy check-lab unit
+test: style vet lint tidy-check check-deploy check-lab check-kubernetes unit
 
 # The lab and live tests run verbosely: their logs state what was measured
 # against which bound, and which impairments the kernel allowed.
@@ -66,6 +66,7 @@ tidy-check:
 check-deploy: $(PROMTOOL) $(AMTOOL)
 	$(PROMTOOL) check config deploy/prometheus.yml
 	$(PROMTOOL) check config deploy/local/prometheus.yml
+	$(PROMTOOL) check config deploy/kubernetes/prometheus.yml
 	$(GO) tool goreman -f Procfile check
 	$(PROMTOOL) test rules deploy/rules/udpprobe.rules.test.yml
 	$(AMTOOL) check-config deploy/alertmanager.yml
@@ -83,6 +84,20 @@ check-lab:
 	@$(call tool,ansible-playbook,ansible-playbook --syntax-check -i deploy/ansible/inventory.ini deploy/ansible/site.yml)
 	@$(call tool,ansible-playbook,ansible-playbook --syntax-check -i deploy/ansible/mesh.ini deploy/ansible/mesh.yml)
 	@$(call tool,ansible-lint,ansible-lint --offline deploy/ansible/site.yml deploy/ansible/mesh.yml)
+
+## check-kubernetes: the manifests in deploy/kubernetes, a module of its own
+## (the Kubernetes and Prometheus Operator API types stay out of udpprobe's):
+## vet, staticcheck and tidy there, then its tests, which render every
+## variant with kustomize, decode it strictly and run the DaemonSet's
+## container in a namespace lab.
+check-kubernetes:
+	$(GO) build -o bin/staticcheck honnef.co/go/tools/cmd/staticcheck
+	cd deploy/kubernetes && $(GO) vet ./... && ../../bin/staticcheck ./... && $(GO) mod tidy -diff
+	cd deploy/kubernetes && $(GO) test -count=1 -v ./...
+
+## generate: the copies deploy/kubernetes ships of the rules and the dashboard.
+generate:
+	cd deploy/kubernetes && $(GO) test -count=1 -run '^TestGenerated$$' . -update
 
 $(PROMTOOL):
 	@echo 'Building promtool $(PROMETHEUS_MODULE) from source, once; it is cached in $(TOOLS)' >&2

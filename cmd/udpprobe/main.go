@@ -7,6 +7,9 @@
 //	udpprobe mesh        run a mesh node: receiver, reflector and sender at once
 //	udpprobe healthcheck receiver|sender|mesh
 //	                     exit 0 if that daemon (same variables) is ready
+//	udpprobe check receiver|sender|mesh
+//	                     exit 0 if the UDPPROBE_* variables are a valid
+//	                     configuration of that mode, 2 if not
 //	udpprobe version     print the version
 //	udpprobe help        print the configuration table
 //
@@ -20,6 +23,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/udpprobe/udpprobe/internal/config"
 )
 
 // Exit codes.
@@ -53,6 +58,8 @@ Modes:
              reflect their probes, over one socket
   healthcheck receiver|sender|mesh
              exit 0 if the daemon configured by the same variables is ready
+  check receiver|sender|mesh
+             check the configuration that mode would start with, and exit
   version    print version information
   help       print this text and the configuration table
 
@@ -64,6 +71,9 @@ an error. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return runHealthcheck(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "check" {
+		return runCheck(args[1:], stdout, stderr)
 	}
 	if len(args) != 1 {
 		fmt.Fprint(stderr, usageText)
@@ -84,4 +94,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "udpprobe: unknown mode %q\n\n%s", args[0], usageText)
 	return exitUsage
+}
+
+// runCheck loads the configuration a daemon of the given mode would start
+// with, from the same variables, files included (keys, web configuration),
+// and reports it: for manifests and deployment pipelines, which can check
+// an environment without starting a daemon. Names are not resolved.
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	const usage = "Usage: udpprobe check receiver|sender|mesh\n"
+	if len(args) != 1 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var err error
+	switch args[0] {
+	case config.ModeReceiver:
+		_, err = config.LoadReceiver()
+	case config.ModeSender:
+		_, err = config.LoadSender()
+	case config.ModeMesh:
+		_, err = config.LoadMesh()
+	default:
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	if err != nil {
+		return configError(stderr, args[0], err)
+	}
+	fmt.Fprintf(stdout, "udpprobe %s: configuration OK\n", args[0])
+	return exitOK
 }

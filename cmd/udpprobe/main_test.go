@@ -85,13 +85,16 @@ func TestBadConfigurationExits2(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			code, _, stderr := runArgs(t, tc.mode)
-			if code != exitUsage {
-				t.Fatalf("exit %d, want %d; stderr %q", code, exitUsage, stderr)
-			}
-			for _, want := range tc.want {
-				if !strings.Contains(stderr, want) {
-					t.Errorf("stderr %q lacks %q", stderr, want)
+			// The daemon and `udpprobe check` refuse the same way.
+			for _, args := range [][]string{{tc.mode}, {"check", tc.mode}} {
+				code, stdout, stderr := runArgs(t, args...)
+				if code != exitUsage || stdout != "" {
+					t.Fatalf("%v: exit %d, want %d; stdout %q, stderr %q", args, code, exitUsage, stdout, stderr)
+				}
+				for _, want := range tc.want {
+					if !strings.Contains(stderr, want) {
+						t.Errorf("%v: stderr %q lacks %q", args, stderr, want)
+					}
 				}
 			}
 		})
@@ -196,6 +199,32 @@ func TestDaemons(t *testing.T) {
 	}
 	if code, _, stderr := runArgs(t, "healthcheck", "receiver"); code != exitFailure || !strings.Contains(stderr, "connection refused") {
 		t.Errorf("healthcheck of a stopped receiver: exit %d, %q", code, stderr)
+	}
+}
+
+// TestCheck: a valid configuration of each mode passes, naming the mode;
+// the usage is enforced; nothing is bound or resolved.
+func TestCheck(t *testing.T) {
+	clearEnv(t)
+	for _, args := range [][]string{{"check"}, {"check", "relay"}, {"check", "mesh", "x"}} {
+		if code, _, stderr := runArgs(t, args...); code != exitUsage || !strings.Contains(stderr, "udpprobe check receiver|sender|mesh") {
+			t.Errorf("%v: exit %d, %q", args, code, stderr)
+		}
+	}
+	// A name that does not resolve is not the check's business: a member
+	// may not exist yet.
+	for mode, env := range map[string]map[string]string{
+		"receiver": {"UDPPROBE_LISTEN_ADDRESS": "192.0.2.1:1"}, // not this host's: a check binds nothing
+		"sender":   {"UDPPROBE_TARGETS": "udpprobe.invalid:6464"},
+		"mesh":     {"UDPPROBE_TARGETS": "udpprobe.invalid:6464", "UDPPROBE_LISTEN_ADDRESS": "192.0.2.1:1"},
+	} {
+		clearEnv(t)
+		for k, v := range env {
+			t.Setenv(k, v)
+		}
+		if code, stdout, stderr := runArgs(t, "check", mode); code != exitOK || stdout != "udpprobe "+mode+": configuration OK\n" || stderr != "" {
+			t.Errorf("check %s: exit %d, stdout %q, stderr %q", mode, code, stdout, stderr)
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -83,26 +82,12 @@ func (m *meshLab) probes(s scrape.Samples, i, j int) bool {
 	return ok
 }
 
-// sent is what node i's log says it sent to node j, over every session
-// that ended with a goodbye: one more than each goodbye's last sequence
-// number.
+// sent is what node i's log says it sent to node j (Sent).
 func (m *meshLab) sent(t *testing.T, i, j int) (total uint64, sessions int) {
 	t.Helper()
-	for _, line := range m.nodes[i].Lines() {
-		if !strings.Contains(line, `"msg":"session ended with a goodbye"`) {
-			continue
-		}
-		var l struct {
-			Target string `json:"target"`
-			Last   uint64 `json:"last_sequence"`
-		}
-		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			t.Fatalf("%s: %v", line, err)
-		}
-		if l.Target == nodeName(j) {
-			total += l.Last + 1
-			sessions++
-		}
+	total, sessions, err := Sent(m.nodes[i].Lines(), nodeName(j))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return total, sessions
 }
