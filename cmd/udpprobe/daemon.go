@@ -26,6 +26,7 @@ import (
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/udpprobe/udpprobe/internal/clock"
 	"github.com/udpprobe/udpprobe/internal/config"
 	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/metrics"
@@ -97,6 +98,10 @@ func newRegistry() *prometheus.Registry {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector("udpprobe"),
 	)
+	metrics.NewClock(reg, func() (bool, time.Duration, error) {
+		s, err := clock.Kernel()
+		return s.Synchronised, s.MaxError, err
+	})
 	return reg
 }
 

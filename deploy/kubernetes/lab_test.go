@@ -269,7 +269,6 @@ func runCluster(t *testing.T, bin string, m *manifest, n int) {
 	t.Logf("all %d pairs exact", pairs)
 }
 
-
 // intrude sends node 0 a second's probes from a sender that holds no key,
 // from host 1: the hmac overlay's node refuses all of them as
 // unauthenticated, the base's counts them as a peer's.

@@ -55,7 +55,8 @@ func ours(t *testing.T) map[string]pkg {
 
 // TestImportRules: sender and receiver never import each other; the
 // trackers, the wire format, the socket, the clock and discovery import
-// nothing of ours (but the clock's fake its clock); wire never imports metrics; product
+// nothing of ours (but the clock's fake its clock), and stamp only wire;
+// wire never imports metrics; product
 // code never imports the test kit (the bench harness, a tool beside the
 // tests, may).
 func TestImportRules(t *testing.T) {
@@ -71,6 +72,8 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s imports %s: sender and receiver never import each other", name, imp)
 			case slices.Contains([]string{"internal/tracker", "internal/wire", "internal/socket", "internal/clock", "internal/discovery"}, name):
 				t.Errorf("%s imports %s: it imports nothing of ours", name, imp)
+			case name == "internal/stamp" && imp != "internal/wire":
+				t.Errorf("%s imports %s: it imports only wire (the key rules)", name, imp)
 			case strings.HasPrefix(imp, "internal/testkit/") && !strings.HasPrefix(name, "internal/testkit/") && name != "bench":
 				t.Errorf("%s imports %s: product code never imports the test kit", name, imp)
 			}

@@ -1,7 +1,9 @@
 // Package clock is the seam between udpprobe's loops and time: the sender
 // and the receiver read the time and wait through a Clock, the real one in
 // production, a fake one (internal/testkit/fakeclock) in tests that must not
-// depend on how fast a loaded machine wakes them.
+// depend on how fast a loaded machine wakes them; and what the kernel knows
+// of the clock's accuracy (Kernel), for one-way delays and STAMP's error
+// estimates.
 package clock
 
 import (
@@ -48,4 +50,10 @@ func (r *realTimer) Sleep(ctx context.Context, d time.Duration) bool {
 	case <-r.t.C:
 		return true
 	}
+}
+
+// State is what a host knows of its clock's accuracy.
+type State struct {
+	Synchronised bool          // to UTC, by an external source
+	MaxError     time.Duration // the most the clock may be off
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -33,6 +35,7 @@ func TestLint(t *testing.T) {
 	p.ReorderExtent.Observe(1)
 	p.OneWayDelay.Observe(.02)
 	p.IPDV.Observe(.001)
+	NewClock(reg, func() (bool, time.Duration, error) { return true, time.Millisecond, nil })
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
@@ -292,11 +295,44 @@ func TestSeriesPerPath(t *testing.T) {
 	}
 }
 
+// TestClock: the clock's gauges are what the reader says at each scrape,
+// and absent when it fails.
+func TestClock(t *testing.T) {
+	var sync bool
+	var maxErr time.Duration
+	var err error
+	reg := prometheus.NewPedanticRegistry()
+	NewClock(reg, func() (bool, time.Duration, error) { return sync, maxErr, err })
+	for _, tc := range []struct {
+		sync   bool
+		maxErr time.Duration
+		err    error
+		want   string
+	}{
+		{true, 1500 * time.Microsecond, nil, "udpprobe_clock_max_error_seconds 0.0015\nudpprobe_clock_synchronised 1\n"},
+		{false, 16 * time.Second, nil, "udpprobe_clock_max_error_seconds 16\nudpprobe_clock_synchronised 0\n"},
+		{true, 0, errors.New("adjtimex: not permitted"), ""},
+	} {
+		sync, maxErr, err = tc.sync, tc.maxErr, tc.err
+		s, gerr := scrape.Gather(reg)
+		var got strings.Builder
+		for _, name := range []string{"udpprobe_clock_max_error_seconds", "udpprobe_clock_synchronised"} {
+			if v, ok := s.Value(name); ok {
+				fmt.Fprintf(&got, "%s %v\n", name, v)
+			}
+		}
+		if gerr != nil || got.String() != tc.want {
+			t.Errorf("%+v: scraped %q, %v; want %q", tc, got.String(), gerr, tc.want)
+		}
+	}
+}
+
 // TestDocumented requires every metric to appear in the README's table and
 // in docs/metrics.md.
 func TestDocumented(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	NewSender(reg, "a", ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
+	NewClock(reg, func() (bool, time.Duration, error) { return false, time.Second, nil })
 	r := NewReceiver(reg, ClassicAndNative)
 	r.Export(slices.Values([]*ReceiverPeer{r.NewPeer("a", "rx:6464")}))
 	mfs, err := reg.Gather()
