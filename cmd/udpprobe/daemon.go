@@ -98,10 +98,7 @@ func newRegistry() *prometheus.Registry {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector("udpprobe"),
 	)
-	metrics.NewClock(reg, func() (bool, time.Duration, error) {
-		s, err := clock.Kernel()
-		return s.Synchronised, s.MaxError, err
-	})
+	metrics.NewClock(reg, kernelClock)
 	return reg
 }
 
@@ -143,8 +140,15 @@ func receiverOptions(cfg *config.Receiver, log *zap.Logger, reg *prometheus.Regi
 		SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
 		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate,
 		ReflectBudget: cfg.ReflectBudget, ReflectBudgetBytes: cfg.ReflectBudgetBytes, Keys: cfg.Keys,
+		STAMPListenAddress: cfg.StampListenAddress, STAMPKeys: cfg.StampKeys, ClockState: kernelClock,
 		Logger: log, Metrics: metrics.NewReceiver(reg, histograms(cfg.Common)),
 	}
+}
+
+// kernelClock is the host clock's state as the kernel knows it.
+func kernelClock() (bool, time.Duration, error) {
+	s, err := clock.Kernel()
+	return s.Synchronised, s.MaxError, err
 }
 
 // histograms is how the histograms are exposed.

@@ -66,14 +66,9 @@ func (a *Auth) validate() error {
 	case a.HMACKey != "":
 		list = strings.Split(a.HMACKey, ",")
 	case a.HMACKeyFile != "":
-		b, err := os.ReadFile(a.HMACKeyFile)
-		if err != nil {
-			return fmt.Errorf("UDPPROBE_HMAC_KEY_FILE: %w", err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if l = strings.TrimSpace(l); l != "" {
-				list = append(list, l)
-			}
+		var err error
+		if list, err = readKeyFile("UDPPROBE_HMAC_KEY_FILE", a.HMACKeyFile); err != nil {
+			return err
 		}
 	default:
 		return nil
@@ -90,6 +85,55 @@ func (a *Auth) validate() error {
 		return fmt.Errorf("%s: %v (openssl rand -hex 32 makes a key)", where, err)
 	}
 	return nil
+}
+
+// readKeyFile reads a key file: one key, or two on two lines.
+func readKeyFile(name, path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var list []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			list = append(list, l)
+		}
+	}
+	return list, nil
+}
+
+// Stamp is the STAMP Session-Reflector, which receivers and mesh nodes run
+// beside their own protocol, on a socket of its own.
+type Stamp struct {
+	StampListenAddress string `envconfig:"STAMP_LISTEN_ADDRESS" desc:"UDP address of the STAMP Session-Reflector (RFC 8762, RFC 8972), stateful: :862 is the standard port, which needs CAP_NET_BIND_SERVICE; empty: off"`
+	StampHMACKeyFile   string `envconfig:"STAMP_HMAC_KEY_FILE" desc:"STAMP's authenticated mode: a file holding the HMAC-SHA-256 key, 16 to 256 bytes, or two on two lines during a rotation; empty: unauthenticated mode"`
+	// StampKeys are the keys read from the file, checked by validate.
+	StampKeys [][]byte `ignored:"true"`
+}
+
+func (s *Stamp) validate() []error {
+	var errs []error
+	if s.StampListenAddress != "" {
+		errs = append(errs, validateListen("udp", "UDPPROBE_STAMP_LISTEN_ADDRESS", s.StampListenAddress))
+	}
+	if s.StampHMACKeyFile == "" {
+		return errs
+	}
+	if s.StampListenAddress == "" {
+		return append(errs, errors.New("UDPPROBE_STAMP_HMAC_KEY_FILE is set but UDPPROBE_STAMP_LISTEN_ADDRESS is not: no reflector to authenticate"))
+	}
+	list, err := readKeyFile("UDPPROBE_STAMP_HMAC_KEY_FILE", s.StampHMACKeyFile)
+	if err != nil {
+		return append(errs, err)
+	}
+	s.StampKeys = nil
+	for _, k := range list {
+		s.StampKeys = append(s.StampKeys, []byte(k))
+	}
+	if err := wire.CheckKeys(s.StampKeys); err != nil {
+		errs = append(errs, fmt.Errorf("UDPPROBE_STAMP_HMAC_KEY_FILE %s: %v (openssl rand -hex 32 makes a key)", s.StampHMACKeyFile, err))
+	}
+	return errs
 }
 
 // Common is what every mode reads besides its own settings: the web
@@ -122,6 +166,7 @@ type Receiver struct {
 	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
 	ReflectBudget      float64       `split_words:"true" default:"10000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
 	ReflectBudgetBytes float64       `split_words:"true" default:"16777216" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184; bounds what an open reflector can be made to send"`
+	Stamp
 	Common
 }
 
@@ -273,6 +318,7 @@ func (c *Receiver) Validate() error {
 	errs := c.Common.validate(c.WebListenAddress)
 	errs = append(errs, validateListen("udp", "UDPPROBE_LISTEN_ADDRESS", c.ListenAddress))
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
+	errs = append(errs, c.Stamp.validate()...)
 	return errors.Join(append(errs, c.validateTable()...)...)
 }
 

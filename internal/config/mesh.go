@@ -27,6 +27,7 @@ type Mesh struct {
 	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
 	ReflectBudget      float64       `split_words:"true" default:"100000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
 	ReflectBudgetBytes float64       `split_words:"true" default:"67108864" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184"`
+	Stamp
 	Common
 }
 
@@ -58,6 +59,7 @@ func (c *Mesh) Validate() error {
 			c.PayloadSize, lo, wire.MaxSize))
 	}
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
+	errs = append(errs, c.Stamp.validate()...)
 	return errors.Join(append(errs, c.Receiver().validateTable()...)...)
 }
 
@@ -67,7 +69,7 @@ func (c *Mesh) Receiver() *Receiver {
 	return &Receiver{WebListenAddress: c.WebListenAddress, ListenAddress: c.ListenAddress, LossTimeout: c.LossTimeout,
 		SummaryInterval: c.SummaryInterval, MaxPeers: c.MaxPeers, PeerExpiry: c.PeerExpiry, ReceiveBuffer: c.ReceiveBuffer,
 		Reflect: true, ReflectRate: c.ReflectRate, ReflectBudget: c.ReflectBudget, ReflectBudgetBytes: c.ReflectBudgetBytes,
-		Common: c.Common}
+		Stamp: c.Stamp, Common: c.Common}
 }
 
 // minPayload is the smallest datagram that carries the name, any

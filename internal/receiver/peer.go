@@ -20,6 +20,9 @@ type stream struct {
 	withheld uint64
 	// goodbyeReplies is how many goodbyes the limiter let pass unmetered.
 	goodbyeReplies int
+	// replied is how many replies a STAMP session has been sent: the next
+	// one's sequence number (RFC 8762 section 4.3.1, stateful mode).
+	replied uint32
 	// sentUpTo is the latest send time (the sender's wall clock, ns) of
 	// the session's first copies.
 	sentUpTo int64
@@ -125,7 +128,7 @@ func (p *peer) confirm(opts tracker.Options) (s *stream, restarted bool) {
 	c := &p.cand
 	first := wire.Header{Session: c.session, Seq: uint64(c.firstSeq), SendTime: c.sendTime, SendClock: c.firstSent}
 	s, restarted = p.start(&first, opts)
-	s.withheld, s.goodbyeReplies = c.withheld, c.goodbyeReplies
+	s.withheld, s.goodbyeReplies, s.replied = c.withheld, c.goodbyeReplies, c.replied
 	for range c.copies {
 		p.observe(s, &first, c.at)
 	}

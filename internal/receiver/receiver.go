@@ -4,11 +4,12 @@
 // warnings and a periodic summary; and a Receiver, the socket loop that
 // reads datagrams in batches, paces its reads and feeds the table.
 //
-// Goroutines: Run is the only one. It owns the socket and the table, so
-// neither needs a lock; housekeeping (loss deadlines, peer expiry, the
-// summary) runs in the same goroutine, woken by the socket's read deadline.
-// The socket is closed when Run's context is done, which ends the blocked
-// read. Metrics are the only state other goroutines read.
+// Goroutines: Run owns the socket and the table; housekeeping (loss
+// deadlines, peer expiry, the summary) runs in the same goroutine, woken
+// by the socket's read deadline. With a STAMP socket, Run starts one more,
+// which reads it and answers STAMP; the two take turns at the table under
+// a mutex. The sockets are closed when Run's context is done, which ends
+// the blocked reads. Metrics are the only state other goroutines read.
 package receiver
 
 import (
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,6 +57,14 @@ type Options struct {
 	// is its sender's too) instead of counting them invalid. b and h are
 	// valid only during the call; at is the arrival.
 	OnReply func(h *wire.Header, b []byte, from netip.AddrPort, at Instant)
+	// STAMPListenAddress, if set, is where the STAMP Session-Reflector
+	// listens, authenticated under STAMPKeys if there are any (see
+	// Table.HandleSTAMP).
+	STAMPListenAddress string
+	STAMPKeys          [][]byte
+	// ClockState, if set, tells what the host knows of its clock, read at
+	// housekeeping, for the error estimate STAMP replies carry.
+	ClockState func() (synchronised bool, maxError time.Duration, err error)
 	// Epoch is the origin of the monotonic times the table is given (a
 	// mesh node shares its sender's); zero: when New runs.
 	Epoch   time.Time
@@ -75,6 +85,13 @@ type Receiver struct {
 	table *Table
 	pace  pacer  // zero: no holds
 	drops uint32 // last SO_RXQ_OVFL value
+	// The STAMP reflector's socket, if there is one; its loop and Run's
+	// take mu to use the table.
+	stampConn  *net.UDPConn
+	stampIn    *socket.Reader
+	stampAddr  netip.AddrPort
+	stampDrops uint32
+	mu         sync.Mutex
 }
 
 // ReadBatch is how many datagrams one read takes off the socket at most
@@ -126,12 +143,56 @@ func New(opts Options) (*Receiver, error) {
 		// poller; replies, which need the connection, never hold.
 		err = r.in.Unpoll()
 	}
+	if err == nil && opts.STAMPListenAddress != "" {
+		err = r.listenSTAMP()
+	}
 	if err != nil {
 		r.in.Close()
 		return nil, err
 	}
 	return r, nil
 }
+
+// listenSTAMP binds the STAMP reflector's socket and hands the table its
+// replies.
+func (r *Receiver) listenSTAMP() error {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return errors.Join(socket.EnableDrops(c), socket.EnableTimestamps(c))
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp", r.opts.STAMPListenAddress)
+	if err != nil {
+		return fmt.Errorf("listen on %s for STAMP: %w", r.opts.STAMPListenAddress, err)
+	}
+	conn := pc.(*net.UDPConn)
+	r.stampAddr = conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	raw, err := conn.SyscallConn()
+	if err == nil {
+		// A socket bound to an IPv6 address (or to all, dual stack) hears
+		// IPv6 and takes IPv6's options as well as IPv4's.
+		err = socket.EnableTraffic(raw, r.stampAddr.Addr().Is6() && !r.stampAddr.Addr().Is4In6())
+	}
+	if err == nil {
+		_, err = socket.SetReceiveBuffer(raw, r.opts.ReceiveBuffer)
+	}
+	if err == nil {
+		err = r.table.EnableSTAMP(r.opts.STAMPKeys, func(b []byte, to netip.AddrPort) error {
+			_, err := conn.WriteToUDPAddrPort(b, to)
+			return err
+		})
+	}
+	if err == nil {
+		r.stampIn, err = socket.NewReader(conn, ReadBatch, wire.MaxSize+1)
+	}
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	r.stampConn = conn
+	return nil
+}
+
+// STAMPAddr is the STAMP reflector's bound address, if it has one.
+func (r *Receiver) STAMPAddr() netip.AddrPort { return r.stampAddr }
 
 func (r *Receiver) setBuffer() error {
 	raw, err := r.conn.SyscallConn()
@@ -178,9 +239,29 @@ func (r *Receiver) Run(ctx context.Context) error {
 	r.log.Info("receiving", zap.Stringer("address", r.Addr()),
 		zap.Duration("loss_timeout", r.opts.LossTimeout), zap.Int("max_peers", r.opts.MaxPeers),
 		zap.Bool("kernel_timestamps", socket.Timestamps), zap.Bool("reflect", r.opts.Reflect))
+	var stamping sync.WaitGroup
+	if r.stampIn != nil {
+		stop := context.AfterFunc(ctx, func() { r.stampIn.Close() })
+		defer stop()
+		stamping.Go(r.reflectSTAMP)
+		r.log.Info("reflecting STAMP", zap.Stringer("address", r.stampAddr), zap.Bool("authenticated", len(r.opts.STAMPKeys) > 0))
+	}
+	defer stamping.Wait()
+	defer func() {
+		if r.stampIn != nil {
+			r.stampIn.Close()
+		}
+	}()
 	for {
 		if !now.Before(nextHousekeeping) {
+			r.mu.Lock()
+			if r.opts.ClockState != nil {
+				if synced, maxErr, err := r.opts.ClockState(); err == nil {
+					r.table.SetClock(synced, maxErr)
+				}
+			}
 			r.table.Housekeep(r.instant(now))
+			r.mu.Unlock()
 			nextHousekeeping = now.Add(houseInterval(r.opts.LossTimeout))
 			if err := r.in.SetDeadline(nextHousekeeping); err != nil && ctx.Err() == nil {
 				return err
@@ -215,6 +296,8 @@ func (r *Receiver) read() (n int, stamped bool, err error) {
 	}
 	read := r.instant(r.clock.Now())
 	stamped = true
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for i := range msgs {
 		m := &msgs[i]
 		stamped = stamped && m.Control.HasTime
@@ -235,4 +318,34 @@ func (r *Receiver) read() (n int, stamped bool, err error) {
 // quarter of the loss timeout, within 10 to 250 ms.
 func houseInterval(lossTimeout time.Duration) time.Duration {
 	return min(max(lossTimeout/4, 10*time.Millisecond), 250*time.Millisecond)
+}
+
+// reflectSTAMP reads the STAMP socket until it is closed and answers
+// every test packet, under the table's lock. Drops at this socket count
+// as this host's socket drops; they are not attributed to a session's
+// gaps.
+func (r *Receiver) reflectSTAMP() {
+	for {
+		msgs, err := r.stampIn.Read()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		read := r.instant(r.clock.Now())
+		r.mu.Lock()
+		for i := range msgs {
+			m := &msgs[i]
+			c := m.Control
+			if c.HasDrops && c.Drops != r.stampDrops {
+				r.opts.Metrics.SocketDrops.Add(float64(c.Drops - r.stampDrops))
+				r.stampDrops = c.Drops
+			}
+			wall, mono := socket.Arrival(c, read.Wall, read.Mono)
+			r.table.HandleSTAMP(m.Buf, m.From, Instant{Wall: wall, Mono: mono},
+				Traffic{TTL: c.TTL, TOS: c.TOS, HasTTL: c.HasTTL, HasTOS: c.HasTOS}, r.clock.Now().UnixNano())
+		}
+		r.mu.Unlock()
+	}
 }

@@ -52,6 +52,7 @@ type Table struct {
 	peak  int              // the most peers the map has held since it was last rebuilt
 	drops ledger
 	watch watch
+	stamp *stampReflector // nil: no STAMP socket
 
 	scheduled   bool  // nextSummary and the watch's deadline are set
 	nextSummary int64 // monotonic ns
@@ -154,6 +155,12 @@ func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
 		t.hello(b, key, from, at.Mono)
 		return
 	}
+	t.data(h, b, key, from, at)
+}
+
+// data counts a data datagram (or a goodbye) of the peer h names, and
+// answers it if the table reflects.
+func (t *Table) data(h *wire.Header, b []byte, key int, from netip.AddrPort, at Instant) {
 	t.key = peerKey(t.key[:0], h.Name, h.Target)
 	p := t.peers[string(t.key)]
 	var prevSeen int64 // when the peer's previous first copy arrived
@@ -292,8 +299,12 @@ func (t *Table) SocketDropped(n uint64, mono int64) {
 // and the peer's rate allows (a goodbye's, up to three a session, always),
 // signed under the key that authenticated b. b is rewritten in place.
 func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, to netip.AddrPort, now int64) {
-	if t.reply == nil {
+	answering := t.stamp != nil && t.stamp.answering
+	if t.reply == nil && !answering {
 		return
+	}
+	if answering {
+		b = t.stamp.reply(s, b) // the size the budget meters is the reply's
 	}
 	if h.Goodbye() && s.goodbyeReplies < maxGoodbyeReplies {
 		// The goodbye's reply carries the final counts the sender needs to
@@ -305,11 +316,17 @@ func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, t
 		t.watch.withheld(p, s.sendRate(h))
 		return
 	}
-	wire.MakeReply(b, s.received(), s.withheld)
-	if t.auth != nil {
-		t.auth.Sign(b, key)
+	send := t.reply
+	if answering {
+		send = t.stamp.send
+		s.replied++ // a stateful reflector numbers the replies it sends
+	} else {
+		wire.MakeReply(b, s.received(), s.withheld)
+		if t.auth != nil {
+			t.auth.Sign(b, key)
+		}
 	}
-	if err := t.reply(b, to); err != nil {
+	if err := send(b, to); err != nil {
 		t.metrics.ReplyErrors.Inc()
 		t.watch.replyFailed(err)
 		return

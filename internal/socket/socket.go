@@ -19,6 +19,11 @@ type Control struct {
 	// at 2^32. HasDrops is false until the socket has dropped something.
 	Drops    uint32
 	HasDrops bool
+	// TTL is the IPv4 TTL or IPv6 hop limit the datagram arrived with, and
+	// TOS its IPv4 TOS or IPv6 traffic class (DSCP and ECN), where the
+	// socket asked for them (EnableTraffic).
+	TTL, TOS       uint8
+	HasTTL, HasTOS bool
 }
 
 // maxQueueing is the longest a datagram is believed to have waited between

@@ -2,14 +2,16 @@ package socket
 
 import (
 	"encoding/binary"
+	"errors"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// OOBSize holds every control message this package asks for.
-var OOBSize = unix.CmsgSpace(4) + unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
+// OOBSize holds every control message this package asks for: the drop
+// count, the timestamp, and the hop count and traffic class.
+var OOBSize = 3*unix.CmsgSpace(4) + unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
 
 // Timestamps is true where the kernel can timestamp received datagrams.
 const Timestamps = true
@@ -24,6 +26,24 @@ func EnableTimestamps(c syscall.RawConn) error {
 // read after a drop (SO_RXQ_OVFL).
 func EnableDrops(c syscall.RawConn) error {
 	return setInt(c, unix.SO_RXQ_OVFL)
+}
+
+// EnableTraffic asks for the TTL (hop limit) and the TOS (traffic class)
+// every datagram arrived with: IP_RECVTTL and IP_RECVTOS, and on a socket
+// that takes IPv6 (ipv6), IPV6_RECVHOPLIMIT and IPV6_RECVTCLASS too.
+func EnableTraffic(c syscall.RawConn, ipv6 bool) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = errors.Join(unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTTL, 1),
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1))
+		if ipv6 {
+			serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1),
+				unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1))
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 func setInt(c syscall.RawConn, opt int) error {
@@ -68,14 +88,19 @@ func Parse(oob []byte) (c Control) {
 			return c
 		}
 		data := oob[unix.CmsgLen(0):l]
-		if h.Level == unix.SOL_SOCKET {
-			switch {
-			case h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
-				c.Drops, c.HasDrops = binary.NativeEndian.Uint32(data), true
-			case h.Type == unix.SO_TIMESTAMPNS && len(data) >= int(unsafe.Sizeof(unix.Timespec{})):
-				ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
-				c.Time, c.HasTime = ts.Nano(), true
-			}
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
+			c.Drops, c.HasDrops = binary.NativeEndian.Uint32(data), true
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_TIMESTAMPNS && len(data) >= int(unsafe.Sizeof(unix.Timespec{})):
+			ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
+			c.Time, c.HasTime = ts.Nano(), true
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TTL && len(data) >= 4,
+			h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_HOPLIMIT && len(data) >= 4:
+			c.TTL, c.HasTTL = uint8(binary.NativeEndian.Uint32(data)), true
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TOS && len(data) >= 1:
+			c.TOS, c.HasTOS = data[0], true // one byte, unlike IPV6_TCLASS's int
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_TCLASS && len(data) >= 4:
+			c.TOS, c.HasTOS = uint8(binary.NativeEndian.Uint32(data)), true
 		}
 		next := unix.CmsgSpace(l - unix.CmsgLen(0))
 		if next >= len(oob) {

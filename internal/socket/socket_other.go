@@ -15,6 +15,8 @@ func EnableTimestamps(syscall.RawConn) error { return nil }
 
 func EnableDrops(syscall.RawConn) error { return nil }
 
+func EnableTraffic(syscall.RawConn, bool) error { return nil }
+
 func SetReceiveBuffer(syscall.RawConn, int) (int, error) { return 0, nil }
 
 func Parse([]byte) Control { return Control{} }

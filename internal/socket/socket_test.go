@@ -1,11 +1,14 @@
 package socket
 
 import (
+	"errors"
 	"net"
 	"os"
 	"runtime"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestKernelTimestamp: on Linux a datagram read from a socket with
@@ -69,6 +72,58 @@ func TestParseMalformed(t *testing.T) {
 	} {
 		if c := Parse(oob); c != (Control{}) {
 			t.Errorf("Parse(%x) = %+v", oob, c)
+		}
+	}
+}
+
+// TestTraffic: a datagram sent with a TTL and a TOS of its own, over IPv4
+// and IPv6, arrives with them read from its control messages.
+func TestTraffic(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skipf("the traffic class and hop count are read on Linux only, not %s", runtime.GOOS)
+	}
+	for _, tc := range []struct {
+		network, addr string
+		level         int
+		ttl, tos      int
+	}{
+		{"udp4", "127.0.0.1", unix.IPPROTO_IP, unix.IP_TTL, unix.IP_TOS},
+		{"udp6", "::1", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, unix.IPV6_TCLASS},
+	} {
+		rc, err := net.ListenUDP(tc.network, &net.UDPAddr{IP: net.ParseIP(tc.addr)})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.network, err)
+		}
+		defer rc.Close()
+		raw, _ := rc.SyscallConn()
+		if err := EnableTraffic(raw, tc.network == "udp6"); err != nil {
+			t.Fatal(err)
+		}
+		wc, err := net.DialUDP(tc.network, nil, rc.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wc.Close()
+		wraw, _ := wc.SyscallConn()
+		var serr error
+		wraw.Control(func(fd uintptr) {
+			serr = errors.Join(unix.SetsockoptInt(int(fd), tc.level, tc.ttl, 17),
+				unix.SetsockoptInt(int(fd), tc.level, tc.tos, 0xb9)) // DSCP 46, ECN 01
+		})
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		if _, err := wc.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		buf, oob := make([]byte, 16), make([]byte, OOBSize)
+		rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, oobn, _, _, err := rc.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := Parse(oob[:oobn]); !c.HasTTL || c.TTL != 17 || !c.HasTOS || c.TOS != 0xb9 {
+			t.Errorf("%s: control %+v, want TTL 17 and TOS 0xb9", tc.network, c)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"hash"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/udpprobe/udpprobe/internal/wire"
@@ -233,7 +234,8 @@ var be = binary.BigEndian
 // base grows b by a zeroed base packet and returns both.
 func base(b []byte, size int) ([]byte, []byte) {
 	n := len(b)
-	b = append(b, make([]byte, size)...) // the compiler appends zeros, allocating no slice
+	b = slices.Grow(b, size)[:n+size]
+	clear(b[n:])
 	return b, b[n:]
 }
 

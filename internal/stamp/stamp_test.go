@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
 // golden is testdata/golden.json, made by testdata/golden.py.
@@ -144,14 +146,7 @@ func equalTLVs(a, b []TLV) bool {
 // the scapy installed here. In CI a missing scapy fails the test (.ci/run
 // installs python3-scapy).
 func TestGoldenScript(t *testing.T) {
-	py := "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import scapy.contrib.stamp").Run(); err != nil {
-		msg := "needs Debian's python3-scapy (apt-get install python3-scapy) for scapy.contrib.stamp"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	py := testproc.RequirePython(t, "scapy.contrib.stamp", "python3-scapy")
 	out, err := exec.Command(py, "testdata/golden.py").Output()
 	if err != nil {
 		t.Fatalf("golden.py: %v", err)

@@ -66,6 +66,23 @@ func Require(t testing.TB, env, how string, names ...string) string {
 	return ""
 }
 
+// RequirePython returns Debian's python3 if it can import module (a
+// Debian package, pkg, brings it); otherwise the test is skipped with how
+// to get it, or fails when CI=true.
+func RequirePython(t testing.TB, module, pkg string) string {
+	t.Helper()
+	const py = "/usr/bin/python3"
+	if exec.Command(py, "-c", "import "+module).Run() == nil {
+		return py
+	}
+	msg := fmt.Sprintf("needs %s for %s (apt-get install %s)", pkg, module, pkg)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
 // FreeAddr returns a loopback address whose port was free a moment ago.
 func FreeAddr(t testing.TB, network string) string {
 	t.Helper()

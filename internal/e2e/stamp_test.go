@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/udpprobe/udpprobe/internal/receiver"
+	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
+	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
+)
+
+// stampRun is what testdata/stamp_sender.py printed.
+type stampRun struct {
+	Sent []struct {
+		Seq uint32 `json:"seq"`
+		TS  uint64 `json:"ts"`
+		Len int    `json:"len"`
+	} `json:"sent"`
+	Replies []struct {
+		Seq       uint32 `json:"seq"`
+		TS        uint64 `json:"ts"`
+		SSID      uint16 `json:"ssid"`
+		TSRx      uint64 `json:"ts_rx"`
+		SeqSender uint32 `json:"seq_sender"`
+		TSSender  uint64 `json:"ts_sender"`
+		TTL       uint8  `json:"ttl"`
+		HMACOK    *bool  `json:"hmac_ok"`
+		Len       int    `json:"len"`
+		Arrived   uint64 `json:"arrived"`
+		TLVs      []struct {
+			Flags uint8  `json:"flags"`
+			Type  uint8  `json:"type"`
+			Value string `json:"value"`
+		} `json:"tlvs"`
+	} `json:"replies"`
+}
+
+// TestSTAMPReflectorAgainstScapy: scapy's Session-Sender sends 200 test
+// packets to the reflector, skipping 7 of the sequence numbers, in both
+// modes. Every packet it sent is answered: the replies are numbered by the
+// reflector from 0 with no gap (stateful), each answers the packet it
+// names with that packet's timestamp, the TTL it arrived with (64 on
+// loopback) and the TLVs back, as long as the probe, Class of Service
+// filled in with the DSCP 10 and ECN 1 the probes were sent with, and its
+// timestamps bracket the reflector's time (sent ≤ received ≤ replied ≤
+// arrived back, on one host's clock). The reflector counts the 193 received
+// and the 7 lost, exactly.
+func TestSTAMPReflectorAgainstScapy(t *testing.T) {
+	py := testproc.RequirePython(t, "scapy.contrib.stamp", "python3-scapy") // a STAMP peer sharing no code with udpprobe
+	key := "a STAMP key for the e2e test"
+	dir := t.TempDir()
+	keyFile := dir + "/key"
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const count = 200
+	skip := "3,4,50,51,52,120,198" // not the last: nothing after it would reveal it
+	for _, mode := range []string{"unauthenticated", "authenticated"} {
+		t.Run(mode, func(t *testing.T) {
+			o := receiver.Options{STAMPListenAddress: "127.0.0.1:0"}
+			args := []string{"testdata/stamp_sender.py", "", "", "17", fmt.Sprint(count), skip}
+			if mode == "authenticated" {
+				o.STAMPKeys = [][]byte{[]byte(key)}
+				args = append(args, key)
+			}
+			h := startReceiverWith(t, o)
+			addr := h.rcv.STAMPAddr()
+			args[1], args[2] = addr.Addr().String(), fmt.Sprint(addr.Port())
+			cmd := exec.Command(py, args...)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("stamp_sender.py: %v\n%s", err, stderr.String())
+			}
+			var run stampRun
+			if err := json.Unmarshal(out, &run); err != nil {
+				t.Fatal(err)
+			}
+			if len(run.Sent) != count-7 || len(run.Replies) != len(run.Sent) {
+				t.Fatalf("sent %d, replies %d: want %d of each", len(run.Sent), len(run.Replies), count-7)
+			}
+			byseq := map[uint32]int{}
+			for i, s := range run.Sent {
+				byseq[s.Seq] = i
+			}
+			for i, r := range run.Replies {
+				j, ok := byseq[r.SeqSender]
+				if !ok {
+					t.Fatalf("reply %d answers %d, which was never sent", i, r.SeqSender)
+				}
+				s := run.Sent[j]
+				tlvsOK := len(r.TLVs) == 2 && r.TLVs[0].Type == 1 && r.TLVs[0].Flags == 0 &&
+					r.TLVs[1].Type == 4 && r.TLVs[1].Flags == 0 && r.TLVs[1].Value == "b8a40000" // DSCP1 46; DSCP2 10, ECN 1 as received
+				if r.Seq != uint32(i) || r.SSID != 17 || r.TSSender != s.TS || r.TTL != 64 || r.Len != s.Len ||
+					!(s.TS <= r.TSRx && r.TSRx <= r.TS && r.TS <= r.Arrived) || !tlvsOK ||
+					mode == "authenticated" && (r.HMACOK == nil || !*r.HMACOK) {
+					t.Errorf("reply %d to %d: %+v (probe %+v)", i, s.Seq, r, s)
+				}
+			}
+			series := func(name string) float64 {
+				v, _ := h.stampSample(name)
+				return v
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for series("packets_lost_total") != 7 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond) // the loss timeout, then housekeeping
+			}
+			if got, lost := series("packets_received_total"), series("packets_lost_total"); got != count-7 || lost != 7 ||
+				series("packets_duplicated_total") != 0 || series("packets_reordered_total") != 0 || series("replies_sent_total") != count-7 {
+				t.Errorf("the reflector counted %v received and %v lost, want %d and 7", got, lost, count-7)
+			}
+			t.Logf("%s: scapy sent %d, got %d replies numbered 0 to %d; the reflector counted %v received, %v lost",
+				mode, len(run.Sent), len(run.Replies), len(run.Replies)-1, series("packets_received_total"), series("packets_lost_total"))
+		})
+	}
+}
+
+// stampSample is the receiver's series name for the one STAMP session there
+// is, whatever its port.
+func (h *harness) stampSample(name string) (float64, bool) {
+	s, err := scrape.Gather(h.reg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	v, n := s.Sum("udpprobe_receiver_"+name, "target", "stamp:17")
+	return v, n == 1
+}
