@@ -79,6 +79,18 @@ func TestBadConfigurationExits2(t *testing.T) {
 			[]string{`UDPPROBE_RATE="abc"`, `UDPPROBE_PAYLOAD_SIZE="abc"`}},
 		{"sender", map[string]string{"UDPPROBE_TARGETS": "127.0.0.1:6464", "UDPPROBE_WEB_CONFIG_FILE": "/nonexistent/web.yml"},
 			[]string{`UDPPROBE_WEB_CONFIG_FILE="/nonexistent/web.yml"`}},
+		{"sender", map[string]string{"UDPPROBE_TARGETS": "stamp://127.0.0.1:862"},
+			[]string{`"stamp://127.0.0.1:862": a STAMP reflector is measured by its replies; set UDPPROBE_ROUND_TRIP=true`}},
+		{"sender", map[string]string{"UDPPROBE_TARGETS": "stamp://127.0.0.1:862", "UDPPROBE_ROUND_TRIP": "true", "UDPPROBE_HMAC_KEY": "0123456789abcdef"},
+			[]string{`STAMP targets are probed unauthenticated`}},
+		{"mesh", map[string]string{"UDPPROBE_TARGETS": "stamp://127.0.0.1:862", "UDPPROBE_NAME": "a"},
+			[]string{`a mesh's members are udpprobe nodes`}},
+		{"receiver", map[string]string{"UDPPROBE_STAMP_HMAC_KEY_FILE": "/nonexistent/key"},
+			[]string{`UDPPROBE_STAMP_HMAC_KEY_FILE is set but UDPPROBE_STAMP_LISTEN_ADDRESS is not`}},
+		{"receiver", map[string]string{"UDPPROBE_STAMP_LISTEN_ADDRESS": ":862", "UDPPROBE_STAMP_HMAC_KEY_FILE": "/nonexistent/key"},
+			[]string{`UDPPROBE_STAMP_HMAC_KEY_FILE: open /nonexistent/key`}},
+		{"receiver", map[string]string{"UDPPROBE_STAMP_LISTEN_ADDRESS": "nowhere"},
+			[]string{`UDPPROBE_STAMP_LISTEN_ADDRESS="nowhere"`}},
 	} {
 		t.Run(strings.Join(tc.want, " "), func(t *testing.T) {
 			clearEnv(t)

@@ -435,10 +435,10 @@ func validateListen(network, name, addr string) error {
 
 func validateTarget(t string) error {
 	if err := discovery.Check(t); err != nil {
-		return fmt.Errorf("UDPPROBE_TARGETS entry %q: must be host:port with a port from 1 to 65535, or file:PATH (%v)", t, err)
+		return fmt.Errorf("UDPPROBE_TARGETS entry %q: must be host:port with a port from 1 to 65535, stamp://host:port, or file:PATH (%v)", t, err)
 	}
-	if strings.HasPrefix(t, discovery.FilePrefix) {
-		return nil
+	if strings.HasPrefix(t, discovery.FilePrefix) || strings.HasPrefix(t, discovery.STAMPPrefix) {
+		return nil // a STAMP test packet carries no target label
 	}
 	if !wire.ValidTarget([]byte(t)) {
 		return fmt.Errorf("UDPPROBE_TARGETS entry %q: must be at most %d characters of A-Z a-z 0-9 . _ : - [ ] %%, "+

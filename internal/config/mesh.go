@@ -3,8 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -59,6 +61,11 @@ func (c *Mesh) Validate() error {
 			c.PayloadSize, lo, wire.MaxSize))
 	}
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
+	for _, t := range c.Targets {
+		if strings.HasPrefix(t, discovery.STAMPPrefix) {
+			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q: a mesh's members are udpprobe nodes; probe STAMP reflectors from a sender", t))
+		}
+	}
 	errs = append(errs, c.Stamp.validate()...)
 	return errors.Join(append(errs, c.Receiver().validateTable()...)...)
 }

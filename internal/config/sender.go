@@ -13,7 +13,7 @@ import (
 // Sender is the sender's configuration.
 type Sender struct {
 	WebListenAddress string        `split_words:"true" default:":8465" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated: host:port (IPv6 as [addr]:port; a name with several addresses is a target per address) or file:PATH (a Prometheus file_sd file); required"`
+	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated: host:port (IPv6 as [addr]:port; a name with several addresses is a target per address), stamp://host:port (a STAMP Session-Reflector, with UDPPROBE_ROUND_TRIP=true) or file:PATH (a Prometheus file_sd file); required"`
 	ResolveInterval  time.Duration `split_words:"true" default:"30s" desc:"how often target names are resolved again and file_sd files read again at the latest (a changed file is read within a second), 1s to 1h"`
 	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
 	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 61 + name length + target label's length (+ 16 with a key) to 65507; 0 picks the smallest for each target"`
@@ -62,6 +62,12 @@ func (c *Sender) Validate() error {
 			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q twice", t))
 		}
 		seen[t] = true
+		if strings.HasPrefix(t, discovery.STAMPPrefix) && !c.RoundTrip {
+			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q: a STAMP reflector is measured by its replies; set UDPPROBE_ROUND_TRIP=true", t))
+		}
+		if strings.HasPrefix(t, discovery.STAMPPrefix) && c.Auth.enabled() {
+			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q: STAMP targets are probed unauthenticated, and UDPPROBE_HMAC_KEY is udpprobe's, not STAMP's; unset it or drop the target", t))
+		}
 	}
 	if lo := c.minPayload(); wire.ValidName([]byte(c.Name)) && c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
 		with := ""

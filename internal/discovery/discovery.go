@@ -30,12 +30,17 @@ import (
 // FilePrefix marks an entry that names a file_sd file.
 const FilePrefix = "file:"
 
+// STAMPPrefix marks a host:port entry, or a file_sd file's target, to be
+// probed with STAMP (RFC 8762) instead of udpprobe's own protocol.
+const STAMPPrefix = "stamp://"
+
 // Target is one address to probe and its label: the entry as written, or,
 // for a name with several addresses, the address itself. The label is also
 // what the datagram names the target by.
 type Target struct {
 	Label string
 	Addr  netip.AddrPort
+	STAMP bool // a STAMP Session-Reflector, not a udpprobe receiver
 }
 
 // Resolver looks up a host's addresses (net.DefaultResolver does).
@@ -98,6 +103,7 @@ func Check(entry string) error {
 		}
 		return nil
 	}
+	entry, _ = strings.CutPrefix(entry, STAMPPrefix)
 	host, port, err := net.SplitHostPort(entry)
 	if err != nil {
 		return errors.New("not host:port")
@@ -168,7 +174,20 @@ func (d *Discovery) failed(source, msg, entry string, err error) {
 // own label; a name with one address keeps the entry as its label, a name
 // with several gives each address its own.
 func (d *Discovery) resolve(ctx context.Context, e string) ([]Target, error) {
-	host, portText, err := net.SplitHostPort(e)
+	hostPort, stamp := strings.CutPrefix(e, STAMPPrefix)
+	ts, err := d.resolveHostPort(ctx, hostPort, e)
+	for i := range ts {
+		ts[i].STAMP = stamp
+		if stamp && ts[i].Label != e {
+			ts[i].Label = STAMPPrefix + ts[i].Label
+		}
+	}
+	return ts, err
+}
+
+// resolveHostPort resolves host:port, the entry e without its prefix.
+func (d *Discovery) resolveHostPort(ctx context.Context, hostPort, e string) ([]Target, error) {
+	host, portText, err := net.SplitHostPort(hostPort)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,15 +83,44 @@ func TestNames(t *testing.T) {
 		"10.0.0.9:6464=10.0.0.9:6464", "one:6464=10.0.0.1:6464", "many:6464=10.0.0.4:6464", "[fd00::2]:6464=[fd00::2]:6464")
 }
 
+// TestSTAMPTargets: a stamp:// entry is a STAMP target, labelled by the
+// entry; a name with several addresses gives one per address, each
+// labelled stamp:// and the address; the same entries in a file_sd file
+// likewise.
+func TestSTAMPTargets(t *testing.T) {
+	r := resolver{"r1": {"10.0.0.1"}, "pair": {"10.0.0.2", "10.0.0.3"}}
+	file := filepath.Join(t.TempDir(), "sd.json")
+	if err := os.WriteFile(file, []byte(`[{"targets": ["stamp://10.0.0.4:862", "10.0.0.5:6464"]}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Options{Entries: []string{"stamp://r1:862", "stamp://pair:862", "r1:6464", "file:" + file},
+		Interval: time.Minute, Resolver: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := d.Resolve(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "resolved", ts, "stamp://r1:862=10.0.0.1:862", "stamp://10.0.0.2:862=10.0.0.2:862",
+		"stamp://10.0.0.3:862=10.0.0.3:862", "r1:6464=10.0.0.1:6464", "stamp://10.0.0.4:862=10.0.0.4:862",
+		"10.0.0.5:6464=10.0.0.5:6464")
+	for _, tg := range ts {
+		if tg.STAMP != strings.HasPrefix(tg.Label, STAMPPrefix) {
+			t.Errorf("%s: STAMP %v", tg.Label, tg.STAMP)
+		}
+	}
+}
+
 // TestCheck: entries must be host:port with a port from 1 to 65535, or a
 // file with a path.
 func TestCheck(t *testing.T) {
-	for _, ok := range []string{"a:1", "10.0.0.1:65535", "[::1]:6464", "file:/x.json", "file:sd.yml"} {
+	for _, ok := range []string{"a:1", "10.0.0.1:65535", "[::1]:6464", "file:/x.json", "file:sd.yml", "stamp://r1:862", "stamp://[::1]:862"} {
 		if err := Check(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"a", ":6464", "a:0", "a:65536", "a:x", "file:", ""} {
+	for _, bad := range []string{"a", ":6464", "a:0", "a:65536", "a:x", "file:", "", "stamp://", "stamp://r1", "stamp://:862"} {
 		if err := Check(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

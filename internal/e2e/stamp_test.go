@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/udpprobe/udpprobe/internal/receiver"
+	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
@@ -130,4 +131,49 @@ func (h *harness) stampSample(name string) (float64, bool) {
 	}
 	v, n := s.Sum("udpprobe_receiver_"+name, "target", "stamp:17")
 	return v, n == 1
+}
+
+// TestSTAMPSenderAgainstScapy: the sender probes a stateless STAMP
+// reflector made of scapy (testdata/stamp_reflector.py) that waits 30 ms
+// before every reply and never answers 4 of the sequence numbers. Every
+// other round trip is answered, the 4 are lost (a stateless reflector's
+// replies say nothing of direction, so neither upstream nor downstream),
+// and the round-trip times leave the reflector's 30 ms out: on loopback
+// they average well under 10 ms.
+func TestSTAMPSenderAgainstScapy(t *testing.T) {
+	py := testproc.RequirePython(t, "scapy.contrib.stamp", "python3-scapy")
+	refl := exec.Command(py, "testdata/stamp_reflector.py", "10,11,57,150", "30")
+	stdout, err := refl.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := refl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		refl.Process.Kill()
+		refl.Wait()
+	})
+	var port int
+	if _, err := fmt.Fscan(stdout, &port); err != nil {
+		t.Fatalf("the reflector's port: %v", err)
+	}
+	target := fmt.Sprintf("stamp://127.0.0.1:%d", port)
+	got := sendWith(t, sender.Options{Targets: []string{target}, Name: "s", Rate: 100, RoundTrip: true}, 2*time.Second)
+	lost := uint64(0)
+	for _, seq := range []uint64{10, 11, 57, 150} {
+		if seq < got.packets {
+			lost++
+		}
+	}
+	if got.packets < 150 || got.rt.Answered != got.packets-lost || got.rt.Lost != lost ||
+		got.rt.Upstream != 0 || got.rt.Downstream != 0 || got.rt.Late != 0 || got.rt.Duplicated != 0 || got.rt.Invalid != 0 {
+		t.Fatalf("sent %d: %+v; want %d answered and %d lost, direction unknown", got.packets, got.rt, got.packets-lost, lost)
+	}
+	mean := got.rttSum / float64(got.rttN)
+	if got.rttN != got.rt.Answered || mean <= 0 || mean > 0.010 {
+		t.Fatalf("%d round-trip times averaging %v s: want one per answer, without the reflector's 30 ms", got.rttN, mean)
+	}
+	t.Logf("sent %d, answered %d, lost %d; round trips averaged %.3f ms with the reflector's 30 ms taken out",
+		got.packets, got.rt.Answered, got.rt.Lost, mean*1e3)
 }

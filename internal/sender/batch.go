@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -109,12 +110,20 @@ func (s *Sender) stamp(b *batch) (now time.Time, mono int64) {
 		seq := t.seq + uint64(t.pending)
 		t.pending++
 		b.seqs = append(b.seqs, seq)
+		if t.stamp {
+			stamp.PutSeq(buf, uint32(seq))
+			continue
+		}
 		wire.PutFlags(buf, 0)
 		wire.PutSeq(buf, seq)
 	}
 	now = s.clock.Now()
 	mono = int64(now.Sub(s.epoch))
-	for _, buf := range b.bufs {
+	for i, buf := range b.bufs {
+		if b.of[i].stamp {
+			stamp.PutTime(buf, stamp.NTP(now), s.estimate)
+			continue
+		}
 		s.seal(buf, now, mono)
 	}
 	return now, mono

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/discovery"
+	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -56,13 +57,17 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 		session = randomSession() // a session number once ended is never reused
 	}
 	s.known[w.Label] = true
-	size := s.size(w.Label)
+	size := s.size(w)
 	slots := min(MaxBatch, max(1, batchBytes/size), int(math.Ceil(s.opts.Rate*max(CatchUp.Seconds(), 1/s.opts.Rate))))
-	t := &target{label: w.Label, session: session, index: -1,
+	t := &target{label: w.Label, session: session, index: -1, stamp: w.STAMP,
 		log: s.opts.Logger.With(zap.String("target", w.Label))}
 	h := s.header
 	h.Target, h.Session = []byte(w.Label), session
 	for range slots {
+		if t.stamp {
+			t.bufs = append(t.bufs, stampProbe(session, size))
+			continue
+		}
 		b := make([]byte, size)
 		if err := wire.Encode(b, &h); err != nil {
 			panic(err) // check passed
@@ -90,7 +95,9 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 func (s *Sender) leave(t *target, now time.Time) {
 	heap.Remove(&s.queue, t.index)
 	delete(s.active, t.label)
-	s.goodbye(t)
+	if !t.stamp {
+		s.goodbye(t)
+	}
 	t.log.Info("the target is gone: its session ended", zap.Stringer("address", t.to))
 	t.leaveBy = now.Add(s.opts.LossTimeout)
 	s.leaving = append(s.leaving, t)
@@ -131,3 +138,18 @@ func (s *Sender) route() {
 	}
 	s.routes.Store(r)
 }
+
+// stampProbe is a STAMP test packet of size octets (the base, or more
+// with an Extra Padding TLV), its SSID the session's low 16 bits (never
+// 0, which TWAMP-Light senders have), ready but for its number, time and
+// error estimate.
+func stampProbe(session uint64, size int) []byte {
+	p := stamp.Test{SSID: uint16(session) | 1}
+	if pad := size - stamp.BaseSize - stampTLVHeader; pad >= 0 {
+		p.TLVs = []stamp.TLV{{Type: stamp.TypeExtraPadding, Value: make([]byte, pad)}}
+	}
+	return p.Append(nil, nil)
+}
+
+// stampTLVHeader is a TLV's type, flags and length.
+const stampTLVHeader = 4

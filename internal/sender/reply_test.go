@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -136,5 +137,73 @@ func BenchmarkRoundTrip(b *testing.B) {
 		wire.PutSeq(reply, seq)
 		wire.Seal(reply)
 		s.HandleReply(reply, tg.to, now+5e5)
+	}
+}
+
+// TestUnwrap32: a STAMP reply's 32-bit number is the latest number sent
+// with those low bits, across the wrap at 2^32.
+func TestUnwrap32(t *testing.T) {
+	const wrap = 1 << 32
+	for _, tc := range []struct {
+		next uint64
+		low  uint32
+		want uint64
+	}{
+		{10, 3, 3},
+		{10, 10, 10}, // not sent yet: the round trip refuses it
+		{wrap + 2, 0xFFFFFFFE, wrap - 2},
+		{wrap + 2, 1, wrap + 1},
+		{wrap + 2, 2, 2}, // 2^32+2 is not sent yet: 2 was
+		{3*wrap + 7, 5, 3*wrap + 5},
+		{3*wrap + 7, 9, 2*wrap + 9},
+	} {
+		if got := unwrap32(tc.next, tc.low); got != tc.want {
+			t.Errorf("unwrap32(%#x, %#x) = %#x, want %#x", tc.next, tc.low, got, tc.want)
+		}
+	}
+}
+
+// TestSTAMPReplies: a STAMP target's reply is found by its address; its
+// round-trip time is the monotonic one less the reflector's time between
+// its two timestamps; the loss among the replies has no direction.
+func TestSTAMPReplies(t *testing.T) {
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	label := "stamp://" + sink.LocalAddr().String()
+	s, err := New(Options{Targets: []string{label}, Rate: 1000, Name: "me", RoundTrip: true, LossTimeout: time.Second,
+		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.conn.Close()
+	s.apply(s.next, s.clock.Now())
+	tg := s.active[label]
+	if tg == nil || !tg.stamp || len(tg.bufs[0]) != stamp.BaseSize {
+		t.Fatalf("target %+v", tg)
+	}
+	for seq := range uint64(4) {
+		tg.rt.Send(seq, int64(seq)*1e6)
+	}
+	tg.seq = 4
+	rx := stamp.NTP(time.Unix(1_800_000_000, 0))
+	for _, seq := range []uint64{0, 1, 3} { // 2 never answered
+		rep := stamp.Reflected{SenderSeq: uint32(seq), ReceiveTimestamp: rx,
+			Timestamp: stamp.NTP(time.Unix(1_800_000_000, 200_000))} // held 200 µs
+		s.HandleReply(rep.Append(nil, nil), tg.to, int64(seq)*1e6+int64(time.Millisecond))
+	}
+	tg.rt.Expire(int64(10 * time.Second))
+	if c := tg.rt.Counts(); c != (tracker.RoundTripCounts{Answered: 3, Lost: 1}) {
+		t.Fatalf("counts %+v: want the three answered, 2 lost with no direction", c)
+	}
+	var m dto.Metric
+	if err := tg.m.RTT.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	// 1 ms less the 200 µs held, to the NTP timestamps' 2^-32 s.
+	if h := m.GetHistogram(); h.GetSampleCount() != 3 || h.GetSampleSum() < 3*0.0007999 || h.GetSampleSum() > 3*0.0008001 {
+		t.Fatalf("RTT %d samples summing to %v s, want 3 of 0.8 ms", h.GetSampleCount(), h.GetSampleSum())
 	}
 }

@@ -44,6 +44,7 @@ import (
 	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/socket"
+	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -77,6 +78,9 @@ type Options struct {
 	// (a mesh node's receiver shares it); zero: when New runs.
 	Epoch time.Time
 	Clock clock.Clock // nil: clock.Real
+	// ClockState, if set, tells what the host knows of its clock: the
+	// error estimate of STAMP test packets, read again every second.
+	ClockState func() (synchronised bool, maxError time.Duration, err error)
 }
 
 // replyBuffer is the receive buffer the sender asks for when it measures
@@ -142,6 +146,12 @@ type Sender struct {
 	known   map[string]bool // labels that have had a session
 	batch   batch
 	sent    uint64 // data datagrams sent, to every target there has been
+	// The error estimate STAMP test packets carry, and when to read the
+	// clock's state again.
+	estimate  stamp.ErrorEstimate
+	nextClock time.Time
+
+	stampReply stamp.Reflected // the reply path's, one goroutine's
 }
 
 // routes finds the target a datagram on the socket is for.
@@ -160,7 +170,9 @@ func New(opts Options) (*Sender, error) {
 		opts.Clock = clock.Real
 	}
 	s := &Sender{opts: opts, session: opts.Session, clock: opts.Clock, epoch: opts.Epoch,
-		active: map[string]*target{}, known: map[string]bool{}}
+		active: map[string]*target{}, known: map[string]bool{},
+		estimate:   stamp.Estimate(false, unknownClockError),
+		stampReply: stamp.Reflected{TLVs: make([]stamp.TLV, 0, stamp.MaxTLVs)}}
 	if s.epoch.IsZero() {
 		s.epoch = opts.Clock.Now()
 	}
@@ -234,20 +246,34 @@ func randomSession() uint64 {
 
 // check reports whether a datagram can name the target and fit.
 func (s *Sender) check(t discovery.Target) error {
+	if t.STAMP {
+		if len(s.opts.Keys) > 0 {
+			return fmt.Errorf("target %s: STAMP targets are probed unauthenticated; udpprobe's key is not STAMP's", t.Label)
+		}
+		return nil
+	}
 	h := s.header
 	h.Target = []byte(t.Label)
-	if err := wire.Encode(make([]byte, s.size(t.Label)), &h); err != nil {
+	if err := wire.Encode(make([]byte, s.size(t)), &h); err != nil {
 		return fmt.Errorf("target %s: %w", t.Label, err)
 	}
 	return nil
 }
 
-// size is the size of the datagrams to the target labelled label.
-func (s *Sender) size(label string) int {
+// size is the size of the datagrams to the target: a STAMP test packet
+// is the base, or the payload size if one is set and leaves room for an
+// Extra Padding TLV.
+func (s *Sender) size(t discovery.Target) int {
+	if t.STAMP {
+		if s.opts.PayloadSize >= stamp.BaseSize+stampTLVHeader {
+			return s.opts.PayloadSize
+		}
+		return stamp.BaseSize
+	}
 	if s.opts.PayloadSize > 0 {
 		return s.opts.PayloadSize
 	}
-	return wire.MinSize(len(s.opts.Name), len(label)) + int(s.header.TagLen)
+	return wire.MinSize(len(s.opts.Name), len(t.Label)) + int(s.header.TagLen)
 }
 
 // SetTargets replaces the targets, from any goroutine: Run starts a session
@@ -289,6 +315,7 @@ func (s *Sender) Run(ctx context.Context) error {
 			s.apply(next, now)
 		}
 		s.release(now)
+		s.readClock(now)
 		wait := maxIdle
 		if len(s.queue) > 0 {
 			wait = min(wait, time.Duration(s.queue[0].at-int64(now.Sub(s.epoch))))
@@ -306,7 +333,9 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	ending := s.leaving
 	for _, t := range s.active {
-		s.goodbye(t)
+		if !t.stamp {
+			s.goodbye(t)
+		}
 		ending = append(ending, t)
 	}
 	s.drain(ending)
@@ -318,6 +347,22 @@ func (s *Sender) Run(ctx context.Context) error {
 	// be sampled away when there are many.
 	s.opts.Logger.Info("sending stopped", zap.Uint64("sent", s.sent), zap.Int("targets", len(s.known)))
 	return nil
+}
+
+// unknownClockError is the kernel's ceiling for an unsynchronised clock's
+// error, assumed until the clock's state is read.
+const unknownClockError = 16 * time.Second
+
+// readClock reads the clock's state, for STAMP's error estimate, once a
+// second.
+func (s *Sender) readClock(now time.Time) {
+	if s.opts.ClockState == nil || now.Before(s.nextClock) {
+		return
+	}
+	s.nextClock = now.Add(time.Second)
+	if synced, maxErr, err := s.opts.ClockState(); err == nil {
+		s.estimate = stamp.Estimate(synced, maxErr)
+	}
 }
 
 // readReplies takes replies off the socket until it is closed.
@@ -357,6 +402,12 @@ func (s *Sender) HandleReply(b []byte, from netip.AddrPort, mono int64) {
 		}
 	}
 	if t := r.byAddr[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())]; t != nil && t.rt != nil {
+		if t.stamp {
+			if stamp.DecodeReflected(b, &s.stampReply, nil) == nil {
+				t.handleSTAMP(&s.stampReply, mono)
+				return
+			}
+		}
 		t.reject()
 		return
 	}

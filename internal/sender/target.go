@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -19,6 +20,7 @@ import (
 type target struct {
 	label   string
 	to      netip.AddrPort
+	stamp   bool // a STAMP Session-Reflector: STAMP test packets, no goodbyes
 	session uint64
 	bufs    [][]byte // its datagrams, ready but for flags, number, time and seal
 	sched   schedule
@@ -78,6 +80,38 @@ func (t *target) handleReply(h *wire.Header, valid bool, mono int64) {
 				zap.Float64("rate", t.sched.rate), zap.Uint64("withheld", h.Withheld))
 		}
 	}
+}
+
+// handleSTAMP takes a STAMP reply from the target's address, read at
+// mono. Its round-trip time leaves out the reflector's own time between
+// receiving the test packet and replying (RFC 8762 section 4: (T4 − T1) −
+// (T3 − T2)), as the reflector's two timestamps say, when they say it
+// plausibly. The reply carries no count of what the reflector received,
+// so the round trip's losses have no direction.
+func (t *target) handleSTAMP(r *stamp.Reflected, mono int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res := t.rt.Reply(unwrap32(t.seq, r.SenderSeq), tracker.UnknownCount, 0, mono)
+	if res.Outcome != tracker.ReplyAnswered {
+		return
+	}
+	rtt := res.RTT
+	if held := r.Timestamp.Time().Sub(r.ReceiveTimestamp.Time()); held >= 0 && int64(held) < rtt {
+		rtt -= int64(held)
+	}
+	t.m.RTT.Observe(float64(rtt) / 1e9)
+}
+
+// unwrap32 is the latest sequence number sent before next whose low 32
+// bits are low (replies come within a loss timeout, far fewer than 2^32
+// numbers after their test packets), or, where none was sent yet, the
+// number low itself, at or past next, for the round trip to refuse.
+func unwrap32(next uint64, low uint32) uint64 {
+	seq := next&^0xFFFFFFFF | uint64(low)
+	if seq >= next && seq >= 1<<32 {
+		seq -= 1 << 32
+	}
+	return seq
 }
 
 // reject counts a datagram from the target's address that is not a reply

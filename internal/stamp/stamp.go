@@ -281,6 +281,17 @@ func appendTLVs(b []byte, tlvs []TLV) []byte {
 	return b
 }
 
+// PutSeq writes the sequence number into an unauthenticated test packet
+// made by Append: a sender's packets differ only in it and PutTime's.
+func PutSeq(p []byte, seq uint32) { be.PutUint32(p[plain.seq:], seq) }
+
+// PutTime writes the timestamp and error estimate into an unauthenticated
+// test packet made by Append.
+func PutTime(p []byte, ts Timestamp, e ErrorEstimate) {
+	be.PutUint64(p[plain.ts:], uint64(ts))
+	be.PutUint16(p[plain.ee:], uint16(e))
+}
+
 // DecodeTest decodes a test packet into t. Unauthenticated (a nil), a
 // packet shorter than the base is a TWAMP-Light probe: the fields it lacks
 // are zero. Authenticated, it must be whole and its HMAC must verify.

@@ -120,8 +120,13 @@ func (r *RoundTrip) Unsend(seq uint64) {
 	}
 }
 
-// Reply takes a reply to seq carrying the receiver's count and withheld
-// count, arriving at now.
+// UnknownCount is the count of a reply that carries none: the losses
+// before it are counted with their direction unknown. A udpprobe reply
+// counts its own datagram, so its count is never 0.
+const UnknownCount = 0
+
+// Reply takes a reply to seq carrying the receiver's count (or
+// UnknownCount) and withheld count, arriving at now.
 func (r *RoundTrip) Reply(seq, count, withheld uint64, now int64) ReplyResult {
 	r.Expire(now)
 	switch {
@@ -181,6 +186,13 @@ func (r *RoundTrip) pass() {
 			r.gapAt = s.sent + r.timeout
 		}
 		r.gap++
+		return
+	}
+	if s.count == UnknownCount {
+		// A reply that says nothing of the receiver's count (a stateless
+		// STAMP reflector's): the gap before it is lost, direction unknown.
+		r.count()
+		r.gap, r.counted = 0, 0
 		return
 	}
 	if r.base > s.count+uint64(len(r.slots)) {

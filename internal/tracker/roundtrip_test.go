@@ -192,3 +192,25 @@ func TestRoundTripDeadPath(t *testing.T) {
 		t.Fatalf("counts %+v, want %+v", r.c, want)
 	}
 }
+
+// TestRoundTripUnknownCount: replies that carry no count (a stateless
+// STAMP reflector's) answer their datagrams and measure their round trips;
+// the losses between them are lost with their direction unknown, as are
+// those the session ends with.
+func TestRoundTripUnknownCount(t *testing.T) {
+	ms := func(n int64) int64 { return n * int64(time.Millisecond) }
+	r := NewRoundTrip(ms(100), 100)
+	for seq := range uint64(8) {
+		r.Send(seq, ms(int64(seq)))
+	}
+	for _, seq := range []uint64{0, 3, 4, 6} { // 1, 2 and 5 lost; 7 the tail
+		if res := r.Reply(seq, UnknownCount, 0, ms(int64(seq)+2)); res.Outcome != ReplyAnswered || res.RTT != ms(2) {
+			t.Fatalf("reply to %d: %+v", seq, res)
+		}
+	}
+	r.Expire(ms(500))
+	r.Settle()
+	if want := (RoundTripCounts{Answered: 4, Lost: 4}); r.c != want {
+		t.Fatalf("counts %+v, want %+v", r.c, want)
+	}
+}
