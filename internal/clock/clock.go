@@ -52,6 +52,11 @@ func (r *realTimer) Sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// MaxErrorCeiling is the largest maximum error the kernel reports, that of
+// a clock left unsynchronised long enough: the error to assume until the
+// clock's state is known.
+const MaxErrorCeiling = 16 * time.Second
+
 // State is what a host knows of its clock's accuracy.
 type State struct {
 	Synchronised bool          // to UTC, by an external source

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/udpprobe/udpprobe/internal/clock"
 	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -53,7 +54,7 @@ type stampReflector struct {
 // with send, authenticated under keys if there are any.
 func (t *Table) EnableSTAMP(keys [][]byte, send ReplyFunc) error {
 	r := &stampReflector{send: send, test: stamp.Test{TLVs: make([]stamp.TLV, 0, stamp.MaxTLVs)},
-		estimate: stamp.Estimate(false, unknownClockError)}
+		estimate: stamp.Estimate(false, clock.MaxErrorCeiling)}
 	if len(keys) > 0 {
 		var err error
 		if r.auth, err = stamp.NewAuth(keys); err != nil {
@@ -63,10 +64,6 @@ func (t *Table) EnableSTAMP(keys [][]byte, send ReplyFunc) error {
 	t.stamp = r
 	return nil
 }
-
-// unknownClockError is the kernel's ceiling for an unsynchronised clock,
-// the error assumed until the clock's state is read.
-const unknownClockError = 16 * time.Second
 
 // SetClock is what this host knows of its clock, for the error estimate of
 // the timestamps a STAMP reply carries.

@@ -170,10 +170,10 @@ func (s *Sender) untrack(b *batch, sent int, mono int64) {
 }
 
 // goodbye ends a target's session: its sequence number is the last one
-// sent.
+// sent. A STAMP target gets none: STAMP has no goodbye.
 func (s *Sender) goodbye(t *target) {
-	if t.seq == 0 {
-		return // nothing was sent; there is nothing to settle
+	if t.seq == 0 || t.stamp {
+		return // nothing was sent (nothing to settle), or STAMP
 	}
 	bye, to := t.bufs[:1], []netip.AddrPort{t.to}
 	for range GoodbyeCopies {

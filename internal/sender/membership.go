@@ -95,9 +95,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 func (s *Sender) leave(t *target, now time.Time) {
 	heap.Remove(&s.queue, t.index)
 	delete(s.active, t.label)
-	if !t.stamp {
-		s.goodbye(t)
-	}
+	s.goodbye(t)
 	t.log.Info("the target is gone: its session ended", zap.Stringer("address", t.to))
 	t.leaveBy = now.Add(s.opts.LossTimeout)
 	s.leaving = append(s.leaving, t)
@@ -145,11 +143,8 @@ func (s *Sender) route() {
 // error estimate.
 func stampProbe(session uint64, size int) []byte {
 	p := stamp.Test{SSID: uint16(session) | 1}
-	if pad := size - stamp.BaseSize - stampTLVHeader; pad >= 0 {
+	if pad := size - stamp.BaseSize - stamp.TLVHeaderSize; pad >= 0 {
 		p.TLVs = []stamp.TLV{{Type: stamp.TypeExtraPadding, Value: make([]byte, pad)}}
 	}
 	return p.Append(nil, nil)
 }
-
-// stampTLVHeader is a TLV's type, flags and length.
-const stampTLVHeader = 4

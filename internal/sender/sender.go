@@ -171,7 +171,7 @@ func New(opts Options) (*Sender, error) {
 	}
 	s := &Sender{opts: opts, session: opts.Session, clock: opts.Clock, epoch: opts.Epoch,
 		active: map[string]*target{}, known: map[string]bool{},
-		estimate:   stamp.Estimate(false, unknownClockError),
+		estimate:   stamp.Estimate(false, clock.MaxErrorCeiling),
 		stampReply: stamp.Reflected{TLVs: make([]stamp.TLV, 0, stamp.MaxTLVs)}}
 	if s.epoch.IsZero() {
 		s.epoch = opts.Clock.Now()
@@ -265,7 +265,7 @@ func (s *Sender) check(t discovery.Target) error {
 // Extra Padding TLV.
 func (s *Sender) size(t discovery.Target) int {
 	if t.STAMP {
-		if s.opts.PayloadSize >= stamp.BaseSize+stampTLVHeader {
+		if s.opts.PayloadSize >= stamp.BaseSize+stamp.TLVHeaderSize {
 			return s.opts.PayloadSize
 		}
 		return stamp.BaseSize
@@ -333,9 +333,7 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	ending := s.leaving
 	for _, t := range s.active {
-		if !t.stamp {
-			s.goodbye(t)
-		}
+		s.goodbye(t)
 		ending = append(ending, t)
 	}
 	s.drain(ending)
@@ -348,10 +346,6 @@ func (s *Sender) Run(ctx context.Context) error {
 	s.opts.Logger.Info("sending stopped", zap.Uint64("sent", s.sent), zap.Int("targets", len(s.known)))
 	return nil
 }
-
-// unknownClockError is the kernel's ceiling for an unsynchronised clock's
-// error, assumed until the clock's state is read.
-const unknownClockError = 16 * time.Second
 
 // readClock reads the clock's state, for STAMP's error estimate, once a
 // second.

@@ -52,7 +52,8 @@ const (
 	FlagMalformed    = 0x40 // M
 	FlagIntegrity    = 0x20 // I: the HMAC TLV did not verify
 
-	tlvHeader = 4
+	// TLVHeaderSize is a TLV's flags, type and length.
+	TLVHeaderSize = 4
 	// MaxTLVs bounds the TLVs decoded from one packet; more mark it
 	// malformed.
 	MaxTLVs = 16
@@ -358,15 +359,15 @@ func decodeTLVs(tlvs []TLV, b []byte, at int) ([]TLV, bool) {
 	}
 	rest := b[at:]
 	for len(rest) > 0 {
-		if len(rest) < tlvHeader || len(tlvs) == MaxTLVs {
+		if len(rest) < TLVHeaderSize || len(tlvs) == MaxTLVs {
 			return tlvs, true
 		}
 		n := int(be.Uint16(rest[2:]))
-		if len(rest) < tlvHeader+n {
+		if len(rest) < TLVHeaderSize+n {
 			return tlvs, true
 		}
-		tlvs = append(tlvs, TLV{Flags: rest[0], Type: rest[1], Value: rest[tlvHeader : tlvHeader+n : tlvHeader+n]})
-		rest = rest[tlvHeader+n:]
+		tlvs = append(tlvs, TLV{Flags: rest[0], Type: rest[1], Value: rest[TLVHeaderSize : TLVHeaderSize+n : TLVHeaderSize+n]})
+		rest = rest[TLVHeaderSize+n:]
 	}
 	return tlvs, false
 }
