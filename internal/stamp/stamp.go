@@ -244,10 +244,7 @@ func base(b []byte, size int) ([]byte, []byte) {
 func (t *Test) Append(b []byte, a *Auth) []byte {
 	l := layoutOf(a)
 	b, p := base(b, l.size)
-	be.PutUint32(p[l.seq:], t.Seq)
-	be.PutUint64(p[l.ts:], uint64(t.Timestamp))
-	be.PutUint16(p[l.ee:], uint16(t.ErrorEstimate))
-	be.PutUint16(p[l.ssid:], t.SSID)
+	putHead(p, l, t.Seq, t.Timestamp, t.ErrorEstimate, t.SSID)
 	if a != nil {
 		a.sign(p)
 	}
@@ -258,10 +255,7 @@ func (t *Test) Append(b []byte, a *Auth) []byte {
 func (r *Reflected) Append(b []byte, a *Auth) []byte {
 	l := layoutOf(a)
 	b, p := base(b, l.size)
-	be.PutUint32(p[l.seq:], r.Seq)
-	be.PutUint64(p[l.ts:], uint64(r.Timestamp))
-	be.PutUint16(p[l.ee:], uint16(r.ErrorEstimate))
-	be.PutUint16(p[l.ssid:], r.SSID)
+	putHead(p, l, r.Seq, r.Timestamp, r.ErrorEstimate, r.SSID)
 	be.PutUint64(p[l.rx:], uint64(r.ReceiveTimestamp))
 	be.PutUint32(p[l.sseq:], r.SenderSeq)
 	be.PutUint64(p[l.sts:], uint64(r.SenderTimestamp))
@@ -271,6 +265,20 @@ func (r *Reflected) Append(b []byte, a *Auth) []byte {
 		a.sign(p)
 	}
 	return appendTLVs(b, r.TLVs)
+}
+
+// putHead writes the fields both directions begin with: the packet's own
+// sequence number, timestamp, error estimate and SSID.
+func putHead(p []byte, l layout, seq uint32, ts Timestamp, e ErrorEstimate, ssid uint16) {
+	be.PutUint32(p[l.seq:], seq)
+	be.PutUint64(p[l.ts:], uint64(ts))
+	be.PutUint16(p[l.ee:], uint16(e))
+	be.PutUint16(p[l.ssid:], ssid)
+}
+
+// readHead reads what putHead writes.
+func readHead(p []byte, l layout) (uint32, Timestamp, ErrorEstimate, uint16) {
+	return be.Uint32(p[l.seq:]), Timestamp(be.Uint64(p[l.ts:])), ErrorEstimate(be.Uint16(p[l.ee:])), be.Uint16(p[l.ssid:])
 }
 
 func appendTLVs(b []byte, tlvs []TLV) []byte {
@@ -301,10 +309,7 @@ func DecodeTest(b []byte, t *Test, a *Auth) error {
 	if err != nil {
 		return err
 	}
-	t.Seq = be.Uint32(p[l.seq:])
-	t.Timestamp = Timestamp(be.Uint64(p[l.ts:]))
-	t.ErrorEstimate = ErrorEstimate(be.Uint16(p[l.ee:]))
-	t.SSID = be.Uint16(p[l.ssid:])
+	t.Seq, t.Timestamp, t.ErrorEstimate, t.SSID = readHead(p, l)
 	t.TLVs, t.Malformed = decodeTLVs(t.TLVs[:0], b, l.size)
 	return nil
 }
@@ -315,10 +320,7 @@ func DecodeReflected(b []byte, r *Reflected, a *Auth) error {
 	if err != nil {
 		return err
 	}
-	r.Seq = be.Uint32(p[l.seq:])
-	r.Timestamp = Timestamp(be.Uint64(p[l.ts:]))
-	r.ErrorEstimate = ErrorEstimate(be.Uint16(p[l.ee:]))
-	r.SSID = be.Uint16(p[l.ssid:])
+	r.Seq, r.Timestamp, r.ErrorEstimate, r.SSID = readHead(p, l)
 	r.ReceiveTimestamp = Timestamp(be.Uint64(p[l.rx:]))
 	r.SenderSeq = be.Uint32(p[l.sseq:])
 	r.SenderTimestamp = Timestamp(be.Uint64(p[l.sts:]))
