@@ -142,23 +142,7 @@ func (h *harness) stampSample(name string) (float64, bool) {
 // they average well under 10 ms.
 func TestSTAMPSenderAgainstScapy(t *testing.T) {
 	py := testproc.RequirePython(t, "scapy.contrib.stamp", "python3-scapy")
-	refl := exec.Command(py, "testdata/stamp_reflector.py", "10,11,57,150", "30")
-	stdout, err := refl.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := refl.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		refl.Process.Kill()
-		refl.Wait()
-	})
-	var port int
-	if _, err := fmt.Fscan(stdout, &port); err != nil {
-		t.Fatalf("the reflector's port: %v", err)
-	}
-	target := fmt.Sprintf("stamp://127.0.0.1:%d", port)
+	target := startSTAMPReflector(t, py, "stateless", "10,11,57,150", "", "")
 	got := sendWith(t, sender.Options{Targets: []string{target}, Name: "s", Rate: 100, RoundTrip: true}, 2*time.Second)
 	lost := uint64(0)
 	for _, seq := range []uint64{10, 11, 57, 150} {
@@ -176,4 +160,49 @@ func TestSTAMPSenderAgainstScapy(t *testing.T) {
 	}
 	t.Logf("sent %d, answered %d, lost %d; round trips averaged %.3f ms with the reflector's 30 ms taken out",
 		got.packets, got.rt.Answered, got.rt.Lost, mean*1e3)
+}
+
+// startSTAMPReflector runs testdata/stamp_reflector.py with the mode and
+// faults given, waiting 30 ms before each reply, until the test ends, and
+// returns its stamp:// target.
+func startSTAMPReflector(t *testing.T, py, mode, drop, lose, hold string) string {
+	t.Helper()
+	refl := exec.Command(py, "testdata/stamp_reflector.py", mode, drop, lose, hold, "30")
+	stdout, err := refl.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := refl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		refl.Process.Kill()
+		refl.Wait()
+	})
+	var port int
+	if _, err := fmt.Fscan(stdout, &port); err != nil {
+		t.Fatalf("the reflector's port: %v", err)
+	}
+	return fmt.Sprintf("stamp://127.0.0.1:%d", port)
+}
+
+// TestSTAMPSenderStateful: against a stateful reflector made of scapy that
+// drops 3 test packets as they arrive, numbers and then drops 4 replies,
+// and holds 3 replies back so that the next overtake them, the sender
+// splits the round-trip losses exactly: 3 on the way there, 4 on the way
+// back. The first drop (3) comes early, so the reflector shows itself
+// stateful, at the reply to 4, before any loss is decided.
+func TestSTAMPSenderStateful(t *testing.T) {
+	py := testproc.RequirePython(t, "scapy.contrib.stamp", "python3-scapy")
+	target := startSTAMPReflector(t, py, "stateful", "3,60,61", "20,21,90,120", "40,70,100")
+	got := sendWith(t, sender.Options{Targets: []string{target}, Name: "s", Rate: 100, RoundTrip: true}, 2*time.Second)
+	if got.packets < 150 || got.rt.Answered != got.packets-7 || got.rt.Lost != 7 || got.rt.Upstream != 3 ||
+		got.rt.Downstream != 4 || got.rt.Late != 0 || got.rt.Duplicated != 0 || got.rt.Invalid != 0 {
+		t.Fatalf("sent %d: %+v; want %d answered, 7 lost: 3 upstream, 4 downstream", got.packets, got.rt, got.packets-7)
+	}
+	if mean := got.rttSum / float64(got.rttN); mean <= 0 || mean > 0.010 {
+		t.Fatalf("round trips average %v s: the reflector's 30 ms (45 held) are not left out", mean)
+	}
+	t.Logf("sent %d: answered %d, lost %d (%d upstream, %d downstream), as the reflector dropped them",
+		got.packets, got.rt.Answered, got.rt.Lost, got.rt.Upstream, got.rt.Downstream)
 }

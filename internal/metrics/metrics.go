@@ -103,6 +103,14 @@ func (c component) gauge(name, help string) prometheus.Gauge {
 	return m
 }
 
+func (c component) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	m := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: c.sub, Name: name, Help: help, ConstLabels: c.own,
+	}, labels)
+	c.reg.MustRegister(m)
+	return m
+}
+
 func (c component) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	m := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: c.sub, Name: name, Help: help, ConstLabels: c.own,

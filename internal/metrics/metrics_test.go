@@ -27,6 +27,7 @@ func TestLint(t *testing.T) {
 	s := NewSender(reg, "a", ClassicAndNative)
 	sp := s.Target("198.51.100.1:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{Answered: 1} })
 	sp.RTT.Observe(.04)
+	s.STAMPTarget("stamp://198.51.100.2:862", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} }).Stateful.Set(1)
 	s.ScheduleLateness.Observe(.0001)
 	r := NewReceiver(reg, ClassicAndNative)
 	p := r.NewPeer("alpha", "rx:6464")

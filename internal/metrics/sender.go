@@ -30,6 +30,10 @@ type Sender struct {
 	// DiscoveryFailures counts target resolutions and file_sd reads that
 	// failed, by source: "dns" or "file".
 	DiscoveryFailures *prometheus.CounterVec
+	// ReflectorStateful is, per STAMP target, whether its reflector is
+	// known to number its replies (stateful), which the split of its
+	// round-trip losses by direction needs.
+	ReflectorStateful *prometheus.GaugeVec
 	roundTrips        *roundTrips
 }
 
@@ -37,6 +41,8 @@ type Sender struct {
 type SenderTarget struct {
 	PacketsSent, SendErrors prometheus.Counter
 	RTT                     prometheus.Observer
+	// Stateful is a STAMP target's (see STAMPTarget); nil for others.
+	Stateful prometheus.Gauge
 }
 
 // roundTripMetrics are the round-trip totals' series, one per target each.
@@ -82,6 +88,8 @@ func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 			"Datagrams on the sending socket from no target's address that name none of its targets."),
 		DiscoveryFailures: on.counterVec("discovery_failures_total",
 			"Target name resolutions and file_sd file reads that failed; the targets they gave last are kept.", "source"),
+		ReflectorStateful: on.gaugeVec("stamp_reflector_stateful",
+			"STAMP targets only: 1 once the reflector's replies show it numbers them itself (stateful), so that round-trip losses are split by direction from then on; 0 while they copy the test packets' numbers (stateless, or stateful with no loss on the way there yet): the losses have no direction.", "target"),
 		roundTrips: &roundTrips{byTarget: make(map[string]func() tracker.RoundTripCounts)},
 	}
 	s.roundTrips.invalid = on.desc("replies_invalid_total",
@@ -110,6 +118,14 @@ func (s *Sender) Target(target string, counts func() tracker.RoundTripCounts) Se
 	}
 }
 
+// STAMPTarget is Target for a STAMP target, which has the gauge of its
+// reflector's numbering besides.
+func (s *Sender) STAMPTarget(target string, counts func() tracker.RoundTripCounts) SenderTarget {
+	m := s.Target(target, counts)
+	m.Stateful = s.ReflectorStateful.WithLabelValues(target)
+	return m
+}
+
 // Forget deletes the series of a target that is no longer probed; the
 // invalid replies it had count on in the sender's total.
 func (s *Sender) Forget(target string) {
@@ -120,7 +136,7 @@ func (s *Sender) Forget(target string) {
 	delete(s.roundTrips.byTarget, target)
 	s.roundTrips.mu.Unlock()
 	for _, v := range []interface{ DeleteLabelValues(...string) bool }{
-		s.PacketsSent, s.SendErrors, s.RTT,
+		s.PacketsSent, s.SendErrors, s.RTT, s.ReflectorStateful,
 	} {
 		v.DeleteLabelValues(target)
 	}

@@ -78,7 +78,12 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	if s.opts.RoundTrip {
 		t.rt = tracker.NewRoundTrip(int64(s.opts.LossTimeout), s.opts.Rate)
 	}
-	t.m = s.opts.Metrics.Target(w.Label, t.roundTrip)
+	if t.stamp {
+		t.rt.Unsplit() // until the reflector shows that it numbers its replies
+		t.m = s.opts.Metrics.STAMPTarget(w.Label, t.roundTrip)
+	} else {
+		t.m = s.opts.Metrics.Target(w.Label, t.roundTrip)
+	}
 	interval := float64(time.Second) / s.opts.Rate
 	hash := fnv.New64a()
 	hash.Write([]byte(w.Label))

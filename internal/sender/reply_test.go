@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 
@@ -163,39 +164,55 @@ func TestUnwrap32(t *testing.T) {
 	}
 }
 
-// TestSTAMPReplies: a STAMP target's reply is found by its address; its
-// round-trip time is the monotonic one less the reflector's time between
-// its two timestamps; the loss among the replies has no direction.
-func TestSTAMPReplies(t *testing.T) {
+// stampTarget is a sender with one STAMP target, a socket nobody reads;
+// tests feed the reply path by hand.
+func stampTarget(t *testing.T) (*Sender, *target) {
+	t.Helper()
 	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sink.Close()
+	t.Cleanup(func() { sink.Close() })
 	label := "stamp://" + sink.LocalAddr().String()
 	s, err := New(Options{Targets: []string{label}, Rate: 1000, Name: "me", RoundTrip: true, LossTimeout: time.Second,
 		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.conn.Close()
+	t.Cleanup(func() { s.conn.Close() })
 	s.apply(s.next, s.clock.Now())
 	tg := s.active[label]
 	if tg == nil || !tg.stamp || len(tg.bufs[0]) != stamp.BaseSize {
 		t.Fatalf("target %+v", tg)
 	}
-	for seq := range uint64(4) {
+	return s, tg
+}
+
+// stampReplies sends n test packets at 1 ms, then hands the sender the
+// replies given as (the test packet's number, the reply's own), each 1 ms
+// after its test packet and held 200 µs by the reflector, and settles.
+func stampReplies(s *Sender, tg *target, n uint64, replies [][2]uint32) tracker.RoundTripCounts {
+	for seq := range n {
 		tg.rt.Send(seq, int64(seq)*1e6)
 	}
-	tg.seq = 4
+	tg.seq = n
 	rx := stamp.NTP(time.Unix(1_800_000_000, 0))
-	for _, seq := range []uint64{0, 1, 3} { // 2 never answered
-		rep := stamp.Reflected{SenderSeq: uint32(seq), ReceiveTimestamp: rx,
-			Timestamp: stamp.NTP(time.Unix(1_800_000_000, 200_000))} // held 200 µs
-		s.HandleReply(rep.Append(nil, nil), tg.to, int64(seq)*1e6+int64(time.Millisecond))
+	for _, r := range replies {
+		rep := stamp.Reflected{SenderSeq: r[0], Seq: r[1], ReceiveTimestamp: rx,
+			Timestamp: stamp.NTP(time.Unix(1_800_000_000, 200_000))}
+		s.HandleReply(rep.Append(nil, nil), tg.to, int64(r[0])*1e6+int64(time.Millisecond))
 	}
 	tg.rt.Expire(int64(10 * time.Second))
-	if c := tg.rt.Counts(); c != (tracker.RoundTripCounts{Answered: 3, Lost: 1}) {
+	return tg.rt.Counts()
+}
+
+// TestSTAMPReplies: a STAMP target's reply is found by its address; its
+// round-trip time is the monotonic one less the reflector's time between
+// its two timestamps. A stateless reflector's replies copy the test
+// packets' numbers: the loss among them has no direction.
+func TestSTAMPReplies(t *testing.T) {
+	s, tg := stampTarget(t)
+	if c := stampReplies(s, tg, 4, [][2]uint32{{0, 0}, {1, 1}, {3, 3}}); c != (tracker.RoundTripCounts{Answered: 3, Lost: 1}) {
 		t.Fatalf("counts %+v: want the three answered, 2 lost with no direction", c)
 	}
 	var m dto.Metric
@@ -205,5 +222,24 @@ func TestSTAMPReplies(t *testing.T) {
 	// 1 ms less the 200 µs held, to the NTP timestamps' 2^-32 s.
 	if h := m.GetHistogram(); h.GetSampleCount() != 3 || h.GetSampleSum() < 3*0.0007999 || h.GetSampleSum() > 3*0.0008001 {
 		t.Fatalf("RTT %d samples summing to %v s, want 3 of 0.8 ms", h.GetSampleCount(), h.GetSampleSum())
+	}
+	if v := testutil.ToFloat64(tg.m.Stateful); v != 0 || tg.stateful {
+		t.Errorf("stateful %v for a reflector that copies the numbers", v)
+	}
+}
+
+// TestSTAMPStateful: a stateful reflector numbers its replies. Of 6 test
+// packets, 2 is lost on the way there (the reflector answers 0, 1, 3, 4, 5
+// as its 0 to 4) and the reply to 4 on the way back: the reply to 3,
+// numbered 2, shows the reflector stateful, and the two losses are split,
+// one each way.
+func TestSTAMPStateful(t *testing.T) {
+	s, tg := stampTarget(t)
+	c := stampReplies(s, tg, 6, [][2]uint32{{0, 0}, {1, 1}, {3, 2}, {5, 4}})
+	if c != (tracker.RoundTripCounts{Answered: 4, Lost: 2, Upstream: 1, Downstream: 1}) {
+		t.Fatalf("counts %+v: want 4 answered, 2 lost, one upstream, one downstream", c)
+	}
+	if v := testutil.ToFloat64(tg.m.Stateful); v != 1 || !tg.stateful {
+		t.Errorf("stateful %v", v)
 	}
 }

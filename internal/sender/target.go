@@ -18,19 +18,22 @@ import (
 // datagrams and round trip. All but the round trip belong to Run's
 // goroutine.
 type target struct {
-	label   string
-	to      netip.AddrPort
-	stamp   bool // a STAMP Session-Reflector: STAMP test packets, no goodbyes
-	session uint64
-	bufs    [][]byte // its datagrams, ready but for flags, number, time and seal
-	sched   schedule
-	at      int64 // when its next slot is due, ns since the sender's epoch: the queue's key
-	index   int   // in the queue; -1 when not in it
-	seq     uint64
-	pending int // datagrams of the batch being stamped
-	m       metrics.SenderTarget
-	log     *zap.Logger
-	leaveBy time.Time // once it left: when its last replies are given up
+	label string
+	to    netip.AddrPort
+	stamp bool // a STAMP Session-Reflector: STAMP test packets, no goodbyes
+	// stateful: the STAMP reflector numbers its replies, as one reply
+	// showed; then its counts split the round trip's losses. Under mu.
+	stateful bool
+	session  uint64
+	bufs     [][]byte // its datagrams, ready but for flags, number, time and seal
+	sched    schedule
+	at       int64 // when its next slot is due, ns since the sender's epoch: the queue's key
+	index    int   // in the queue; -1 when not in it
+	seq      uint64
+	pending  int // datagrams of the batch being stamped
+	m        metrics.SenderTarget
+	log      *zap.Logger
+	leaveBy  time.Time // once it left: when its last replies are given up
 
 	mu             sync.Mutex         // guards rt and warnedWithheld, shared with the reply reader
 	rt             *tracker.RoundTrip // nil without round trips
@@ -86,12 +89,25 @@ func (t *target) handleReply(h *wire.Header, valid bool, mono int64) {
 // mono. Its round-trip time leaves out the reflector's own time between
 // receiving the test packet and replying (RFC 8762 section 4: (T4 − T1) −
 // (T3 − T2)), as the reflector's two timestamps say, when they say it
-// plausibly. The reply carries no count of what the reflector received,
-// so the round trip's losses have no direction.
+// plausibly.
+//
+// A stateful reflector numbers its replies: the reply's number plus one
+// is how many test packets it had answered, the count the round trip
+// splits its losses by, as for udpprobe's own replies. A stateless one
+// copies the test packet's number. The two look alike until a test packet
+// is lost on the way there: from the first reply whose number differs
+// from its test packet's, the reflector is known to be stateful and the
+// losses are split; until then they have no direction.
 func (t *target) handleSTAMP(r *stamp.Reflected, mono int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	res := t.rt.Reply(unwrap32(t.seq, r.SenderSeq), tracker.UnknownCount, 0, mono)
+	if !t.stateful && r.Seq != r.SenderSeq {
+		t.stateful = true
+		t.rt.Split()
+		t.m.Stateful.Set(1)
+		t.log.Info("the STAMP reflector numbers its replies (stateful): round-trip losses are split by direction from now on")
+	}
+	res := t.rt.Reply(unwrap32(t.seq, r.SenderSeq), uint64(r.Seq)+1, 0, mono)
 	if res.Outcome != tracker.ReplyAnswered {
 		return
 	}

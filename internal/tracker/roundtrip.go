@@ -71,6 +71,10 @@ const (
 // Losses are counted once their gap is split, or, for a gap no reply
 // closes, a loss timeout after its first loss, direction unknown.
 type RoundTrip struct {
+	// unsplit: the counts replies carry are recorded but not trusted yet
+	// (a STAMP reflector not known to be stateful): gaps are lost with
+	// their direction unknown until Split is called.
+	unsplit bool
 	timeout int64
 	slots   []slot
 	mask    uint64
@@ -94,6 +98,14 @@ func NewRoundTrip(timeout int64, rate float64) *RoundTrip {
 	size := min(uint64(1)<<bits.Len64(need), MaxRoundTripWindow)
 	return &RoundTrip{timeout: timeout, slots: make([]slot, size), mask: size - 1}
 }
+
+// Unsplit holds back the split by the replies' counts: the gaps decided
+// from now on are lost with their direction unknown, while the counts are
+// still kept, so that Split can start splitting at the next gap.
+func (r *RoundTrip) Unsplit() { r.unsplit = true }
+
+// Split splits the gaps decided from now on by the replies' counts.
+func (r *RoundTrip) Split() { r.unsplit = false }
 
 // Counts returns the totals so far.
 func (r *RoundTrip) Counts() RoundTripCounts { return r.c }
@@ -205,7 +217,12 @@ func (r *RoundTrip) pass() {
 	if s.withheld > r.wbase {
 		withheld = min(s.withheld-r.wbase, got)
 	}
-	r.split(got, withheld)
+	if r.unsplit {
+		r.count()
+		r.gap, r.counted = 0, 0
+	} else {
+		r.split(got, withheld)
+	}
 	r.base = max(r.base, s.count)
 	r.wbase = max(r.wbase, s.withheld)
 }
@@ -244,7 +261,7 @@ func (r *RoundTrip) Settle() {
 	for r.oldest < r.next {
 		r.pass()
 	}
-	if !r.bye {
+	if !r.bye || r.unsplit {
 		r.count()
 		return
 	}

@@ -214,3 +214,30 @@ func TestRoundTripUnknownCount(t *testing.T) {
 		t.Fatalf("counts %+v, want %+v", r.c, want)
 	}
 }
+
+// TestRoundTripUnsplit: while unsplit, gaps are lost with their direction
+// unknown, but the counts are kept: once split, the next gap is split
+// against the count of the reply before it.
+func TestRoundTripUnsplit(t *testing.T) {
+	ms := func(n int64) int64 { return n * int64(time.Millisecond) }
+	r := NewRoundTrip(ms(100), 100)
+	r.Unsplit()
+	for seq := range uint64(10) {
+		r.Send(seq, ms(int64(seq)))
+	}
+	// Counts as a stateful STAMP reflector's: replies sent so far. 1 lost
+	// on the way back (it was counted: 2's count is 3), 4 on the way
+	// there (5's count is 5, not 6), then 7 on the way back, 8 there.
+	for _, rep := range [][2]uint64{{0, 1}, {2, 3}, {3, 4}} {
+		r.Reply(rep[0], rep[1], 0, ms(int64(rep[0])+1))
+	}
+	r.Expire(ms(104)) // 0 to 4 decided, unsplit: 1 is lost, direction unknown; 4 waits for 5
+	r.Split()
+	for _, rep := range [][2]uint64{{5, 5}, {6, 6}, {9, 8}} {
+		r.Reply(rep[0], rep[1], 0, ms(int64(rep[0])+1))
+	}
+	r.Expire(ms(500))
+	if want := (RoundTripCounts{Answered: 6, Lost: 4, Upstream: 2, Downstream: 1}); r.c != want {
+		t.Fatalf("counts %+v, want %+v", r.c, want)
+	}
+}

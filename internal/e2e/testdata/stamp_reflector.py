@@ -1,17 +1,21 @@
 #!/usr/bin/python3
-"""A stateless STAMP Session-Reflector made of scapy's scapy.contrib.stamp,
-independent of udpprobe's code, for internal/e2e's STAMP sender test:
+"""A STAMP Session-Reflector made of scapy's scapy.contrib.stamp,
+independent of udpprobe's code, for internal/e2e's STAMP sender tests:
 
-    stamp_reflector.py DROP WAIT_MS
+    stamp_reflector.py MODE DROP LOSE HOLD WAIT_MS
 
 It listens on a free loopback port and prints it on its first line. It
-answers every test packet after WAIT_MS milliseconds, but for those whose
-sequence numbers are in DROP (comma-separated), which it never answers:
-the round trips the sender must count lost. A reply copies the test
-packet's sequence number (stateless, RFC 8762 section 4.3.1), carries the
-time the packet arrived (Receive Timestamp) and the time the reply leaves
-(Timestamp), so a sender that subtracts the two leaves the wait out, and
-the test packet's TLVs back, as long as it came. It runs until killed.
+answers every test packet after WAIT_MS milliseconds, with these faults,
+each a comma-separated list of the test packets' sequence numbers:
+DROP, test packets it drops as they arrive (lost on the way there);
+LOSE, replies it makes, and numbers, and then drops (lost on the way
+back); HOLD, replies it holds 15 ms more, so that the next overtakes them.
+MODE stateless copies the test packet's sequence number into the reply;
+stateful numbers the replies it makes, from 0 (RFC 8762 section 4.3.1). A
+reply carries the time the packet arrived (Receive Timestamp) and the time
+the reply leaves (Timestamp), so a sender that subtracts the two leaves
+the wait out, and the test packet's TLVs back, as long as it came. It runs
+until killed.
 """
 import fractions
 import heapq
@@ -25,8 +29,13 @@ from scapy.contrib.stamp import (
     STAMPSessionSenderTestUnauthenticated as Test,
 )
 
-drop = {int(s) for s in sys.argv[1].split(",") if s}
-wait = int(sys.argv[2]) / 1000
+def seqs(arg):
+    return {int(s) for s in arg.split(",") if s}
+
+
+mode = sys.argv[1]
+drop, lose, hold = seqs(sys.argv[2]), seqs(sys.argv[3]), seqs(sys.argv[4])
+wait = int(sys.argv[5]) / 1000
 NTP_DELTA = 2208988800
 
 
@@ -37,8 +46,9 @@ def ntp(ns):
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1], flush=True)
-pending = []  # (due, order, test packet bytes, arrival ns, address)
+pending = []  # (due, order, reply number, test packet bytes, arrival ns, address)
 order = 0
+numbered = 0  # replies made: the next one's number, when stateful
 while True:
     timeout = max(0, pending[0][0] - time.monotonic()) if pending else None
     readable, _, _ = select.select([s], [], [], timeout)
@@ -47,12 +57,16 @@ while True:
         arrived = time.time_ns()
         probe = Test(data[:44])  # the base; the TLVs go back as they came
         if probe.seq not in drop:
-            heapq.heappush(pending, (time.monotonic() + wait, order, data, arrived, addr))
-            order += 1
+            number = numbered if mode == "stateful" else probe.seq
+            numbered += 1
+            if probe.seq not in lose:
+                due = time.monotonic() + wait + (0.015 if probe.seq in hold else 0)
+                heapq.heappush(pending, (due, order, number, data, arrived, addr))
+                order += 1
     while pending and pending[0][0] <= time.monotonic():
-        _, _, data, arrived, addr = heapq.heappop(pending)
+        _, _, number, data, arrived, addr = heapq.heappop(pending)
         probe = Test(data[:44])
-        reply = Reflected(seq=probe.seq, ts=ntp(time.time_ns()), ssid=probe.ssid, ts_rx=ntp(arrived),
+        reply = Reflected(seq=number, ts=ntp(time.time_ns()), ssid=probe.ssid, ts_rx=ntp(arrived),
                           seq_sender=probe.seq, ts_sender=fractions.Fraction(probe.getfieldval("ts"), 1 << 32),
                           err_estimate_sender=probe.err_estimate, ttl_sender=64)
         s.sendto(bytes(reply) + data[44:], addr)
