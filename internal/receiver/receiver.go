@@ -87,7 +87,6 @@ type Receiver struct {
 	drops uint32 // last SO_RXQ_OVFL value
 	// The STAMP reflector's socket, if there is one; its loop and Run's
 	// take mu to use the table.
-	stampConn  *net.UDPConn
 	stampIn    *socket.Reader
 	stampAddr  netip.AddrPort
 	stampDrops uint32
@@ -185,10 +184,8 @@ func (r *Receiver) listenSTAMP() error {
 	}
 	if err != nil {
 		conn.Close()
-		return err
 	}
-	r.stampConn = conn
-	return nil
+	return err
 }
 
 // STAMPAddr is the STAMP reflector's bound address, if it has one.

@@ -103,7 +103,7 @@ func (t *Table) HandleSTAMP(b []byte, from netip.AddrPort, at Instant, traffic T
 // TLVs back: Class of Service filled in with what the probe arrived with,
 // types it does not know flagged U, and a malformed tail as it came, so
 // that the reply is as long as the probe (RFC 8762 section 4.1.2).
-func (r *stampReflector) reply(s *stream, _ []byte) []byte {
+func (r *stampReflector) reply(s *stream) []byte {
 	t := &r.test
 	for i := range t.TLVs {
 		v := &t.TLVs[i]

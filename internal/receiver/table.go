@@ -304,7 +304,7 @@ func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, t
 		return
 	}
 	if answering {
-		b = t.stamp.reply(s, b) // the size the budget meters is the reply's
+		b = t.stamp.reply(s) // the size the budget meters is the reply's
 	}
 	if h.Goodbye() && s.goodbyeReplies < maxGoodbyeReplies {
 		// The goodbye's reply carries the final counts the sender needs to
