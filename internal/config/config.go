@@ -102,13 +102,37 @@ func readKeyFile(name, path string) ([]string, error) {
 	return list, nil
 }
 
+// StampAuth is STAMP's authenticated mode, for the reflector and for a
+// sender's stamp:// targets.
+type StampAuth struct {
+	StampHMACKeyFile string `envconfig:"STAMP_HMAC_KEY_FILE" desc:"STAMP's authenticated mode (the reflector's, and a sender's for its stamp:// targets): a file holding the HMAC-SHA-256 key, 16 to 256 bytes, or two on two lines during a rotation; empty: unauthenticated mode"`
+	// StampKeys are the keys read from the file, checked by validate.
+	StampKeys [][]byte `ignored:"true"`
+}
+
+func (s *StampAuth) validate() error {
+	if s.StampHMACKeyFile == "" {
+		return nil
+	}
+	list, err := readKeyFile("UDPPROBE_STAMP_HMAC_KEY_FILE", s.StampHMACKeyFile)
+	if err != nil {
+		return err
+	}
+	s.StampKeys = nil
+	for _, k := range list {
+		s.StampKeys = append(s.StampKeys, []byte(k))
+	}
+	if err := wire.CheckKeys(s.StampKeys); err != nil {
+		return fmt.Errorf("UDPPROBE_STAMP_HMAC_KEY_FILE %s: %v (openssl rand -hex 32 makes a key)", s.StampHMACKeyFile, err)
+	}
+	return nil
+}
+
 // Stamp is the STAMP Session-Reflector, which receivers and mesh nodes run
 // beside their own protocol, on a socket of its own.
 type Stamp struct {
 	StampListenAddress string `envconfig:"STAMP_LISTEN_ADDRESS" desc:"UDP address of the STAMP Session-Reflector (RFC 8762, RFC 8972), stateful: :862 is the standard port, which needs CAP_NET_BIND_SERVICE; empty: off"`
-	StampHMACKeyFile   string `envconfig:"STAMP_HMAC_KEY_FILE" desc:"STAMP's authenticated mode: a file holding the HMAC-SHA-256 key, 16 to 256 bytes, or two on two lines during a rotation; empty: unauthenticated mode"`
-	// StampKeys are the keys read from the file, checked by validate.
-	StampKeys [][]byte `ignored:"true"`
+	StampAuth
 }
 
 func (s *Stamp) validate() []error {
@@ -116,24 +140,10 @@ func (s *Stamp) validate() []error {
 	if s.StampListenAddress != "" {
 		errs = append(errs, validateListen("udp", "UDPPROBE_STAMP_LISTEN_ADDRESS", s.StampListenAddress))
 	}
-	if s.StampHMACKeyFile == "" {
-		return errs
-	}
-	if s.StampListenAddress == "" {
+	if s.StampHMACKeyFile != "" && s.StampListenAddress == "" {
 		return append(errs, errors.New("UDPPROBE_STAMP_HMAC_KEY_FILE is set but UDPPROBE_STAMP_LISTEN_ADDRESS is not: no reflector to authenticate"))
 	}
-	list, err := readKeyFile("UDPPROBE_STAMP_HMAC_KEY_FILE", s.StampHMACKeyFile)
-	if err != nil {
-		return append(errs, err)
-	}
-	s.StampKeys = nil
-	for _, k := range list {
-		s.StampKeys = append(s.StampKeys, []byte(k))
-	}
-	if err := wire.CheckKeys(s.StampKeys); err != nil {
-		errs = append(errs, fmt.Errorf("UDPPROBE_STAMP_HMAC_KEY_FILE %s: %v (openssl rand -hex 32 makes a key)", s.StampHMACKeyFile, err))
-	}
-	return errs
+	return append(errs, s.StampAuth.validate())
 }
 
 // Common is what every mode reads besides its own settings: the web

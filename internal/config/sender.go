@@ -20,6 +20,7 @@ type Sender struct {
 	Name             string        `split_words:"true" desc:"this sender's name, the sender label on both ends' series: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
+	StampAuth
 	Common
 }
 
@@ -65,10 +66,8 @@ func (c *Sender) Validate() error {
 		if strings.HasPrefix(t, discovery.STAMPPrefix) && !c.RoundTrip {
 			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q: a STAMP reflector is measured by its replies; set UDPPROBE_ROUND_TRIP=true", t))
 		}
-		if strings.HasPrefix(t, discovery.STAMPPrefix) && c.Auth.enabled() {
-			errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q: STAMP targets are probed unauthenticated, and UDPPROBE_HMAC_KEY is udpprobe's, not STAMP's; unset it or drop the target", t))
-		}
 	}
+	errs = append(errs, c.StampAuth.validate())
 	if lo := c.minPayload(); wire.ValidName([]byte(c.Name)) && c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
 		with := ""
 		if c.Auth.enabled() {

@@ -206,3 +206,31 @@ func TestSTAMPSenderStateful(t *testing.T) {
 	t.Logf("sent %d: answered %d, lost %d (%d upstream, %d downstream), as the reflector dropped them",
 		got.packets, got.rt.Answered, got.rt.Lost, got.rt.Upstream, got.rt.Downstream)
 }
+
+// TestSTAMPAuthenticatedSender: udpprobe's sender in STAMP's
+// authenticated mode against udpprobe's reflector in it: every round trip
+// is answered (the reflector verifies the sender's HMAC, the sender the
+// reflector's); a sender with another key gets nothing answered, and the
+// reflector counts its test packets unauthenticated.
+func TestSTAMPAuthenticatedSender(t *testing.T) {
+	key := []byte("a STAMP key both ends share")
+	h := startReceiverWith(t, receiver.Options{STAMPListenAddress: "127.0.0.1:0", STAMPKeys: [][]byte{key}})
+	target := "stamp://" + h.rcv.STAMPAddr().String()
+	good := sendWith(t, sender.Options{Targets: []string{target}, Name: "s", Rate: 100, RoundTrip: true,
+		STAMPKeys: [][]byte{key}}, time.Second)
+	if good.packets < 50 || good.rt.Answered != good.packets || good.rt.Lost != 0 || good.rt.Invalid != 0 {
+		t.Fatalf("with the key: sent %d, %+v", good.packets, good.rt)
+	}
+	bad := sendWith(t, sender.Options{Targets: []string{target}, Name: "s", Rate: 100, RoundTrip: true,
+		STAMPKeys: [][]byte{[]byte("another STAMP key, 16+ octets")}}, time.Second)
+	s, err := scrape.Gather(h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused, _ := s.Sum("udpprobe_receiver_invalid_packets_total", "reason", "auth")
+	if bad.rt.Answered != 0 || bad.rt.Lost != bad.packets || uint64(refused) != bad.packets {
+		t.Fatalf("with another key: sent %d, %+v; the reflector refused %v", bad.packets, bad.rt, refused)
+	}
+	t.Logf("with the key %d of %d answered; with another, %d of %d refused as unauthenticated",
+		good.rt.Answered, good.packets, uint64(refused), bad.packets)
+}

@@ -111,8 +111,7 @@ func (s *Sender) stamp(b *batch) (now time.Time, mono int64) {
 		t.pending++
 		b.seqs = append(b.seqs, seq)
 		if t.stamp {
-			stamp.PutSeq(buf, uint32(seq))
-			continue
+			continue // numbered with its time, below
 		}
 		wire.PutFlags(buf, 0)
 		wire.PutSeq(buf, seq)
@@ -121,7 +120,7 @@ func (s *Sender) stamp(b *batch) (now time.Time, mono int64) {
 	mono = int64(now.Sub(s.epoch))
 	for i, buf := range b.bufs {
 		if b.of[i].stamp {
-			stamp.PutTime(buf, stamp.NTP(now), s.estimate)
+			stamp.Restamp(buf, uint32(b.seqs[i]), stamp.NTP(now), s.estimate, s.stampSign)
 			continue
 		}
 		s.seal(buf, now, mono)

@@ -65,7 +65,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	h.Target, h.Session = []byte(w.Label), session
 	for range slots {
 		if t.stamp {
-			t.bufs = append(t.bufs, stampProbe(session, size))
+			t.bufs = append(t.bufs, stampProbe(session, size, s.stampSign))
 			continue
 		}
 		b := make([]byte, size)
@@ -142,14 +142,14 @@ func (s *Sender) route() {
 	s.routes.Store(r)
 }
 
-// stampProbe is a STAMP test packet of size octets (the base, or more
-// with an Extra Padding TLV), its SSID the session's low 16 bits (never
-// 0, which TWAMP-Light senders have), ready but for its number, time and
-// error estimate.
-func stampProbe(session uint64, size int) []byte {
+// stampProbe is a STAMP test packet of size octets (the base of a's
+// mode, or more with an Extra Padding TLV), its SSID the session's low 16
+// bits (never 0, which TWAMP-Light senders have), ready but for its
+// number, time and error estimate (stamp.Restamp).
+func stampProbe(session uint64, size int, a *stamp.Auth) []byte {
 	p := stamp.Test{SSID: uint16(session) | 1}
-	if pad := size - stamp.BaseSize - stamp.TLVHeaderSize; pad >= 0 {
+	if pad := size - stamp.BaseSizeOf(a) - stamp.TLVHeaderSize; pad >= 0 {
 		p.TLVs = []stamp.TLV{{Type: stamp.TypeExtraPadding, Value: make([]byte, pad)}}
 	}
-	return p.Append(nil, nil)
+	return p.Append(nil, a)
 }

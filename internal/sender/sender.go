@@ -64,9 +64,12 @@ type Options struct {
 	LossTimeout time.Duration
 	// Keys, if any, authenticate every datagram (wire.Auth): the first
 	// signs; a reply must carry a tag under one of them.
-	Keys    [][]byte
-	Logger  *zap.Logger
-	Metrics *metrics.Sender
+	Keys [][]byte
+	// STAMPKeys, if any, put STAMP targets in STAMP's authenticated mode
+	// (stamp.Auth), the first signing.
+	STAMPKeys [][]byte
+	Logger    *zap.Logger
+	Metrics   *metrics.Sender
 	// Session overrides the random session id of every target's first
 	// session; zero means random.
 	Session uint64
@@ -151,7 +154,9 @@ type Sender struct {
 	estimate  stamp.ErrorEstimate
 	nextClock time.Time
 
-	stampReply stamp.Reflected // the reply path's, one goroutine's
+	stampReply  stamp.Reflected // the reply path's, one goroutine's
+	stampSign   *stamp.Auth     // Run's; nil: unauthenticated
+	stampVerify *stamp.Auth     // the reply path's
 }
 
 // routes finds the target a datagram on the socket is for.
@@ -190,6 +195,15 @@ func New(opts Options) (*Sender, error) {
 			return nil, fmt.Errorf("authentication key: %w", err)
 		}
 		s.header.TagLen = wire.TagSize
+	}
+	if len(opts.STAMPKeys) > 0 {
+		var err error
+		if s.stampSign, err = stamp.NewAuth(opts.STAMPKeys); err == nil {
+			s.stampVerify, err = stamp.NewAuth(opts.STAMPKeys)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("STAMP key: %w", err)
+		}
 	}
 	d, err := discovery.New(discovery.Options{Entries: opts.Targets})
 	if err != nil {
@@ -247,10 +261,7 @@ func randomSession() uint64 {
 // check reports whether a datagram can name the target and fit.
 func (s *Sender) check(t discovery.Target) error {
 	if t.STAMP {
-		if len(s.opts.Keys) > 0 {
-			return fmt.Errorf("target %s: STAMP targets are probed unauthenticated; udpprobe's key is not STAMP's", t.Label)
-		}
-		return nil
+		return nil // any size from the base up carries a STAMP test packet
 	}
 	h := s.header
 	h.Target = []byte(t.Label)
@@ -261,14 +272,15 @@ func (s *Sender) check(t discovery.Target) error {
 }
 
 // size is the size of the datagrams to the target: a STAMP test packet
-// is the base, or the payload size if one is set and leaves room for an
-// Extra Padding TLV.
+// is the base of its mode, or the payload size if one is set and leaves
+// room for an Extra Padding TLV.
 func (s *Sender) size(t discovery.Target) int {
 	if t.STAMP {
-		if s.opts.PayloadSize >= stamp.BaseSize+stamp.TLVHeaderSize {
+		base := stamp.BaseSizeOf(s.stampSign)
+		if s.opts.PayloadSize >= base+stamp.TLVHeaderSize {
 			return s.opts.PayloadSize
 		}
-		return stamp.BaseSize
+		return base
 	}
 	if s.opts.PayloadSize > 0 {
 		return s.opts.PayloadSize
@@ -397,7 +409,7 @@ func (s *Sender) HandleReply(b []byte, from netip.AddrPort, mono int64) {
 	}
 	if t := r.byAddr[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())]; t != nil && t.rt != nil {
 		if t.stamp {
-			if stamp.DecodeReflected(b, &s.stampReply, nil) == nil {
+			if stamp.DecodeReflected(b, &s.stampReply, s.stampVerify) == nil {
 				t.handleSTAMP(&s.stampReply, mono)
 				return
 			}

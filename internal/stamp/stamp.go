@@ -223,6 +223,9 @@ var (
 	signed = layout{size: AuthBaseSize, seq: 0, ts: 16, ee: 24, ssid: 26, rx: 32, sseq: 48, sts: 64, see: 72, ttl: 80}
 )
 
+// BaseSizeOf is the base packet's size in a's mode.
+func BaseSizeOf(a *Auth) int { return layoutOf(a).size }
+
 func layoutOf(a *Auth) layout {
 	if a != nil {
 		return signed
@@ -290,15 +293,17 @@ func appendTLVs(b []byte, tlvs []TLV) []byte {
 	return b
 }
 
-// PutSeq writes the sequence number into an unauthenticated test packet
-// made by Append: a sender's packets differ only in it and PutTime's.
-func PutSeq(p []byte, seq uint32) { be.PutUint32(p[plain.seq:], seq) }
-
-// PutTime writes the timestamp and error estimate into an unauthenticated
-// test packet made by Append.
-func PutTime(p []byte, ts Timestamp, e ErrorEstimate) {
-	be.PutUint64(p[plain.ts:], uint64(ts))
-	be.PutUint16(p[plain.ee:], uint16(e))
+// Restamp rewrites the sequence number, timestamp and error estimate of a
+// test packet made by Append under the same a, and signs it again: a
+// sender's packets differ only in these.
+func Restamp(p []byte, seq uint32, ts Timestamp, e ErrorEstimate, a *Auth) {
+	l := layoutOf(a)
+	be.PutUint32(p[l.seq:], seq)
+	be.PutUint64(p[l.ts:], uint64(ts))
+	be.PutUint16(p[l.ee:], uint16(e))
+	if a != nil {
+		a.sign(p)
+	}
 }
 
 // DecodeTest decodes a test packet into t. Unauthenticated (a nil), a
