@@ -310,7 +310,7 @@ func Restamp(p []byte, seq uint32, ts Timestamp, e ErrorEstimate, a *Auth) {
 // packet shorter than the base is a TWAMP-Light probe: the fields it lacks
 // are zero. Authenticated, it must be whole and its HMAC must verify.
 func DecodeTest(b []byte, t *Test, a *Auth) error {
-	l, p, err := check(b, a, MinTestSize)
+	l, p, err := check(b, a)
 	if err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func DecodeTest(b []byte, t *Test, a *Auth) error {
 
 // DecodeReflected decodes a reflected packet into r, as DecodeTest does.
 func DecodeReflected(b []byte, r *Reflected, a *Auth) error {
-	l, p, err := check(b, a, MinTestSize)
+	l, p, err := check(b, a)
 	if err != nil {
 		return err
 	}
@@ -337,7 +337,7 @@ func DecodeReflected(b []byte, r *Reflected, a *Auth) error {
 
 // check returns the layout and the base packet to read, zero-filled past
 // the end of a short unauthenticated one.
-func check(b []byte, a *Auth, least int) (layout, []byte, error) {
+func check(b []byte, a *Auth) (layout, []byte, error) {
 	l := layoutOf(a)
 	if a != nil {
 		if len(b) < AuthBaseSize {
@@ -349,7 +349,7 @@ func check(b []byte, a *Auth, least int) (layout, []byte, error) {
 		return l, b, nil
 	}
 	switch {
-	case len(b) < least:
+	case len(b) < MinTestSize:
 		return l, nil, ErrTooShort
 	case len(b) < BaseSize:
 		var whole [BaseSize]byte
