@@ -39,7 +39,7 @@ func TestCrowdDropsStayLocal(t *testing.T) {
 	h := startReceiverWith(t, receiver.Options{ReceiveBuffer: crowdBuffer, MaxPeers: crowdPeers, Logger: zap.NewNop()})
 	reg := prometheus.NewPedanticRegistry()
 	probe, err := sender.New(sender.Options{
-		Targets: []string{h.rcv.Addr().String()}, Name: "steady", Rate: 5000, PayloadSize: 100,
+		Targets: []string{h.rcv.Addr().String()}, Name: "steady", Rate: 5000, PayloadSize: 124,
 		LossTimeout: lossTimeout, Logger: zap.NewNop(), Metrics: metrics.NewSender(reg, "steady", metrics.ClassicAndNative),
 	})
 	if err != nil {
@@ -56,7 +56,7 @@ func TestCrowdDropsStayLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	b := make([]byte, 100)
+	b := make([]byte, 124)
 	for wave := range crowdWaves {
 		for i := range crowdNames / crowdWaves {
 			hd := wire.Header{Name: fmt.Appendf(nil, "crowd-%04d", wave*crowdNames/crowdWaves+i), Target: []byte("x"),

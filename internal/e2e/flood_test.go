@@ -175,7 +175,7 @@ func TestFlood(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	probe, err := sender.New(sender.Options{
-		Targets: []string{relay.Addr()}, Name: "real", Session: session, Rate: 200, PayloadSize: 100,
+		Targets: []string{relay.Addr()}, Name: "real", Session: session, Rate: 200, PayloadSize: 124,
 		LossTimeout: lossTimeout, Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative),
 	})
 	if err != nil {

@@ -91,7 +91,7 @@ func sendWith(t *testing.T, opts sender.Options, d time.Duration) sent {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m := metrics.NewSender(reg, opts.Name, metrics.ClassicAndNative)
-	opts.PayloadSize, opts.LossTimeout = 100, lossTimeout
+	opts.PayloadSize, opts.LossTimeout = 128, lossTimeout
 	opts.Logger, opts.Metrics = zaptest.NewLogger(t), m
 	s, err := sender.New(opts)
 	if err != nil {

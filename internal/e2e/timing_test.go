@@ -9,6 +9,7 @@ import (
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"
+	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -193,4 +194,68 @@ func TestLossSplitByDirection(t *testing.T) {
 			t.Logf("%d sent: %d lost upstream, %d downstream", sent, wantUp, wantDown)
 		})
 	}
+}
+
+// TestLossSplitReordered drops and reorders datagrams on both paths at
+// once (a tenth of the data dropped, a fifth held behind two later
+// datagrams, each way), which the count a reply carries cannot split:
+// the receiver's numbered replies and its own loss count (protocol
+// version 5) split the sender's round-trip loss exactly as the relay
+// dropped it. The goodbyes and their replies get through, so the tail is
+// split too.
+func TestLossSplitReordered(t *testing.T) {
+	impaired := func(seed uint64) impair.Config {
+		rng := rand.New(rand.NewPCG(seed, 0))
+		return impair.Config{Script: func(_ int, hd *wire.Header) impair.Action {
+			switch {
+			case hd == nil || hd.Goodbye():
+				return impair.Action{}
+			case rng.IntN(10) == 0:
+				return impair.Action{Drop: true}
+			case rng.IntN(5) == 0:
+				return impair.Action{Hold: 2}
+			}
+			return impair.Action{}
+		}}
+	}
+	h := startReceiverWith(t, receiver.Options{Reflect: true})
+	relay := h.startRelay(impaired(11), impaired(12))
+	sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "both", Rate: 200, RoundTrip: true},
+		2*time.Second)
+	up := dataSeqs(relay.Delivered())
+	back := dataSeqs(relay.Returned())
+	wantUp, wantDown := sm.packets-uint64(len(up)), uint64(len(up)-len(back))
+	want := tracker.RoundTripCounts{Answered: uint64(len(back)), Lost: wantUp + wantDown, Upstream: wantUp, Downstream: wantDown}
+	if sm.rt != want {
+		t.Fatalf("sender: %+v\nrelay: %d sent, %d dropped up, %d dropped down", sm.rt, sm.packets, wantUp, wantDown)
+	}
+	if wantUp == 0 || wantDown == 0 || reorderedAcrossLoss(relay.Delivered()) == 0 {
+		t.Fatalf("the relay dropped %d up and %d down, and reordered %d across a loss; want all of them",
+			wantUp, wantDown, reorderedAcrossLoss(relay.Delivered()))
+	}
+	t.Logf("%d sent: %d lost upstream, %d downstream; %d probes arrived after one sent later that was lost",
+		sm.packets, wantUp, wantDown, reorderedAcrossLoss(relay.Delivered()))
+}
+
+// reorderedAcrossLoss counts the data datagrams delivered after a higher
+// sequence number such that some number between the two was never
+// delivered: the reordering a count cannot split across.
+func reorderedAcrossLoss(ds []impair.Delivery) (n int) {
+	seen := dataSeqs(ds)
+	var highest uint64
+	for _, d := range ds {
+		if !d.Valid || d.Goodbye {
+			continue
+		}
+		if d.Seq < highest {
+			for s := d.Seq + 1; s < highest; s++ {
+				if !seen[s] {
+					n++
+					break
+				}
+			}
+		}
+		highest = max(highest, d.Seq)
+	}
+	return n
 }

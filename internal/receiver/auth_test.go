@@ -19,7 +19,7 @@ func signedDatagram(t testing.TB, key []byte, name string, seq uint64) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 96)
+	b := make([]byte, 120)
 	if err := wire.Encode(b, &wire.Header{Name: []byte(name), Target: []byte(testTarget), Session: 1, Seq: seq, TagLen: wire.TagSize}); err != nil {
 		t.Fatal(err)
 	}

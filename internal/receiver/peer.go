@@ -1,6 +1,8 @@
 package receiver
 
 import (
+	"math/rand/v2"
+
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
@@ -20,9 +22,13 @@ type stream struct {
 	withheld uint64
 	// goodbyeReplies is how many goodbyes the limiter let pass unmetered.
 	goodbyeReplies int
-	// replied is how many replies a STAMP session has been sent: the next
-	// one's sequence number (RFC 8762 section 4.3.1, stateful mode).
-	replied uint32
+	// replied is how many data replies the session has been sent: the
+	// next one's number (wire.Legs.Number; a STAMP reply's sequence number,
+	// RFC 8762 section 4.3.1, stateful mode).
+	replied uint64
+	// id is this receiver's own id for the session (wire.Legs.Session):
+	// a sender that sees it change knows the numbers started again.
+	id uint64
 	// sentUpTo is the latest send time (the sender's wall clock, ns) of
 	// the session's first copies.
 	sentUpTo int64
@@ -40,14 +46,26 @@ func (s *stream) tooOld(h *wire.Header, timeout int64) bool {
 	return int64(h.Seq) < s.firstSeq && s.firstSent-h.SendClock > timeout
 }
 
-// received is the count a reply to the stream's datagram carries: the
-// distinct numbers received in time, or, for a session on probation, its
-// one datagram, as the session will count it once confirmed.
-func (s *stream) received() uint64 {
-	if s.tr == nil {
-		return 1
+// newStream is a stream of session whose first datagram h is.
+func newStream(h *wire.Header, tr *tracker.Tracker) stream {
+	return stream{session: h.Session, tr: tr, firstSeq: int64(h.Seq), firstSent: h.SendClock, id: max(rand.Uint64(), 1)}
+}
+
+// counts are what a reply to the stream's datagram carries: the distinct
+// numbers received in time (for a session on probation, its one
+// datagram, as the session will count it once confirmed), the replies
+// withheld, and the legs: the reply's number and the numbers lost, which
+// for a goodbye's reply include those still pending up to its number.
+func (s *stream) counts(goodbye bool) wire.Counts {
+	c := wire.Counts{Received: 1, Withheld: s.withheld, Legs: wire.Legs{Session: s.id, Number: s.replied}}
+	if s.tr != nil {
+		tc := s.tr.Counts()
+		c.Received, c.Legs.Lost = tc.Received, tc.Lost
+		if goodbye {
+			c.Legs.Lost = tc.Expected - tc.Received
+		}
 	}
-	return s.tr.Counts().Received
+	return c
 }
 
 // maxGoodbyeReplies bounds the goodbye replies a session gets past the
@@ -105,7 +123,7 @@ const probationSpan = 1024
 func (p *peer) hold(h *wire.Header, at Instant) {
 	p.m.Stray.Add(p.cand.copies)
 	p.cand = candidate{
-		stream:   stream{session: h.Session, firstSeq: int64(h.Seq), firstSent: h.SendClock},
+		stream:   newStream(h, nil),
 		sendTime: h.SendTime, at: at, copies: 1,
 	}
 }
@@ -128,7 +146,7 @@ func (p *peer) confirm(opts tracker.Options) (s *stream, restarted bool) {
 	c := &p.cand
 	first := wire.Header{Session: c.session, Seq: uint64(c.firstSeq), SendTime: c.sendTime, SendClock: c.firstSent}
 	s, restarted = p.start(&first, opts)
-	s.withheld, s.goodbyeReplies, s.replied = c.withheld, c.goodbyeReplies, c.replied
+	s.withheld, s.goodbyeReplies, s.replied, s.id = c.withheld, c.goodbyeReplies, c.replied, c.id
 	for range c.copies {
 		p.observe(s, &first, c.at)
 	}
@@ -212,7 +230,8 @@ func (p *peer) start(h *wire.Header, opts tracker.Options) (s *stream, restarted
 		tr = tracker.New(opts)
 	}
 	restarted = p.cur != nil
-	p.prev, p.cur = p.cur, &stream{session: h.Session, tr: tr, firstSeq: int64(h.Seq), firstSent: h.SendClock}
+	st := newStream(h, tr)
+	p.prev, p.cur = p.cur, &st
 	p.m.Jitter.Set(0)
 	p.m.SessionEnded.Set(0)
 	return p.cur, restarted

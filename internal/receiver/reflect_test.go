@@ -17,7 +17,7 @@ import (
 // arbitrary wall-clock origin.
 func probe(t testing.TB, session, seq uint64, s float64) []byte {
 	t.Helper()
-	b := make([]byte, 80)
+	b := make([]byte, 104)
 	h := wire.Header{Name: []byte("alpha"), Target: []byte(testTarget), Session: session, Seq: seq,
 		SendTime: wall0 + int64(s*1e6), SendClock: int64(s * 1e6)}
 	if err := wire.Encode(b, &h); err != nil {
@@ -97,10 +97,12 @@ func TestTiming(t *testing.T) {
 
 // TestReflect: a reflecting table answers each valid probe, goodbyes
 // included, with a same-size reply to its source carrying its received
-// count; it never answers a reply.
+// count and, numbered in the order they were sent, its account of the
+// legs; it never answers a reply.
 func TestReflect(t *testing.T) {
 	tt := newTable(t, Options{Reflect: true, ReflectRate: 1000})
 	from := netip.MustParseAddrPort("192.0.2.1:5000")
+	var id uint64 // the reflector's id for the session
 	for i, step := range []struct {
 		b       []byte
 		replies int // sent so far
@@ -120,19 +122,28 @@ func TestReflect(t *testing.T) {
 			t.Fatalf("after datagram %d, reply %d: %+v (%d bytes) to %v, want reply %d: seq %d count %d in %d bytes to %v",
 				i, tt.replies.n, h, tt.replies.size, tt.replies.to, step.replies, step.seq, step.count, size, from)
 		}
+		if id == 0 {
+			id = h.Legs.Session
+		}
+		if want := (wire.Legs{Session: id, Number: uint64(step.replies - 1)}); id == 0 || h.Legs != want {
+			t.Fatalf("after datagram %d: legs %+v, want %+v from a non-zero session", i, h.Legs, want)
+		}
 	}
 	reply := probe(t, 1, 3, 30)
-	wire.MakeReply(reply, 9, 0)
+	wire.MakeReply(reply, wire.Counts{Received: 9})
 	tt.Handle(reply, from, at(5))
 	if n := testutil.ToFloat64(tt.m.Invalid.WithLabelValues("unexpected_reply")); n != 1 || tt.replies.n != 3 {
 		t.Fatalf("a reply was counted %v times as invalid and %d replies were sent; want 1 and 3", n, tt.replies.n)
 	}
-	bye := probe(t, 1, 2, 40)
+	// The goodbye says 4 was the last: 3 and 4 are pending, and its reply
+	// counts them lost unless they come; it is not numbered itself.
+	bye := probe(t, 1, 4, 40)
 	wire.PutFlags(bye, wire.FlagGoodbye)
 	wire.Seal(bye)
 	tt.Handle(bye, from, at(6))
-	if h := tt.replies.header(t); tt.replies.n != 4 || !h.Reply() || !h.Goodbye() || h.Received != 3 {
-		t.Fatalf("goodbye reply %+v, want the final count 3", h)
+	if h := tt.replies.header(t); tt.replies.n != 4 || !h.Reply() || !h.Goodbye() || h.Received != 3 ||
+		h.Legs != (wire.Legs{Session: id, Number: 3, Lost: 2}) {
+		t.Fatalf("goodbye reply %+v, want the final count 3, 3 replies numbered and 2 lost", h)
 	}
 	if got := tt.sample(t, "replies_sent_total", "alpha"); got != 4 {
 		t.Fatalf("%v replies counted, want 4", got)
@@ -152,15 +163,15 @@ func TestReflectOverSocket(t *testing.T) {
 	if _, err := c.Write(probe(t, 1, 7, 0)); err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 100)
+	b := make([]byte, 124)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, err := c.Read(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var h wire.Header
-	if err := wire.Decode(b[:n], &h); err != nil || !h.Reply() || h.Seq != 7 || h.Received != 1 || n != 80 {
-		t.Fatalf("reply %+v (%d bytes, %v), want the reply to 7 with count 1 in 80 bytes, the probe's size", h, n, err)
+	if err := wire.Decode(b[:n], &h); err != nil || !h.Reply() || h.Seq != 7 || h.Received != 1 || n != 104 {
+		t.Fatalf("reply %+v (%d bytes, %v), want the reply to 7 with count 1 in 104 bytes, the probe's size", h, n, err)
 	}
 }
 

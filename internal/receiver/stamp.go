@@ -126,7 +126,7 @@ func (r *stampReflector) reply(s *stream) []byte {
 		ttl = r.traffic.TTL
 	}
 	r.rep = stamp.Reflected{
-		Seq: s.replied, Timestamp: stamp.NTP(time.Unix(0, r.now)), ErrorEstimate: r.estimate, SSID: t.SSID,
+		Seq: uint32(s.replied), Timestamp: stamp.NTP(time.Unix(0, r.now)), ErrorEstimate: r.estimate, SSID: t.SSID,
 		ReceiveTimestamp: stamp.NTP(time.Unix(0, r.arrived)), SenderSeq: t.Seq, SenderTimestamp: t.Timestamp,
 		SenderErrorEstimate: t.ErrorEstimate, SenderTTL: ttl, TLVs: t.TLVs,
 	}

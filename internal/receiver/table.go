@@ -295,7 +295,7 @@ func (t *Table) SocketDropped(n uint64, mono int64) {
 }
 
 // reflect sends the datagram in b back to where it came from as a reply
-// carrying the stream's received and withheld counts, if the table replies
+// carrying the stream's counts (stream.counts), if the table replies
 // and the peer's rate allows (a goodbye's, up to three a session, always),
 // signed under the key that authenticated b. b is rewritten in place.
 func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, to netip.AddrPort, now int64) {
@@ -317,14 +317,17 @@ func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, t
 		return
 	}
 	send := t.reply
-	if answering {
-		send = t.stamp.send
-		s.replied++ // a stateful reflector numbers the replies it sends
-	} else {
-		wire.MakeReply(b, s.received(), s.withheld)
+	if !answering {
+		wire.MakeReply(b, s.counts(h.Goodbye()))
 		if t.auth != nil {
 			t.auth.Sign(b, key)
 		}
+	}
+	if !h.Goodbye() {
+		s.replied++ // numbered, whether the send succeeds or not: a failed one is lost on the way back
+	}
+	if answering {
+		send = t.stamp.send
 	}
 	if err := send(b, to); err != nil {
 		t.metrics.ReplyErrors.Inc()

@@ -26,7 +26,7 @@ func newRoundTripTarget(tb testing.TB) (*Sender, *target) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { sink.Close() })
-	s, err := New(Options{Targets: []string{sink.LocalAddr().String()}, Rate: 1000, PayloadSize: 96, Name: "me",
+	s, err := New(Options{Targets: []string{sink.LocalAddr().String()}, Rate: 1000, PayloadSize: 120, Name: "me",
 		RoundTrip: true, LossTimeout: time.Second,
 		Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative)})
 	if err != nil {
@@ -38,16 +38,23 @@ func newRoundTripTarget(tb testing.TB) (*Sender, *target) {
 }
 
 // replyTo is the reply to datagram seq of the target's session, sent at
-// sendTime, with the receiver's count.
+// sendTime, with the receiver's count, from a receiver that has lost
+// nothing (reply number count − 1).
 func replyTo(tb testing.TB, tg *target, session, seq, count uint64, sendTime int64) []byte {
 	tb.Helper()
-	b := make([]byte, 96)
+	b := make([]byte, 120)
 	if err := wire.Encode(b, &wire.Header{Name: []byte("me"), Target: []byte(tg.label), Session: session, Seq: seq,
 		SendTime: sendTime, SendClock: sendTime}); err != nil {
 		tb.Fatal(err)
 	}
-	wire.MakeReply(b, count, 0)
+	wire.MakeReply(b, counts(count))
 	return b
+}
+
+// counts are a version-5 receiver's counts after count datagrams and as
+// many replies, none lost.
+func counts(count uint64) wire.Counts {
+	return wire.Counts{Received: count, Legs: wire.Legs{Session: 7, Number: count - 1}}
 }
 
 // TestRTTUsesOnlyTheMonotonicClock: the round-trip time is the difference
@@ -110,15 +117,15 @@ func TestReplyPathAllocatesNothing(t *testing.T) {
 		s.batch.dues = append(s.batch.dues, time.Now())
 		s.flush()
 		wire.PutSeq(b, seq)
-		wire.Seal(b)
+		wire.MakeReply(b, counts(seq+1))
 		seq++
 		s.HandleReply(b, tg.to, int64(time.Since(s.epoch)))
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)
 	}
-	if got := tg.roundTrip().Answered; got < 1000 {
-		t.Fatalf("%v replies taken; the loop missed the reply path", got)
+	if got := tg.roundTrip(); got.Answered < 1000 || got.Lost != 0 || got.Duplicated != 0 {
+		t.Fatalf("%+v; want 1000 replies taken, none lost or duplicated", got)
 	}
 }
 
@@ -136,7 +143,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		tg.rt.Expire(now)
 		tg.mu.Unlock()
 		wire.PutSeq(reply, seq)
-		wire.Seal(reply)
+		wire.MakeReply(reply, counts(seq+1))
 		s.HandleReply(reply, tg.to, now+5e5)
 	}
 }

@@ -104,7 +104,7 @@ func newSender(t testing.TB, opts Options) (*Sender, *fakeOut, *prometheus.Regis
 	clk := fakeclock.New(t0)
 	reg := prometheus.NewPedanticRegistry()
 	opts.Rate = cmpOr(opts.Rate, 1000)
-	opts.PayloadSize = cmpOr(opts.PayloadSize, 100)
+	opts.PayloadSize = cmpOr(opts.PayloadSize, 128)
 	opts.LossTimeout = cmpOr(opts.LossTimeout, 100*time.Millisecond)
 	opts.Name = "me"
 	opts.Logger = cmpOr(opts.Logger, zap.NewNop())

@@ -70,9 +70,9 @@ func (t *target) handleReply(h *wire.Header, valid bool, mono int64) {
 	case !valid:
 		t.rt.Reject()
 	case h.Goodbye():
-		t.rt.Goodbye(h.Received, h.Withheld)
+		t.rt.Goodbye(report(h), mono)
 	default:
-		if r := t.rt.Reply(h.Seq, h.Received, h.Withheld, mono); r.Outcome == tracker.ReplyAnswered {
+		if r := t.rt.Reply(h.Seq, report(h), mono); r.Outcome == tracker.ReplyAnswered {
 			t.m.RTT.Observe(float64(r.RTT) / 1e9)
 		}
 		if h.Withheld > 0 && !t.warnedWithheld {
@@ -83,6 +83,12 @@ func (t *target) handleReply(h *wire.Header, valid bool, mono int64) {
 				zap.Float64("rate", t.sched.rate), zap.Uint64("withheld", h.Withheld))
 		}
 	}
+}
+
+// report is what a reply says besides the sequence number it answers.
+func report(h *wire.Header) tracker.Report {
+	return tracker.Report{Received: h.Received, Withheld: h.Withheld,
+		Session: h.Legs.Session, Number: h.Legs.Number, Lost: h.Legs.Lost}
 }
 
 // handleSTAMP takes a STAMP reply from the target's address, read at
@@ -107,7 +113,7 @@ func (t *target) handleSTAMP(r *stamp.Reflected, mono int64) {
 		t.m.Stateful.Set(1)
 		t.log.Info("the STAMP reflector numbers its replies (stateful): round-trip losses are split by direction from now on")
 	}
-	res := t.rt.Reply(unwrap32(t.seq, r.SenderSeq), uint64(r.Seq)+1, 0, mono)
+	res := t.rt.Reply(unwrap32(t.seq, r.SenderSeq), tracker.Report{Received: uint64(r.Seq) + 1}, mono)
 	if res.Outcome != tracker.ReplyAnswered {
 		return
 	}

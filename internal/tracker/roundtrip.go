@@ -23,6 +23,19 @@ type slot struct {
 	state    slotState
 }
 
+// Report is what a reply says besides the sequence number it answers.
+type Report struct {
+	// Received and Withheld are the receiver's counts of the session:
+	// distinct sequence numbers received in time (UnknownCount where the
+	// reply says none), and replies held back.
+	Received, Withheld uint64
+	// Legs, from a version-5 reply (zero otherwise): the receiver's id
+	// for the session, the reply's number among its data replies (in a
+	// goodbye's reply, how many it sent), and the sequence numbers it
+	// counted lost.
+	Session, Number, Lost uint64
+}
+
 // RoundTripCounts are a RoundTrip's cumulative totals.
 type RoundTripCounts struct {
 	Answered, Late, Duplicated, Invalid uint64
@@ -70,6 +83,17 @@ const (
 // reached it, that many were withheld rather than lost on the way back.
 // Losses are counted once their gap is split, or, for a gap no reply
 // closes, a loss timeout after its first loss, direction unknown.
+//
+// That split is exact only when the path to the receiver does not reorder
+// across a loss. Replies that account for each leg (Report.Session set:
+// protocol version 5) replace it: the receiver numbers its replies, and
+// the reply numbers are followed by a Tracker, whose losses, with the same
+// waiting time, are the downstream ones; the receiver's own count of the
+// session's losses is the upstream one. Each leg is then counted by the
+// rules a receiver counts a stream by, exactly, whatever either path
+// reorders; the gaps still decide Lost and Withheld, and the legs never
+// add up to more than Lost: what they report beyond it waits for Lost to
+// grow.
 type RoundTrip struct {
 	// unsplit: the counts replies carry are recorded but not trusted yet
 	// (a STAMP reflector not known to be stateful): gaps are lost with
@@ -88,11 +112,51 @@ type RoundTrip struct {
 	bye     bool   // a reply to the goodbye came
 	byeN    uint64 // the count it carried
 	byeW    uint64 // and the withheld count
+	legs    *legs  // from the first reply that accounts for each leg
 	c       RoundTripCounts
 }
 
+// legs follows what version-5 replies say of each leg.
+type legs struct {
+	session, prev uint64   // the receiver's id for the session, and the one before it restarted
+	replies       *Tracker // the reply numbers
+	lost          uint64   // the highest lost count a data reply carried
+	received      uint64   // the highest received count any reply carried
+	// expected is, once a goodbye's reply came, the sequence numbers the
+	// receiver's stream covers up to the goodbye's: its received and lost
+	// counts together. What it has not received of them is lost.
+	expected  uint64
+	byeNumber uint64 // how many data replies the goodbye's reply said were sent
+	// earlierUp and earlierDown were counted under the receiver's earlier
+	// ids for the session: it restarted, and its numbers started again.
+	earlierUp, earlierDown uint64
+}
+
+// up and down are the losses the replies report on each leg so far.
+func (l *legs) up() uint64 {
+	lost := l.lost
+	if l.expected > l.received {
+		lost = max(lost, l.expected-l.received)
+	}
+	return l.earlierUp + lost
+}
+
+func (l *legs) down() uint64 { return l.earlierDown + l.replies.Counts().Lost }
+
+// end settles the reply numbers of the receiver's current id: those
+// numbered, up to what a goodbye's reply said, that did not come are lost.
+func (l *legs) end() {
+	if l.byeNumber > 0 && !l.replies.Started() {
+		l.earlierDown += l.byeNumber // every reply numbered was lost
+		l.byeNumber = 0
+	}
+	l.replies.Settle()
+}
+
 // NewRoundTrip sizes the window for rate datagrams per second over the
-// loss timeout (ns), with room to spare.
+// loss timeout (ns), with room to spare. A RoundTrip allocates only for
+// the first reply that accounts for each leg, and when the receiver
+// restarts.
 func NewRoundTrip(timeout int64, rate float64) *RoundTrip {
 	need := uint64(rate*float64(timeout)/1e9) + 64
 	size := min(uint64(1)<<bits.Len64(need), MaxRoundTripWindow)
@@ -137,10 +201,64 @@ func (r *RoundTrip) Unsend(seq uint64) {
 // counts its own datagram, so its count is never 0.
 const UnknownCount = 0
 
-// Reply takes a reply to seq carrying the receiver's count (or
-// UnknownCount) and withheld count, arriving at now.
-func (r *RoundTrip) Reply(seq, count, withheld uint64, now int64) ReplyResult {
+// Reply takes a reply to seq, with what it reports, arriving at now.
+func (r *RoundTrip) Reply(seq uint64, rep Report, now int64) ReplyResult {
 	r.Expire(now)
+	res := r.reply(seq, rep.Received, rep.Withheld, now)
+	if res.Outcome == ReplyAnswered || res.Outcome == ReplyLate || res.Outcome == ReplyDuplicated {
+		if l := r.leg(rep.Session); l != nil {
+			l.replies.Observe(rep.Number, now)
+			l.replies.Origin(0) // the receiver numbers from 0
+			l.lost = max(l.lost, rep.Lost)
+			l.received = max(l.received, rep.Received)
+		}
+	}
+	r.grant()
+	return res
+}
+
+// leg returns the legs to take a report of the receiver's id for the
+// session into, or nil: a reply without legs, or one from before the
+// receiver restarted.
+func (r *RoundTrip) leg(session uint64) *legs {
+	if session == 0 {
+		return nil
+	}
+	l := r.legs
+	switch {
+	case l == nil:
+		l = &legs{session: session}
+		r.legs = l
+	case session == l.session:
+		return l
+	case session == l.prev:
+		return nil // a straggler from before the restart
+	default: // the receiver restarted: what it said before is final
+		l.end()
+		*l = legs{session: session, prev: l.session, earlierUp: l.up(), earlierDown: l.down()}
+	}
+	l.replies = New(Options{Timeout: r.timeout, Window: uint64(len(r.slots))})
+	return l
+}
+
+// grant moves what the legs report into Upstream and Downstream, as far
+// as Lost allows.
+func (r *RoundTrip) grant() {
+	if r.legs == nil {
+		return
+	}
+	room := r.c.Lost - r.c.Upstream - r.c.Downstream
+	if up := r.legs.up(); up > r.c.Upstream {
+		n := min(up-r.c.Upstream, room)
+		r.c.Upstream += n
+		room -= n
+	}
+	if down := r.legs.down(); down > r.c.Downstream {
+		r.c.Downstream += min(down-r.c.Downstream, room)
+	}
+}
+
+func (r *RoundTrip) reply(seq, count, withheld uint64, now int64) ReplyResult {
 	switch {
 	case seq >= r.next:
 		r.c.Invalid++ // never sent
@@ -164,11 +282,25 @@ func (r *RoundTrip) Reply(seq, count, withheld uint64, now int64) ReplyResult {
 	return ReplyResult{Outcome: ReplyDuplicated}
 }
 
-// Goodbye takes a reply to the goodbye: the receiver's final counts.
-func (r *RoundTrip) Goodbye(count, withheld uint64) {
+// Goodbye takes a reply to the goodbye, arriving at now: the receiver's
+// final counts.
+func (r *RoundTrip) Goodbye(rep Report, now int64) {
+	r.Expire(now)
 	r.bye = true
-	r.byeN = max(r.byeN, count)
-	r.byeW = max(r.byeW, withheld)
+	r.byeN = max(r.byeN, rep.Received)
+	r.byeW = max(r.byeW, rep.Withheld)
+	if l := r.leg(rep.Session); l != nil {
+		// A datagram that reached the receiver after the goodbye (it was
+		// overtaken) raises the received count of the replies after it,
+		// and is not lost.
+		l.received = max(l.received, rep.Received)
+		l.expected = max(l.expected, rep.Received+rep.Lost)
+		l.byeNumber = max(l.byeNumber, rep.Number)
+		if rep.Number > 0 {
+			l.replies.Goodbye(rep.Number-1, now)
+		}
+	}
+	r.grant()
 }
 
 // Expire decides, in sequence order, what the time now allows.
@@ -185,6 +317,10 @@ func (r *RoundTrip) Expire(now int64) {
 		// goodbye's reply, once in, splits the tail when it settles.)
 		r.count()
 	}
+	if r.legs != nil {
+		r.legs.replies.Expire(now)
+	}
+	r.grant()
 }
 
 // pass decides the oldest sequence number: answered, or else one more of
@@ -217,10 +353,13 @@ func (r *RoundTrip) pass() {
 	if s.withheld > r.wbase {
 		withheld = min(s.withheld-r.wbase, got)
 	}
-	if r.unsplit {
+	switch {
+	case r.unsplit:
 		r.count()
 		r.gap, r.counted = 0, 0
-	} else {
+	case r.legs != nil:
+		r.lose(withheld) // the legs say the direction
+	default:
 		r.split(got, withheld)
 	}
 	r.base = max(r.base, s.count)
@@ -234,11 +373,11 @@ func (r *RoundTrip) count() {
 	r.counted = r.gap
 }
 
-// split attributes the gap: got of it reached the receiver, which held
-// back the replies of withheld of those. What Lost already holds of the
-// gap stays lost: a withheld reply counted lost before the news came is
-// counted downstream.
-func (r *RoundTrip) split(got, withheld uint64) {
+// lose counts the gap lost but for withheld of it, the replies the
+// receiver held back, with no direction (the legs give it), and returns
+// how many it counted withheld: what Lost already holds of the gap stays
+// lost.
+func (r *RoundTrip) lose(withheld uint64) uint64 {
 	lost := r.gap - withheld
 	if r.counted > lost {
 		withheld -= r.counted - lost
@@ -246,9 +385,19 @@ func (r *RoundTrip) split(got, withheld uint64) {
 	}
 	r.c.Lost += lost - r.counted
 	r.c.Withheld += withheld
-	r.c.Downstream += got - withheld
-	r.c.Upstream += r.gap - got
 	r.gap, r.counted = 0, 0
+	return withheld
+}
+
+// split attributes the gap: got of it reached the receiver, which held
+// back the replies of withheld of those. What Lost already holds of the
+// gap stays lost: a withheld reply counted lost before the news came is
+// counted downstream.
+func (r *RoundTrip) split(got, withheld uint64) {
+	gap := r.gap
+	withheld = r.lose(withheld)
+	r.c.Downstream += got - withheld
+	r.c.Upstream += gap - got
 }
 
 // Settled reports whether every datagram sent is decided and the goodbye
@@ -261,8 +410,12 @@ func (r *RoundTrip) Settle() {
 	for r.oldest < r.next {
 		r.pass()
 	}
+	if r.legs != nil {
+		r.legs.end()
+	}
 	if !r.bye || r.unsplit {
 		r.count()
+		r.grant()
 		return
 	}
 	var got, withheld uint64
@@ -271,6 +424,11 @@ func (r *RoundTrip) Settle() {
 	}
 	if r.byeW > r.wbase {
 		withheld = min(r.byeW-r.wbase, got)
+	}
+	if r.legs != nil {
+		r.lose(withheld)
+		r.grant()
+		return
 	}
 	r.split(got, withheld)
 }

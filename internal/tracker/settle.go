@@ -124,6 +124,25 @@ func (t *Tracker) expireFront() {
 	t.settleTo(next)
 }
 
+// Origin tells the tracker where the stream begins, where that is known
+// (a reflector numbers its replies from 0): the numbers from origin up to
+// the first one that arrived are pending from its arrival, and lost unless
+// they come within the waiting time, as numbers below the first one are.
+// Call it after the first Observe; numbers beyond the window are not
+// placed.
+func (t *Tracker) Origin(origin uint64) {
+	if !t.started || origin >= t.low || t.head-origin > t.window {
+		return
+	}
+	if t.preOpen {
+		t.clearRange(origin, t.low)
+	} else {
+		t.clearRange(origin, t.first)
+		t.preOpen = true
+	}
+	t.low = origin
+}
+
 // Goodbye records that the sender ended the session after sending last.
 // Numbers after the highest seen up to last are lost unless they arrive
 // within the waiting time; then the stream is settled. A goodbye

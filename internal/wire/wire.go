@@ -9,7 +9,7 @@
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|                   magic "UDPP" (0x55445050)                   |  0
 //	+---------------+---------------+---------------+---------------+
-//	|  version = 4  |     flags     |  name length  |  tag length   |  4
+//	|  version = 5  |     flags     |  name length  |  tag length   |  4
 //	+---------------+---------------+---------------+---------------+
 //	|                       session id (64)                         |  8
 //	|                                                               |
@@ -33,6 +33,15 @@
 //	|      withheld count (64): in replies, 0 in probes             | 49+N+T
 //	|                                                               |
 //	+---------------------------------------------------------------+
+//	|      reflector session (64): in replies, 0 in probes          | 57+N+T
+//	|                                                               |
+//	+---------------------------------------------------------------+
+//	|      reply number (64): in replies, 0 in probes               | 65+N+T
+//	|                                                               |
+//	+---------------------------------------------------------------+
+//	|      lost count (64): in replies, 0 in probes                 | 73+N+T
+//	|                                                               |
+//	+---------------------------------------------------------------+
 //	|          padding (any bytes, sent as zero) ...                |
 //	+---------------------------------------------------------------+
 //	|  tag (tag length bytes: 0, or 16 with authentication) ...    | L-4-tag length
@@ -40,11 +49,13 @@
 //	|            CRC-32C of bytes [0, L-4)                          | L-4
 //	+---------------------------------------------------------------+
 //
-// Version 3 is the same without the hello flag, version 2 without the
-// withheld count either, version 1 without the target length and the target
-// too; all are still decoded, and a reply stays in the version of its probe.
+// Version 4 is the same without the reflector session, the reply number and
+// the lost count; version 3 without the hello flag either, version 2 without
+// the withheld count either, version 1 without the target length and the
+// target too; all are still decoded, and a reply stays in the version of its
+// probe.
 //
-// A hello (version 4) asks a reflector for its name: the reply to it, the
+// A hello (from version 4) asks a reflector for its name: the reply to it, the
 // only datagram built anew rather than patched, carries the reflector's name
 // in the target field, and the hello is sent long enough for any name
 // (HelloSize).
@@ -63,7 +74,10 @@ const (
 	// Magic is the first four bytes of every datagram: "UDPP".
 	Magic uint32 = 0x55445050
 	// Version is the protocol version this package writes.
-	Version = 4
+	Version = 5
+	// Version4 is the version before the reply's account of each leg
+	// (reflector session, reply number, lost count); still decoded.
+	Version4 = 4
 	// Version3 is the version before the hello; still decoded.
 	Version3 = 3
 	// Version2 is the version before the withheld count; still decoded.
@@ -99,7 +113,7 @@ const (
 	// the last data sequence number the sender sent; it is not itself data.
 	FlagGoodbye Flags = 1 << 0
 	// FlagReply marks a datagram a reflecting receiver sent back: the probe
-	// it received, byte for byte but for this flag, the received count and
+	// it received, byte for byte but for this flag, the counts and
 	// the checksum.
 	FlagReply Flags = 1 << 1
 	// FlagHello (from version 4) marks a hello: a datagram of no stream
@@ -127,7 +141,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Header is the decoded content of a datagram.
 type Header struct {
-	// Version is the version of a decoded datagram, 1 to 4. Encode writes
+	// Version is the version of a decoded datagram, 1 to 5. Encode writes
 	// Version whatever it holds.
 	Version  uint8
 	Flags    Flags
@@ -143,16 +157,39 @@ type Header struct {
 	// session the receiver had received when it reflected the datagram,
 	// counting the datagram itself. Zero in probes.
 	Received uint64
-	// Withheld is, in a version-3 reply, how many replies to the session's
-	// probes the receiver had held back (its reply rate limit) before this
-	// one. Zero in probes and in older versions.
+	// Withheld is, in a reply from version 3, how many replies to the
+	// session's probes the receiver had held back (its reply rate limit)
+	// before this one. Zero in probes and in older versions.
 	Withheld uint64
+	// Legs is, in a reply from version 5, the receiver's account of each
+	// leg. Zero in probes and in older versions.
+	Legs Legs
 	// Name is the sender's name. After Decode it aliases the decoded buffer.
 	Name []byte
 	// Target is how the sender names the receiver it sent the datagram
 	// to: the target as the sender was given it. Empty in version 1, and
 	// where the sender does not say. After Decode it aliases the buffer.
 	Target []byte
+}
+
+// Legs is what a version-5 reply says of the session's two legs, so that
+// the sender can count each by the rules a receiver counts a stream by.
+type Legs struct {
+	// Session is the receiver's own random, non-zero id for the sender's
+	// session, drawn when it first heard the session: a new one means the
+	// receiver restarted, and its numbers below started again.
+	Session uint64
+	// Number is the reply's number among the data replies the receiver
+	// sent in the session: 0, 1, 2, … in the order it sent them, so that a
+	// sender can count replies lost, duplicated and reordered on the way
+	// back. In a goodbye's reply, how many it had sent (goodbyes' replies
+	// are not numbered).
+	Number uint64
+	// Lost is how many of the session's sequence numbers the receiver had
+	// counted lost (its waiting time) when it replied: the losses on the
+	// way there. In a goodbye's reply, also those still pending up to the
+	// goodbye's number: what it will count lost if nothing more arrives.
+	Lost uint64
 }
 
 // Goodbye reports whether the datagram ends its session.
@@ -167,11 +204,24 @@ func (h *Header) Hello() bool { return h.Flags&FlagHello != 0 }
 // MinSize is the smallest datagram that can carry a name of nameLen bytes
 // and a target of targetLen bytes.
 func MinSize(nameLen, targetLen int) int {
-	return HeaderSize + nameLen + 1 + targetLen + withheldSize + TrailerSize
+	return HeaderSize + nameLen + 1 + targetLen + countsSize(Version) + TrailerSize
 }
 
-// withheldSize is the size of the withheld count.
-const withheldSize = 8
+// countsSize is the size of the reply's counts after the target, in a
+// datagram of version v: the withheld count from version 3, the legs from
+// version 5.
+func countsSize(v byte) int {
+	switch {
+	case v >= Version:
+		return withheldSize + legsSize
+	case v >= Version3:
+		return withheldSize
+	}
+	return 0
+}
+
+// withheldSize is the size of the withheld count, legsSize of the legs.
+const withheldSize, legsSize = 8, 24
 
 // HelloSize is the size of a hello from a sender whose name is nameLen
 // bytes, naming its target in targetLen bytes, with a tag of tagLen: room
@@ -240,8 +290,8 @@ func Encode(b []byte, h *Header) error {
 	n := HeaderSize + copy(b[HeaderSize:], h.Name)
 	b[n] = byte(len(h.Target))
 	n += 1 + copy(b[n+1:], h.Target)
-	binary.BigEndian.PutUint64(b[n:], h.Withheld)
-	n += withheldSize
+	putCounts(b[n:], Version, h.Withheld, h.Legs)
+	n += countsSize(Version)
 	clear(b[n : len(b)-TrailerSize])
 	Seal(b)
 	return nil
@@ -263,29 +313,50 @@ func PutSendTime(b []byte, wall, clock int64) {
 }
 func PutFlags(b []byte, flags Flags) { b[5] = byte(flags) }
 
+// putCounts writes the counts after the target of a datagram of version v.
+func putCounts(b []byte, v byte, withheld uint64, legs Legs) {
+	if v >= Version3 {
+		binary.BigEndian.PutUint64(b, withheld)
+	}
+	if v >= Version {
+		binary.BigEndian.PutUint64(b[8:], legs.Session)
+		binary.BigEndian.PutUint64(b[16:], legs.Number)
+		binary.BigEndian.PutUint64(b[24:], legs.Lost)
+	}
+}
+
+// Counts are what a reply carries besides the probe.
+type Counts struct {
+	Received, Withheld uint64
+	Legs               Legs
+}
+
 // MakeReply turns a decoded probe in b into its reply in place: the reply
 // flag, the receiver's received count, from version 3 its withheld count,
-// and a new checksum. The reply has the probe's size and version, so
-// reflecting never amplifies and older senders get what they can read.
-func MakeReply(b []byte, received, withheld uint64) {
+// from version 5 its account of the legs, and a new checksum. The reply has
+// the probe's size and version, so reflecting never amplifies and older
+// senders get what they can read.
+func MakeReply(b []byte, c Counts) {
 	b[5] |= byte(FlagReply)
-	binary.BigEndian.PutUint64(b[40:], received)
-	if b[4] >= Version3 {
-		at := HeaderSize + int(b[6])
-		binary.BigEndian.PutUint64(b[at+1+int(b[at]):], withheld)
+	binary.BigEndian.PutUint64(b[40:], c.Received)
+	at := HeaderSize + int(b[6])
+	if b[4] >= Version2 {
+		at += 1 + int(b[at])
 	}
+	putCounts(b[at:], b[4], c.Withheld, c.Legs)
 	Seal(b)
 }
 
 // MakeHelloReply turns a decoded hello in b into its reply in place: the
 // reply flag, the reflector's name in the target field, zero counts and
 // padding, and a new checksum; a tag, if the hello had one, is zero until
-// the caller signs it. It reports false, leaving b as it was, if b is not
-// of version 4 (hellos are no older), or name is not a valid name or does
-// not fit: a reply is never longer than its hello.
+// the caller signs it. It reports false, leaving b as it was, if b is older
+// than version 4 (hellos are no older), or name is not a valid name or does
+// not fit in the hello's version: a reply is never longer than its hello.
 func MakeHelloReply(b []byte, name []byte) bool {
 	nameLen, tagLen := int(b[6]), int(b[7])
-	if b[4] != Version || !ValidName(name) || MinSize(nameLen, len(name))+tagLen > len(b) {
+	if b[4] < Version4 || !ValidName(name) ||
+		HeaderSize+nameLen+1+len(name)+countsSize(b[4])+TrailerSize+tagLen > len(b) {
 		return false
 	}
 	b[5] |= byte(FlagReply)
@@ -293,7 +364,7 @@ func MakeHelloReply(b []byte, name []byte) bool {
 	at := HeaderSize + nameLen
 	b[at] = byte(len(name))
 	at += 1 + copy(b[at+1:], name)
-	clear(b[at : len(b)-TrailerSize]) // the withheld count, the padding and the tag
+	clear(b[at : len(b)-TrailerSize]) // the counts, the padding and the tag
 	Seal(b)
 	return true
 }
@@ -307,7 +378,7 @@ func checksum(b []byte) (want, got uint32) {
 func nearMiss(b []byte) int {
 	m := bits.OnesCount32(binary.BigEndian.Uint32(b) ^ Magic)
 	return m + min(bits.OnesCount8(b[4]^Version1), bits.OnesCount8(b[4]^Version2), bits.OnesCount8(b[4]^Version3),
-		bits.OnesCount8(b[4]^Version))
+		bits.OnesCount8(b[4]^Version4), bits.OnesCount8(b[4]^Version))
 }
 
 // Decode parses b into h, a datagram of any version spoken. h.Name and
@@ -338,13 +409,13 @@ func Decode(b []byte, h *Header) error {
 	}
 	flags, nameLen, tagLen := Flags(b[5]), int(b[6]), int(b[7])
 	// The end of the fields before the padding: the name, from version 2
-	// the target length and the target, from version 3 the withheld count.
+	// the target length and the target, from version 3 the counts.
 	end := HeaderSize + nameLen
 	if version >= Version2 {
 		end++
 	}
 	known := knownFlags
-	if version < Version {
+	if version < Version4 {
 		known = knownFlags3
 	}
 	if flags&^known != 0 || tagLen > MaxTagLen || nameLen < 1 || nameLen > MaxNameLen ||
@@ -353,18 +424,23 @@ func Decode(b []byte, h *Header) error {
 	}
 	var target []byte
 	var withheld uint64
+	var legs Legs
 	if version >= Version2 {
 		targetLen := int(b[end-1])
 		target = b[end : end+min(targetLen, len(b)-end)]
 		end += targetLen
-		if version >= Version3 {
-			end += withheldSize
-		}
+		counts := end
+		end += countsSize(version)
 		if end+tagLen+TrailerSize > len(b) {
 			return ErrHeader
 		}
 		if version >= Version3 {
-			withheld = binary.BigEndian.Uint64(b[end-withheldSize:])
+			withheld = binary.BigEndian.Uint64(b[counts:])
+		}
+		if version >= Version {
+			legs.Session = binary.BigEndian.Uint64(b[counts+8:])
+			legs.Number = binary.BigEndian.Uint64(b[counts+16:])
+			legs.Lost = binary.BigEndian.Uint64(b[counts+24:])
 		}
 	}
 	seq := binary.BigEndian.Uint64(b[16:])
@@ -386,5 +462,6 @@ func Decode(b []byte, h *Header) error {
 	h.Name = name
 	h.Target = target
 	h.Withheld = withheld
+	h.Legs = legs
 	return nil
 }

@@ -20,10 +20,10 @@ func testHeader() Header {
 	}
 }
 
-// golden is testHeader encoded into 80 bytes, laid out by hand from
+// golden is testHeader encoded into 104 bytes, laid out by hand from
 // docs/protocol.md; its checksum came from an independent bitwise CRC-32C
 // (polynomial 0x82F63B78), not from this package.
-const golden = "55445050" + "04" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
+const golden = "55445050" + "05" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
 	"0102030405060708" + // session
 	"000000000000002a" + // sequence 42
 	"17979cfe3d85cd15" + // send time 1700000000123456789
@@ -32,17 +32,41 @@ const golden = "55445050" + "04" + "00" + "05" + "00" + // magic, version, flags
 	"616c706861" + // "alpha"
 	"07" + "72783a36343634" + // target length 7, "rx:6464"
 	"0000000000000000" + // withheld count, 0 in a probe
+	"0000000000000000" + // reflector session, 0 in a probe
+	"0000000000000000" + // reply number, 0 in a probe
+	"0000000000000000" + // lost count, 0 in a probe
 	"00000000000000" + // 7 bytes of padding
-	"854cea6d" // CRC-32C of the 76 bytes before it
+	"4cd7d130" // CRC-32C of the 100 bytes before it
 
-// goldenReply is golden after MakeReply(b, 17, 5), by hand the same way.
-const goldenReply = "55445050" + "04" + "02" + "05" + "00" + // flags: reply
+// testCounts are what the golden replies carry: reply number 11 with 5
+// withheld before it is the 17th datagram received (11 + 1 + 5).
+var testCounts = Counts{Received: 17, Withheld: 5, Legs: Legs{Session: 0x1112131415161718, Number: 11, Lost: 1}}
+
+// goldenReply is golden after MakeReply(b, testCounts), by hand the same way.
+const goldenReply = "55445050" + "05" + "02" + "05" + "00" + // flags: reply
 	"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
 	"0000000000000011" + // received count 17
 	"616c706861" + "07" + "72783a36343634" +
 	"0000000000000005" + // withheld count 5
+	"1112131415161718" + // reflector session
+	"000000000000000b" + // reply number 11
+	"0000000000000001" + // lost count 1
 	"00000000000000" +
-	"6505579f"
+	"e50692f7"
+
+// goldenV4 is testHeader in version 4, which has no legs, in 80 bytes,
+// and goldenV4Reply its reply: MakeReply(b, testCounts) leaves the legs
+// out.
+const (
+	goldenV4 = "55445050" + "04" + "00" + "05" + "00" +
+		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "0000000000000000" + "00000000000000" +
+		"854cea6d"
+	goldenV4Reply = "55445050" + "04" + "02" + "05" + "00" +
+		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000011" + "616c706861" + "07" + "72783a36343634" + "0000000000000005" + "00000000000000" +
+		"6505579f"
+)
 
 // goldenV3 is testHeader in version 3, which has no hello, and
 // goldenV3Reply its reply: the layout of version 4.
@@ -57,18 +81,37 @@ const (
 		"c83f4a7d"
 )
 
-// goldenHello is a hello from alpha to 10.0.0.2:6464 in 130 bytes
+// goldenHello is a hello from alpha to 10.0.0.2:6464 in 154 bytes
 // (HelloSize: room for a 64-byte name), and goldenHelloReply its reply from
 // a reflector named node-b, by hand and an independent CRC-32C.
 var (
-	goldenHello = "55445050" + "04" + "04" + "05" + "00" + // flags: hello
+	goldenHello = "55445050" + "05" + "04" + "05" + "00" + // flags: hello
+		"0102030405060708" + "0000000000000000" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000000" + "616c706861" +
+		"0d" + "31302e302e302e323a36343634" + // target length 13, "10.0.0.2:6464"
+		strings.Repeat("00", 32) + // withheld count and legs
+		strings.Repeat("00", 51) + // padding
+		"f2af99c6"
+	goldenHelloReply = "55445050" + "05" + "06" + "05" + "00" + // flags: hello, reply
+		"0102030405060708" + "0000000000000000" + "17979cfe3d85cd15" + "00000000075bcd15" +
+		"0000000000000000" + "616c706861" +
+		"06" + "6e6f64652d62" + // the reflector's name: length 6, "node-b"
+		strings.Repeat("00", 32) + // withheld count and legs
+		strings.Repeat("00", 58) + // padding
+		"5ac4b6a6"
+)
+
+// goldenHelloV4 and goldenHelloV4Reply: the same in version 4, which
+// mesh nodes of the previous release send and a node still answers.
+var (
+	goldenHelloV4 = "55445050" + "04" + "04" + "05" + "00" + // flags: hello
 		"0102030405060708" + "0000000000000000" + "17979cfe3d85cd15" + "00000000075bcd15" +
 		"0000000000000000" + "616c706861" +
 		"0d" + "31302e302e302e323a36343634" + // target length 13, "10.0.0.2:6464"
 		"0000000000000000" + // withheld count
 		strings.Repeat("00", 51) + // padding
 		"0bae6843"
-	goldenHelloReply = "55445050" + "04" + "06" + "05" + "00" + // flags: hello, reply
+	goldenHelloV4Reply = "55445050" + "04" + "06" + "05" + "00" + // flags: hello, reply
 		"0102030405060708" + "0000000000000000" + "17979cfe3d85cd15" + "00000000075bcd15" +
 		"0000000000000000" + "616c706861" +
 		"06" + "6e6f64652d62" + // the reflector's name: length 6, "node-b"
@@ -78,7 +121,7 @@ var (
 )
 
 // goldenV2 is testHeader in version 2, which has no withheld count, in 72
-// bytes, and goldenV2Reply its reply: MakeReply(b, 17, 5) leaves the
+// bytes, and goldenV2Reply its reply: MakeReply(b, testCounts) leaves the
 // withheld count out.
 const (
 	goldenV2 = "55445050" + "02" + "00" + "05" + "00" +
@@ -107,19 +150,20 @@ const (
 
 func TestEncodeGolden(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 80)
+	b := make([]byte, 104)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}
 	if got := hex.EncodeToString(b); got != golden {
 		t.Fatalf("encoding changed:\n got %s\nwant %s", got, golden)
 	}
-	MakeReply(b, 17, 5)
+	MakeReply(b, testCounts)
 	if got := hex.EncodeToString(b); got != goldenReply {
 		t.Fatalf("reply changed:\n got %s\nwant %s", got, goldenReply)
 	}
 	var r Header
-	if err := Decode(b, &r); err != nil || !r.Reply() || r.Goodbye() || r.Received != 17 || r.Withheld != 5 {
+	if err := Decode(b, &r); err != nil || !r.Reply() || r.Goodbye() || r.Received != 17 || r.Withheld != 5 ||
+		r.Legs != testCounts.Legs {
 		t.Fatalf("decoded reply %+v, %v", r, err)
 	}
 }
@@ -162,6 +206,13 @@ func TestHelloGolden(t *testing.T) {
 	if err := Encode(long, &h); err != nil || !MakeHelloReply(long, bytes.Repeat([]byte("n"), MaxNameLen)) {
 		t.Fatalf("the longest name does not fit a hello of HelloSize: %v", err)
 	}
+	old, _ := hex.DecodeString(goldenHelloV4)
+	if !MakeHelloReply(old, []byte("node-b")) || hex.EncodeToString(old) != goldenHelloV4Reply {
+		t.Fatalf("version-4 hello reply:\n got %x\nwant %s", old, goldenHelloV4Reply)
+	}
+	if err := Decode(old, &r); err != nil || r.Version != Version4 || string(r.Target) != "node-b" {
+		t.Fatalf("decoded version-4 hello reply %+v, %v", r, err)
+	}
 }
 
 // TestCRC32CKnownAnswer pins the checksum polynomial with the standard check
@@ -175,16 +226,17 @@ func TestCRC32CKnownAnswer(t *testing.T) {
 }
 
 // TestDecodeGolden decodes the golden datagram of each version and answers
-// it in its version: a version-2 reply has no withheld count and a
-// version-1 one no target either, so receivers keep serving senders of the
-// previous versions.
+// it in its version: a version-4 reply has no legs, a version-2 one no
+// withheld count either and a version-1 one no target either, so receivers
+// keep serving senders of the previous versions.
 func TestDecodeGolden(t *testing.T) {
 	for _, g := range []struct {
 		datagram, reply string
 		version         uint8
 		target          []byte
 	}{
-		{golden, goldenReply, 4, []byte("rx:6464")},
+		{golden, goldenReply, 5, []byte("rx:6464")},
+		{goldenV4, goldenV4Reply, 4, []byte("rx:6464")},
 		{goldenV3, goldenV3Reply, 3, []byte("rx:6464")},
 		{goldenV2, goldenV2Reply, 2, []byte("rx:6464")},
 		{goldenV1, goldenV1Reply, 1, nil},
@@ -200,7 +252,7 @@ func TestDecodeGolden(t *testing.T) {
 			!bytes.Equal(h.Target, g.target) || h.Flags != 0 || h.TagLen != 0 {
 			t.Fatalf("version %d: decoded %+v, want %+v", g.version, h, want)
 		}
-		MakeReply(b, 17, 5)
+		MakeReply(b, testCounts)
 		if got := hex.EncodeToString(b); got != g.reply {
 			t.Fatalf("version %d reply:\n got %s\nwant %s", g.version, got, g.reply)
 		}
@@ -276,23 +328,24 @@ func TestDecodeErrors(t *testing.T) {
 		{"foreign", []byte("GET / HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n0123456789"), ErrMagic},
 		{"zeros", make([]byte, 64), ErrMagic},
 		{"future version", resealed(func(b []byte) { b[4] = 7 }), ErrVersion},
-		{"version 5", resealed(func(b []byte) { b[4] = 5 }), ErrVersion},
+		{"version 6", resealed(func(b []byte) { b[4] = 6 }), ErrVersion},
 		{"a hello in version 3", resealed(func(b []byte) { b[4], b[5] = 3, byte(FlagHello) }), ErrHeader},
 		{"bit error in magic", func() []byte { b := valid(); b[1] ^= 0x10; return b }(), ErrChecksum},
 		{"bit error in version", func() []byte { b := valid(); b[4] ^= 0x02; return b }(), ErrChecksum},
 		{"bit error in sequence", func() []byte { b := valid(); b[23] ^= 1; return b }(), ErrChecksum},
 		{"bit error in target", func() []byte { b := valid(); b[56] ^= 0x80; return b }(), ErrChecksum},
 		{"bit error in withheld count", func() []byte { b := valid(); b[62] ^= 0x80; return b }(), ErrChecksum},
-		{"bit error in padding", func() []byte { b := valid(); b[70] ^= 0x80; return b }(), ErrChecksum},
+		{"bit error in reply number", func() []byte { b := valid(); b[84] ^= 0x01; return b }(), ErrChecksum},
+		{"bit error in padding", func() []byte { b := valid(); b[95] ^= 0x80; return b }(), ErrChecksum},
 		{"bit error in send clock", func() []byte { b := valid(); b[35] ^= 4; return b }(), ErrChecksum},
-		{"bit error in checksum", func() []byte { b := valid(); b[79] ^= 1; return b }(), ErrChecksum},
-		{"truncated", valid()[:79], ErrChecksum},
+		{"bit error in checksum", func() []byte { b := valid(); b[103] ^= 1; return b }(), ErrChecksum},
+		{"truncated", valid()[:103], ErrChecksum},
 		{"unknown flag", resealed(func(b []byte) { b[5] = 0x40 }), ErrHeader},
 		{"name overruns", resealed(func(b []byte) { b[6] = 20 }), ErrHeader},
 		{"name too long", resealed(func(b []byte) { b[6] = MaxNameLen + 1 }), ErrHeader},
 		{"tag overruns", resealed(func(b []byte) { b[7] = 8 }), ErrHeader},
 		{"target overruns", resealed(func(b []byte) { b[53] = 20 }), ErrHeader},
-		{"no room for the withheld count", resealed(func(b []byte) { b[53] = 15 }), ErrHeader},
+		{"no room for the counts", resealed(func(b []byte) { b[53] = 15 }), ErrHeader},
 		{"bad target byte", resealed(func(b []byte) { b[55] = '"' }), ErrName},
 		{"sequence top bit", resealed(func(b []byte) { b[16] |= 0x80 }), ErrHeader},
 		{"empty name", resealed(func(b []byte) { b[6] = 0 }), ErrHeader},
@@ -309,7 +362,7 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestNoAllocs(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 80)
+	b := make([]byte, 104)
 	var d Header
 	allocs := testing.AllocsPerRun(100, func() {
 		_ = Encode(b, &h)
@@ -329,7 +382,7 @@ func TestNoAllocs(t *testing.T) {
 // ErrAuth. The seed corpus is in testdata/fuzz/FuzzDecode: every kind of
 // rejection, signed and unsigned datagrams, the largest sequence number.
 func FuzzDecode(f *testing.F) {
-	for _, g := range []string{golden, goldenV3, goldenV2, goldenV1, goldenHello, goldenHelloReply} {
+	for _, g := range []string{golden, goldenReply, goldenV4, goldenV3, goldenV2, goldenV1, goldenHello, goldenHelloReply} {
 		b, _ := hex.DecodeString(g)
 		f.Add(b)
 	}
@@ -378,7 +431,7 @@ func FuzzDecode(f *testing.F) {
 
 func BenchmarkDecode(b *testing.B) {
 	h := testHeader()
-	buf := make([]byte, 80)
+	buf := make([]byte, 104)
 	_ = Encode(buf, &h)
 	var d Header
 	b.ReportAllocs()
@@ -390,16 +443,17 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// goldenKey and goldenSigned: testHeader encoded into 96 bytes with a tag,
+// goldenKey and goldenSigned: testHeader encoded into 120 bytes with a tag,
 // signed under goldenKey. The tag and the checksum came from Python's hmac
 // and hashlib and a bitwise CRC-32C, not from this package.
 const (
 	goldenKey    = "an example key, 32 bytes long!!!"
-	goldenSigned = "55445050" + "04" + "00" + "05" + "10" + // tag length 16
+	goldenSigned = "55445050" + "05" + "00" + "05" + "10" + // tag length 16
 		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
-		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "0000000000000000" + "00000000000000" +
-		"8e5b109730351731879c3bda7ee8bf25" + // HMAC-SHA-256 of the 76 bytes before it, first 16 bytes
-		"12bd062c" // CRC-32C of the 92 bytes before it
+		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "0000000000000000" +
+		"000000000000000000000000000000000000000000000000" + "00000000000000" + // the legs and the padding
+		"b15cecfc2f5440c1d2887dc40ebdefbb" + // HMAC-SHA-256 of the 100 bytes before it, first 16 bytes
+		"bf58f4f4" // CRC-32C of the 116 bytes before it
 )
 
 // signed encodes testHeader with a tag and signs it under key i of a.
@@ -407,7 +461,7 @@ func signed(t testing.TB, a *Auth, i int) []byte {
 	t.Helper()
 	h := testHeader()
 	h.TagLen = TagSize
-	b := make([]byte, 96)
+	b := make([]byte, 120)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +536,7 @@ func TestAuthRotation(t *testing.T) {
 		if i, err := both.Verify(b); i != want || err != nil {
 			t.Fatalf("signed under key %d: verified as %d, %v", want, i, err)
 		}
-		MakeReply(b, 1, 0)
+		MakeReply(b, Counts{Received: 1})
 		both.Sign(b, want)
 		if _, err := a.Verify(b); err != nil {
 			t.Fatalf("the reply to key %d's sender: %v", want, err)
