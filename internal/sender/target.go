@@ -113,7 +113,9 @@ func (t *target) handleSTAMP(r *stamp.Reflected, mono int64) {
 		t.m.Stateful.Set(1)
 		t.log.Info("the STAMP reflector numbers its replies (stateful): round-trip losses are split by direction from now on")
 	}
-	res := t.rt.Reply(unwrap32(t.seq, r.SenderSeq), tracker.Report{Received: uint64(r.Seq) + 1}, mono)
+	// The round trip's next number, not t.seq, which the sending loop
+	// writes without the lock.
+	res := t.rt.Reply(unwrap32(t.rt.Next(), r.SenderSeq), tracker.Report{Received: uint64(r.Seq) + 1}, mono)
 	if res.Outcome != tracker.ReplyAnswered {
 		return
 	}

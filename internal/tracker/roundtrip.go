@@ -189,6 +189,9 @@ func (r *RoundTrip) Send(seq uint64, now int64) {
 	r.next = seq + 1
 }
 
+// Next is the sequence number after the last one sent.
+func (r *RoundTrip) Next() uint64 { return r.next }
+
 // Unsend forgets seq: the kernel refused it, so it was never sent.
 func (r *RoundTrip) Unsend(seq uint64) {
 	if r.next == seq+1 {
