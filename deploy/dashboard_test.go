@@ -142,7 +142,9 @@ func exported(t *testing.T) []string {
 	reg := prometheus.NewPedanticRegistry()
 	metrics.NewSender(reg, "a", metrics.ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
 	r := metrics.NewReceiver(reg, metrics.ClassicAndNative)
-	r.Export(slices.Values([]*metrics.ReceiverPeer{r.NewPeer("a", "rx:6464")}))
+	p := r.NewPeer("a", "rx:6464")
+	p.Mark() // its sender sets a traffic class: every per-peer metric
+	r.Export(slices.Values([]*metrics.ReceiverPeer{p}))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -179,7 +179,7 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 			snd, err := sender.New(sender.Options{
 				Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
 				RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: m,
-				STAMPKeys: cfg.StampKeys, ClockState: kernelClock,
+				STAMPKeys: cfg.StampKeys, ClockState: kernelClock, TrafficClass: cfg.TrafficClass(), DontFragment: cfg.DontFragment,
 			})
 			if err != nil {
 				return nil, err

@@ -63,6 +63,7 @@ func buildMesh(cfg *config.Mesh, log *zap.Logger, reg *prometheus.Registry) (fun
 	if snd, err = sender.New(sender.Options{
 		Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name, RoundTrip: true, LossTimeout: cfg.LossTimeout,
 		Keys: cfg.Keys, Logger: log.Named("sender"), Metrics: sm, Conn: conn, Epoch: epoch,
+		ClockState: kernelClock, TrafficClass: cfg.TrafficClass(), DontFragment: cfg.DontFragment,
 	}); err != nil {
 		conn.Close()
 		return nil, err

@@ -146,6 +146,31 @@ func (s *Stamp) validate() []error {
 	return append(errs, s.StampAuth.validate())
 }
 
+// Traffic is how a sender or mesh node sends its probes.
+type Traffic struct {
+	DSCP         int    `default:"0" desc:"DSCP of every probe, 0 to 63 (46: EF), said in the datagram: the receiver counts those that arrive with another"`
+	ECN          string `default:"off" desc:"ECN codepoint of every probe: off (Not-ECT), ect0 or ect1; the receiver counts those marked CE on the way and those that arrive Not-ECT"`
+	DontFragment bool   `split_words:"true" default:"false" desc:"send every probe with Don't Fragment (IPv4) and unfragmented (IPv6), whatever path MTU the host learnt: a probe larger than the path's MTU is lost, or refused as a send error where it exceeds this host's link, never delivered in fragments"`
+}
+
+// ECN codepoints (RFC 3168).
+var ecnCodes = map[string]uint8{"off": 0, "ect1": 1, "ect0": 2}
+
+// TrafficClass is the IPv4 TOS or IPv6 traffic class byte of the probes:
+// DSCP in the high six bits, ECN in the low two.
+func (t *Traffic) TrafficClass() uint8 { return uint8(t.DSCP)<<2 | ecnCodes[t.ECN] }
+
+func (t *Traffic) validate() error {
+	var errs []error
+	if t.DSCP < 0 || t.DSCP > 63 {
+		errs = append(errs, fmt.Errorf("UDPPROBE_DSCP=%d: must be 0 to 63", t.DSCP))
+	}
+	if _, ok := ecnCodes[t.ECN]; !ok {
+		errs = append(errs, fmt.Errorf("UDPPROBE_ECN=%q: must be off, ect0 or ect1", t.ECN))
+	}
+	return errors.Join(errs...)
+}
+
 // Common is what every mode reads besides its own settings: the web
 // endpoint's TLS and auth, datagram authentication, logging.
 type Common struct {

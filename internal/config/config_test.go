@@ -138,9 +138,9 @@ func TestBadAuth(t *testing.T) {
 		})
 	}
 	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
-		"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_PAYLOAD_SIZE": "107"})
+		"UDPPROBE_HMAC_KEY": "0123456789abcdef", "UDPPROBE_PAYLOAD_SIZE": "113"})
 	_, err := LoadSender()
-	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=107: must be 0 or 108 (85 + name length + longest target's length + 16 for the authentication tag) to 65507"})
+	assertErr(t, err, []string{"UDPPROBE_PAYLOAD_SIZE=113: must be 0 or 114 (91 + name length + longest target's length + 16 for the authentication tag) to 65507"})
 }
 
 func TestBadSender(t *testing.T) {
@@ -162,11 +162,11 @@ func TestBadSender(t *testing.T) {
 		{"rate not a number", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RATE": "fast"},
 			[]string{`UDPPROBE_RATE="fast": not a valid number`}},
 		{"payload too small for name", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_NAME": "abcd",
-			"UDPPROBE_PAYLOAD_SIZE": "91"}, []string{"UDPPROBE_PAYLOAD_SIZE=91: must be 0 or 92 (85 + name length + longest target's length) to 65507"}},
+			"UDPPROBE_PAYLOAD_SIZE": "97"}, []string{"UDPPROBE_PAYLOAD_SIZE=97: must be 0 or 98 (91 + name length + longest target's length) to 65507"}},
 		{"payload too small for the longest target", map[string]string{"UDPPROBE_TARGETS": "a:1,bb:22",
-			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "93"}, []string{"UDPPROBE_PAYLOAD_SIZE=93: must be 0 or 94"}},
+			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "99"}, []string{"UDPPROBE_PAYLOAD_SIZE=99: must be 0 or 100"}},
 		{"payload ignores file entries", map[string]string{"UDPPROBE_TARGETS": "a:1,file:/a/very/long/path/to/sd.json",
-			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "91"}, []string{"UDPPROBE_PAYLOAD_SIZE=91: must be 0 or 92"}},
+			"UDPPROBE_NAME": "abcd", "UDPPROBE_PAYLOAD_SIZE": "97"}, []string{"UDPPROBE_PAYLOAD_SIZE=97: must be 0 or 98"}},
 		{"file entry without a path", map[string]string{"UDPPROBE_TARGETS": "file:"},
 			[]string{`UDPPROBE_TARGETS entry "file:": must be host:port`}},
 		{"resolve interval too short", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_RESOLVE_INTERVAL": "100ms"},

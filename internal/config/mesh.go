@@ -19,7 +19,7 @@ type Mesh struct {
 	ResolveInterval    time.Duration `split_words:"true" default:"30s" desc:"how often member names are resolved again and file_sd files read again at the latest, 1s to 1h"`
 	Neighbours         int           `split_words:"true" default:"0" desc:"members each node probes: the k that follow it on a hash ring, so each is probed by k; 0: all, up to 1000"`
 	Rate               float64       `split_words:"true" default:"10" desc:"datagrams per second to each neighbour, 0.1 to 1000000"`
-	PayloadSize        int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 149 + name length (+ 16 with a key) to 65507; 0 picks the smallest for each neighbour"`
+	PayloadSize        int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 155 + name length (+ 16 with a key) to 65507; 0 picks the smallest for each neighbour"`
 	Name               string        `split_words:"true" desc:"this node's name, the sender label of what it sends and the target label of what it receives: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	LossTimeout        time.Duration `split_words:"true" default:"3s" desc:"waiting time before a datagram or a round trip is lost (RFC 7680), 10ms to 10m"`
 	SummaryInterval    time.Duration `split_words:"true" default:"0s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
@@ -30,6 +30,7 @@ type Mesh struct {
 	ReflectBudget      float64       `split_words:"true" default:"100000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
 	ReflectBudgetBytes float64       `split_words:"true" default:"67108864" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184"`
 	Stamp
+	Traffic
 	Common
 }
 
@@ -67,6 +68,7 @@ func (c *Mesh) Validate() error {
 		}
 	}
 	errs = append(errs, c.Stamp.validate()...)
+	errs = append(errs, c.Traffic.validate())
 	return errors.Join(append(errs, c.Receiver().validateTable()...)...)
 }
 

@@ -16,11 +16,12 @@ type Sender struct {
 	Targets          []string      `split_words:"true" desc:"receivers to probe, comma-separated: host:port (IPv6 as [addr]:port; a name with several addresses is a target per address), stamp://host:port (a STAMP Session-Reflector, with UDPPROBE_ROUND_TRIP=true) or file:PATH (a Prometheus file_sd file); required"`
 	ResolveInterval  time.Duration `split_words:"true" default:"30s" desc:"how often target names are resolved again and file_sd files read again at the latest (a changed file is read within a second), 1s to 1h"`
 	Rate             float64       `split_words:"true" default:"100" desc:"datagrams per second to each target, 0.1 to 1000000"`
-	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 85 + name length + target label's length (+ 16 with a key) to 65507; 0 picks the smallest for each target"`
+	PayloadSize      int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 91 + name length + target label's length (+ 16 with a key) to 65507; 0 picks the smallest for each target"`
 	Name             string        `split_words:"true" desc:"this sender's name, the sender label on both ends' series: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
 	StampAuth
+	Traffic
 	Common
 }
 
@@ -68,6 +69,7 @@ func (c *Sender) Validate() error {
 		}
 	}
 	errs = append(errs, c.StampAuth.validate())
+	errs = append(errs, c.Traffic.validate())
 	if lo := c.minPayload(); wire.ValidName([]byte(c.Name)) && c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
 		with := ""
 		if c.Auth.enabled() {

@@ -36,7 +36,7 @@ func startReceiverWith(t *testing.T, o receiver.Options) *harness {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m := metrics.NewReceiver(reg, metrics.ClassicAndNative)
-	o.ListenAddress, o.LossTimeout, o.Metrics = "127.0.0.1:0", lossTimeout, m
+	o.ListenAddress, o.LossTimeout, o.Metrics = cmp.Or(o.ListenAddress, "127.0.0.1:0"), lossTimeout, m
 	o.MaxPeers = cmp.Or(o.MaxPeers, 10)
 	o.PeerExpiry = cmp.Or(o.PeerExpiry, time.Hour)
 	o.ReceiveBuffer = cmp.Or(o.ReceiveBuffer, 4<<20)
@@ -91,7 +91,7 @@ func sendWith(t *testing.T, opts sender.Options, d time.Duration) sent {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m := metrics.NewSender(reg, opts.Name, metrics.ClassicAndNative)
-	opts.PayloadSize, opts.LossTimeout = 128, lossTimeout
+	opts.PayloadSize, opts.LossTimeout = 144, lossTimeout
 	opts.Logger, opts.Metrics = zaptest.NewLogger(t), m
 	s, err := sender.New(opts)
 	if err != nil {

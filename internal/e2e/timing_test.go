@@ -259,3 +259,27 @@ func reorderedAcrossLoss(ds []impair.Delivery) (n int) {
 	}
 	return n
 }
+
+// TestTrafficClassKept sends with DSCP 46 and ECT(1) over loopback, to a
+// receiver on IPv4 and one on IPv6, from the sender's one dual-stack
+// socket: every datagram arrives as it was marked (nothing on loopback
+// remarks, marks or bleaches), and the receiver read that from each one,
+// which the traffic-class series, exported only then, show.
+func TestTrafficClassKept(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(listen, func(t *testing.T) {
+			h := startReceiverWith(t, receiver.Options{ListenAddress: listen})
+			sm := sendWith(t, sender.Options{Targets: []string{h.rcv.Addr().String()}, Name: "marked", Rate: 200,
+				TrafficClass: 46<<2 | 1}, 300*time.Millisecond)
+			c := h.waitFor("marked", sm.packets)
+			if c.received != sm.packets || c.lost != 0 {
+				t.Fatalf("received %d, lost %d of %d", c.received, c.lost, sm.packets)
+			}
+			for _, name := range []string{"packets_remarked_total", "packets_ce_marked_total", "packets_ecn_bleached_total"} {
+				if v, ok := h.value(name, "marked"); !ok || v != 0 {
+					t.Errorf("%s = %v (exported: %v); want 0, exported", name, v, ok)
+				}
+			}
+		})
+	}
+}

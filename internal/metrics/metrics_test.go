@@ -94,6 +94,7 @@ func TestExportedPeers(t *testing.T) {
 		t.Fatalf("%d peer-count series before Export (%v), want 1", n, err)
 	}
 	alpha, beta := r.NewPeer("alpha", "rx:6464"), r.NewPeer("beta", "rx:6464")
+	alpha.Mark() // its sender sets a traffic class: every per-peer metric
 	peers := []*ReceiverPeer{alpha, beta}
 	r.Export(func(yield func(*ReceiverPeer) bool) {
 		for _, p := range peers {
@@ -125,6 +126,24 @@ udpprobe_receiver_peers 1
 	}
 	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_packets_received_total"); err != nil || n != 1 {
 		t.Fatalf("%d received series left (%v), want 1 (beta)", n, err)
+	}
+	// beta's sender sets no traffic class: no series for what the path
+	// did to it, until it does.
+	if n, err := testutil.GatherAndCount(reg, "udpprobe_receiver_packets_remarked_total"); err != nil || n != 0 {
+		t.Fatalf("%d remarked series of an unmarked peer (%v), want 0", n, err)
+	}
+	beta.Remarked.Inc()
+	beta.Mark()
+	want = `
+# HELP udpprobe_receiver_packets_remarked_total Datagrams that arrived with another DSCP than their sender set; exported once the sender sets a traffic class (a DSCP or an ECN codepoint).
+# TYPE udpprobe_receiver_packets_remarked_total counter
+udpprobe_receiver_packets_remarked_total{sender="beta",target="rx:6464"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "udpprobe_receiver_packets_remarked_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := testutil.GatherAndCount(reg); n != after+3 {
+		t.Fatalf("%d series once beta is marked, want %d: three more", n, after+3)
 	}
 }
 

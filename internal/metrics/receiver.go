@@ -43,7 +43,16 @@ type ReceiverPeer struct {
 	ClockSkew, RepliesSent, RepliesLimited                                Counter
 	LastPacket, Jitter, SessionEnded                                      Gauge
 	GapLength, ReorderExtent, OneWayDelay, IPDV                           prometheus.Observer
+	// What the path did to the traffic class its sender set: exported
+	// once Mark is called, at the first datagram that says a traffic
+	// class was set, so that a sender that sets none costs no series for
+	// them.
+	Remarked, CEMarked, ECNBleached Counter
+	marked                          atomic.Bool
 }
+
+// Mark exports the peer's traffic-class counters from now on.
+func (p *ReceiverPeer) Mark() { p.marked.Store(true) }
 
 // Counter is a count written by one goroutine and read by others.
 type Counter struct{ atomic.Uint64 }
@@ -68,51 +77,62 @@ type peerMetric struct {
 	name, help string
 	buckets    []float64
 	field      func(*ReceiverPeer) any
+	// only, if set, says whether a peer exports the metric now.
+	only func(*ReceiverPeer) bool
 }
+
+// marked says whether a peer's sender set a traffic class.
+func marked(p *ReceiverPeer) bool { return p.marked.Load() }
 
 // peerMetrics are the receiver's per-peer metrics, all labelled by sender
 // and target (peerLabels).
 var peerMetrics = []peerMetric{
 	{"packets_received_total", "First copies of data datagrams received.", nil,
-		func(p *ReceiverPeer) any { return &p.Received }},
+		func(p *ReceiverPeer) any { return &p.Received }, nil},
 	{"packets_lost_total", "Sequence numbers declared lost after the loss timeout or on leaving the tracking window.", nil,
-		func(p *ReceiverPeer) any { return &p.Lost }},
+		func(p *ReceiverPeer) any { return &p.Lost }, nil},
 	{"packets_duplicated_total", "Extra copies of sequence numbers already seen (RFC 5560).", nil,
-		func(p *ReceiverPeer) any { return &p.Duplicated }},
+		func(p *ReceiverPeer) any { return &p.Duplicated }, nil},
 	{"packets_reordered_total", "First copies that arrived after a higher sequence number, within the loss timeout (RFC 4737).", nil,
-		func(p *ReceiverPeer) any { return &p.Reordered }},
+		func(p *ReceiverPeer) any { return &p.Reordered }, nil},
 	{"packets_late_total", "Datagrams that arrived after they had been declared lost; they stay counted as lost.", nil,
-		func(p *ReceiverPeer) any { return &p.Late }},
+		func(p *ReceiverPeer) any { return &p.Late }, nil},
 	{"packets_stray_total", "Datagrams implausibly far from their session's highest sequence number (more than 2^31, or ahead of what the stream's rate allows), or of a session gone by, that the next datagram did not follow: not counted otherwise (RFC 3550 A.1).", nil,
-		func(p *ReceiverPeer) any { return &p.Stray }},
+		func(p *ReceiverPeer) any { return &p.Stray }, nil},
 	{"packets_dropped_locally_total", "Missing sequence numbers attributed to this host's socket drops rather than the network; not in packets_lost_total.", nil,
-		func(p *ReceiverPeer) any { return &p.DroppedLocally }},
+		func(p *ReceiverPeer) any { return &p.DroppedLocally }, nil},
 	{"peer_restarts_total", "New session ids seen from a known sender: sender restarts.", nil,
-		func(p *ReceiverPeer) any { return &p.Restarts }},
+		func(p *ReceiverPeer) any { return &p.Restarts }, nil},
 	{"name_conflict_packets_total", "Datagrams of an earlier session that kept arriving past the loss timeout after a newer one began: two live senders share the name, and their counts merge.", nil,
-		func(p *ReceiverPeer) any { return &p.NameConflicts }},
+		func(p *ReceiverPeer) any { return &p.NameConflicts }, nil},
 	{"sequence_resyncs_total", "Implausible sequence jumps, confirmed by the next datagram, taken as a new start instead of loss.", nil,
-		func(p *ReceiverPeer) any { return &p.Resyncs }},
+		func(p *ReceiverPeer) any { return &p.Resyncs }, nil},
 	{"last_packet_timestamp_seconds", "Unix time of the last valid datagram from the sender.", nil,
-		func(p *ReceiverPeer) any { return &p.LastPacket }},
+		func(p *ReceiverPeer) any { return &p.LastPacket }, nil},
 	{"session_ended", "1 once the sender's current session has ended with a goodbye, else 0: its silence is a clean stop, not an outage.", nil,
-		func(p *ReceiverPeer) any { return &p.SessionEnded }},
+		func(p *ReceiverPeer) any { return &p.SessionEnded }, nil},
 	{"loss_gap_length_packets", "Lengths of loss periods, maximal runs of consecutive lost sequence numbers (RFC 3357).", GapLengthBuckets,
-		func(p *ReceiverPeer) any { return &p.GapLength }},
+		func(p *ReceiverPeer) any { return &p.GapLength }, nil},
 	{"reorder_extent_packets", "Reordering extent of reordered datagrams, in arrivals (RFC 4737).", ReorderExtentBuckets,
-		func(p *ReceiverPeer) any { return &p.ReorderExtent }},
+		func(p *ReceiverPeer) any { return &p.ReorderExtent }, nil},
 	{"one_way_delay_seconds", "One-way delay of first copies received in time: receive time minus the sender's send time. Only meaningful with synchronised clocks.", DelayBuckets,
-		func(p *ReceiverPeer) any { return &p.OneWayDelay }},
+		func(p *ReceiverPeer) any { return &p.OneWayDelay }, nil},
 	{"clock_skew_events_total", "Datagrams that arrived before their send time by this host's clock: the clocks are not synchronised; no delay was recorded.", nil,
-		func(p *ReceiverPeer) any { return &p.ClockSkew }},
+		func(p *ReceiverPeer) any { return &p.ClockSkew }, nil},
 	{"jitter_seconds", "RFC 3550 interarrival jitter of the current session, from in-order datagrams; independent of clock offset.", nil,
-		func(p *ReceiverPeer) any { return &p.Jitter }},
+		func(p *ReceiverPeer) any { return &p.Jitter }, nil},
 	{"ipdv_seconds", "Absolute IP packet delay variation between consecutive sequence numbers received in order (RFC 3393, RFC 5481).", VariationBuckets,
-		func(p *ReceiverPeer) any { return &p.IPDV }},
+		func(p *ReceiverPeer) any { return &p.IPDV }, nil},
 	{"replies_sent_total", "Replies reflected to the sender, when reflecting.", nil,
-		func(p *ReceiverPeer) any { return &p.RepliesSent }},
+		func(p *ReceiverPeer) any { return &p.RepliesSent }, nil},
 	{"replies_rate_limited_total", "Replies not sent because the peer exceeded the reflect rate limit; the sender counts them as downstream loss.", nil,
-		func(p *ReceiverPeer) any { return &p.RepliesLimited }},
+		func(p *ReceiverPeer) any { return &p.RepliesLimited }, nil},
+	{"packets_remarked_total", "Datagrams that arrived with another DSCP than their sender set; exported once the sender sets a traffic class (a DSCP or an ECN codepoint).", nil,
+		func(p *ReceiverPeer) any { return &p.Remarked }, marked},
+	{"packets_ce_marked_total", "Datagrams that arrived marked ECN Congestion Experienced: a queue on the path was filling; exported once the sender sets a traffic class.", nil,
+		func(p *ReceiverPeer) any { return &p.CEMarked }, marked},
+	{"packets_ecn_bleached_total", "Datagrams sent ECN-capable (ECT) that arrived Not-ECT: the path cleared the ECN field; exported once the sender sets a traffic class.", nil,
+		func(p *ReceiverPeer) any { return &p.ECNBleached }, marked},
 }
 
 // peerLabels label every per-peer series: the sender's name and the target
@@ -242,6 +262,9 @@ func (s *peerSet) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(s.count, prometheus.GaugeValue, float64(len(peers)))
 	for _, p := range peers {
 		for i, m := range peerMetrics {
+			if m.only != nil && !m.only(p) {
+				continue
+			}
 			k := s.kinds[i]
 			switch f := m.field(p).(type) {
 			case *Counter:

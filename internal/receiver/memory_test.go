@@ -19,7 +19,7 @@ import (
 // prefix1, …, and checks that all were admitted.
 func admitPeers(tb testing.TB, tt *testTable, prefix string, n int) {
 	tb.Helper()
-	b := make([]byte, 104)
+	b := make([]byte, 128)
 	from := sinkAddr(tb)
 	for i := range n {
 		h := wire.Header{Name: fmt.Appendf(nil, "%s%d", prefix, i), Target: []byte(testTarget), Session: 1, SendTime: wall0}

@@ -68,6 +68,30 @@ func (s *stream) counts(goodbye bool) wire.Counts {
 	return c
 }
 
+// ecnCE is the ECN codepoint Congestion Experienced (RFC 3168).
+const ecnCE = 3
+
+// mark counts what the path did to the traffic class sent (DSCP in the
+// high six bits, ECN in the low two) of one of the peer's datagrams, as
+// tr says it arrived. A datagram whose sender set none (0), or whose
+// arrival the socket did not read, counts nothing.
+func (p *peer) mark(sent uint8, tr Traffic) {
+	if sent == 0 || !tr.HasTOS {
+		return
+	}
+	p.m.Mark()
+	got := tr.TOS
+	if got>>2 != sent>>2 {
+		p.m.Remarked.Inc()
+	}
+	switch {
+	case got&3 == ecnCE:
+		p.m.CEMarked.Inc()
+	case sent&3 != 0 && got&3 == 0:
+		p.m.ECNBleached.Inc()
+	}
+}
+
 // maxGoodbyeReplies bounds the goodbye replies a session gets past the
 // reply limiter: a sender sends three.
 const maxGoodbyeReplies = 3

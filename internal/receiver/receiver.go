@@ -104,7 +104,7 @@ func New(opts Options) (*Receiver, error) {
 		opts.Clock = clock.Real
 	}
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		return errors.Join(socket.EnableDrops(c), socket.EnableTimestamps(c))
+		return errors.Join(socket.EnableDrops(c), socket.EnableTimestamps(c), socket.EnableTrafficOf(c))
 	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp", opts.ListenAddress)
 	if err != nil {
@@ -306,7 +306,8 @@ func (r *Receiver) read() (n int, stamped bool, err error) {
 			r.table.SocketDropped(uint64(c.Drops-r.drops), mono) // uint32 arithmetic survives the wrap
 			r.drops = c.Drops
 		}
-		r.table.Handle(m.Buf, m.From, Instant{Wall: wall, Mono: mono})
+		r.table.HandleTraffic(m.Buf, m.From, Instant{Wall: wall, Mono: mono},
+			Traffic{TTL: m.Control.TTL, TOS: m.Control.TOS, HasTTL: m.Control.HasTTL, HasTOS: m.Control.HasTOS})
 	}
 	return len(msgs), stamped, nil
 }

@@ -289,3 +289,45 @@ func BenchmarkHandle(b *testing.B) {
 		})
 	}
 }
+
+// TestTrafficClass: the datagrams of a sender that sets a traffic class
+// are counted by what arrived: another DSCP is a remark, CE a CE mark,
+// ECT arriving Not-ECT a bleach; a sender that sets none, or a datagram
+// whose IP header the socket did not read, counts nothing, and its
+// peer exports no series for them.
+func TestTrafficClass(t *testing.T) {
+	tt := newTable(t, Options{})
+	ef := func(name string, seq uint64, tc uint8) []byte { // DSCP 46 with ECT(1): 0xb9
+		b := make([]byte, 128)
+		h := wire.Header{Name: []byte(name), Target: []byte(testTarget), Session: 1, Seq: seq,
+			SendTime: wall0 + int64(seq)*1e6, SendClock: int64(seq) * 1e6, TrafficClass: tc}
+		if err := wire.Encode(b, &h); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for i, arrived := range []struct {
+		tos uint8
+		has bool
+	}{
+		{0xb9, true},  // as sent
+		{0x01, true},  // DSCP 0: remarked, ECT(1) kept
+		{0xbb, true},  // CE
+		{0xb8, true},  // Not-ECT: bleached
+		{0x00, true},  // remarked and bleached
+		{0x03, true},  // remarked and CE
+		{0x00, false}, // not read: nothing
+	} {
+		tr := Traffic{TOS: arrived.tos, HasTOS: arrived.has, TTL: 64, HasTTL: arrived.has}
+		tt.HandleTraffic(ef("marked", uint64(i), 0xb9), netip.AddrPort{}, at(float64(i)), tr)
+		tt.HandleTraffic(ef("plain", uint64(i), 0), netip.AddrPort{}, at(float64(i)), tr)
+	}
+	for name, want := range map[string]float64{"packets_remarked_total": 3, "packets_ce_marked_total": 2, "packets_ecn_bleached_total": 2} {
+		if got := tt.sample(t, name, "marked"); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+		if _, ok := tt.value(t, name, "plain"); ok {
+			t.Errorf("%s exported for a sender that sets no traffic class", name)
+		}
+	}
+}

@@ -94,6 +94,7 @@ func (t *Table) HandleSTAMP(b []byte, from netip.AddrPort, at Instant, traffic T
 	sent := r.test.Timestamp.Time().UnixNano()
 	*h = wire.Header{Session: 1, Seq: uint64(r.test.Seq), SendTime: sent, SendClock: sent, Name: r.name, Target: r.target}
 	r.answering, r.probe, r.arrived, r.now, r.traffic = true, b, at.Wall, now, traffic
+	t.arrived = Traffic{} // a STAMP test packet's traffic class is its reply's business
 	t.data(h, b, 0, from, at)
 	r.answering, r.probe = false, nil
 }

@@ -39,6 +39,7 @@ type Table struct {
 	reply   ReplyFunc   // nil: no replies
 	name    []byte      // the node's name, for hello replies
 	hdr     wire.Header // the datagram Handle decodes
+	arrived Traffic     // what its IP header said, where the socket read it
 	// The reply buckets' shapes: each peer's, and the budgets of all
 	// replies together (a zero rate: no budget), with the budgets' tokens.
 	replies, packets, bytes bucket
@@ -125,6 +126,13 @@ func (t *Table) Len() int { return len(t.peers) }
 // Handle takes one datagram from source that arrived at the given instant.
 // A probe it answers is rewritten into its reply in place and sent.
 func (t *Table) Handle(b []byte, from netip.AddrPort, at Instant) {
+	t.HandleTraffic(b, from, at, Traffic{})
+}
+
+// HandleTraffic is Handle for a datagram whose IP header said tr: what
+// the path did to the traffic class its sender set is counted.
+func (t *Table) HandleTraffic(b []byte, from netip.AddrPort, at Instant, tr Traffic) {
+	t.arrived = tr
 	h := &t.hdr // not a local: a header handed to OnReply would escape
 	if err := wire.Decode(b, h); err != nil {
 		if err == wire.ErrChecksum {
@@ -177,6 +185,7 @@ func (t *Table) data(h *wire.Header, b []byte, key int, from netip.AddrPort, at 
 	} else {
 		prevSeen = p.lastSeen
 	}
+	p.mark(h.TrafficClass, t.arrived)
 	s := p.known(h.Session)
 	if s == nil {
 		onProbation := p.cand.copies > 0 && p.cand.session == h.Session

@@ -115,6 +115,7 @@ func (s *Sender) stamp(b *batch) (now time.Time, mono int64) {
 		}
 		wire.PutFlags(buf, 0)
 		wire.PutSeq(buf, seq)
+		wire.PutClock(buf, uint16(s.estimate))
 	}
 	now = s.clock.Now()
 	mono = int64(now.Sub(s.epoch))

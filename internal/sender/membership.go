@@ -63,6 +63,10 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 		log: s.opts.Logger.With(zap.String("target", w.Label))}
 	h := s.header
 	h.Target, h.Session = []byte(w.Label), session
+	h.HopLimit = s.hop6
+	if a := w.Addr.Addr(); a.Is4() || a.Is4In6() {
+		h.HopLimit = s.hop4
+	}
 	for range slots {
 		if t.stamp {
 			t.bufs = append(t.bufs, stampProbe(session, size, s.stampSign))

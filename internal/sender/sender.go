@@ -82,8 +82,14 @@ type Options struct {
 	Epoch time.Time
 	Clock clock.Clock // nil: clock.Real
 	// ClockState, if set, tells what the host knows of its clock: the
-	// error estimate of STAMP test packets, read again every second.
+	// error estimate of every datagram, read again every second.
 	ClockState func() (synchronised bool, maxError time.Duration, err error)
+	// TrafficClass is the DSCP (high six bits) and ECN (low two) of every
+	// datagram, set on the socket (a shared Conn's too) and said in the
+	// datagram, so the receiver can tell what the path changed.
+	TrafficClass uint8
+	// DontFragment sends every datagram unfragmented (socket.SetDontFragment).
+	DontFragment bool
 }
 
 // replyBuffer is the receive buffer the sender asks for when it measures
@@ -133,6 +139,9 @@ type Sender struct {
 	sign    *wire.Auth // used by Run's goroutine; nil without keys
 	verify  *wire.Auth // used by the reply reader
 	header  wire.Header
+	// hop4 and hop6 are the IPv4 TTL and IPv6 hop limit the socket sends
+	// with, 0 where not known.
+	hop4, hop6 uint8
 
 	// routes is what the reply reader looks targets up in; Run replaces
 	// it whenever the targets change.
@@ -185,7 +194,7 @@ func New(opts Options) (*Sender, error) {
 		s.session = randomSession()
 	}
 	s.routes.Store(&routes{})
-	s.header = wire.Header{Name: []byte(opts.Name)}
+	s.header = wire.Header{Name: []byte(opts.Name), TrafficClass: opts.TrafficClass}
 	if len(opts.Keys) > 0 {
 		var err error
 		if s.sign, err = wire.NewAuth(opts.Keys); err == nil {
@@ -220,6 +229,9 @@ func New(opts Options) (*Sender, error) {
 	}
 	s.SetTargets(ts)
 	if s.conn = opts.Conn; s.conn != nil {
+		if err = s.mark(); err != nil {
+			return nil, err
+		}
 		if s.out, err = socket.NewWriter(s.conn, MaxBatch); err != nil {
 			return nil, err
 		}
@@ -231,6 +243,9 @@ func New(opts Options) (*Sender, error) {
 		return nil, err
 	}
 	out, err := socket.NewWriter(s.conn, MaxBatch)
+	if err == nil {
+		err = s.mark()
+	}
 	if err == nil && opts.RoundTrip {
 		var raw syscall.RawConn
 		if raw, err = s.conn.SyscallConn(); err == nil {
@@ -248,6 +263,25 @@ func New(opts Options) (*Sender, error) {
 	}
 	s.out = out
 	return s, nil
+}
+
+// mark sets the traffic class on the socket, and reads the hop limits it
+// sends with, for the datagrams to say.
+func (s *Sender) mark() error {
+	raw, err := s.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if err := socket.SetTrafficClass(raw, s.opts.TrafficClass); err != nil {
+		return fmt.Errorf("traffic class %#x: %w", s.opts.TrafficClass, err)
+	}
+	if s.opts.DontFragment {
+		if err := socket.SetDontFragment(raw); err != nil {
+			return fmt.Errorf("don't fragment: %w", err)
+		}
+	}
+	s.hop4, s.hop6, _ = socket.HopLimits(raw) // 0 where not known: the datagram says so
+	return nil
 }
 
 func randomSession() uint64 {

@@ -46,6 +46,84 @@ func EnableTraffic(c syscall.RawConn, ipv6 bool) error {
 	return serr
 }
 
+// isIPv6 reports whether fd is an IPv6 socket, which sends IPv4 too when
+// it is dual stack.
+func isIPv6(fd int) bool {
+	d, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	return err == nil && d == unix.AF_INET6
+}
+
+// EnableTrafficOf is EnableTraffic for a socket of either family, asking
+// for IPv6's options where the socket is an IPv6 one.
+func EnableTrafficOf(c syscall.RawConn) error {
+	var v6 bool
+	if err := c.Control(func(fd uintptr) { v6 = isIPv6(int(fd)) }); err != nil {
+		return err
+	}
+	return EnableTraffic(c, v6)
+}
+
+// SetTrafficClass sets the DSCP and ECN field (tc: DSCP in the high six
+// bits, ECN in the low two) of everything the socket sends: the IPv4 TOS
+// (IP_TOS), and on an IPv6 socket the IPv6 traffic class (IPV6_TCLASS)
+// too, since a dual-stack socket sends IPv4 by the former.
+func SetTrafficClass(c syscall.RawConn, tc uint8) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS, int(tc))
+		if isIPv6(int(fd)) {
+			serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, int(tc)))
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// SetDontFragment has the socket send every datagram with Don't Fragment
+// (IPv4) and never fragment one (IPv6), ignoring the path MTU the host
+// learnt (IP_PMTUDISC_PROBE, IPV6_PMTUDISC_PROBE and IPV6_DONTFRAG): a
+// datagram larger than the path's MTU is dropped where the path narrows,
+// every time, so it shows as loss, and one larger than the link it leaves
+// by is refused (EMSGSIZE).
+func SetDontFragment(c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE)
+		if isIPv6(int(fd)) {
+			serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_PROBE),
+				unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DONTFRAG, 1))
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// HopLimits returns the IPv4 TTL and, on an IPv6 socket, the IPv6 hop
+// limit the socket sends unicast datagrams with (0 where it does not
+// say): the kernel's defaults unless they were set.
+func HopLimits(c syscall.RawConn) (v4, v6 uint8, err error) {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		ttl, e4 := unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL)
+		if e4 == nil && ttl > 0 && ttl < 256 {
+			v4 = uint8(ttl)
+		}
+		serr = e4
+		if isIPv6(int(fd)) {
+			hops, e6 := unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS)
+			if e6 == nil && hops > 0 && hops < 256 {
+				v6 = uint8(hops)
+			}
+			serr = errors.Join(serr, e6)
+		}
+	}); err != nil {
+		return 0, 0, err
+	}
+	return v4, v6, serr
+}
+
 func setInt(c syscall.RawConn, opt int) error {
 	var serr error
 	if err := c.Control(func(fd uintptr) {

@@ -17,6 +17,14 @@ func EnableDrops(syscall.RawConn) error { return nil }
 
 func EnableTraffic(syscall.RawConn, bool) error { return nil }
 
+func EnableTrafficOf(syscall.RawConn) error { return nil }
+
+func SetTrafficClass(syscall.RawConn, uint8) error { return nil }
+
+func SetDontFragment(syscall.RawConn) error { return nil }
+
+func HopLimits(syscall.RawConn) (v4, v6 uint8, err error) { return 0, 0, nil }
+
 func SetReceiveBuffer(syscall.RawConn, int) (int, error) { return 0, nil }
 
 func Parse([]byte) Control { return Control{} }

@@ -3,6 +3,7 @@ package socket
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"testing"
@@ -116,14 +117,67 @@ func TestTraffic(t *testing.T) {
 		if _, err := wc.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		buf, oob := make([]byte, 16), make([]byte, OOBSize)
-		rc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, oobn, _, _, err := rc.ReadMsgUDPAddrPort(buf, oob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c := Parse(oob[:oobn]); !c.HasTTL || c.TTL != 17 || !c.HasTOS || c.TOS != 0xb9 {
+		if c := readControl(t, rc); !c.HasTTL || c.TTL != 17 || !c.HasTOS || c.TOS != 0xb9 {
 			t.Errorf("%s: control %+v, want TTL 17 and TOS 0xb9", tc.network, c)
 		}
 	}
+}
+
+// TestSetTrafficClass: a dual-stack sending socket marks what it sends to
+// IPv4 and to IPv6 with the traffic class set, and says the hop limits it
+// sends with; a receiving socket of either family asks for what arrived
+// by its own family (EnableTrafficOf).
+func TestSetTrafficClass(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skipf("the traffic class and hop count are set on Linux only, not %s", runtime.GOOS)
+	}
+	send, err := net.ListenUDP("udp", nil) // dual stack, as the sender's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+	sraw, _ := send.SyscallConn()
+	if err := SetTrafficClass(sraw, 0xb9); err != nil {
+		t.Fatal(err)
+	}
+	v4, v6, err := HopLimits(sraw)
+	if err != nil || v4 == 0 || v6 == 0 {
+		t.Fatalf("hop limits %d, %d, %v; want both known", v4, v6, err)
+	}
+	for _, tc := range []struct {
+		network, addr string
+		hops          uint8
+	}{{"udp4", "127.0.0.1:0", v4}, {"udp6", "[::1]:0", v6}} {
+		rc, err := net.ListenUDP(tc.network, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(tc.addr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		rraw, _ := rc.SyscallConn()
+		if err := EnableTrafficOf(rraw); err != nil {
+			t.Fatal(err)
+		}
+		to := rc.LocalAddr().(*net.UDPAddr).AddrPort()
+		if tc.network == "udp4" {
+			to = netip.AddrPortFrom(netip.AddrFrom16(to.Addr().As16()), to.Port()) // v4-mapped, as a dual-stack socket sends
+		}
+		if _, err := send.WriteToUDPAddrPort([]byte("x"), to); err != nil {
+			t.Fatal(err)
+		}
+		if c := readControl(t, rc); !c.HasTOS || c.TOS != 0xb9 || !c.HasTTL || c.TTL != tc.hops {
+			t.Errorf("%s: control %+v, want TOS 0xb9 and hop limit %d", tc.network, c, tc.hops)
+		}
+	}
+}
+
+// readControl reads one datagram from rc and returns its control messages.
+func readControl(t *testing.T, rc *net.UDPConn) Control {
+	t.Helper()
+	buf, oob := make([]byte, 16), make([]byte, OOBSize)
+	rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, oobn, _, _, err := rc.ReadMsgUDPAddrPort(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Parse(oob[:oobn])
 }

@@ -41,7 +41,11 @@
 //	+---------------------------------------------------------------+
 //	|      lost count (64): in replies, 0 in probes                 | 73+N+T
 //	|                                                               |
-//	+---------------------------------------------------------------+
+//	+---------------+---------------+-------------------------------+
+//	| traffic class |   hop limit   |    clock (error estimate)     | 81+N+T
+//	+---------------+---------------+-------------------------------+
+//	|             flow              |                                 85+N+T
+//	+-------------------------------+
 //	|          padding (any bytes, sent as zero) ...                |
 //	+---------------------------------------------------------------+
 //	|  tag (tag length bytes: 0, or 16 with authentication) ...    | L-4-tag length
@@ -49,8 +53,8 @@
 //	|            CRC-32C of bytes [0, L-4)                          | L-4
 //	+---------------------------------------------------------------+
 //
-// Version 4 is the same without the reflector session, the reply number and
-// the lost count; version 3 without the hello flag either, version 2 without
+// Version 4 is the same without the reflector session, the reply number,
+// the lost count and the probe's fields after them; version 3 without the hello flag either, version 2 without
 // the withheld count either, version 1 without the target length and the
 // target too; all are still decoded, and a reply stays in the version of its
 // probe.
@@ -164,6 +168,16 @@ type Header struct {
 	// Legs is, in a reply from version 5, the receiver's account of each
 	// leg. Zero in probes and in older versions.
 	Legs Legs
+	// From version 5, what the sender says of how it sent the datagram
+	// (zero in older versions). TrafficClass is the DSCP (high 6 bits)
+	// and ECN (low 2) it set: the IPv4 TOS or IPv6 traffic class. HopLimit
+	// is the IPv4 TTL or IPv6 hop limit it sent with, 0 where it does not
+	// know. Clock is its clock's error estimate at the send, in the Error
+	// Estimate format of RFC 4656 section 4.1.2 (as STAMP's). Flow is the
+	// datagram's flow, 0 to n−1, where the sender probes a target from n
+	// source ports.
+	TrafficClass, HopLimit uint8
+	Clock, Flow            uint16
 	// Name is the sender's name. After Decode it aliases the decoded buffer.
 	Name []byte
 	// Target is how the sender names the receiver it sent the datagram
@@ -207,21 +221,22 @@ func MinSize(nameLen, targetLen int) int {
 	return HeaderSize + nameLen + 1 + targetLen + countsSize(Version) + TrailerSize
 }
 
-// countsSize is the size of the reply's counts after the target, in a
-// datagram of version v: the withheld count from version 3, the legs from
-// version 5.
+// countsSize is the size of the fields after the target, in a datagram
+// of version v: the withheld count from version 3, the legs and the
+// probe's fields from version 5.
 func countsSize(v byte) int {
 	switch {
 	case v >= Version:
-		return withheldSize + legsSize
+		return withheldSize + legsSize + probeSize
 	case v >= Version3:
 		return withheldSize
 	}
 	return 0
 }
 
-// withheldSize is the size of the withheld count, legsSize of the legs.
-const withheldSize, legsSize = 8, 24
+// withheldSize is the size of the withheld count, legsSize of the legs,
+// probeSize of the probe's fields after them.
+const withheldSize, legsSize, probeSize = 8, 24, 6
 
 // HelloSize is the size of a hello from a sender whose name is nameLen
 // bytes, naming its target in targetLen bytes, with a tag of tagLen: room
@@ -291,6 +306,10 @@ func Encode(b []byte, h *Header) error {
 	b[n] = byte(len(h.Target))
 	n += 1 + copy(b[n+1:], h.Target)
 	putCounts(b[n:], Version, h.Withheld, h.Legs)
+	p := n + withheldSize + legsSize
+	b[p], b[p+1] = h.TrafficClass, h.HopLimit
+	binary.BigEndian.PutUint16(b[p+2:], h.Clock)
+	binary.BigEndian.PutUint16(b[p+4:], h.Flow)
 	n += countsSize(Version)
 	clear(b[n : len(b)-TrailerSize])
 	Seal(b)
@@ -312,6 +331,14 @@ func PutSendTime(b []byte, wall, clock int64) {
 	binary.BigEndian.PutUint64(b[32:], uint64(clock))
 }
 func PutFlags(b []byte, flags Flags) { b[5] = byte(flags) }
+
+// PutClock patches the clock's error estimate of an encoded datagram of
+// this version; call Seal afterwards.
+func PutClock(b []byte, estimate uint16) {
+	at := HeaderSize + int(b[6])
+	at += 1 + int(b[at]) + withheldSize + legsSize
+	binary.BigEndian.PutUint16(b[at+2:], estimate)
+}
 
 // putCounts writes the counts after the target of a datagram of version v.
 func putCounts(b []byte, v byte, withheld uint64, legs Legs) {
@@ -425,6 +452,8 @@ func Decode(b []byte, h *Header) error {
 	var target []byte
 	var withheld uint64
 	var legs Legs
+	var tc, hop uint8
+	var clk, flow uint16
 	if version >= Version2 {
 		targetLen := int(b[end-1])
 		target = b[end : end+min(targetLen, len(b)-end)]
@@ -441,6 +470,9 @@ func Decode(b []byte, h *Header) error {
 			legs.Session = binary.BigEndian.Uint64(b[counts+8:])
 			legs.Number = binary.BigEndian.Uint64(b[counts+16:])
 			legs.Lost = binary.BigEndian.Uint64(b[counts+24:])
+			p := b[counts+withheldSize+legsSize:]
+			tc, hop = p[0], p[1]
+			clk, flow = binary.BigEndian.Uint16(p[2:]), binary.BigEndian.Uint16(p[4:])
 		}
 	}
 	seq := binary.BigEndian.Uint64(b[16:])
@@ -463,5 +495,6 @@ func Decode(b []byte, h *Header) error {
 	h.Target = target
 	h.Withheld = withheld
 	h.Legs = legs
+	h.TrafficClass, h.HopLimit, h.Clock, h.Flow = tc, hop, clk, flow
 	return nil
 }

@@ -17,10 +17,13 @@ func testHeader() Header {
 		SendClock: 123_456_789,
 		Name:      []byte("alpha"),
 		Target:    []byte("rx:6464"),
+		// DSCP 46 (EF) with ECT(1), TTL 64, a synchronised clock within
+		// 2^-5 × 5 s, flow 3.
+		TrafficClass: 0xb9, HopLimit: 64, Clock: 0x8a05, Flow: 3,
 	}
 }
 
-// golden is testHeader encoded into 104 bytes, laid out by hand from
+// golden is testHeader encoded into 110 bytes, laid out by hand from
 // docs/protocol.md; its checksum came from an independent bitwise CRC-32C
 // (polynomial 0x82F63B78), not from this package.
 const golden = "55445050" + "05" + "00" + "05" + "00" + // magic, version, flags, name len, tag len
@@ -35,8 +38,9 @@ const golden = "55445050" + "05" + "00" + "05" + "00" + // magic, version, flags
 	"0000000000000000" + // reflector session, 0 in a probe
 	"0000000000000000" + // reply number, 0 in a probe
 	"0000000000000000" + // lost count, 0 in a probe
+	"b9" + "40" + "8a05" + "0003" + // traffic class, hop limit, clock, flow
 	"00000000000000" + // 7 bytes of padding
-	"4cd7d130" // CRC-32C of the 100 bytes before it
+	"0d003dee" // CRC-32C of the 106 bytes before it
 
 // testCounts are what the golden replies carry: reply number 11 with 5
 // withheld before it is the 17th datagram received (11 + 1 + 5).
@@ -51,8 +55,9 @@ const goldenReply = "55445050" + "05" + "02" + "05" + "00" + // flags: reply
 	"1112131415161718" + // reflector session
 	"000000000000000b" + // reply number 11
 	"0000000000000001" + // lost count 1
+	"b9" + "40" + "8a05" + "0003" + // the probe's, unchanged
 	"00000000000000" +
-	"e50692f7"
+	"dc735a95"
 
 // goldenV4 is testHeader in version 4, which has no legs, in 80 bytes,
 // and goldenV4Reply its reply: MakeReply(b, testCounts) leaves the legs
@@ -81,7 +86,7 @@ const (
 		"c83f4a7d"
 )
 
-// goldenHello is a hello from alpha to 10.0.0.2:6464 in 154 bytes
+// goldenHello is a hello from alpha to 10.0.0.2:6464 in 160 bytes
 // (HelloSize: room for a 64-byte name), and goldenHelloReply its reply from
 // a reflector named node-b, by hand and an independent CRC-32C.
 var (
@@ -90,15 +95,16 @@ var (
 		"0000000000000000" + "616c706861" +
 		"0d" + "31302e302e302e323a36343634" + // target length 13, "10.0.0.2:6464"
 		strings.Repeat("00", 32) + // withheld count and legs
+		"b9" + "40" + "8a05" + "0003" +
 		strings.Repeat("00", 51) + // padding
-		"f2af99c6"
+		"a3cd02de"
 	goldenHelloReply = "55445050" + "05" + "06" + "05" + "00" + // flags: hello, reply
 		"0102030405060708" + "0000000000000000" + "17979cfe3d85cd15" + "00000000075bcd15" +
 		"0000000000000000" + "616c706861" +
 		"06" + "6e6f64652d62" + // the reflector's name: length 6, "node-b"
-		strings.Repeat("00", 32) + // withheld count and legs
+		strings.Repeat("00", 38) + // withheld count, legs and the probe's fields
 		strings.Repeat("00", 58) + // padding
-		"5ac4b6a6"
+		"8f3d1ce5"
 )
 
 // goldenHelloV4 and goldenHelloV4Reply: the same in version 4, which
@@ -150,7 +156,7 @@ const (
 
 func TestEncodeGolden(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 104)
+	b := make([]byte, 110)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +258,12 @@ func TestDecodeGolden(t *testing.T) {
 			!bytes.Equal(h.Target, g.target) || h.Flags != 0 || h.TagLen != 0 {
 			t.Fatalf("version %d: decoded %+v, want %+v", g.version, h, want)
 		}
+		if g.version < Version {
+			want.TrafficClass, want.HopLimit, want.Clock, want.Flow = 0, 0, 0, 0
+		}
+		if h.TrafficClass != want.TrafficClass || h.HopLimit != want.HopLimit || h.Clock != want.Clock || h.Flow != want.Flow {
+			t.Fatalf("version %d: decoded %+v, want %+v", g.version, h, want)
+		}
 		MakeReply(b, testCounts)
 		if got := hex.EncodeToString(b); got != g.reply {
 			t.Fatalf("version %d reply:\n got %s\nwant %s", g.version, got, g.reply)
@@ -268,12 +280,14 @@ func TestRoundTripPatched(t *testing.T) {
 	PutSeq(b, 7)
 	PutSendTime(b, -5, -6)
 	PutFlags(b, FlagGoodbye)
+	PutClock(b, 0x1234)
 	Seal(b)
 	var d Header
 	if err := Decode(b, &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Seq != 7 || d.SendTime != -5 || d.SendClock != -6 || !d.Goodbye() || string(d.Name) != "alpha" {
+	if d.Seq != 7 || d.SendTime != -5 || d.SendClock != -6 || !d.Goodbye() || string(d.Name) != "alpha" ||
+		d.Clock != 0x1234 || d.TrafficClass != h.TrafficClass || d.HopLimit != h.HopLimit || d.Flow != h.Flow {
 		t.Fatalf("decoded %+v", d)
 	}
 }
@@ -336,10 +350,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"bit error in target", func() []byte { b := valid(); b[56] ^= 0x80; return b }(), ErrChecksum},
 		{"bit error in withheld count", func() []byte { b := valid(); b[62] ^= 0x80; return b }(), ErrChecksum},
 		{"bit error in reply number", func() []byte { b := valid(); b[84] ^= 0x01; return b }(), ErrChecksum},
-		{"bit error in padding", func() []byte { b := valid(); b[95] ^= 0x80; return b }(), ErrChecksum},
+		{"bit error in traffic class", func() []byte { b := valid(); b[93] ^= 0x04; return b }(), ErrChecksum},
+		{"bit error in padding", func() []byte { b := valid(); b[101] ^= 0x80; return b }(), ErrChecksum},
 		{"bit error in send clock", func() []byte { b := valid(); b[35] ^= 4; return b }(), ErrChecksum},
-		{"bit error in checksum", func() []byte { b := valid(); b[103] ^= 1; return b }(), ErrChecksum},
-		{"truncated", valid()[:103], ErrChecksum},
+		{"bit error in checksum", func() []byte { b := valid(); b[109] ^= 1; return b }(), ErrChecksum},
+		{"truncated", valid()[:109], ErrChecksum},
 		{"unknown flag", resealed(func(b []byte) { b[5] = 0x40 }), ErrHeader},
 		{"name overruns", resealed(func(b []byte) { b[6] = 20 }), ErrHeader},
 		{"name too long", resealed(func(b []byte) { b[6] = MaxNameLen + 1 }), ErrHeader},
@@ -362,7 +377,7 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestNoAllocs(t *testing.T) {
 	h := testHeader()
-	b := make([]byte, 104)
+	b := make([]byte, 110)
 	var d Header
 	allocs := testing.AllocsPerRun(100, func() {
 		_ = Encode(b, &h)
@@ -431,7 +446,7 @@ func FuzzDecode(f *testing.F) {
 
 func BenchmarkDecode(b *testing.B) {
 	h := testHeader()
-	buf := make([]byte, 104)
+	buf := make([]byte, 110)
 	_ = Encode(buf, &h)
 	var d Header
 	b.ReportAllocs()
@@ -443,7 +458,7 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// goldenKey and goldenSigned: testHeader encoded into 120 bytes with a tag,
+// goldenKey and goldenSigned: testHeader encoded into 126 bytes with a tag,
 // signed under goldenKey. The tag and the checksum came from Python's hmac
 // and hashlib and a bitwise CRC-32C, not from this package.
 const (
@@ -451,9 +466,9 @@ const (
 	goldenSigned = "55445050" + "05" + "00" + "05" + "10" + // tag length 16
 		"0102030405060708" + "000000000000002a" + "17979cfe3d85cd15" + "00000000075bcd15" +
 		"0000000000000000" + "616c706861" + "07" + "72783a36343634" + "0000000000000000" +
-		"000000000000000000000000000000000000000000000000" + "00000000000000" + // the legs and the padding
-		"b15cecfc2f5440c1d2887dc40ebdefbb" + // HMAC-SHA-256 of the 100 bytes before it, first 16 bytes
-		"bf58f4f4" // CRC-32C of the 116 bytes before it
+		"000000000000000000000000000000000000000000000000" + "b9408a050003" + "00000000000000" + // the legs, the probe's fields and the padding
+		"0d78bf48d43eb2bee6b4bc5f2b43a3a2" + // HMAC-SHA-256 of the 106 bytes before it, first 16 bytes
+		"12f93b80" // CRC-32C of the 122 bytes before it
 )
 
 // signed encodes testHeader with a tag and signs it under key i of a.
@@ -461,7 +476,7 @@ func signed(t testing.TB, a *Auth, i int) []byte {
 	t.Helper()
 	h := testHeader()
 	h.TagLen = TagSize
-	b := make([]byte, 120)
+	b := make([]byte, 126)
 	if err := Encode(b, &h); err != nil {
 		t.Fatal(err)
 	}

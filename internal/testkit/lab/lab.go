@@ -119,7 +119,7 @@ func sweep(t testing.TB) {
 	if err != nil {
 		t.Fatalf("ip netns list: %v", err)
 	}
-	stale := regexp.MustCompile(`(?m)^` + prefix + `(\d+)-\d+-(?:s|r|hub|h\d+)\b`)
+	stale := regexp.MustCompile(`(?m)^` + prefix + `(\d+)-\d+-(?:s|r|gw|hub|h\d+)\b`)
 	for _, m := range stale.FindAllStringSubmatch(string(out), -1) {
 		pid, _ := strconv.Atoi(m[1])
 		if pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {

@@ -36,6 +36,12 @@ type pair struct {
 
 func start(t *testing.T, rcvEnv ...string) *pair {
 	t.Helper()
+	return startWith(t, rcvEnv, nil)
+}
+
+// startWith starts a pair with more environment for each.
+func startWith(t *testing.T, rcvEnv, sndEnv []string) *pair {
+	t.Helper()
 	l := New(t)
 	bin := testproc.Build(t, "../../../cmd/udpprobe")
 	p := &pair{l: l}
@@ -43,9 +49,9 @@ func start(t *testing.T, rcvEnv ...string) *pair {
 		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8464", "UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_LOG_FORMAT=json"},
 		rcvEnv...), bin, "receiver")
 	p.rcv.Await(t, `"msg":"receiving"`)
-	p.snd = l.Start(t, l.Sender, []string{"UDPPROBE_TARGETS=" + target,
+	p.snd = l.Start(t, l.Sender, append([]string{"UDPPROBE_TARGETS=" + target,
 		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8465", "UDPPROBE_NAME=" + peer, "UDPPROBE_RATE=" + rate,
-		"UDPPROBE_LOG_FORMAT=json"}, bin, "sender")
+		"UDPPROBE_LOG_FORMAT=json"}, sndEnv...), bin, "sender")
 	p.snd.Await(t, `"msg":"serving metrics"`)
 	return p
 }
@@ -89,9 +95,9 @@ func (p *pair) awaitSent(t *testing.T, n float64) {
 	}
 }
 
-// finish stops the sender, which says goodbye, and waits until the
-// receiver has decided every probe; it returns how many the sender sent.
-func (p *pair) finish(t *testing.T) uint64 {
+// stop stops the sender, which says goodbye, and returns how many probes
+// it sent.
+func (p *pair) stop(t *testing.T) uint64 {
 	t.Helper()
 	if code := p.snd.Stop(t); code != 0 {
 		t.Fatalf("sender exited %d", code)
@@ -102,7 +108,14 @@ func (p *pair) finish(t *testing.T) uint64 {
 	if err := json.Unmarshal([]byte(p.snd.Await(t, `"msg":"session ended with a goodbye"`)), &end); err != nil {
 		t.Fatal(err)
 	}
-	sent := end.Last + 1
+	return end.Last + 1
+}
+
+// finish stops the sender and waits until the receiver has decided every
+// probe; it returns how many the sender sent.
+func (p *pair) finish(t *testing.T) uint64 {
+	t.Helper()
+	sent := p.stop(t)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		got := p.receiver(t, `udpprobe_receiver_packets_received_total{sender="`+peer+`",target="`+target+`"}`) +
 			p.receiver(t, `udpprobe_receiver_packets_lost_total{sender="`+peer+`",target="`+target+`"}`) +
@@ -139,6 +152,18 @@ func (p *pair) want(t *testing.T, lost, local uint64) {
 
 var nftCounter = regexp.MustCompile(`packets (\d+) bytes`)
 
+// nftCounter reads the named counter of the lab's nftables table at the
+// receiver.
+func (p *pair) nftCounter(t *testing.T, name string) uint64 {
+	t.Helper()
+	m := nftCounter.FindStringSubmatch(p.l.Exec(t, p.l.Receiver, "nft", "list", "counter", "inet", "udpprobe_lab", name))
+	if m == nil {
+		t.Fatalf("nft counter %s unreadable", name)
+	}
+	n, _ := strconv.ParseUint(m[1], 10, 64)
+	return n
+}
+
 // TestKernelRandomLoss drops 5% of the probes at the receiving host's
 // ingress with nftables' random number generator, before any socket sees
 // them: loss in the network as far as udpprobe can tell. The receiver's
@@ -163,14 +188,7 @@ func TestKernelRandomLoss(t *testing.T) {
 	p.l.Exec(t, p.l.Receiver, "nft", "-f", rules)
 	p.awaitSent(t, minProbe+minProbe/10)
 	p.l.Exec(t, p.l.Receiver, "nft", "flush", "chain", "inet", "udpprobe_lab", "ingress")
-	count := func(name string) uint64 {
-		m := nftCounter.FindStringSubmatch(p.l.Exec(t, p.l.Receiver, "nft", "list", "counter", "inet", "udpprobe_lab", name))
-		if m == nil {
-			t.Fatalf("nft counter %s unreadable", name)
-		}
-		n, _ := strconv.ParseUint(m[1], 10, 64)
-		return n
-	}
+	count := func(name string) uint64 { return p.nftCounter(t, name) }
 	seen, dropped := count("seen"), count("dropped")
 	sent := p.finish(t)
 	p.want(t, dropped, 0)
@@ -186,6 +204,61 @@ func TestKernelRandomLoss(t *testing.T) {
 	}
 	if d := float64(dropped); d < lo || d > hi {
 		t.Errorf("%d dropped of %d is outside the binomial 4σ bound [%.0f, %.0f]", dropped, seen, lo, hi)
+	}
+}
+
+// TestTrafficClassMarks sends probes with DSCP 46 (EF) and ECT(0), and
+// has nftables at the receiving host's ingress, before any socket sees
+// them, change a known share of them, one change each: 5% remarked to
+// CS1, 5% marked CE, 5% bleached to Not-ECT. The receiver's counters of
+// what the path did must equal the kernel's counters of what it did,
+// exactly, and nothing may be lost.
+func TestTrafficClassMarks(t *testing.T) {
+	Require(t, "ip", "nft")
+	p := startWith(t, nil, []string{"UDPPROBE_DSCP=46", "UDPPROBE_ECN=ect0"})
+	rules := filepath.Join(t.TempDir(), "marks.nft")
+	err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
+	counter remarked {}
+	counter ce {}
+	counter bleached {}
+	chain ingress {
+		type filter hook prerouting priority raw; policy accept;
+		udp dport `+strconv.Itoa(port)+` numgen random mod 1000 vmap { 0-49 : jump remark, 50-99 : jump ce, 100-149 : jump bleach }
+	}
+	chain remark {
+		counter name "remarked" ip dscp set cs1
+	}
+	chain ce {
+		counter name "ce" ip ecn set ce
+	}
+	chain bleach {
+		counter name "bleached" ip ecn set not-ect
+	}
+}
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.l.Exec(t, p.l.Receiver, "nft", "-f", rules)
+	p.awaitSent(t, minProbe)
+	// Unmarked from here on, the goodbyes among them: what was marked is
+	// counted once it arrives, which finish waits for.
+	p.l.Exec(t, p.l.Receiver, "nft", "flush", "chain", "inet", "udpprobe_lab", "ingress")
+	count := func(name string) uint64 { return p.nftCounter(t, name) }
+	sent := p.finish(t)
+	p.want(t, 0, 0)
+	pairLabels := `{sender="` + peer + `",target="` + target + `"}`
+	for metric, nft := range map[string]string{
+		"udpprobe_receiver_packets_remarked_total":     "remarked",
+		"udpprobe_receiver_packets_ce_marked_total":    "ce",
+		"udpprobe_receiver_packets_ecn_bleached_total": "bleached",
+	} {
+		want := count(nft)
+		got := p.receiver(t, metric+pairLabels)
+		t.Logf("%s: nftables changed %d of %d probes sent, udpprobe counted %d", nft, want, sent, got)
+		if want == 0 || got != want {
+			t.Errorf("%s = %d, want nftables' %d (and more than 0)", metric, got, want)
+		}
 	}
 }
 
@@ -326,4 +399,102 @@ func TestNetem(t *testing.T) {
 		t.Errorf("one-way delay mean %v over %v probes, want %v to %v", mean, count, delay, delay+time.Millisecond)
 	}
 	p.want(t, dropped, 0)
+}
+
+// ipStats reads the IPv4 counters of /proc/net/snmp in h's namespace.
+func ipStats(t *testing.T, l *Lab, h Host) map[string]uint64 {
+	t.Helper()
+	var names []string
+	stats := map[string]uint64{}
+	for _, line := range strings.Split(l.Exec(t, h, "cat", "/proc/net/snmp"), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "Ip:" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		for i, v := range f[1:] {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err == nil && i < len(names) {
+				stats[names[i]] = n
+			}
+		}
+	}
+	if len(stats) == 0 {
+		t.Fatal("no IPv4 counters in /proc/net/snmp")
+	}
+	return stats
+}
+
+// TestDontFragment sends 1,400-byte probes across a router whose link to
+// the receiver carries 1,280. Without UDPPROBE_DONT_FRAGMENT, from a host
+// that does not discover path MTUs, the router fragments every one and the
+// receiver gets them all, reassembled. With it, every probe leaves with Don't Fragment and the router refuses each
+// (its FragFails counter), however often it tells the sender the path's
+// MTU: nothing is delivered, in fragments or whole, and the sender has no
+// send errors, so the path shows as lost, not as this host's failure.
+func TestDontFragment(t *testing.T) {
+	Require(t, "ip")
+	r := NewRouted(t, 1280)
+	bin := testproc.Build(t, "../../../cmd/udpprobe")
+	p := &pair{l: &r.Lab}
+	p.rcv = r.Start(t, r.Receiver, []string{"UDPPROBE_LISTEN_ADDRESS=" + target,
+		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8464", "UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_LOG_FORMAT=json"},
+		bin, "receiver")
+	p.rcv.Await(t, `"msg":"receiving"`)
+	send := func(name string, df bool) {
+		p.snd = r.Start(t, r.Sender, []string{"UDPPROBE_TARGETS=" + target,
+			"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8465", "UDPPROBE_NAME=" + name, "UDPPROBE_RATE=1000",
+			"UDPPROBE_PAYLOAD_SIZE=1400", "UDPPROBE_DONT_FRAGMENT=" + strconv.FormatBool(df),
+			"UDPPROBE_LOG_FORMAT=json"}, bin, "sender")
+		p.snd.Await(t, `"msg":"serving metrics"`)
+		series := scrape.Series("udpprobe_sender_packets_sent_total", "sender", name, "target", target)
+		for deadline := time.Now().Add(30 * time.Second); p.metric(t, r.Sender, sndWeb, series) < 2000; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not send 2000 probes in 30 s", name)
+			}
+		}
+	}
+	const goodbyes = 3 // as large as the probes, and as refused
+
+	// A sending host that does not discover path MTUs sends without DF,
+	// so the router fragments; one that does (Linux's default) would lose
+	// its first probe to the router and fragment the rest itself.
+	r.Exec(t, r.Sender, "sysctl", "-q", "-w", "net.ipv4.ip_no_pmtu_disc=1")
+	before := ipStats(t, &r.Lab, r.Router)
+	send(peer, false)
+	sent := p.finish(t)
+	p.want(t, 0, 0)
+	after := ipStats(t, &r.Lab, r.Router)
+	if got := after["FragOKs"] - before["FragOKs"]; got != sent+goodbyes || after["FragFails"] != before["FragFails"] {
+		t.Fatalf("without DF the router fragmented %d datagrams and refused %d; want all %d and none",
+			got, after["FragFails"]-before["FragFails"], sent+goodbyes)
+	}
+	t.Logf("without DF: %d probes sent, fragmented by the router, all received", sent)
+
+	before = after
+	send("lab-df", true)
+	dfSent := p.stop(t)
+	after = ipStats(t, &r.Lab, r.Router)
+	if got := after["FragFails"] - before["FragFails"]; got != dfSent+goodbyes || after["FragOKs"] != before["FragOKs"] {
+		t.Errorf("with DF the router refused %d datagrams and fragmented %d; want all %d and none",
+			got, after["FragOKs"]-before["FragOKs"], dfSent+goodbyes)
+	}
+	if _, ok := p.scrape(t, r.Receiver, rcvWeb).Value(scrape.Series("udpprobe_receiver_packets_received_total",
+		"sender", "lab-df", "target", target)); ok {
+		t.Error("the receiver heard the sender with DF: something was delivered")
+	}
+	if got := p.receiver(t, `udpprobe_receiver_packets_received_total{sender="`+peer+`",target="`+target+`"}`); got != sent {
+		t.Errorf("the receiver's count of the first sender moved to %d from %d", got, sent)
+	}
+	for _, line := range p.snd.Lines() {
+		if strings.Contains(line, "send failed") {
+			t.Errorf("the sender with DF had send errors: %s", line)
+		}
+	}
+	if !t.Failed() {
+		t.Logf("with DF: %d probes sent, all refused by the router, none delivered", dfSent)
+	}
 }
