@@ -1,6 +1,7 @@
 // Package lab builds networks out of Linux network namespaces, for tests:
 // the workshop's two hosts, a sender and a receiver joined by a veth pair
-// (New), and a bridge of many hosts with a DNS server whose answers the
+// (New, and New6 for IPv6), the two with a router between them
+// (NewRouted, NewRouted6), and a bridge of many hosts with a DNS server whose answers the
 // test changes (NewBridge), for meshes. Each host has its own address,
 // loopback and firewall, and nothing is shared with the machine's own
 // interfaces. It needs root and iproute2;
@@ -38,10 +39,12 @@ import (
 	"github.com/udpprobe/udpprobe/internal/testkit/testproc"
 )
 
-// The addresses of the two hosts.
+// The addresses of the two hosts, and in an IPv6 lab (New6).
 const (
-	SenderAddr   = "192.0.2.1"
-	ReceiverAddr = "192.0.2.2"
+	SenderAddr    = "192.0.2.1"
+	ReceiverAddr  = "192.0.2.2"
+	SenderAddr6   = "2001:db8::1"
+	ReceiverAddr6 = "2001:db8::2"
 )
 
 const prefix = "udpprobe-lab-"
@@ -86,12 +89,28 @@ func Require(t testing.TB, commands ...string) {
 // New builds a lab and removes it when the test ends.
 func New(t testing.TB) *Lab {
 	t.Helper()
+	return newLab(t, false)
+}
+
+// New6 builds a lab whose hosts speak IPv6 only, at SenderAddr6 and
+// ReceiverAddr6, with static neighbours and no duplicate address
+// detection or router solicitation, and removes it when the test ends.
+func New6(t testing.TB) *Lab {
+	t.Helper()
+	return newLab(t, true)
+}
+
+func newLab(t testing.TB, v6 bool) *Lab {
+	t.Helper()
 	Require(t, "ip")
 	sweep(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), labs.Add(1))
 	l := &Lab{
 		Sender:   Host{NS: prefix + id + "-s", Dev: "veth-s", Addr: SenderAddr},
 		Receiver: Host{NS: prefix + id + "-r", Dev: "veth-r", Addr: ReceiverAddr},
+	}
+	if v6 {
+		l.Sender.Addr, l.Receiver.Addr = SenderAddr6, ReceiverAddr6
 	}
 	for _, h := range []Host{l.Sender, l.Receiver} {
 		run(t, "ip", "netns", "add", h.NS)
@@ -100,17 +119,43 @@ func New(t testing.TB) *Lab {
 	run(t, "ip", "link", "add", l.Sender.Dev, "netns", l.Sender.NS, "type", "veth",
 		"peer", "name", l.Receiver.Dev, "netns", l.Receiver.NS)
 	for _, h := range []Host{l.Sender, l.Receiver} {
-		// No IPv6: its neighbour discovery would be traffic on the link
-		// besides the probes, and the impairments count what they drop.
-		l.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
-		l.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		if v6 {
+			quietIPv6(t, l, h)
+			l.Exec(t, h, "ip", "addr", "add", h.Addr+"/64", "dev", h.Dev, "nodad")
+		} else {
+			// No IPv6: its neighbour discovery would be traffic on the
+			// link besides the probes, and the impairments count what
+			// they drop.
+			l.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+			l.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		}
 		l.Exec(t, h, "ip", "link", "set", "lo", "up")
 		l.Exec(t, h, "ip", "link", "set", h.Dev, "up")
 	}
-	// Static neighbours, so that no ARP crosses the link either.
-	l.Exec(t, l.Sender, "ip", "neigh", "replace", ReceiverAddr, "lladdr", l.mac(t, l.Receiver), "dev", l.Sender.Dev, "nud", "permanent")
-	l.Exec(t, l.Receiver, "ip", "neigh", "replace", SenderAddr, "lladdr", l.mac(t, l.Sender), "dev", l.Receiver.Dev, "nud", "permanent")
+	// Static neighbours, so that no ARP or neighbour discovery crosses the
+	// link either.
+	l.Exec(t, l.Sender, "ip", "neigh", "replace", l.Receiver.Addr, "lladdr", l.mac(t, l.Receiver), "dev", l.Sender.Dev, "nud", "permanent")
+	l.Exec(t, l.Receiver, "ip", "neigh", "replace", l.Sender.Addr, "lladdr", l.mac(t, l.Sender), "dev", l.Receiver.Dev, "nud", "permanent")
 	return l
+}
+
+// quietIPv6 keeps IPv6 in h from sending what the probes do not need: no
+// duplicate address detection (an address would be tentative for a
+// second), no router solicitation, no autoconfiguration.
+func quietIPv6(t testing.TB, l *Lab, h Host) {
+	t.Helper()
+	for _, k := range []string{"accept_dad=0", "accept_ra=0", "autoconf=0", "router_solicitations=0"} {
+		l.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.default."+k, "net.ipv6.conf.all."+k)
+	}
+}
+
+// nodad is the ip addr add flag that skips duplicate address detection,
+// for an IPv6 address.
+func nodad(v6 bool) []string {
+	if v6 {
+		return []string{"nodad"}
+	}
+	return nil
 }
 
 // sweep removes the namespaces of lab processes that no longer run.

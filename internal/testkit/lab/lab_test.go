@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,9 +29,11 @@ const (
 
 var target = fmt.Sprintf("%s:%d", ReceiverAddr, port)
 
-// pair is a receiver and a sender running in a lab.
+// pair is a receiver and a sender running in a lab, the sender probing
+// the receiver at target.
 type pair struct {
 	l        *Lab
+	target   string
 	rcv, snd *testproc.Process
 }
 
@@ -42,9 +45,15 @@ func start(t *testing.T, rcvEnv ...string) *pair {
 // startWith starts a pair with more environment for each.
 func startWith(t *testing.T, rcvEnv, sndEnv []string) *pair {
 	t.Helper()
-	l := New(t)
+	return startIn(t, New(t), rcvEnv, sndEnv)
+}
+
+// startIn starts a pair in l.
+func startIn(t *testing.T, l *Lab, rcvEnv, sndEnv []string) *pair {
+	t.Helper()
 	bin := testproc.Build(t, "../../../cmd/udpprobe")
-	p := &pair{l: l}
+	p := &pair{l: l, target: net.JoinHostPort(l.Receiver.Addr, strconv.Itoa(port))}
+	target := p.target
 	p.rcv = l.Start(t, l.Receiver, append([]string{"UDPPROBE_LISTEN_ADDRESS=" + target,
 		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8464", "UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_LOG_FORMAT=json"},
 		rcvEnv...), bin, "receiver")
@@ -84,7 +93,7 @@ func (p *pair) receiver(t *testing.T, name string) uint64 {
 // awaitSent waits until the sender has sent at least n probes.
 func (p *pair) awaitSent(t *testing.T, n float64) {
 	t.Helper()
-	series := scrape.Series("udpprobe_sender_packets_sent_total", "sender", peer, "target", target)
+	series := scrape.Series("udpprobe_sender_packets_sent_total", "sender", peer, "target", p.target)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if p.metric(t, p.l.Sender, sndWeb, series) >= n {
 			return
@@ -117,9 +126,9 @@ func (p *pair) finish(t *testing.T) uint64 {
 	t.Helper()
 	sent := p.stop(t)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		got := p.receiver(t, `udpprobe_receiver_packets_received_total{sender="`+peer+`",target="`+target+`"}`) +
-			p.receiver(t, `udpprobe_receiver_packets_lost_total{sender="`+peer+`",target="`+target+`"}`) +
-			p.receiver(t, `udpprobe_receiver_packets_dropped_locally_total{sender="`+peer+`",target="`+target+`"}`)
+		got := p.receiver(t, `udpprobe_receiver_packets_received_total{sender="`+peer+`",target="`+p.target+`"}`) +
+			p.receiver(t, `udpprobe_receiver_packets_lost_total{sender="`+peer+`",target="`+p.target+`"}`) +
+			p.receiver(t, `udpprobe_receiver_packets_dropped_locally_total{sender="`+peer+`",target="`+p.target+`"}`)
 		if got == sent {
 			return sent
 		}
@@ -133,11 +142,11 @@ func (p *pair) finish(t *testing.T) uint64 {
 func (p *pair) want(t *testing.T, lost, local uint64) {
 	t.Helper()
 	for series, want := range map[string]uint64{
-		`udpprobe_receiver_packets_lost_total{sender="` + peer + `",target="` + target + `"}`:            lost,
-		`udpprobe_receiver_packets_dropped_locally_total{sender="` + peer + `",target="` + target + `"}`: local,
-		`udpprobe_receiver_socket_drops_total`:                                                           local,
-		`udpprobe_receiver_packets_duplicated_total{sender="` + peer + `",target="` + target + `"}`:      0,
-		`udpprobe_receiver_packets_late_total{sender="` + peer + `",target="` + target + `"}`:            0,
+		`udpprobe_receiver_packets_lost_total{sender="` + peer + `",target="` + p.target + `"}`:            lost,
+		`udpprobe_receiver_packets_dropped_locally_total{sender="` + peer + `",target="` + p.target + `"}`: local,
+		`udpprobe_receiver_socket_drops_total`:                                                             local,
+		`udpprobe_receiver_packets_duplicated_total{sender="` + peer + `",target="` + p.target + `"}`:      0,
+		`udpprobe_receiver_packets_late_total{sender="` + peer + `",target="` + p.target + `"}`:            0,
 	} {
 		if got := p.receiver(t, series); got != want {
 			t.Errorf("%s = %d, want %d", series, got, want)
@@ -207,17 +216,22 @@ func TestKernelRandomLoss(t *testing.T) {
 	}
 }
 
-// TestTrafficClassMarks sends probes with DSCP 46 (EF) and ECT(0), and
-// has nftables at the receiving host's ingress, before any socket sees
-// them, change a known share of them, one change each: 5% remarked to
-// CS1, 5% marked CE, 5% bleached to Not-ECT. The receiver's counters of
-// what the path did must equal the kernel's counters of what it did,
-// exactly, and nothing may be lost.
+// TestTrafficClassMarks sends probes with DSCP 46 (EF) and ECT(0), over
+// IPv4 and over IPv6, and has nftables at the receiving host's ingress,
+// before any socket sees them, change a known share of them, one change
+// each: 5% remarked to CS1, 5% marked CE, 5% bleached to Not-ECT. The
+// receiver's counters of what the path did must equal the kernel's
+// counters of what it did, exactly, and nothing may be lost.
 func TestTrafficClassMarks(t *testing.T) {
 	Require(t, "ip", "nft")
-	p := startWith(t, nil, []string{"UDPPROBE_DSCP=46", "UDPPROBE_ECN=ect0"})
-	rules := filepath.Join(t.TempDir(), "marks.nft")
-	err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
+	for _, family := range []struct {
+		name, nft string // the lab's family, and nftables' name for its header
+		lab       func(testing.TB) *Lab
+	}{{"IPv4", "ip", New}, {"IPv6", "ip6", New6}} {
+		t.Run(family.name, func(t *testing.T) {
+			p := startIn(t, family.lab(t), nil, []string{"UDPPROBE_DSCP=46", "UDPPROBE_ECN=ect0"})
+			rules := filepath.Join(t.TempDir(), "marks.nft")
+			err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
 	counter remarked {}
 	counter ce {}
 	counter bleached {}
@@ -226,39 +240,40 @@ func TestTrafficClassMarks(t *testing.T) {
 		udp dport `+strconv.Itoa(port)+` numgen random mod 1000 vmap { 0-49 : jump remark, 50-99 : jump ce, 100-149 : jump bleach }
 	}
 	chain remark {
-		counter name "remarked" ip dscp set cs1
+		counter name "remarked" `+family.nft+` dscp set cs1
 	}
 	chain ce {
-		counter name "ce" ip ecn set ce
+		counter name "ce" `+family.nft+` ecn set ce
 	}
 	chain bleach {
-		counter name "bleached" ip ecn set not-ect
+		counter name "bleached" `+family.nft+` ecn set not-ect
 	}
 }
 `), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.l.Exec(t, p.l.Receiver, "nft", "-f", rules)
-	p.awaitSent(t, minProbe)
-	// Unmarked from here on, the goodbyes among them: what was marked is
-	// counted once it arrives, which finish waits for.
-	p.l.Exec(t, p.l.Receiver, "nft", "flush", "chain", "inet", "udpprobe_lab", "ingress")
-	count := func(name string) uint64 { return p.nftCounter(t, name) }
-	sent := p.finish(t)
-	p.want(t, 0, 0)
-	pairLabels := `{sender="` + peer + `",target="` + target + `"}`
-	for metric, nft := range map[string]string{
-		"udpprobe_receiver_packets_remarked_total":     "remarked",
-		"udpprobe_receiver_packets_ce_marked_total":    "ce",
-		"udpprobe_receiver_packets_ecn_bleached_total": "bleached",
-	} {
-		want := count(nft)
-		got := p.receiver(t, metric+pairLabels)
-		t.Logf("%s: nftables changed %d of %d probes sent, udpprobe counted %d", nft, want, sent, got)
-		if want == 0 || got != want {
-			t.Errorf("%s = %d, want nftables' %d (and more than 0)", metric, got, want)
-		}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.l.Exec(t, p.l.Receiver, "nft", "-f", rules)
+			p.awaitSent(t, minProbe)
+			// Unmarked from here on, the goodbyes among them: what was
+			// marked is counted once it arrives, which finish waits for.
+			p.l.Exec(t, p.l.Receiver, "nft", "flush", "chain", "inet", "udpprobe_lab", "ingress")
+			sent := p.finish(t)
+			p.want(t, 0, 0)
+			pairLabels := `{sender="` + peer + `",target="` + p.target + `"}`
+			for metric, nft := range map[string]string{
+				"udpprobe_receiver_packets_remarked_total":     "remarked",
+				"udpprobe_receiver_packets_ce_marked_total":    "ce",
+				"udpprobe_receiver_packets_ecn_bleached_total": "bleached",
+			} {
+				want := p.nftCounter(t, nft)
+				got := p.receiver(t, metric+pairLabels)
+				t.Logf("%s: nftables changed %d of %d probes sent, udpprobe counted %d", nft, want, sent, got)
+				if want == 0 || got != want {
+					t.Errorf("%s = %d, want nftables' %d (and more than 0)", metric, got, want)
+				}
+			}
+		})
 	}
 }
 
@@ -401,6 +416,36 @@ func TestNetem(t *testing.T) {
 	p.want(t, dropped, 0)
 }
 
+// goodbyes are as large as the probes, and as refused.
+const goodbyes = 3
+
+// routedPair starts a receiver in r, and returns it with a function that
+// starts a sender of 1,400-byte probes named name, with Don't Fragment or
+// without, and waits until it has sent 2,000.
+func routedPair(t *testing.T, r *Routed) (*pair, func(name string, df bool)) {
+	t.Helper()
+	bin := testproc.Build(t, "../../../cmd/udpprobe")
+	p := &pair{l: &r.Lab, target: net.JoinHostPort(r.Receiver.Addr, strconv.Itoa(port))}
+	p.rcv = r.Start(t, r.Receiver, []string{"UDPPROBE_LISTEN_ADDRESS=" + p.target,
+		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8464", "UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_LOG_FORMAT=json"},
+		bin, "receiver")
+	p.rcv.Await(t, `"msg":"receiving"`)
+	return p, func(name string, df bool) {
+		t.Helper()
+		p.snd = r.Start(t, r.Sender, []string{"UDPPROBE_TARGETS=" + p.target,
+			"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8465", "UDPPROBE_NAME=" + name, "UDPPROBE_RATE=1000",
+			"UDPPROBE_PAYLOAD_SIZE=1400", "UDPPROBE_DONT_FRAGMENT=" + strconv.FormatBool(df),
+			"UDPPROBE_LOG_FORMAT=json"}, bin, "sender")
+		p.snd.Await(t, `"msg":"serving metrics"`)
+		series := scrape.Series("udpprobe_sender_packets_sent_total", "sender", name, "target", p.target)
+		for deadline := time.Now().Add(30 * time.Second); p.metric(t, r.Sender, sndWeb, series) < 2000; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not send 2000 probes in 30 s", name)
+			}
+		}
+	}
+}
+
 // ipStats reads the IPv4 counters of /proc/net/snmp in h's namespace.
 func ipStats(t *testing.T, l *Lab, h Host) map[string]uint64 {
 	t.Helper()
@@ -438,26 +483,7 @@ func ipStats(t *testing.T, l *Lab, h Host) map[string]uint64 {
 func TestDontFragment(t *testing.T) {
 	Require(t, "ip")
 	r := NewRouted(t, 1280)
-	bin := testproc.Build(t, "../../../cmd/udpprobe")
-	p := &pair{l: &r.Lab}
-	p.rcv = r.Start(t, r.Receiver, []string{"UDPPROBE_LISTEN_ADDRESS=" + target,
-		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8464", "UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_LOG_FORMAT=json"},
-		bin, "receiver")
-	p.rcv.Await(t, `"msg":"receiving"`)
-	send := func(name string, df bool) {
-		p.snd = r.Start(t, r.Sender, []string{"UDPPROBE_TARGETS=" + target,
-			"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8465", "UDPPROBE_NAME=" + name, "UDPPROBE_RATE=1000",
-			"UDPPROBE_PAYLOAD_SIZE=1400", "UDPPROBE_DONT_FRAGMENT=" + strconv.FormatBool(df),
-			"UDPPROBE_LOG_FORMAT=json"}, bin, "sender")
-		p.snd.Await(t, `"msg":"serving metrics"`)
-		series := scrape.Series("udpprobe_sender_packets_sent_total", "sender", name, "target", target)
-		for deadline := time.Now().Add(30 * time.Second); p.metric(t, r.Sender, sndWeb, series) < 2000; time.Sleep(100 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s did not send 2000 probes in 30 s", name)
-			}
-		}
-	}
-	const goodbyes = 3 // as large as the probes, and as refused
+	p, send := routedPair(t, r)
 
 	// A sending host that does not discover path MTUs sends without DF,
 	// so the router fragments; one that does (Linux's default) would lose
@@ -496,5 +522,56 @@ func TestDontFragment(t *testing.T) {
 	}
 	if !t.Failed() {
 		t.Logf("with DF: %d probes sent, all refused by the router, none delivered", dfSent)
+	}
+}
+
+// ip6Stats reads the IPv6 counters of /proc/net/snmp6 in h's namespace.
+func ip6Stats(t *testing.T, l *Lab, h Host) map[string]uint64 {
+	t.Helper()
+	stats := map[string]uint64{}
+	for _, line := range strings.Split(l.Exec(t, h, "cat", "/proc/net/snmp6"), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			if n, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				stats[f[0]] = n
+			}
+		}
+	}
+	if len(stats) == 0 {
+		t.Fatal("no IPv6 counters in /proc/net/snmp6")
+	}
+	return stats
+}
+
+// TestDontFragment6 is TestDontFragment over IPv6, where routers never
+// fragment: with UDPPROBE_DONT_FRAGMENT every 1,400-byte probe reaches the
+// router whole, which refuses it for the 1,280-byte link (its
+// Ip6InTooBigErrors), however often it tells the sender the path's MTU;
+// the sender neither fragments a probe itself nor has send errors, and
+// nothing reaches the receiver, in fragments or whole.
+func TestDontFragment6(t *testing.T) {
+	Require(t, "ip")
+	r := NewRouted6(t, 1280)
+	p, send := routedPair(t, r)
+	before, rcvBefore := ip6Stats(t, &r.Lab, r.Router), ip6Stats(t, &r.Lab, r.Receiver)
+	send("lab-df", true)
+	sent := p.stop(t)
+	after, rcvAfter := ip6Stats(t, &r.Lab, r.Router), ip6Stats(t, &r.Lab, r.Receiver)
+	if got := after["Ip6InTooBigErrors"] - before["Ip6InTooBigErrors"]; got != sent+goodbyes {
+		t.Errorf("the router refused %d datagrams as too big; want all %d", got, sent+goodbyes)
+	}
+	if got := rcvAfter["Ip6ReasmReqds"] - rcvBefore["Ip6ReasmReqds"]; got != 0 {
+		t.Errorf("%d fragments reached the receiver; want none", got)
+	}
+	if _, ok := p.scrape(t, r.Receiver, rcvWeb).Value(scrape.Series("udpprobe_receiver_packets_received_total",
+		"sender", "lab-df", "target", p.target)); ok {
+		t.Error("the receiver heard the sender with DF: something was delivered")
+	}
+	for _, line := range p.snd.Lines() {
+		if strings.Contains(line, "send failed") {
+			t.Errorf("the sender with DF had send errors: %s", line)
+		}
+	}
+	if !t.Failed() {
+		t.Logf("with DF over IPv6: %d probes sent, all refused by the router, none delivered", sent)
 	}
 }

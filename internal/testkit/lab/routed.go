@@ -9,14 +9,15 @@ import (
 )
 
 // RoutedSenderAddr is the sender's address in a routed lab, on the link to
-// the router; the receiver keeps ReceiverAddr, on the other link.
-const RoutedSenderAddr = "198.51.100.1"
+// the router; the receiver keeps ReceiverAddr, on the other link. In an
+// IPv6 routed lab they are RoutedSenderAddr6 and ReceiverAddr6.
+const (
+	RoutedSenderAddr  = "198.51.100.1"
+	RoutedSenderAddr6 = "2001:db8:1::1"
+)
 
 // The router's addresses on the sender's link and on the receiver's.
-const (
-	routerSenderSide   = "198.51.100.254"
-	routerReceiverSide = "192.0.2.254"
-)
+var routerAddrs = map[bool][2]string{false: {"198.51.100.254", "192.0.2.254"}, true: {"2001:db8:1::fe", "2001:db8::fe"}}
 
 // Routed is a sender and a receiver on two links joined by a router: the
 // datagrams cross one hop, and the receiver's link can be narrower.
@@ -32,48 +33,73 @@ type Routed struct {
 // mtu bytes (at both of its ends), and removes it when the test ends.
 func NewRouted(t testing.TB, mtu int) *Routed {
 	t.Helper()
+	return newRouted(t, mtu, false)
+}
+
+// NewRouted6 is NewRouted in IPv6 only, set up as New6 is.
+func NewRouted6(t testing.TB, mtu int) *Routed {
+	t.Helper()
+	return newRouted(t, mtu, true)
+}
+
+func newRouted(t testing.TB, mtu int, v6 bool) *Routed {
+	t.Helper()
 	Require(t, "ip")
 	sweep(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), labs.Add(1))
+	gw := routerAddrs[v6]
 	r := &Routed{
 		Lab: Lab{
 			Sender:   Host{NS: prefix + id + "-s", Dev: "veth-s", Addr: RoutedSenderAddr},
 			Receiver: Host{NS: prefix + id + "-r", Dev: "veth-r", Addr: ReceiverAddr},
 		},
-		Router:     Host{NS: prefix + id + "-gw", Dev: "veth-gs", Addr: routerSenderSide},
+		Router:     Host{NS: prefix + id + "-gw", Dev: "veth-gs", Addr: gw[0]},
 		ToReceiver: "veth-gr",
+	}
+	plen := "/24"
+	if v6 {
+		r.Sender.Addr, r.Receiver.Addr, plen = RoutedSenderAddr6, ReceiverAddr6, "/64"
 	}
 	for _, h := range []Host{r.Sender, r.Receiver, r.Router} {
 		run(t, "ip", "netns", "add", h.NS)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", h.NS).Run() })
-		// No IPv6: its neighbour discovery would be traffic besides the
-		// probes.
-		r.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+		if v6 {
+			quietIPv6(t, &r.Lab, h)
+		} else {
+			// No IPv6: its neighbour discovery would be traffic besides
+			// the probes.
+			r.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+		}
 		r.Exec(t, h, "ip", "link", "set", "lo", "up")
 	}
 	run(t, "ip", "link", "add", r.Sender.Dev, "netns", r.Sender.NS, "type", "veth",
 		"peer", "name", r.Router.Dev, "netns", r.Router.NS)
 	run(t, "ip", "link", "add", r.ToReceiver, "netns", r.Router.NS, "type", "veth",
 		"peer", "name", r.Receiver.Dev, "netns", r.Receiver.NS)
-	gr := Host{NS: r.Router.NS, Dev: r.ToReceiver, Addr: routerReceiverSide}
+	gr := Host{NS: r.Router.NS, Dev: r.ToReceiver, Addr: gw[1]}
 	for _, h := range []Host{r.Sender, r.Router, gr, r.Receiver} {
-		r.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		r.Exec(t, h, append([]string{"ip", "addr", "add", h.Addr + plen, "dev", h.Dev}, nodad(v6)...)...)
 		r.Exec(t, h, "ip", "link", "set", h.Dev, "up")
 	}
 	for _, h := range []Host{gr, r.Receiver} {
 		r.Exec(t, h, "ip", "link", "set", h.Dev, "mtu", strconv.Itoa(mtu))
 	}
-	r.Exec(t, r.Router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-	r.Exec(t, r.Sender, "ip", "route", "add", "default", "via", routerSenderSide)
-	r.Exec(t, r.Receiver, "ip", "route", "add", "default", "via", routerReceiverSide)
-	// Static neighbours, so that no ARP crosses the links.
+	if v6 {
+		r.Exec(t, r.Router, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
+	} else {
+		r.Exec(t, r.Router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	}
+	r.Exec(t, r.Sender, "ip", "route", "add", "default", "via", gw[0])
+	r.Exec(t, r.Receiver, "ip", "route", "add", "default", "via", gw[1])
+	// Static neighbours, so that no ARP or neighbour discovery crosses the
+	// links.
 	for _, n := range []struct {
 		on   Host
 		addr string
 		of   Host
 	}{
-		{r.Sender, routerSenderSide, r.Router}, {r.Router, RoutedSenderAddr, r.Sender},
-		{gr, ReceiverAddr, r.Receiver}, {r.Receiver, routerReceiverSide, gr},
+		{r.Sender, gw[0], r.Router}, {r.Router, r.Sender.Addr, r.Sender},
+		{gr, r.Receiver.Addr, r.Receiver}, {r.Receiver, gw[1], gr},
 	} {
 		r.Exec(t, n.on, "ip", "neigh", "replace", n.addr, "lladdr", r.mac(t, n.of), "dev", n.on.Dev, "nud", "permanent")
 	}
