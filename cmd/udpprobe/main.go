@@ -5,6 +5,8 @@
 //	udpprobe receiver    run the receiver (configured by UDPPROBE_* variables)
 //	udpprobe sender      run the sender
 //	udpprobe mesh        run a mesh node: receiver, reflector and sender at once
+//	udpprobe run [flags] TARGET
+//	                     probe one target for a while and print a summary
 //	udpprobe healthcheck receiver|sender|mesh
 //	                     exit 0 if that daemon (same variables) is ready
 //	udpprobe check receiver|sender|mesh
@@ -56,6 +58,9 @@ Modes:
   sender     send probes to one or more receivers
   mesh       be a node of a mesh: probe the other members, count and
              reflect their probes, over one socket
+  run [flags] TARGET
+             probe one target for a while (10 s) and print a summary;
+             exit 1 when a threshold is crossed (udpprobe run -h)
   healthcheck receiver|sender|mesh
              exit 0 if the daemon configured by the same variables is ready
   check receiver|sender|mesh
@@ -74,6 +79,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "check" {
 		return runCheck(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "run" {
+		return runOneShot(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) != 1 {
 		fmt.Fprint(stderr, usageText)

@@ -87,6 +87,23 @@ func (a *Auth) validate() error {
 	return nil
 }
 
+// KeysFromFile reads and checks the keys of a key file, as
+// UDPPROBE_HMAC_KEY_FILE is read; name says where the path came from.
+func KeysFromFile(name, path string) ([][]byte, error) {
+	list, err := readKeyFile(name, path)
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for _, k := range list {
+		keys = append(keys, []byte(k))
+	}
+	if err := wire.CheckKeys(keys); err != nil {
+		return nil, fmt.Errorf("%s %s: %v (openssl rand -hex 32 makes a key)", name, path, err)
+	}
+	return keys, nil
+}
+
 // readKeyFile reads a key file: one key, or two on two lines.
 func readKeyFile(name, path string) ([]string, error) {
 	b, err := os.ReadFile(path)
@@ -114,18 +131,9 @@ func (s *StampAuth) validate() error {
 	if s.StampHMACKeyFile == "" {
 		return nil
 	}
-	list, err := readKeyFile("UDPPROBE_STAMP_HMAC_KEY_FILE", s.StampHMACKeyFile)
-	if err != nil {
-		return err
-	}
-	s.StampKeys = nil
-	for _, k := range list {
-		s.StampKeys = append(s.StampKeys, []byte(k))
-	}
-	if err := wire.CheckKeys(s.StampKeys); err != nil {
-		return fmt.Errorf("UDPPROBE_STAMP_HMAC_KEY_FILE %s: %v (openssl rand -hex 32 makes a key)", s.StampHMACKeyFile, err)
-	}
-	return nil
+	var err error
+	s.StampKeys, err = KeysFromFile("UDPPROBE_STAMP_HMAC_KEY_FILE", s.StampHMACKeyFile)
+	return err
 }
 
 // Stamp is the STAMP Session-Reflector, which receivers and mesh nodes run

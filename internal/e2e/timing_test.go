@@ -204,22 +204,8 @@ func TestLossSplitByDirection(t *testing.T) {
 // dropped it. The goodbyes and their replies get through, so the tail is
 // split too.
 func TestLossSplitReordered(t *testing.T) {
-	impaired := func(seed uint64) impair.Config {
-		rng := rand.New(rand.NewPCG(seed, 0))
-		return impair.Config{Script: func(_ int, hd *wire.Header) impair.Action {
-			switch {
-			case hd == nil || hd.Goodbye():
-				return impair.Action{}
-			case rng.IntN(10) == 0:
-				return impair.Action{Drop: true}
-			case rng.IntN(5) == 0:
-				return impair.Action{Hold: 2}
-			}
-			return impair.Action{}
-		}}
-	}
 	h := startReceiverWith(t, receiver.Options{Reflect: true})
-	relay := h.startRelay(impaired(11), impaired(12))
+	relay := h.startRelay(impair.DataOnly(11, 10, 5), impair.DataOnly(12, 10, 5))
 	sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "both", Rate: 200, RoundTrip: true},
 		2*time.Second)
 	up := dataSeqs(relay.Delivered())

@@ -59,7 +59,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	s.known[w.Label] = true
 	size := s.size(w)
 	slots := min(MaxBatch, max(1, batchBytes/size), int(math.Ceil(s.opts.Rate*max(CatchUp.Seconds(), 1/s.opts.Rate))))
-	t := &target{label: w.Label, session: session, index: -1, stamp: w.STAMP,
+	t := &target{label: w.Label, session: session, index: -1, stamp: w.STAMP, onReply: s.opts.OnReply,
 		log: s.opts.Logger.With(zap.String("target", w.Label))}
 	h := s.header
 	h.Target, h.Session = []byte(w.Label), session

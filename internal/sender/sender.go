@@ -45,6 +45,7 @@ import (
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/socket"
 	"github.com/udpprobe/udpprobe/internal/stamp"
+	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
 
@@ -90,6 +91,12 @@ type Options struct {
 	TrafficClass uint8
 	// DontFragment sends every datagram unfragmented (socket.SetDontFragment).
 	DontFragment bool
+	// OnReply, if set, is told of every reply to a target's datagrams,
+	// with what became of it and, for an answered one, its round-trip
+	// time: for a caller that keeps them all (udpprobe run). It is called
+	// from the reply reader, with the target's lock held, and must be
+	// quick.
+	OnReply func(target string, seq uint64, outcome tracker.ReplyOutcome, rtt time.Duration)
 }
 
 // replyBuffer is the receive buffer the sender asks for when it measures
@@ -334,6 +341,10 @@ func (s *Sender) SetTargets(ts []discovery.Target) {
 
 // Session is the session id of every target's first session.
 func (s *Sender) Session() uint64 { return s.session }
+
+// Sent is how many data datagrams the sender has sent to all targets;
+// read it after Run returns.
+func (s *Sender) Sent() uint64 { return s.sent }
 
 // Run sends until ctx is done, then ends each session with a goodbye, waits
 // for the last replies if it expects any, and closes the socket.

@@ -42,6 +42,8 @@ type target struct {
 	unlogged  uint64 // send errors since the last log line
 	lastError error
 	nextLog   time.Time
+	// onReply is the sender's Options.OnReply.
+	onReply func(target string, seq uint64, outcome tracker.ReplyOutcome, rtt time.Duration)
 }
 
 // due moves the target's queue key to its next slot.
@@ -72,8 +74,12 @@ func (t *target) handleReply(h *wire.Header, valid bool, mono int64) {
 	case h.Goodbye():
 		t.rt.Goodbye(report(h), mono)
 	default:
-		if r := t.rt.Reply(h.Seq, report(h), mono); r.Outcome == tracker.ReplyAnswered {
+		r := t.rt.Reply(h.Seq, report(h), mono)
+		if r.Outcome == tracker.ReplyAnswered {
 			t.m.RTT.Observe(float64(r.RTT) / 1e9)
+		}
+		if t.onReply != nil {
+			t.onReply(t.label, h.Seq, r.Outcome, time.Duration(r.RTT))
 		}
 		if h.Withheld > 0 && !t.warnedWithheld {
 			t.warnedWithheld = true
@@ -115,15 +121,18 @@ func (t *target) handleSTAMP(r *stamp.Reflected, mono int64) {
 	}
 	// The round trip's next number, not t.seq, which the sending loop
 	// writes without the lock.
-	res := t.rt.Reply(unwrap32(t.rt.Next(), r.SenderSeq), tracker.Report{Received: uint64(r.Seq) + 1}, mono)
-	if res.Outcome != tracker.ReplyAnswered {
-		return
-	}
+	seq := unwrap32(t.rt.Next(), r.SenderSeq)
+	res := t.rt.Reply(seq, tracker.Report{Received: uint64(r.Seq) + 1}, mono)
 	rtt := res.RTT
-	if held := r.Timestamp.Time().Sub(r.ReceiveTimestamp.Time()); held >= 0 && int64(held) < rtt {
-		rtt -= int64(held)
+	if res.Outcome == tracker.ReplyAnswered {
+		if held := r.Timestamp.Time().Sub(r.ReceiveTimestamp.Time()); held >= 0 && int64(held) < rtt {
+			rtt -= int64(held)
+		}
+		t.m.RTT.Observe(float64(rtt) / 1e9)
 	}
-	t.m.RTT.Observe(float64(rtt) / 1e9)
+	if t.onReply != nil {
+		t.onReply(t.label, seq, res.Outcome, time.Duration(rtt))
+	}
 }
 
 // unwrap32 is the latest sequence number sent before next whose low 32

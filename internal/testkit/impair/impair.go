@@ -62,6 +62,26 @@ type Config struct {
 	Script func(i int, h *wire.Header) Action
 }
 
+// DataOnly drops one in dropOneIn of the data datagrams and holds one in
+// holdOneIn of the rest behind two later datagrams (0: never), decided by
+// a random source seeded with seed; goodbyes and datagrams that do not
+// decode pass untouched, so a session's end is always counted.
+func DataOnly(seed uint64, dropOneIn, holdOneIn int) Config {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	one := func(in int) bool { return in > 0 && rng.IntN(in) == 0 }
+	return Config{Script: func(_ int, hd *wire.Header) Action {
+		switch {
+		case hd == nil || hd.Goodbye():
+			return Action{}
+		case one(dropOneIn):
+			return Action{Drop: true}
+		case one(holdOneIn):
+			return Action{Hold: 2}
+		}
+		return Action{}
+	}}
+}
+
 // Delivery is one datagram the relay sent on.
 type Delivery struct {
 	Session   uint64
