@@ -174,8 +174,15 @@ func (r *Receiver) listenSTAMP() error {
 		_, err = socket.SetReceiveBuffer(raw, r.opts.ReceiveBuffer)
 	}
 	if err == nil {
-		err = r.table.EnableSTAMP(r.opts.STAMPKeys, func(b []byte, to netip.AddrPort) error {
-			_, err := conn.WriteToUDPAddrPort(b, to)
+		oob := make([]byte, socket.TrafficClassControlSize) // used under r.mu, as the table is
+		err = r.table.EnableSTAMP(r.opts.STAMPKeys, func(b []byte, to netip.AddrPort, tc int) error {
+			var err error
+			if tc < 0 {
+				_, err = conn.WriteToUDPAddrPort(b, to)
+			} else {
+				a := to.Addr()
+				_, _, err = conn.WriteMsgUDPAddrPort(b, socket.TrafficClassControl(oob, a.Is4() || a.Is4In6(), uint8(tc)), to)
+			}
 			return err
 		})
 	}

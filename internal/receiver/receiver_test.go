@@ -121,6 +121,7 @@ type replies struct {
 	size int
 	to   netip.AddrPort
 	fail error // returned by every send, if set
+	tc   int   // the traffic class of the last STAMP reply; -1: the socket's
 }
 
 func (r *replies) send(b []byte, to netip.AddrPort) error {
@@ -131,6 +132,12 @@ func (r *replies) send(b []byte, to netip.AddrPort) error {
 	r.size = copy(r.last[:], b)
 	r.to = to
 	return nil
+}
+
+// sendSTAMP is send for a STAMP reply, keeping its traffic class.
+func (r *replies) sendSTAMP(b []byte, to netip.AddrPort, tc int) error {
+	r.tc = tc
+	return r.send(b, to)
 }
 
 // header decodes the last reply.

@@ -27,14 +27,19 @@ type Traffic struct {
 	HasTTL, HasTOS bool
 }
 
+// STAMPReplyFunc sends a STAMP reply to a session-sender with the traffic
+// class tc (DSCP in the high six bits, ECN in the low two), or, when tc
+// is negative, with the socket's own.
+type STAMPReplyFunc func(b []byte, to netip.AddrPort, tc int) error
+
 // STAMPTarget prefixes the SSID in a STAMP session's target label.
 const STAMPTarget = "stamp:"
 
 // stampReflector is the table's STAMP state: the packet being answered
 // and the buffers, reused for every packet.
 type stampReflector struct {
-	auth     *stamp.Auth // nil: unauthenticated mode
-	send     ReplyFunc
+	auth     *stamp.Auth         // nil: unauthenticated mode
+	send     ReplyFunc           // the table's way to send: with the traffic class tc
 	estimate stamp.ErrorEstimate // this host's clock, for the timestamps it writes
 	hdr      wire.Header         // the test packet as the table's peers see it
 	test     stamp.Test
@@ -48,13 +53,18 @@ type stampReflector struct {
 	arrived   int64 // wall ns: the receive timestamp
 	now       int64 // wall ns: the timestamp of the reply
 	traffic   Traffic
+	// tc is the traffic class of its reply: DSCP1 of its Class of Service
+	// TLV (RFC 8972 section 4.4: every class is permitted here), or -1,
+	// the socket's own, without one.
+	tc int
 }
 
 // EnableSTAMP makes the table a STAMP Session-Reflector, sending replies
 // with send, authenticated under keys if there are any.
-func (t *Table) EnableSTAMP(keys [][]byte, send ReplyFunc) error {
-	r := &stampReflector{send: send, test: stamp.Test{TLVs: make([]stamp.TLV, 0, stamp.MaxTLVs)},
-		estimate: stamp.Estimate(false, clock.MaxErrorCeiling)}
+func (t *Table) EnableSTAMP(keys [][]byte, send STAMPReplyFunc) error {
+	r := &stampReflector{test: stamp.Test{TLVs: make([]stamp.TLV, 0, stamp.MaxTLVs)},
+		estimate: stamp.Estimate(false, clock.MaxErrorCeiling), tc: -1}
+	r.send = func(b []byte, to netip.AddrPort) error { return send(b, to, r.tc) }
 	if len(keys) > 0 {
 		var err error
 		if r.auth, err = stamp.NewAuth(keys); err != nil {
@@ -93,7 +103,7 @@ func (t *Table) HandleSTAMP(b []byte, from netip.AddrPort, at Instant, traffic T
 	r.target = strconv.AppendUint(append(r.target[:0], STAMPTarget...), uint64(r.test.SSID), 10)
 	sent := r.test.Timestamp.Time().UnixNano()
 	*h = wire.Header{Session: 1, Seq: uint64(r.test.Seq), SendTime: sent, SendClock: sent, Name: r.name, Target: r.target}
-	r.answering, r.probe, r.arrived, r.now, r.traffic = true, b, at.Wall, now, traffic
+	r.answering, r.probe, r.arrived, r.now, r.traffic, r.tc = true, b, at.Wall, now, traffic, -1
 	t.arrived = Traffic{} // a STAMP test packet's traffic class is its reply's business
 	t.data(h, b, 0, from, at)
 	r.answering, r.probe = false, nil
@@ -115,6 +125,7 @@ func (r *stampReflector) reply(s *stream) []byte {
 				c.DSCP2, c.ECN = r.traffic.TOS>>2, r.traffic.TOS&0x3
 				w := c.Value()
 				copy(v.Value, w[:]) // in the probe's buffer, which is not read again
+				r.tc = int(c.DSCP1) << 2
 			} else {
 				v.Flags |= stamp.FlagMalformed
 			}

@@ -3,10 +3,14 @@ package receiver
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/udpprobe/udpprobe/internal/socket"
 	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
 )
@@ -19,7 +23,7 @@ func stampTable(t *testing.T, opts Options, keys [][]byte) (*testTable, *replies
 	}
 	tt := newTable(t, opts)
 	var r replies
-	if err := tt.EnableSTAMP(keys, r.send); err != nil {
+	if err := tt.EnableSTAMP(keys, r.sendSTAMP); err != nil {
 		t.Fatal(err)
 	}
 	return tt, &r
@@ -133,6 +137,13 @@ func TestSTAMPTLVs(t *testing.T) {
 	if rep.SenderTTL != 255 {
 		t.Errorf("sender TTL %d with none read, want 255", rep.SenderTTL)
 	}
+	if r.tc != 10<<2 {
+		t.Errorf("the reply leaves with traffic class %#x, want DSCP1 10 (%#x)", r.tc, 10<<2)
+	}
+	tt.HandleSTAMP(stampProbe(1, nil), stampFrom, at(2), Traffic{TOS: 34 << 2, HasTOS: true}, at(2).Wall)
+	if r.tc != -1 {
+		t.Errorf("a reply without a Class of Service TLV leaves with traffic class %d, want the socket's (-1)", r.tc)
+	}
 }
 
 // TestSTAMPAuthenticated: in authenticated mode replies are signed, and a
@@ -218,5 +229,50 @@ func TestTWAMPLight(t *testing.T) {
 	s, _ := scrape.Gather(tt.reg)
 	if _, ok := s.Value(scrape.Series("udpprobe_receiver_packets_received_total", "sender", stampFrom.String(), "target", "stamp:0")); !ok {
 		t.Error("no peer for the TWAMP-Light session")
+	}
+}
+
+// TestSTAMPClassOfServiceOverSocket: over a real socket, IPv4 and IPv6, a
+// test packet with a Class of Service TLV gets its reply with DSCP1 in the
+// IP header (RFC 8972 section 4.4), and the TLV says what the test packet
+// arrived with.
+func TestSTAMPClassOfServiceOverSocket(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skipf("the traffic class is set and read on Linux only, not %s", runtime.GOOS)
+	}
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(addr, func(t *testing.T) {
+			r := newTestReceiver(t, Options{STAMPListenAddress: addr, ReflectRate: 1000})
+			run(t, r)
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.STAMPAddr()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			raw, _ := c.SyscallConn()
+			if err := errors.Join(socket.EnableTrafficOf(raw), socket.SetTrafficClass(raw, 10<<2)); err != nil {
+				t.Fatal(err)
+			}
+			cos := stamp.ClassOfService{DSCP1: 46}.Value()
+			if _, err := c.Write(stampProbe(0, nil, stamp.TLV{Type: stamp.TypeClassOfService, Value: cos[:]})); err != nil {
+				t.Fatal(err)
+			}
+			b, oob := make([]byte, 256), make([]byte, socket.OOBSize)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, oobn, _, _, err := c.ReadMsgUDPAddrPort(b, oob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ctl := socket.Parse(oob[:oobn]); !ctl.HasTOS || ctl.TOS != 46<<2 {
+				t.Errorf("the reply arrived with %+v, want traffic class %#x (DSCP1 46)", ctl, 46<<2)
+			}
+			var rep stamp.Reflected
+			if err := stamp.DecodeReflected(b[:n], &rep, nil); err != nil || len(rep.TLVs) != 1 {
+				t.Fatalf("reply %+v, %v", rep, err)
+			}
+			if got, ok := stamp.ParseClassOfService(rep.TLVs[0].Value); !ok || got != (stamp.ClassOfService{DSCP1: 46, DSCP2: 10}) {
+				t.Errorf("class of service came back as %+v, want DSCP1 46 and DSCP2 10, what the packet arrived with", got)
+			}
+		})
 	}
 }

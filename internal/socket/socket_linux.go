@@ -100,6 +100,27 @@ func SetDontFragment(c syscall.RawConn) error {
 	return serr
 }
 
+// TrafficClassControl is the control message that sends one datagram with
+// the traffic class tc (DSCP in the high six bits, ECN in the low two),
+// whatever the socket's: IP_TOS for IPv4 (from a dual-stack socket too),
+// IPV6_TCLASS for IPv6. It is built in b, which must hold
+// TrafficClassControlSize bytes.
+func TrafficClassControl(b []byte, ipv4 bool, tc uint8) []byte {
+	b = b[:TrafficClassControlSize]
+	clear(b)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_TCLASS
+	if ipv4 {
+		h.Level, h.Type = unix.IPPROTO_IP, unix.IP_TOS
+	}
+	h.SetLen(unix.CmsgLen(4))
+	binary.NativeEndian.PutUint32(b[unix.CmsgLen(0):], uint32(tc))
+	return b
+}
+
+// TrafficClassControlSize is the size of a TrafficClassControl message.
+var TrafficClassControlSize = unix.CmsgSpace(4)
+
 // HopLimits returns the IPv4 TTL and, on an IPv6 socket, the IPv6 hop
 // limit the socket sends unicast datagrams with (0 where it does not
 // say): the kernel's defaults unless they were set.

@@ -23,6 +23,11 @@ func SetTrafficClass(syscall.RawConn, uint8) error { return nil }
 
 func SetDontFragment(syscall.RawConn) error { return nil }
 
+// TrafficClassControlSize is 0 where no control message sets the class.
+var TrafficClassControlSize = 0
+
+func TrafficClassControl(b []byte, _ bool, _ uint8) []byte { return b[:0] }
+
 func HopLimits(syscall.RawConn) (v4, v6 uint8, err error) { return 0, 0, nil }
 
 func SetReceiveBuffer(syscall.RawConn, int) (int, error) { return 0, nil }
