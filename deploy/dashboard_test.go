@@ -143,7 +143,8 @@ func exported(t *testing.T) []string {
 	metrics.NewSender(reg, "a", metrics.ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
 	r := metrics.NewReceiver(reg, metrics.ClassicAndNative)
 	p := r.NewPeer("a", "rx:6464")
-	p.Mark() // its sender sets a traffic class: every per-peer metric
+	p.Mark()     // its sender sets a traffic class,
+	p.KnowHops() // and says its hop limit: every per-peer metric
 	r.Export(slices.Values([]*metrics.ReceiverPeer{p}))
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -141,7 +141,7 @@ func receiverOptions(cfg *config.Receiver, log *zap.Logger, reg *prometheus.Regi
 		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate,
 		ReflectBudget: cfg.ReflectBudget, ReflectBudgetBytes: cfg.ReflectBudgetBytes, Keys: cfg.Keys,
 		STAMPListenAddress: cfg.StampListenAddress, STAMPKeys: cfg.StampKeys, ClockState: kernelClock,
-		Logger: log, Metrics: metrics.NewReceiver(reg, histograms(cfg.Common)),
+		HopCount: cfg.HopCount, Logger: log, Metrics: metrics.NewReceiver(reg, histograms(cfg.Common)),
 	}
 }
 

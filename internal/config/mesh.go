@@ -29,6 +29,7 @@ type Mesh struct {
 	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
 	ReflectBudget      float64       `split_words:"true" default:"100000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
 	ReflectBudgetBytes float64       `split_words:"true" default:"67108864" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184"`
+	HopCount           bool          `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false keeps a pair at 30 series with native histograms only"`
 	Stamp
 	Traffic
 	Common
@@ -78,7 +79,7 @@ func (c *Mesh) Receiver() *Receiver {
 	return &Receiver{WebListenAddress: c.WebListenAddress, ListenAddress: c.ListenAddress, LossTimeout: c.LossTimeout,
 		SummaryInterval: c.SummaryInterval, MaxPeers: c.MaxPeers, PeerExpiry: c.PeerExpiry, ReceiveBuffer: c.ReceiveBuffer,
 		Reflect: true, ReflectRate: c.ReflectRate, ReflectBudget: c.ReflectBudget, ReflectBudgetBytes: c.ReflectBudgetBytes,
-		Stamp: c.Stamp, Common: c.Common}
+		HopCount: c.HopCount, Stamp: c.Stamp, Common: c.Common}
 }
 
 // minPayload is the smallest datagram that carries the name, any

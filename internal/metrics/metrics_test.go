@@ -94,7 +94,8 @@ func TestExportedPeers(t *testing.T) {
 		t.Fatalf("%d peer-count series before Export (%v), want 1", n, err)
 	}
 	alpha, beta := r.NewPeer("alpha", "rx:6464"), r.NewPeer("beta", "rx:6464")
-	alpha.Mark() // its sender sets a traffic class: every per-peer metric
+	alpha.Mark()     // its sender sets a traffic class,
+	alpha.KnowHops() // and says its hop limit: every per-peer metric
 	peers := []*ReceiverPeer{alpha, beta}
 	r.Export(func(yield func(*ReceiverPeer) bool) {
 		for _, p := range peers {

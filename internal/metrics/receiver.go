@@ -49,10 +49,18 @@ type ReceiverPeer struct {
 	// them.
 	Remarked, CEMarked, ECNBleached Counter
 	marked                          atomic.Bool
+	// The path's length in hops and how often it changed: exported once
+	// KnowHops is called, at the first datagram whose hop count is known.
+	HopCount    Gauge
+	PathChanges Counter
+	hops        atomic.Bool
 }
 
 // Mark exports the peer's traffic-class counters from now on.
 func (p *ReceiverPeer) Mark() { p.marked.Store(true) }
+
+// KnowHops exports the peer's hop count and path changes from now on.
+func (p *ReceiverPeer) KnowHops() { p.hops.Store(true) }
 
 // Counter is a count written by one goroutine and read by others.
 type Counter struct{ atomic.Uint64 }
@@ -83,6 +91,9 @@ type peerMetric struct {
 
 // marked says whether a peer's sender set a traffic class.
 func marked(p *ReceiverPeer) bool { return p.marked.Load() }
+
+// hopsKnown says whether a peer's hop count is known.
+func hopsKnown(p *ReceiverPeer) bool { return p.hops.Load() }
 
 // peerMetrics are the receiver's per-peer metrics, all labelled by sender
 // and target (peerLabels).
@@ -133,6 +144,10 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.CEMarked }, marked},
 	{"packets_ecn_bleached_total", "Datagrams sent ECN-capable (ECT) that arrived Not-ECT: the path cleared the ECN field; exported once the sender sets a traffic class.", nil,
 		func(p *ReceiverPeer) any { return &p.ECNBleached }, marked},
+	{"hop_count", "Routers between the sender and this host: the hop limit the sender says it sent with less the one that arrived, as it has stood for the last 3 datagrams or more; exported once known.", nil,
+		func(p *ReceiverPeer) any { return &p.HopCount }, hopsKnown},
+	{"path_changes_total", "Changes of the hop count that lasted 3 datagrams or more: the path changed; exported with the hop count.", nil,
+		func(p *ReceiverPeer) any { return &p.PathChanges }, hopsKnown},
 }
 
 // peerLabels label every per-peer series: the sender's name and the target

@@ -120,6 +120,49 @@ type peer struct {
 	creditUntil int64
 	// cand is a session on probation, if its copies are not 0.
 	cand candidate
+	hops hops
+}
+
+// pathChangeRun is how many datagrams in a row must cross another number
+// of hops than the current one for it to count as a path change: one
+// stray datagram of a path being left is not one.
+const pathChangeRun = 3
+
+// hops follows a peer's hop count: the current one (known once a datagram
+// said its hop limit), and another one the latest datagrams in a row
+// crossed, and how many.
+type hops struct {
+	known          bool
+	current, other uint8
+	run            int
+}
+
+// hop takes the hop limit one of the peer's datagrams says it was sent
+// with (0: not said) and tr, what it arrived with: the routers it crossed
+// are the difference. A datagram that arrived with more than it was sent
+// with (a router that raised it) counts nothing.
+func (p *peer) hop(sent uint8, tr Traffic) {
+	if sent == 0 || !tr.HasTTL || tr.TTL > sent {
+		return
+	}
+	n, h := sent-tr.TTL, &p.hops
+	switch {
+	case !h.known:
+		h.known, h.current = true, n
+		p.m.HopCount.Set(float64(n))
+		p.m.KnowHops()
+	case n == h.current:
+		h.run = 0
+	case n == h.other && h.run > 0:
+		h.run++
+	default:
+		h.other, h.run = n, 1
+	}
+	if h.run >= pathChangeRun {
+		h.current, h.run = n, 0
+		p.m.HopCount.Set(float64(n))
+		p.m.PathChanges.Inc()
+	}
 }
 
 // candidate is the first datagram of a session the peer does not know, on

@@ -32,7 +32,10 @@ import (
 
 // Options configure a Receiver and its Table.
 type Options struct {
-	ListenAddress   string
+	ListenAddress string
+	// HopCount counts each peer's hop count and path changes, from the
+	// hop limit its datagrams say they were sent with (peer.hops).
+	HopCount        bool
 	LossTimeout     time.Duration
 	SummaryInterval time.Duration // 0: no summary
 	MaxPeers        int

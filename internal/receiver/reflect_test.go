@@ -298,13 +298,7 @@ func BenchmarkHandle(b *testing.B) {
 func TestTrafficClass(t *testing.T) {
 	tt := newTable(t, Options{})
 	ef := func(name string, seq uint64, tc uint8) []byte { // DSCP 46 with ECT(1): 0xb9
-		b := make([]byte, 128)
-		h := wire.Header{Name: []byte(name), Target: []byte(testTarget), Session: 1, Seq: seq,
-			SendTime: wall0 + int64(seq)*1e6, SendClock: int64(seq) * 1e6, TrafficClass: tc}
-		if err := wire.Encode(b, &h); err != nil {
-			t.Fatal(err)
-		}
-		return b
+		return sentWith(t, wire.Header{Name: []byte(name), Seq: seq, TrafficClass: tc})
 	}
 	for i, arrived := range []struct {
 		tos uint8
@@ -330,4 +324,47 @@ func TestTrafficClass(t *testing.T) {
 			t.Errorf("%s exported for a sender that sets no traffic class", name)
 		}
 	}
+}
+
+// TestHopCount: a peer's hop count is the hop limit its datagrams say less
+// the one they arrived with, and a path change is another count that
+// lasts 3 datagrams in a row; a stray one, a sender that does not say, or
+// a datagram that gained hops counts nothing, and without the option
+// there are no such series.
+func TestHopCount(t *testing.T) {
+	sent := func(name string, seq uint64, hopLimit uint8) []byte {
+		return sentWith(t, wire.Header{Name: []byte(name), Seq: seq, HopLimit: hopLimit})
+	}
+	for _, on := range []bool{true, false} {
+		tt := newTable(t, Options{HopCount: on})
+		arrived := []uint8{63, 63, 62, 63, 62, 62, 62, 62, 63, 65}
+		for i, ttl := range arrived {
+			tr := Traffic{TTL: ttl, HasTTL: true}
+			tt.HandleTraffic(sent("routed", uint64(i), 64), netip.AddrPort{}, at(float64(i)), tr)
+			tt.HandleTraffic(sent("silent", uint64(i), 0), netip.AddrPort{}, at(float64(i)), tr)
+		}
+		hops, ok := tt.value(t, "hop_count", "routed")
+		changes, _ := tt.value(t, "path_changes_total", "routed")
+		if on && (!ok || hops != 2 || changes != 1) {
+			t.Errorf("hop count %v (exported: %v), %v path changes; want 2 and 1: one change, from 1 to 2, lasted", hops, ok, changes)
+		}
+		if !on && ok {
+			t.Error("hop count exported without the option")
+		}
+		if _, ok := tt.value(t, "hop_count", "silent"); ok {
+			t.Error("hop count exported for a sender that does not say its hop limit")
+		}
+	}
+}
+
+// sentWith is the datagram h of session 1 to testTarget, sent at h.Seq ms.
+func sentWith(t *testing.T, h wire.Header) []byte {
+	t.Helper()
+	b := make([]byte, 128)
+	h.Target, h.Session = []byte(testTarget), 1
+	h.SendTime, h.SendClock = wall0+int64(h.Seq)*1e6, int64(h.Seq)*1e6
+	if err := wire.Encode(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

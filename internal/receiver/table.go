@@ -186,6 +186,9 @@ func (t *Table) data(h *wire.Header, b []byte, key int, from netip.AddrPort, at 
 		prevSeen = p.lastSeen
 	}
 	p.mark(h.TrafficClass, t.arrived)
+	if t.opts.HopCount {
+		p.hop(h.HopLimit, t.arrived)
+	}
 	s := p.known(h.Session)
 	if s == nil {
 		onProbation := p.cand.copies > 0 && p.cand.session == h.Session

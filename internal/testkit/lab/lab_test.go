@@ -575,3 +575,36 @@ func TestDontFragment6(t *testing.T) {
 		t.Logf("with DF over IPv6: %d probes sent, all refused by the router, none delivered", sent)
 	}
 }
+
+// TestHopCountAndPathChange sends through the router, then moves the
+// sender's route to a direct link mid-run: the hop count is 1 through the
+// router and 0 direct, one more for the route through the third
+// namespace, and the move is one path change.
+func TestHopCountAndPathChange(t *testing.T) {
+	Require(t, "ip")
+	r := NewRouted(t, 1500)
+	route := r.AddDirect(t)
+	p := startIn(t, &r.Lab, nil, nil)
+	hops := func() (count, changes float64) {
+		s := p.scrape(t, r.Receiver, rcvWeb)
+		count, ok := s.Value(scrape.Series("udpprobe_receiver_hop_count", "sender", peer, "target", p.target))
+		changes, _ = s.Value(scrape.Series("udpprobe_receiver_path_changes_total", "sender", peer, "target", p.target))
+		if !ok {
+			t.Fatal("no hop count for the sender")
+		}
+		return count, changes
+	}
+	p.awaitSent(t, 5000)
+	if count, changes := hops(); count != 1 || changes != 0 {
+		t.Fatalf("through the router: hop count %v, %v path changes; want 1 and 0", count, changes)
+	}
+	route(true)
+	p.awaitSent(t, 15000)
+	sent := p.finish(t)
+	p.want(t, 0, 0)
+	count, changes := hops()
+	if count != 0 || changes != 1 {
+		t.Fatalf("after the move to the direct link: hop count %v, %v path changes; want 0 and 1", count, changes)
+	}
+	t.Logf("%d probes: hop count 1 through the router, 0 direct, one path change", sent)
+}

@@ -105,3 +105,38 @@ func newRouted(t testing.TB, mtu int, v6 bool) *Routed {
 	}
 	return r
 }
+
+// The direct link's addresses (AddDirect).
+const (
+	directSender   = "203.0.113.1"
+	directReceiver = "203.0.113.2"
+)
+
+// AddDirect joins the sender and the receiver of an IPv4 routed lab by a
+// second link, a direct one, and returns route, which sends the sender's
+// datagrams to the receiver over it (direct) or through the router (not).
+// They go through the router until route says otherwise.
+func (r *Routed) AddDirect(t testing.TB) (route func(direct bool)) {
+	t.Helper()
+	s := Host{NS: r.Sender.NS, Dev: "veth-sd", Addr: directSender}
+	d := Host{NS: r.Receiver.NS, Dev: "veth-rd", Addr: directReceiver}
+	run(t, "ip", "link", "add", s.Dev, "netns", s.NS, "type", "veth", "peer", "name", d.Dev, "netns", d.NS)
+	for _, h := range []Host{s, d} {
+		r.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		r.Exec(t, h, "ip", "link", "set", h.Dev, "up")
+	}
+	r.Exec(t, s, "ip", "neigh", "replace", d.Addr, "lladdr", r.mac(t, d), "dev", s.Dev, "nud", "permanent")
+	r.Exec(t, d, "ip", "neigh", "replace", s.Addr, "lladdr", r.mac(t, s), "dev", d.Dev, "nud", "permanent")
+	// The receiver takes datagrams for its address on either link, though
+	// its route back to the sender is through the router.
+	for _, dev := range []string{"all", "default", d.Dev} {
+		r.Exec(t, d, "sysctl", "-q", "-w", "net.ipv4.conf."+dev+".rp_filter=0")
+	}
+	return func(direct bool) {
+		via, dev := routerAddrs[false][0], r.Sender.Dev
+		if direct {
+			via, dev = d.Addr, s.Dev
+		}
+		r.Exec(t, r.Sender, "ip", "route", "replace", r.Receiver.Addr+"/32", "via", via, "dev", dev)
+	}
+}
