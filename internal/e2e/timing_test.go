@@ -269,3 +269,23 @@ func TestTrafficClassKept(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstDatagramsLost: the relay drops a session's first two
+// datagrams. The session is young (its send clock says so), so the
+// receiver counts them lost, exactly as the relay dropped them, though it
+// never saw the session before, and the sender counts them upstream.
+func TestFirstDatagramsLost(t *testing.T) {
+	h := startReceiverWith(t, receiver.Options{Reflect: true})
+	relay := h.startRelay(impair.Config{Script: func(_ int, hd *wire.Header) impair.Action {
+		return impair.Action{Drop: hd != nil && !hd.Goodbye() && hd.Seq < 2}
+	}}, impair.Config{})
+	sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "first", Rate: 200, RoundTrip: true},
+		300*time.Millisecond)
+	c := h.waitFor("first", sm.packets)
+	if c.lost != 2 || c.received != sm.packets-2 {
+		t.Fatalf("receiver: lost %d, received %d of %d sent; want the first 2 lost", c.lost, c.received, sm.packets)
+	}
+	if rt := sm.rt; rt.Lost != 2 || rt.Upstream != 2 || rt.Downstream != 0 {
+		t.Fatalf("sender: %+v; want 2 lost upstream", rt)
+	}
+}

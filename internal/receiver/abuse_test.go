@@ -119,7 +119,9 @@ func TestSequenceAbuse(t *testing.T) {
 				c.send(t, time.Microsecond, 5)
 			}
 		},
-		want: streamCounts{received: 2, duplicated: 999},
+		// The session is younger than a waiting time (its send clock is 0),
+		// so 0 to 3, sent before 4, are its own: lost, one period.
+		want: streamCounts{received: 2, duplicated: 999, lost: 4, gaps: 1, gapSum: 4},
 	}, {
 		name: "backwards: below the first number, in its waiting time and after",
 		run: func(t *testing.T, c *script) {
@@ -132,8 +134,10 @@ func TestSequenceAbuse(t *testing.T) {
 			}
 		},
 		// 99 down to 51 extend the stream downwards (reordered); once the
-		// first datagram's waiting time is over, lower ones are late.
-		want: streamCounts{received: 50, reordered: 49, late: 51},
+		// first datagram's waiting time is over, lower ones are late. The
+		// session is younger than a waiting time, so those, 0 to 50, were
+		// lost (one period) before they came late.
+		want: streamCounts{received: 50, reordered: 49, late: 51, lost: 51, gaps: 1, gapSum: 51},
 	}, {
 		name: "replays: duplicates in the window, late beyond it",
 		run: func(t *testing.T, c *script) {

@@ -217,6 +217,12 @@ func (p *peer) confirm(opts tracker.Options) (s *stream, restarted bool) {
 	for range c.copies {
 		p.observe(s, &first, c.at)
 	}
+	if c.firstSeq > 0 && c.firstSent >= 0 && c.firstSent < opts.Timeout {
+		// The sender sent its first number, 0, at its send clock's origin
+		// or later, so less than a waiting time before this one: the
+		// numbers below it are of this stream, lost unless they come.
+		s.tr.Origin(0)
+	}
 	c.copies = 0
 	return s, restarted
 }

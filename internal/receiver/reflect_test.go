@@ -368,3 +368,36 @@ func sentWith(t *testing.T, h wire.Header) []byte {
 	}
 	return b
 }
+
+// TestStreamStart: the numbers below a session's first datagram belong to
+// it when the session is younger than a waiting time by the sender's send
+// clock (it sent 0 at the clock's origin or later): lost unless they come
+// in time, reordered if they do. An older session seen from the middle (a
+// receiver started late) counts nothing before its first datagram.
+func TestStreamStart(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		origin    float64  // ms on the send clock at number 0
+		late      []uint64 // numbers below the first that come within its waiting time
+		lost, rec float64
+	}{
+		{"a young session loses its first numbers", 0, nil, 3, 3},
+		{"and they are reordered if they come", 0, []uint64{1}, 2, 4},
+		{"an old one seen from its middle", 1e4, nil, 0, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tt := newTable(t, Options{}) // a 100 ms waiting time
+			for i, seq := range []uint64{3, 4} {
+				tt.handle(probe(t, 1, seq, tc.origin+float64(seq)*10), at(float64(i)))
+			}
+			for _, seq := range tc.late {
+				tt.handle(probe(t, 1, seq, tc.origin+float64(seq)*10), at(5))
+			}
+			tt.handle(probe(t, 1, 5, tc.origin+50), at(6))
+			tt.Housekeep(at(500))
+			if lost, rec := tt.sample(t, "packets_lost_total", "alpha"), tt.sample(t, "packets_received_total", "alpha"); lost != tc.lost || rec != tc.rec {
+				t.Errorf("lost %v, received %v; want %v and %v", lost, rec, tc.lost, tc.rec)
+			}
+		})
+	}
+}
