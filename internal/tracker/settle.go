@@ -134,13 +134,7 @@ func (t *Tracker) Origin(origin uint64) {
 	if !t.started || origin >= t.low || t.head-origin > t.window {
 		return
 	}
-	if t.preOpen {
-		t.clearRange(origin, t.low)
-	} else {
-		t.clearRange(origin, t.first)
-		t.preOpen = true
-	}
-	t.low = origin
+	t.lower(origin)
 }
 
 // Goodbye records that the sender ended the session after sending last.

@@ -324,8 +324,16 @@ func (t *Tracker) advance(seq uint64, now int64) (revealed uint64) {
 	return revealed
 }
 
-// extend lowers the segment's start to seq, below the first datagram.
+// extend lowers the segment's start to seq, below the first datagram,
+// which arrived.
 func (t *Tracker) extend(seq uint64) {
+	t.lower(seq)
+	t.set(seq)
+}
+
+// lower lowers the segment's start to seq, below the first datagram: the
+// numbers from seq up are pending, settled on their own (settlePre).
+func (t *Tracker) lower(seq uint64) {
 	if t.preOpen {
 		t.clearRange(seq, t.low)
 	} else {
@@ -333,7 +341,6 @@ func (t *Tracker) extend(seq uint64) {
 		t.preOpen = true
 	}
 	t.low = seq
-	t.set(seq)
 }
 
 func (t *Tracker) has(seq uint64) bool {
