@@ -3,6 +3,7 @@ package e2e
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -288,4 +289,33 @@ func TestFirstDatagramsLost(t *testing.T) {
 	if rt := sm.rt; rt.Lost != 2 || rt.Upstream != 2 || rt.Downstream != 0 {
 		t.Fatalf("sender: %+v; want 2 lost upstream", rt)
 	}
+}
+
+// TestIPv6Relay: the whole chain over IPv6, the sender's dual-stack
+// socket, the relay and the receiver on ::1, with loss and reordering
+// both ways: the receiver's counts and the sender's split equal the
+// relay's record, as over IPv4.
+func TestIPv6Relay(t *testing.T) {
+	h := startReceiverWith(t, receiver.Options{Reflect: true, ListenAddress: "[::1]:0"})
+	relay, err := impair.New("[::1]:0", h.rcv.Addr().String(), impair.DataOnly(21, 10, 5), impair.DataOnly(22, 10, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay.Start()
+	t.Cleanup(func() { relay.Close() })
+	sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "six", Rate: 200, RoundTrip: true},
+		time.Second)
+	up, back := dataSeqs(relay.Delivered()), dataSeqs(relay.Returned())
+	wantUp, wantDown := sm.packets-uint64(len(up)), uint64(len(up)-len(back))
+	want := tracker.RoundTripCounts{Answered: uint64(len(back)), Lost: wantUp + wantDown, Upstream: wantUp, Downstream: wantDown}
+	if sm.rt != want {
+		t.Fatalf("sender: %+v\nrelay: %d sent, %d dropped up, %d dropped down", sm.rt, sm.packets, wantUp, wantDown)
+	}
+	if c := h.waitFor("six", sm.packets); c.received != uint64(len(up)) || c.lost != wantUp {
+		t.Fatalf("receiver: received %d, lost %d; the relay delivered %d of %d", c.received, c.lost, len(up), sm.packets)
+	}
+	if wantUp == 0 || wantDown == 0 || !strings.HasPrefix(relay.Addr(), "[::1]:") {
+		t.Fatalf("relay at %s dropped %d up and %d down: want IPv6 and drops both ways", relay.Addr(), wantUp, wantDown)
+	}
+	t.Logf("over IPv6: %d sent, %d lost upstream, %d downstream, as the relay dropped them", sm.packets, wantUp, wantDown)
 }
