@@ -16,6 +16,10 @@ const (
 	// MaxPendingGaps bounds the memory a stream can hold for gaps awaiting
 	// their deadline; past it the oldest gap is settled early.
 	MaxPendingGaps = 4096
+	// NReordering is the n of the n-reordering a tracker follows (RFC 4737
+	// section 5): a Result's N is exact up to it and means "N or more" at
+	// it. Three is where TCP's fast retransmit begins.
+	NReordering = 3
 )
 
 // Options configure a Tracker.
@@ -68,6 +72,11 @@ type Result struct {
 	// many first copies arrived between the earliest-arriving datagram with a
 	// higher sequence number and this one, counting that datagram.
 	Extent uint64
+	// N is the n-reordering of a Reordered datagram (RFC 4737 section 5):
+	// how many of the first copies that arrived just before it, in a row,
+	// have higher sequence numbers; at most NReordering, which means that
+	// many or more.
+	N uint8
 	// Resync is set when this datagram confirmed an implausible jump (it
 	// followed a Stray one), so the stream was settled and restarted at its
 	// sequence number.
@@ -104,14 +113,18 @@ type Tracker struct {
 	resyncJump uint64
 	sink       Sink
 
-	started         bool
-	low             uint64 // lowest sequence number of the segment
-	first           uint64 // sequence number of the segment's first datagram
-	head            uint64 // highest sequence number seen + 1
-	tail            uint64 // [first, tail) is settled
-	firstArrival    int64
-	headAt          int64  // arrival of the datagram that set head
-	arrivals        uint64 // first copies received in this segment: RFC 4737 positions
+	started      bool
+	low          uint64 // lowest sequence number of the segment
+	first        uint64 // sequence number of the segment's first datagram
+	head         uint64 // highest sequence number seen + 1
+	tail         uint64 // [first, tail) is settled
+	firstArrival int64
+	headAt       int64  // arrival of the datagram that set head
+	arrivals     uint64 // first copies received in this segment: RFC 4737 positions
+	// recent are the sequence numbers of the segment's latest first copies,
+	// the latest first, for n-reordering: the first min(arrivals,
+	// NReordering) are set.
+	recent          [NReordering]uint64
 	lossRun         uint64 // lost numbers ending at tail-1 whose run is still open
 	earlierExpected uint64 // Expected of earlier segments
 	// probation is the number that would confirm the latest implausible
@@ -175,7 +188,7 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 	t.Expire(now)
 	if !t.started {
 		t.start(seq, now)
-		return t.receive(Received, 0)
+		return t.receive(seq, Received, 0)
 	}
 	switch {
 	case seq >= t.head:
@@ -183,7 +196,7 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 			return t.jump(seq, now)
 		}
 		revealed := t.advance(seq, now)
-		r := t.receive(Received, 0)
+		r := t.receive(seq, Received, 0)
 		r.Revealed = revealed
 		return r
 	case seq < t.floor():
@@ -196,7 +209,7 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 			return t.late() // would have been lost had we known the stream began earlier
 		}
 		t.extend(seq)
-		return t.receive(Reordered, t.arrivals)
+		return t.receive(seq, Reordered, t.arrivals)
 	case t.has(seq):
 		t.counts.Duplicated++
 		return Result{Outcome: Duplicated}
@@ -204,9 +217,9 @@ func (t *Tracker) Observe(seq uint64, now int64) Result {
 	t.set(seq)
 	switch {
 	case seq >= t.tail:
-		return t.receive(Reordered, t.arrivals-t.gaps.revealedAt(seq))
+		return t.receive(seq, Reordered, t.arrivals-t.gaps.revealedAt(seq))
 	case seq < t.first && t.preOpen:
-		return t.receive(Reordered, t.arrivals) // revealed by the segment's first datagram
+		return t.receive(seq, Reordered, t.arrivals) // revealed by the segment's first datagram
 	}
 	return t.late()
 }
@@ -250,18 +263,25 @@ func (t *Tracker) jump(seq uint64, now int64) Result {
 	t.earlierExpected = t.Counts().Expected
 	t.counts.Resyncs++
 	t.start(seq, now)
-	r := t.receive(Received, 0)
+	r := t.receive(seq, Received, 0)
 	r.Resync = true
 	return r
 }
 
-func (t *Tracker) receive(o Outcome, extent uint64) Result {
-	t.arrivals++
-	t.counts.Received++
+func (t *Tracker) receive(seq uint64, o Outcome, extent uint64) Result {
+	r := Result{Outcome: o, Extent: extent}
+	known := min(t.arrivals, NReordering)
 	if o == Reordered {
 		t.counts.Reordered++
+		for r.N < uint8(known) && t.recent[r.N] > seq {
+			r.N++
+		}
 	}
-	return Result{Outcome: o, Extent: extent}
+	copy(t.recent[1:], t.recent[:NReordering-1])
+	t.recent[0] = seq
+	t.arrivals++
+	t.counts.Received++
+	return r
 }
 
 func (t *Tracker) late() Result {

@@ -289,10 +289,11 @@ func TestAgainstOracle(t *testing.T) {
 		delivered, last := randomDelivery(rng)
 		rec := &recorder{}
 		tr := New(Options{Timeout: int64(time.Hour), Window: 1024, Sink: rec})
-		var extents []uint64
+		var extents, ns []uint64
 		for i, s := range delivered {
 			if r := tr.Observe(s, int64(i)); r.Outcome == Reordered {
 				extents = append(extents, r.Extent)
+				ns = append(ns, uint64(r.N))
 			}
 		}
 		if last >= 0 {
@@ -310,6 +311,53 @@ func TestAgainstOracle(t *testing.T) {
 		if got.Received+got.Lost != got.Expected {
 			t.Fatalf("seed %d: invariant broken: %+v", seed, got)
 		}
+		for i, n := range want.N {
+			if want := min(n, NReordering); ns[i] != want {
+				t.Fatalf("seed %d, delivered %v: reordered datagram %d is %d-reordered, want %d (oracle %d)",
+					seed, delivered, i, ns[i], want, n)
+			}
+		}
+	}
+}
+
+// TestNReordering checks the n-reordering of reordered datagrams (RFC 4737
+// section 5) against examples built by hand from its definition: a
+// datagram is n-reordered when the n first copies that arrived just before
+// it all have higher numbers.
+func TestNReordering(t *testing.T) {
+	for _, tc := range []struct {
+		name, steps string
+		n           []uint8 // of each reordered datagram, in arrival order
+	}{
+		{"one behind one", "1 3 2", []uint8{1}},
+		{"two overtook it", "1 2 4 5 3", []uint8{2}},
+		{"three overtook it: fast retransmit", "1 2 4 5 6 3", []uint8{3}},
+		{"more than three is three or more", "1 5 6 7 8 2", []uint8{3}},
+		{"reordered right after a lower one is not 1-reordered", "0 3 4 5 1 2", []uint8{3, 0}},
+		{"overtaken across a loss", "0 2 4 5 6 1", []uint8{3}},
+		{"copies are no arrivals", "0 2 3 3 3 1", []uint8{2}},
+		{"late datagrams are no arrivals", "0 2 +150 4 5 6 1 3", []uint8{3}},
+		{"before the first datagram", "4 5 6 2", []uint8{3}},
+		{"counted again after a resync", "0 1 2 5000 5001 5003 5004 5005 5002", []uint8{3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := New(Options{Timeout: 100 * ms, ResyncJump: 1000})
+			var now int64
+			var got []uint8
+			for _, step := range strings.Fields(tc.steps) {
+				if strings.HasPrefix(step, "+") {
+					now += mustInt(t, step[1:]) * ms
+					continue
+				}
+				if r := tr.Observe(uint64(mustInt(t, step)), now); r.Outcome == Reordered {
+					got = append(got, r.N)
+				}
+				now += ms
+			}
+			if !reflect.DeepEqual(got, tc.n) {
+				t.Errorf("n-reorderings %v, want %v", got, tc.n)
+			}
+		})
 	}
 }
 

@@ -12,6 +12,10 @@ type Want struct {
 	Received, Lost, Duplicated, Reordered, Expected uint64
 	Gaps                                            []uint64 // loss period lengths in sequence order (RFC 3357)
 	Extents                                         []uint64 // reordering extents in arrival order (RFC 4737)
+	// N are the n-reorderings of the reordered datagrams in arrival order
+	// (RFC 4737 section 5): how many first copies just before each, in a
+	// row, have higher numbers.
+	N []uint64
 }
 
 // Classify returns the ground truth for datagrams delivered in the given
@@ -36,6 +40,11 @@ func Classify(delivered []uint64, last int64) Want {
 			if earlier > s {
 				w.Reordered++
 				w.Extents = append(w.Extents, uint64(len(order)-j))
+				var n uint64
+				for k := len(order) - 1; k >= 0 && order[k] > s; k-- {
+					n++
+				}
+				w.N = append(w.N, n)
 				break
 			}
 		}
