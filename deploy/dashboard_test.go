@@ -144,7 +144,8 @@ func exported(t *testing.T) []string {
 	r := metrics.NewReceiver(reg, metrics.ClassicAndNative)
 	p := r.NewPeer("a", "rx:6464")
 	p.Mark()     // its sender sets a traffic class,
-	p.KnowHops() // and says its hop limit: every per-peer metric
+	p.KnowHops() // and says its hop limit,
+	p.Deep()     // and the depth metrics are on: every per-peer metric
 	r.Export(slices.Values([]*metrics.ReceiverPeer{p}))
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -293,25 +294,26 @@ func TestDashboardCoversMetrics(t *testing.T) {
 	body := string(read(t, dashboardFile))
 	// Not charted on purpose: bookkeeping of the daemon itself.
 	skip := map[string]string{
-		"udpprobe_receiver_peers":                       "table size, in the daemon's own metrics",
-		"udpprobe_sender_targets":                       "fan-out, in the daemon's own metrics",
-		"udpprobe_receiver_hellos_total":                "mesh bookkeeping: a name asked for",
-		"udpprobe_receiver_hellos_answered_total":       "mesh bookkeeping: a name given",
-		"udpprobe_receiver_receive_buffer_bytes":        "a setting",
-		"udpprobe_receiver_peer_restarts_total":         "an event, in the logs and metrics",
-		"udpprobe_receiver_sequence_resyncs_total":      "an event, in the logs and metrics",
-		"udpprobe_receiver_goodbyes_total":              "an event",
-		"udpprobe_receiver_session_ended":               "the silence alert's input: a clean stop is not an outage",
-		"udpprobe_receiver_peer_overflow_packets_total": "logged as a warning",
-		"udpprobe_receiver_replies_sent_total":          "charted through the sender's replies",
-		"udpprobe_receiver_replies_rate_limited_total":  "shows as downstream loss",
-		"udpprobe_receiver_reply_errors_total":          "shows as downstream loss",
-		"udpprobe_sender_replies_received_total":        "charted through the round-trip time",
-		"udpprobe_sender_replies_late_total":            "counted in round-trip loss",
-		"udpprobe_sender_replies_duplicated_total":      "rare; in the metrics",
-		"udpprobe_sender_replies_invalid_total":         "rare; in the metrics",
-		"udpprobe_sender_roundtrip_packets_lost_total":  "split by direction on the dashboard",
-		"udpprobe_sender_schedule_lateness_seconds":     "the sender's own quality",
+		"udpprobe_receiver_peers":                           "table size, in the daemon's own metrics",
+		"udpprobe_sender_targets":                           "fan-out, in the daemon's own metrics",
+		"udpprobe_receiver_hellos_total":                    "mesh bookkeeping: a name asked for",
+		"udpprobe_receiver_hellos_answered_total":           "mesh bookkeeping: a name given",
+		"udpprobe_receiver_receive_buffer_bytes":            "a setting",
+		"udpprobe_receiver_one_way_delay_max_error_seconds": "a setting; the panel of delays not recorded says what it did",
+		"udpprobe_receiver_peer_restarts_total":             "an event, in the logs and metrics",
+		"udpprobe_receiver_sequence_resyncs_total":          "an event, in the logs and metrics",
+		"udpprobe_receiver_goodbyes_total":                  "an event",
+		"udpprobe_receiver_session_ended":                   "the silence alert's input: a clean stop is not an outage",
+		"udpprobe_receiver_peer_overflow_packets_total":     "logged as a warning",
+		"udpprobe_receiver_replies_sent_total":              "charted through the sender's replies",
+		"udpprobe_receiver_replies_rate_limited_total":      "shows as downstream loss",
+		"udpprobe_receiver_reply_errors_total":              "shows as downstream loss",
+		"udpprobe_sender_replies_received_total":            "charted through the round-trip time",
+		"udpprobe_sender_replies_late_total":                "counted in round-trip loss",
+		"udpprobe_sender_replies_duplicated_total":          "rare; in the metrics",
+		"udpprobe_sender_replies_invalid_total":             "rare; in the metrics",
+		"udpprobe_sender_roundtrip_packets_lost_total":      "split by direction on the dashboard",
+		"udpprobe_sender_schedule_lateness_seconds":         "the sender's own quality",
 	}
 	for _, name := range exported(t) {
 		if _, ok := skip[name]; ok || strings.Contains(body, name) {

@@ -89,7 +89,8 @@ func TestLive(t *testing.T) {
 	udp, rweb := testproc.FreeAddr(t, "udp"), testproc.FreeAddr(t, "tcp")
 	rcv := testproc.Start(t, []string{"UDPPROBE_LISTEN_ADDRESS=" + udp, "UDPPROBE_WEB_LISTEN_ADDRESS=" + rweb,
 		"UDPPROBE_LOSS_TIMEOUT=200ms", "UDPPROBE_REFLECT=true", "UDPPROBE_PEER_EXPIRY=" + livePeerExpiry.String(),
-		"UDPPROBE_LOG_FORMAT=json"}, bin, "receiver")
+		// As in docker-compose.yml: every daemon reads this one kernel's clock.
+		"UDPPROBE_ONE_WAY_DELAY_MAX_ERROR=off", "UDPPROBE_LOG_FORMAT=json"}, bin, "receiver")
 	rcv.Await(t, `"msg":"receiving"`)
 	var blackout atomic.Bool
 	relays := map[string]impair.Config{

@@ -135,13 +135,14 @@ func runReceiver(ctx context.Context, stderr io.Writer) int {
 // receiverOptions are a receiver's options from its configuration, with a
 // logger and its metrics on reg.
 func receiverOptions(cfg *config.Receiver, log *zap.Logger, reg *prometheus.Registry) receiver.Options {
+	bound, _ := cfg.DelayMaxError() // validated
 	return receiver.Options{
 		ListenAddress: cfg.ListenAddress, LossTimeout: cfg.LossTimeout,
 		SummaryInterval: cfg.SummaryInterval, MaxPeers: cfg.MaxPeers, PeerExpiry: cfg.PeerExpiry,
 		ReceiveBuffer: cfg.ReceiveBuffer, Reflect: cfg.Reflect, ReflectRate: cfg.ReflectRate,
 		ReflectBudget: cfg.ReflectBudget, ReflectBudgetBytes: cfg.ReflectBudgetBytes, Keys: cfg.Keys,
 		STAMPListenAddress: cfg.StampListenAddress, STAMPKeys: cfg.StampKeys, ClockState: kernelClock,
-		HopCount: cfg.HopCount, Logger: log, Metrics: metrics.NewReceiver(reg, histograms(cfg.Common)),
+		HopCount: cfg.HopCount, DepthMetrics: cfg.DepthMetrics, DelayMaxError: bound, Logger: log, Metrics: metrics.NewReceiver(reg, histograms(cfg.Common)),
 	}
 }
 

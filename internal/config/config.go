@@ -198,18 +198,20 @@ func (c *Common) validate(webListenAddress string) []error {
 
 // Receiver is the receiver's configuration.
 type Receiver struct {
-	WebListenAddress   string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	ListenAddress      string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
-	LossTimeout        time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
-	SummaryInterval    time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
-	MaxPeers           int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by) tracked at once, 1 to 2000 (what a scrape serves); datagrams from more are counted and ignored"`
-	PeerExpiry         time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
-	ReceiveBuffer      int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
-	Reflect            bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
-	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
-	ReflectBudget      float64       `split_words:"true" default:"10000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
-	ReflectBudgetBytes float64       `split_words:"true" default:"16777216" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184; bounds what an open reflector can be made to send"`
-	HopCount           bool          `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false keeps a pair at 30 series with native histograms only"`
+	WebListenAddress    string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
+	ListenAddress       string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
+	LossTimeout         time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
+	SummaryInterval     time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
+	MaxPeers            int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by) tracked at once, 1 to 2000 (what a scrape serves); datagrams from more are counted and ignored"`
+	PeerExpiry          time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
+	ReceiveBuffer       int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
+	Reflect             bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
+	ReflectRate         float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
+	ReflectBudget       float64       `split_words:"true" default:"10000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
+	ReflectBudgetBytes  float64       `split_words:"true" default:"16777216" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184; bounds what an open reflector can be made to send"`
+	HopCount            bool          `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false keeps a pair at 30 series with native histograms only"`
+	DepthMetrics        bool          `split_words:"true" default:"true" desc:"export each peer's PDV (RFC 5481) and 3-reordering (RFC 4737 section 5): 2 series a peer with native histograms only, 20 with classic buckets; false, with UDPPROBE_HOP_COUNT=false, keeps a pair at 30 series with native histograms only"`
+	OneWayDelayMaxError string        `split_words:"true" default:"100ms" desc:"one-way delay is recorded only while both hosts' clocks say they are synchronised and their maximum errors add up to at most this, 1us to 1m; off records every delay that is not negative (one host, or clocks kept by means the kernel does not know)"`
 	Stamp
 	Common
 }
@@ -366,6 +368,20 @@ func (c *Receiver) Validate() error {
 	return errors.Join(append(errs, c.validateTable()...)...)
 }
 
+// DelayMaxError is UDPPROBE_ONE_WAY_DELAY_MAX_ERROR: the bound on the sum of
+// both clocks' maximum errors under which one-way delay is recorded, 0 for
+// off.
+func (c *Receiver) DelayMaxError() (time.Duration, error) {
+	if c.OneWayDelayMaxError == "off" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(c.OneWayDelayMaxError)
+	if err != nil || d < time.Microsecond || d > time.Minute {
+		return 0, fmt.Errorf("UDPPROBE_ONE_WAY_DELAY_MAX_ERROR=%q: must be off or a duration from 1us to 1m", c.OneWayDelayMaxError)
+	}
+	return d, nil
+}
+
 // validateTable checks the settings of the peer table and the reflector.
 func (c *Receiver) validateTable() []error {
 	var errs []error
@@ -387,6 +403,9 @@ func (c *Receiver) validateTable() []error {
 	}
 	if !(c.ReflectBudget >= 1 && c.ReflectBudget <= 1e7) {
 		errs = append(errs, fmt.Errorf("UDPPROBE_REFLECT_BUDGET=%v: must be 1 to 10000000 replies per second", c.ReflectBudget))
+	}
+	if _, err := c.DelayMaxError(); err != nil {
+		errs = append(errs, err)
 	}
 	if !(c.ReflectBudgetBytes >= 1<<16 && c.ReflectBudgetBytes <= 1<<34) {
 		errs = append(errs, fmt.Errorf("UDPPROBE_REFLECT_BUDGET_BYTES=%v: must be 65536 to 17179869184 bytes per second", c.ReflectBudgetBytes))

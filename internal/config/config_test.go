@@ -61,8 +61,9 @@ func TestReceiverDefaults(t *testing.T) {
 	want := Receiver{
 		WebListenAddress: ":8464", ListenAddress: ":6464", LossTimeout: 3 * time.Second,
 		SummaryInterval: 10 * time.Second, MaxPeers: 100, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
-		ReflectRate: 1000, ReflectBudget: 10000, ReflectBudgetBytes: 16 << 20, HopCount: true,
-		Common: Common{ClassicHistograms: true, Logging: Logging{LogLevel: "info", LogFormat: "console"}},
+		ReflectRate: 1000, ReflectBudget: 10000, ReflectBudgetBytes: 16 << 20, HopCount: true, DepthMetrics: true,
+		OneWayDelayMaxError: "100ms",
+		Common:              Common{ClassicHistograms: true, Logging: Logging{LogLevel: "info", LogFormat: "console"}},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -218,6 +219,10 @@ func TestBadReceiver(t *testing.T) {
 		{"sender setting", map[string]string{"UDPPROBE_ROUND_TRIP": "true"},
 			[]string{"UDPPROBE_ROUND_TRIP is a sender setting; the receiver does not read it"}},
 		{"max peers zero", map[string]string{"UDPPROBE_MAX_PEERS": "0"}, []string{"UDPPROBE_MAX_PEERS=0: must be 1 to 2000"}},
+		{"delay bound not a duration", map[string]string{"UDPPROBE_ONE_WAY_DELAY_MAX_ERROR": "none"},
+			[]string{`UDPPROBE_ONE_WAY_DELAY_MAX_ERROR="none": must be off or a duration from 1us to 1m`}},
+		{"delay bound too loose", map[string]string{"UDPPROBE_ONE_WAY_DELAY_MAX_ERROR": "2m"},
+			[]string{`UDPPROBE_ONE_WAY_DELAY_MAX_ERROR="2m": must be off or a duration from 1us to 1m`}},
 		{"expiry within loss timeout", map[string]string{"UDPPROBE_PEER_EXPIRY": "2s"},
 			[]string{"UDPPROBE_PEER_EXPIRY=2s: must be longer than UDPPROBE_LOSS_TIMEOUT (3s)"}},
 		{"negative buffer", map[string]string{"UDPPROBE_RECEIVE_BUFFER": "-1"}, []string{"UDPPROBE_RECEIVE_BUFFER=-1"}},

@@ -3,6 +3,8 @@ package e2e
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,8 +43,8 @@ func TestFixedDelay(t *testing.T) {
 		t.Fatalf("%v sent, %d round trips, %v lost: every datagram should come back in time",
 			sent, rn, sm.rt.Lost)
 	}
-	if skew := h.sample("clock_skew_events_total", "delayed"); skew != 0 {
-		t.Errorf("%v clock skew events on one host", skew)
+	if skew := h.sample("one_way_delay_unsynchronised_total", "delayed"); skew != 0 {
+		t.Errorf("%v delays not recorded on one host, with no bound", skew)
 	}
 
 	// The relay's account, per probe: hold up, then turnaround and hold down.
@@ -136,6 +138,53 @@ func TestAlternatingDelayJitter(t *testing.T) {
 		t.Fatalf("jitter %v after %v samples, want within [%v, %v] (relay timer error δ = %v)", got, samples, lo, hi, delta)
 	}
 	t.Logf("jitter %v after %v samples; bounds [%v, %v], δ = %v", got, samples, lo, hi, delta)
+}
+
+// TestPDVRelay: the relay holds every tenth probe 30 ms and passes the
+// others at once. Each probe's PDV is its delay less the least delay of
+// the run (one interval, ended a waiting time after the goodbye), so the
+// PDV histogram's buckets must hold exactly the probes the relay's record
+// puts there: its own holds, less the least of them, within the loopback
+// hops it cannot see (well under the millisecond kept clear of every
+// bucket bound).
+func TestPDVRelay(t *testing.T) {
+	h := startReceiverWith(t, receiver.Options{DepthMetrics: true})
+	relay := h.startRelay(impair.Config{Script: func(i int, hd *wire.Header) impair.Action {
+		if hd != nil && !hd.Goodbye() && hd.Seq%10 == 5 {
+			return impair.Action{Delay: 30 * time.Millisecond}
+		}
+		return impair.Action{}
+	}})
+	send(t, relay.Addr(), "varied", 0x72, 100, time.Second)
+	var holds []time.Duration
+	for _, d := range delivered(t, relay) {
+		if d.Valid && !d.Goodbye {
+			holds = append(holds, d.At.Sub(d.Arrived))
+		}
+	}
+	least := slices.Min(holds)
+	waitUntil(t, "every probe's PDV is observed", func() bool {
+		n, ok := h.value("pdv_seconds_count", "varied")
+		return ok && n == float64(len(holds))
+	})
+	s := h.gather()
+	for _, le := range []float64{.01, .025, .05} {
+		bound := time.Duration(le * 1e9)
+		var want float64
+		for _, hold := range holds {
+			pdv := hold - least
+			if (pdv - bound).Abs() < time.Millisecond {
+				t.Fatalf("the relay held a probe %v more than the least: within 1 ms of the %v bucket bound, too close to tell", pdv, bound)
+			}
+			if pdv <= bound {
+				want++
+			}
+		}
+		got, _ := s.Sum("udpprobe_receiver_pdv_seconds_bucket", "sender", "varied", "le", strconv.FormatFloat(le, 'g', -1, 64))
+		if got != want {
+			t.Errorf("%v PDV observations up to %v, the relay's record says %v", got, bound, want)
+		}
+	}
 }
 
 // dataSeqs returns the distinct data sequence numbers among deliveries.

@@ -95,7 +95,8 @@ func TestExportedPeers(t *testing.T) {
 	}
 	alpha, beta := r.NewPeer("alpha", "rx:6464"), r.NewPeer("beta", "rx:6464")
 	alpha.Mark()     // its sender sets a traffic class,
-	alpha.KnowHops() // and says its hop limit: every per-peer metric
+	alpha.KnowHops() // and says its hop limit,
+	alpha.Deep()     // and the depth metrics are on: every per-peer metric
 	peers := []*ReceiverPeer{alpha, beta}
 	r.Export(func(yield func(*ReceiverPeer) bool) {
 		for _, p := range peers {
@@ -294,21 +295,30 @@ func TestSeriesPerPath(t *testing.T) {
 		h                Histograms
 		count            func(*prometheus.Registry) int
 		receiver, sender int
+		depth            int // what UDPPROBE_DEPTH_METRICS adds to a receiver peer
 	}{
-		{ClassicAndNative, text, 80, 29},
-		{ClassicAndNative, both, 84, 30},
-		{NativeOnly, native, 20, 10},
-		{NativeOnly, text, 28, 12}, // scraped without native histograms: _count, _sum and +Inf each
+		{ClassicAndNative, text, 80, 29, 20},
+		{ClassicAndNative, both, 84, 30, 21},
+		{NativeOnly, native, 20, 10, 2},
+		{NativeOnly, text, 28, 12, 4}, // scraped without native histograms: _count, _sum and +Inf each
 	} {
-		reg := prometheus.NewPedanticRegistry()
-		r := NewReceiver(reg, c.h)
-		p := r.NewPeer("a", "rx:6464")
-		p.OneWayDelay.Observe(.01) // a native histogram with a bucket in use
-		r.Export(slices.Values([]*ReceiverPeer{p}))
-		if n := c.count(reg); n != c.receiver {
-			t.Errorf("histograms %d: a receiver peer is %d series, docs/metrics.md says %d", c.h, n, c.receiver)
+		for _, deep := range []bool{false, true} {
+			reg := prometheus.NewPedanticRegistry()
+			r := NewReceiver(reg, c.h)
+			p := r.NewPeer("a", "rx:6464")
+			p.OneWayDelay.Observe(.01) // a native histogram with a bucket in use
+			want := c.receiver
+			if deep {
+				p.Deep()
+				p.PDV.Observe(.001)
+				want += c.depth
+			}
+			r.Export(slices.Values([]*ReceiverPeer{p}))
+			if n := c.count(reg); n != want {
+				t.Errorf("histograms %d, depth metrics %v: a receiver peer is %d series, docs/metrics.md says %d", c.h, deep, n, want)
+			}
 		}
-		reg = prometheus.NewPedanticRegistry()
+		reg := prometheus.NewPedanticRegistry()
 		NewSender(reg, "a", c.h).Target("rx:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} }).RTT.Observe(.01)
 		if n := c.count(reg); n != c.sender {
 			t.Errorf("histograms %d: a sender target is %d series, docs/metrics.md says %d", c.h, n, c.sender)
@@ -355,7 +365,11 @@ func TestDocumented(t *testing.T) {
 	NewSender(reg, "a", ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
 	NewClock(reg, func() (bool, time.Duration, error) { return false, time.Second, nil })
 	r := NewReceiver(reg, ClassicAndNative)
-	r.Export(slices.Values([]*ReceiverPeer{r.NewPeer("a", "rx:6464")}))
+	p := r.NewPeer("a", "rx:6464")
+	p.Mark() // every per-peer metric, those exported on condition too
+	p.KnowHops()
+	p.Deep()
+	r.Export(slices.Values([]*ReceiverPeer{p}))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,9 @@ type Receiver struct {
 	Goodbyes, ReplyErrors prometheus.Counter
 	// Hellos counts the hellos received; HellosAnswered those answered.
 	Hellos, HellosAnswered prometheus.Counter
+	// DelayMaxError is the bound on both clocks' maximum errors together
+	// under which one-way delays are recorded; +Inf: no bound.
+	DelayMaxError prometheus.Gauge
 }
 
 // ReceiverPeer holds the instruments of one peer, a sender and the target
@@ -40,7 +43,7 @@ type ReceiverPeer struct {
 	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs Counter
 	NameConflicts                                                         Counter
 	DroppedLocally                                                        Counter
-	ClockSkew, RepliesSent, RepliesLimited                                Counter
+	DelayUnsynchronised, RepliesSent, RepliesLimited                      Counter
 	LastPacket, Jitter, SessionEnded                                      Gauge
 	GapLength, ReorderExtent, OneWayDelay, IPDV                           prometheus.Observer
 	// What the path did to the traffic class its sender set: exported
@@ -54,6 +57,11 @@ type ReceiverPeer struct {
 	HopCount    Gauge
 	PathChanges Counter
 	hops        atomic.Bool
+	// The depth metrics, exported once Deep is called, at admission by a
+	// receiver that exports them: PDV and n-reordering.
+	PDV        prometheus.Observer
+	NReordered Counter
+	deep       atomic.Bool
 }
 
 // Mark exports the peer's traffic-class counters from now on.
@@ -61,6 +69,9 @@ func (p *ReceiverPeer) Mark() { p.marked.Store(true) }
 
 // KnowHops exports the peer's hop count and path changes from now on.
 func (p *ReceiverPeer) KnowHops() { p.hops.Store(true) }
+
+// Deep exports the peer's depth metrics from now on.
+func (p *ReceiverPeer) Deep() { p.deep.Store(true) }
 
 // Counter is a count written by one goroutine and read by others.
 type Counter struct{ atomic.Uint64 }
@@ -95,6 +106,9 @@ func marked(p *ReceiverPeer) bool { return p.marked.Load() }
 // hopsKnown says whether a peer's hop count is known.
 func hopsKnown(p *ReceiverPeer) bool { return p.hops.Load() }
 
+// deep says whether a peer exports the depth metrics.
+func deep(p *ReceiverPeer) bool { return p.deep.Load() }
+
 // peerMetrics are the receiver's per-peer metrics, all labelled by sender
 // and target (peerLabels).
 var peerMetrics = []peerMetric{
@@ -126,14 +140,18 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.GapLength }, nil},
 	{"reorder_extent_packets", "Reordering extent of reordered datagrams, in arrivals (RFC 4737).", ReorderExtentBuckets,
 		func(p *ReceiverPeer) any { return &p.ReorderExtent }, nil},
-	{"one_way_delay_seconds", "One-way delay of first copies received in time: receive time minus the sender's send time. Only meaningful with synchronised clocks.", DelayBuckets,
+	{"packets_n_reordered_total", "Reordered datagrams that the 3 first copies arriving just before them all overtook (RFC 4737 section 5, n = 3: enough to trigger TCP's fast retransmit); exported with UDPPROBE_DEPTH_METRICS.", nil,
+		func(p *ReceiverPeer) any { return &p.NReordered }, deep},
+	{"one_way_delay_seconds", "One-way delay of first copies received in time: receive time minus the sender's send time, recorded only while both clocks say they are synchronised within one_way_delay_max_error_seconds.", DelayBuckets,
 		func(p *ReceiverPeer) any { return &p.OneWayDelay }, nil},
-	{"clock_skew_events_total", "Datagrams that arrived before their send time by this host's clock: the clocks are not synchronised; no delay was recorded.", nil,
-		func(p *ReceiverPeer) any { return &p.ClockSkew }, nil},
+	{"one_way_delay_unsynchronised_total", "First copies received in time whose one-way delay was not recorded: a clock said it was not synchronised, the clocks' maximum errors added up to more than one_way_delay_max_error_seconds, or the datagram arrived before its send time by this host's clock.", nil,
+		func(p *ReceiverPeer) any { return &p.DelayUnsynchronised }, nil},
 	{"jitter_seconds", "RFC 3550 interarrival jitter of the current session, from in-order datagrams; independent of clock offset.", nil,
 		func(p *ReceiverPeer) any { return &p.Jitter }, nil},
 	{"ipdv_seconds", "Absolute IP packet delay variation between consecutive sequence numbers received in order (RFC 3393, RFC 5481).", VariationBuckets,
 		func(p *ReceiverPeer) any { return &p.IPDV }, nil},
+	{"pdv_seconds", "Packet delay variation (RFC 5481 section 4.2) of first copies received in time: each one-way delay less the least of its interval (10 s, or 1,024 datagrams if sooner); independent of clock offset; exported with UDPPROBE_DEPTH_METRICS.", VariationBuckets,
+		func(p *ReceiverPeer) any { return &p.PDV }, deep},
 	{"replies_sent_total", "Replies reflected to the sender, when reflecting.", nil,
 		func(p *ReceiverPeer) any { return &p.RepliesSent }, nil},
 	{"replies_rate_limited_total", "Replies not sent because the peer exceeded the reflect rate limit; the sender counts them as downstream loss.", nil,
@@ -193,6 +211,8 @@ func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
 			"Replies this host failed to send, all peers together: a local problem; each sender counts its own as downstream loss."),
 		Hellos: on.counter("hellos_total",
 			"Hellos received: datagrams asking this node for its name; they belong to no stream."),
+		DelayMaxError: on.gauge("one_way_delay_max_error_seconds",
+			"The most the sender's and this host's clocks' maximum errors may add up to for a one-way delay to be recorded (UDPPROBE_ONE_WAY_DELAY_MAX_ERROR); +Inf: every delay that is not negative is."),
 		HellosAnswered: on.counter("hellos_answered_total",
 			"Hellos answered with this node's name: only a node with a name that reflects answers, within the reply budget."),
 	}

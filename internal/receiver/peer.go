@@ -2,8 +2,10 @@ package receiver
 
 import (
 	"math/rand/v2"
+	"time"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -121,6 +123,33 @@ type peer struct {
 	// cand is a session on probation, if its copies are not 0.
 	cand candidate
 	hops hops
+	// deep: the peer's depth metrics are counted (Options.DepthMetrics);
+	// pdv is its current PDV interval.
+	deep bool
+	pdv  pdv
+	// delays is the table's: whose one-way delays it records.
+	delays *delayGate
+}
+
+// delayGate records a one-way delay only where it means something: both
+// clocks say they are synchronised, and their maximum errors add up to at
+// most bound (RFC 7679 section 3.7 asks for the clocks' errors with every
+// delay); a bound of 0 records every delay. A negative delay is never
+// recorded: the clocks disagree, whatever they say.
+type delayGate struct {
+	bound        time.Duration
+	synchronised bool          // this host's clock
+	maxError     time.Duration // this host's clock
+}
+
+// trusts reports whether a delay of a datagram whose sender's clock had
+// the error estimate e (stamp.ErrorEstimate) is recorded.
+func (g *delayGate) trusts(e uint16) bool {
+	if g.bound == 0 {
+		return true
+	}
+	est := stamp.ErrorEstimate(e)
+	return est.Synchronised() && g.synchronised && est.Error() <= g.bound-g.maxError
 }
 
 // pathChangeRun is how many datagrams in a row must cross another number
@@ -176,6 +205,7 @@ func (p *peer) hop(sent uint8, tr Traffic) {
 type candidate struct {
 	stream
 	sendTime int64   // by the sender's wall clock
+	clock    uint16  // the sender's clock's error estimate
 	at       Instant // when it first arrived
 	copies   uint64  // how many times it arrived; 0: no candidate
 }
@@ -191,7 +221,7 @@ func (p *peer) hold(h *wire.Header, at Instant) {
 	p.m.Stray.Add(p.cand.copies)
 	p.cand = candidate{
 		stream:   newStream(h, nil),
-		sendTime: h.SendTime, at: at, copies: 1,
+		sendTime: h.SendTime, clock: h.Clock, at: at, copies: 1,
 	}
 }
 
@@ -211,7 +241,7 @@ func (c *candidate) confirms(h *wire.Header) bool {
 // session was current before: then the sender restarted.
 func (p *peer) confirm(opts tracker.Options) (s *stream, restarted bool) {
 	c := &p.cand
-	first := wire.Header{Session: c.session, Seq: uint64(c.firstSeq), SendTime: c.sendTime, SendClock: c.firstSent}
+	first := wire.Header{Session: c.session, Seq: uint64(c.firstSeq), SendTime: c.sendTime, SendClock: c.firstSent, Clock: c.clock}
 	s, restarted = p.start(&first, opts)
 	s.withheld, s.goodbyeReplies, s.replied, s.id = c.withheld, c.goodbyeReplies, c.replied, c.id
 	for range c.copies {
@@ -303,6 +333,7 @@ func (p *peer) start(h *wire.Header, opts tracker.Options) (s *stream, restarted
 		tr = tracker.New(opts)
 	}
 	restarted = p.cur != nil
+	p.pdv.end(p.m.PDV) // the new session's send clock has another origin
 	st := newStream(h, tr)
 	p.prev, p.cur = p.cur, &st
 	p.m.Jitter.Set(0)
@@ -348,10 +379,13 @@ func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
 	case tracker.Received, tracker.Reordered:
 		p.m.Received.Inc()
 		s.sentUpTo = max(s.sentUpTo, h.SendTime)
-		if d := at.Wall - h.SendTime; d >= 0 {
+		if d := at.Wall - h.SendTime; d >= 0 && p.delays.trusts(h.Clock) {
 			p.m.OneWayDelay.Observe(float64(d) / 1e9)
 		} else {
-			p.m.ClockSkew.Inc()
+			p.m.DelayUnsynchronised.Inc()
+		}
+		if p.deep && s == p.cur {
+			p.pdv.add(at.Mono-h.SendClock, at.Mono, p.m.PDV)
 		}
 		if r.Outcome == tracker.Received && s == p.cur {
 			if v := s.timing.inOrder(h.Seq, h.SendClock, at.Mono); v.ok {
@@ -364,6 +398,9 @@ func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
 		if r.Outcome == tracker.Reordered {
 			p.m.Reordered.Inc()
 			p.m.ReorderExtent.Observe(float64(r.Extent))
+			if r.N >= tracker.NReordering {
+				p.m.NReordered.Inc()
+			}
 		}
 	case tracker.Duplicated:
 		p.m.Duplicated.Inc()
@@ -390,6 +427,7 @@ func (p *peer) expire(now int64) {
 	if now >= p.creditUntil {
 		p.credit = 0
 	}
+	p.pdv.expire(now, p.m.PDV)
 }
 
 // settle declares everything pending lost: the peer is being forgotten.

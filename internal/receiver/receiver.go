@@ -35,7 +35,14 @@ type Options struct {
 	ListenAddress string
 	// HopCount counts each peer's hop count and path changes, from the
 	// hop limit its datagrams say they were sent with (peer.hops).
-	HopCount        bool
+	HopCount bool
+	// DepthMetrics counts and exports each peer's PDV and n-reordering.
+	DepthMetrics bool
+	// DelayMaxError, if not 0, is the most both clocks' maximum errors may
+	// add up to for a one-way delay to be recorded, and both must say
+	// they are synchronised (delayGate); 0 records every delay that is not
+	// negative.
+	DelayMaxError   time.Duration
 	LossTimeout     time.Duration
 	SummaryInterval time.Duration // 0: no summary
 	MaxPeers        int
@@ -66,7 +73,8 @@ type Options struct {
 	STAMPListenAddress string
 	STAMPKeys          [][]byte
 	// ClockState, if set, tells what the host knows of its clock, read at
-	// housekeeping, for the error estimate STAMP replies carry.
+	// housekeeping, for one-way delays and the error estimate STAMP
+	// replies carry; until it says, the clock is taken as unsynchronised.
 	ClockState func() (synchronised bool, maxError time.Duration, err error)
 	// Epoch is the origin of the monotonic times the table is given (a
 	// mesh node shares its sender's); zero: when New runs.

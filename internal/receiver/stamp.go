@@ -75,9 +75,11 @@ func (t *Table) EnableSTAMP(keys [][]byte, send STAMPReplyFunc) error {
 	return nil
 }
 
-// SetClock is what this host knows of its clock, for the error estimate of
+// SetClock is what this host knows of its clock, for its one-way delays
+// (delayGate) and the error estimate of
 // the timestamps a STAMP reply carries.
 func (t *Table) SetClock(synchronised bool, maxError time.Duration) {
+	t.delays.synchronised, t.delays.maxError = synchronised, maxError
 	if t.stamp != nil {
 		t.stamp.estimate = stamp.Estimate(synchronised, maxError)
 	}
@@ -102,7 +104,8 @@ func (t *Table) HandleSTAMP(b []byte, from netip.AddrPort, at Instant, traffic T
 	r.name = from.AppendTo(r.name[:0])
 	r.target = strconv.AppendUint(append(r.target[:0], STAMPTarget...), uint64(r.test.SSID), 10)
 	sent := r.test.Timestamp.Time().UnixNano()
-	*h = wire.Header{Session: 1, Seq: uint64(r.test.Seq), SendTime: sent, SendClock: sent, Name: r.name, Target: r.target}
+	*h = wire.Header{Session: 1, Seq: uint64(r.test.Seq), SendTime: sent, SendClock: sent, Clock: uint16(r.test.ErrorEstimate),
+		Name: r.name, Target: r.target}
 	r.answering, r.probe, r.arrived, r.now, r.traffic, r.tc = true, b, at.Wall, now, traffic, -1
 	t.arrived = Traffic{} // a STAMP test packet's traffic class is its reply's business
 	t.data(h, b, 0, from, at)

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/udpprobe/udpprobe/internal/clock"
 	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
@@ -54,6 +56,9 @@ type Table struct {
 	drops ledger
 	watch watch
 	stamp *stampReflector // nil: no STAMP socket
+	// delays decides whose one-way delays are recorded; every peer
+	// shares it.
+	delays delayGate
 
 	scheduled   bool  // nextSummary and the watch's deadline are set
 	nextSummary int64 // monotonic ns
@@ -90,6 +95,11 @@ func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 		peers:   make(map[string]*peer),
 		drops:   ledger{timeout: int64(opts.LossTimeout)},
 		name:    []byte(opts.Name),
+		delays:  delayGate{bound: opts.DelayMaxError, maxError: clock.MaxErrorCeiling},
+	}
+	t.metrics.DelayMaxError.Set(math.Inf(1))
+	if opts.DelayMaxError > 0 {
+		t.metrics.DelayMaxError.Set(opts.DelayMaxError.Seconds())
 	}
 	if opts.Reflect {
 		t.reply = reply
@@ -218,6 +228,7 @@ func (t *Table) data(h *wire.Header, b []byte, key int, from netip.AddrPort, at 
 		t.metrics.Goodbyes.Inc()
 		if s == p.cur {
 			p.m.SessionEnded.Set(1)
+			p.pdv.endBy(at.Mono + t.trOpts.Timeout)
 		}
 		t.reflect(p, s, h, b, key, from, at.Mono)
 		return
@@ -360,7 +371,11 @@ func peerKey(b, name, target []byte) []byte {
 }
 
 func (t *Table) admit(key, name, target string, at Instant) *peer {
-	p := &peer{name: name, target: target, m: t.metrics.NewPeer(name, target), limit: t.replies.full()}
+	p := &peer{name: name, target: target, m: t.metrics.NewPeer(name, target), limit: t.replies.full(), deep: t.opts.DepthMetrics,
+		delays: &t.delays}
+	if p.deep {
+		p.m.Deep()
+	}
 	p.heard(at)
 	t.mu.Lock()
 	t.peers[key] = p
