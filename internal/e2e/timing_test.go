@@ -187,6 +187,40 @@ func TestPDVRelay(t *testing.T) {
 	}
 }
 
+// TestClockAwareDelay: the sender's clock state travels in every datagram
+// and the receiver weighs it with its own. With a bound of 10 ms and a
+// receiver whose kernel says synchronised within 1 ms, a sender
+// synchronised within 2 ms has every delay recorded; one whose clock is
+// not synchronised, or synchronised within 9.5 ms (10.5 ms together),
+// has none, each datagram counted instead.
+func TestClockAwareDelay(t *testing.T) {
+	state := func(synced bool, maxErr time.Duration) func() (bool, time.Duration, error) {
+		return func() (bool, time.Duration, error) { return synced, maxErr, nil }
+	}
+	h := startReceiverWith(t, receiver.Options{DelayMaxError: 10 * time.Millisecond, ClockState: state(true, time.Millisecond)})
+	for _, c := range []struct {
+		name     string
+		clock    func() (bool, time.Duration, error)
+		recorded bool
+	}{
+		{"synchronised", state(true, 2*time.Millisecond), true},
+		{"unsynchronised", state(false, 2*time.Millisecond), false},
+		{"loose", state(true, 9500*time.Microsecond), false},
+	} {
+		sm := sendWith(t, sender.Options{Targets: []string{h.rcv.Addr().String()}, Name: c.name, Rate: 100, ClockState: c.clock}, 500*time.Millisecond)
+		got := h.waitFor(c.name, sm.packets)
+		n, ignored := h.sample("one_way_delay_seconds_count", c.name), h.sample("one_way_delay_unsynchronised_total", c.name)
+		want, wantIgnored := float64(sm.packets), 0.0
+		if !c.recorded {
+			want, wantIgnored = 0, float64(sm.packets)
+		}
+		if got.received != sm.packets || n != want || ignored != wantIgnored {
+			t.Errorf("%s sender: %d sent, %d received, %v delays recorded and %v not; want %v and %v",
+				c.name, sm.packets, got.received, n, ignored, want, wantIgnored)
+		}
+	}
+}
+
 // dataSeqs returns the distinct data sequence numbers among deliveries.
 func dataSeqs(ds []impair.Delivery) map[uint64]bool {
 	seqs := map[uint64]bool{}
