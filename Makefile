@@ -72,6 +72,7 @@ check-deploy: $(PROMTOOL) $(AMTOOL)
 	$(PROMTOOL) check config deploy/kubernetes/prometheus.yml
 	$(GO) tool goreman -f Procfile check
 	$(PROMTOOL) test rules deploy/rules/udpprobe.rules.test.yml
+	$(PROMTOOL) test rules deploy/rules/examples/slo.rules.test.yml
 	$(AMTOOL) check-config deploy/alertmanager.yml
 
 # $(call tool,NAME,COMMAND) runs COMMAND if NAME is installed; without it the

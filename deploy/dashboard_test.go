@@ -75,7 +75,10 @@ type panel struct {
 	GridPos     struct {
 		X, Y, W, H int
 	} `json:"gridPos"`
-	Targets     []target `json:"targets"`
+	Targets []target `json:"targets"`
+	// Interval is the panel's least query interval ($__interval): its
+	// $__rate_interval is that and a scrape interval, at least.
+	Interval    string `json:"interval"`
 	FieldConfig struct {
 		Defaults struct {
 			Unit       string          `json:"unit"`

@@ -322,6 +322,7 @@ func writeLiveConfigs(t *testing.T, dir, hook, amWeb string, targets []string) {
 		[2]string{`(?m)(for: )(\d+)([smhd])$`, "scale"},
 		[2]string{`(\[)(\d+)([smhd])(\])`, "scale"},
 		[2]string{`(offset )(\d+)([smhd])()`, "scale"},
+		[2]string{`(?m)^(\s+interval: )(\d+)([smhd])()$`, "scale"},
 		[2]string{`(> )(60)()( *\n)`, "scale"})
 	edit("alertmanager.yml", filepath.Join(dir, "alertmanager.yml"),
 		[2]string{`(?m)^(\s+group_(?:wait|interval):) \S+`, "${1} 1s"},
@@ -433,6 +434,27 @@ func checkNativeOnly(t *testing.T, api *promAPI) {
 	}
 }
 
+// rateInterval is Grafana's $__rate_interval for panel p in the live
+// stack: its least interval and a scrape interval, and at least
+// liveRateInterval. A panel that sets one reads what is observed only so
+// often (PDV, as each 10 s interval ends), at the daemon's pace, which the
+// live test does not scale.
+func rateInterval(t *testing.T, p panel) string {
+	t.Helper()
+	least, err := time.ParseDuration(liveRateInterval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Interval == "" {
+		return liveRateInterval
+	}
+	d, err := time.ParseDuration(p.Interval)
+	if err != nil {
+		t.Fatalf("panel %q: interval %q: %v", p.Title, p.Interval, err)
+	}
+	return max(d+time.Second, least).String()
+}
+
 // histogramHalves splits a query that reads a histogram into the query of
 // its native form and that of its classic buckets, the two sides of its
 // "or"; a query of anything else gives none.
@@ -473,7 +495,7 @@ func checkDashboardQueries(t *testing.T, api *promAPI, webs []string, targets ma
 				}
 				// A histogram's query reads the native histogram or, where
 				// there is none, the classic buckets: each half must work.
-				q := vars.Replace(tg.Expr)
+				q := vars.Replace(strings.ReplaceAll(tg.Expr, "$__rate_interval", rateInterval(t, p)))
 				for _, q := range append([]string{q}, histogramHalves(q)...) {
 					if !slices.ContainsFunc(api.query(q), func(s promSample) bool { return !math.IsNaN(s.value(t)) }) {
 						t.Errorf("panel %q: %s returned no number", p.Title, q)

@@ -210,7 +210,7 @@ type Receiver struct {
 	ReflectBudget       float64       `split_words:"true" default:"10000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
 	ReflectBudgetBytes  float64       `split_words:"true" default:"16777216" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184; bounds what an open reflector can be made to send"`
 	HopCount            bool          `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false keeps a pair at 30 series with native histograms only"`
-	DepthMetrics        bool          `split_words:"true" default:"true" desc:"export each peer's PDV (RFC 5481) and 3-reordering (RFC 4737 section 5): 2 series a peer with native histograms only, 20 with classic buckets; false, with UDPPROBE_HOP_COUNT=false, keeps a pair at 30 series with native histograms only"`
+	DepthMetrics        bool          `split_words:"true" default:"true" desc:"export each peer's PDV (RFC 5481), 3-reordering (RFC 4737 section 5), loss periods in seconds and unavailable seconds: 4 series a peer with native histograms only, 39 with classic buckets; false, with UDPPROBE_HOP_COUNT=false, keeps a pair at 30 series with native histograms only"`
 	OneWayDelayMaxError string        `split_words:"true" default:"100ms" desc:"one-way delay is recorded only while both hosts' clocks say they are synchronised and their maximum errors add up to at most this, 1us to 1m; off records every delay that is not negative (one host, or clocks kept by means the kernel does not know)"`
 	Stamp
 	Common

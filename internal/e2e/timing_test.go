@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,6 +219,73 @@ func TestClockAwareDelay(t *testing.T) {
 			t.Errorf("%s sender: %d sent, %d received, %v delays recorded and %v not; want %v and %v",
 				c.name, sm.packets, got.received, n, ignored, want, wantIgnored)
 		}
+	}
+}
+
+// TestOutage: the relay drops every datagram for 1.5 s (numbers 125 to
+// 274 at 100 a second). The receiver must see one loss period, as long by
+// the sender's clock as the relay's record says (the send clocks of 124
+// and 275, which it delivered), and within one send interval of how long
+// the relay itself saw nothing pass; and the unavailable seconds its own
+// record implies: the seconds of the send clock in which more than half
+// the datagrams were dropped (two: 75 of 100 in each).
+func TestOutage(t *testing.T) {
+	h := startReceiverWith(t, receiver.Options{DepthMetrics: true})
+	var mu sync.Mutex
+	sent := map[uint64]int64{} // every data datagram's send clock, delivered or not
+	relay := h.startRelay(impair.Config{Script: func(_ int, hd *wire.Header) impair.Action {
+		if hd == nil || hd.Goodbye() {
+			return impair.Action{}
+		}
+		mu.Lock()
+		sent[hd.Seq] = hd.SendClock
+		mu.Unlock()
+		return impair.Action{Drop: hd.Seq >= 125 && hd.Seq <= 274}
+	}})
+	send(t, relay.Addr(), "outage", 0x73, 100, 4*time.Second)
+	at := map[uint64]impair.Delivery{}
+	for _, d := range delivered(t, relay) {
+		if d.Valid && !d.Goodbye {
+			at[d.Seq] = d
+		}
+	}
+	before, after := at[124], at[275]
+	if before.Seq != 124 || after.Seq != 275 {
+		t.Fatalf("the relay did not deliver 124 and 275: %+v, %+v", before, after)
+	}
+	mu.Lock()
+	n := uint64(len(sent))
+	perSecond := map[int64][2]int{} // sent, dropped
+	for seq, c := range sent {
+		k := perSecond[c/1e9]
+		k[0]++
+		if seq >= 125 && seq <= 274 {
+			k[1]++
+		}
+		perSecond[c/1e9] = k
+	}
+	mu.Unlock()
+	var unavailable float64
+	for _, k := range perSecond {
+		if 2*k[1] > k[0] {
+			unavailable++
+		}
+	}
+	c := h.waitFor("outage", n)
+	if c.lost != 150 {
+		t.Fatalf("%d lost, want the 150 dropped (%+v)", c.lost, c)
+	}
+	periods, span := h.sample("loss_period_seconds_count", "outage"), h.sample("loss_period_seconds_sum", "outage")
+	want := float64(after.SendClock-before.SendClock) / 1e9
+	if periods != 1 || span != want {
+		t.Errorf("%v loss periods spanning %v s, want 1 spanning %v s (send clocks of 124 and 275)", periods, span, want)
+	}
+	seen := after.Arrived.Sub(before.Arrived).Seconds()
+	if math.Abs(span-seen) > 0.010 {
+		t.Errorf("the loss period spans %v s by the sender's clock, the relay saw nothing pass for %v s: more than a send interval apart", span, seen)
+	}
+	if got := h.sample("unavailable_seconds_total", "outage"); got != unavailable || unavailable != 2 {
+		t.Errorf("%v unavailable seconds, the relay's record implies %v (want 2)", got, unavailable)
 	}
 }
 

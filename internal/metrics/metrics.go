@@ -37,6 +37,8 @@ var (
 	DelayBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	// VariationBuckets, for IPDV, span 10µs to 1s.
 	VariationBuckets = []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
+	// OutageBuckets, for loss periods in time, span 10ms to an hour.
+	OutageBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
 	// LatenessBuckets, for the sender's schedule, span 1µs to 1s.
 	LatenessBuckets = []float64{.000001, .00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
 )

@@ -297,10 +297,10 @@ func TestSeriesPerPath(t *testing.T) {
 		receiver, sender int
 		depth            int // what UDPPROBE_DEPTH_METRICS adds to a receiver peer
 	}{
-		{ClassicAndNative, text, 80, 29, 20},
-		{ClassicAndNative, both, 84, 30, 21},
-		{NativeOnly, native, 20, 10, 2},
-		{NativeOnly, text, 28, 12, 4}, // scraped without native histograms: _count, _sum and +Inf each
+		{ClassicAndNative, text, 80, 29, 39},
+		{ClassicAndNative, both, 84, 30, 41},
+		{NativeOnly, native, 20, 10, 4},
+		{NativeOnly, text, 28, 12, 8}, // scraped without native histograms: _count, _sum and +Inf each
 	} {
 		for _, deep := range []bool{false, true} {
 			reg := prometheus.NewPedanticRegistry()

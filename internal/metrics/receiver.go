@@ -58,10 +58,10 @@ type ReceiverPeer struct {
 	PathChanges Counter
 	hops        atomic.Bool
 	// The depth metrics, exported once Deep is called, at admission by a
-	// receiver that exports them: PDV and n-reordering.
-	PDV        prometheus.Observer
-	NReordered Counter
-	deep       atomic.Bool
+	// receiver that exports them: PDV, n-reordering and outage time.
+	PDV, LossPeriod         prometheus.Observer
+	NReordered, Unavailable Counter
+	deep                    atomic.Bool
 }
 
 // Mark exports the peer's traffic-class counters from now on.
@@ -140,6 +140,10 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.GapLength }, nil},
 	{"reorder_extent_packets", "Reordering extent of reordered datagrams, in arrivals (RFC 4737).", ReorderExtentBuckets,
 		func(p *ReceiverPeer) any { return &p.ReorderExtent }, nil},
+	{"loss_period_seconds", "Durations of loss periods: from the send time of the last datagram before a maximal run of lost numbers to that of the first after it, by the sender's clock; a run at a session's start or end, with no datagram on one side, is not timed; exported where the receiver exports its depth metrics.", OutageBuckets,
+		func(p *ReceiverPeer) any { return &p.LossPeriod }, deep},
+	{"unavailable_seconds_total", "Seconds of the sender's clock in which more than half the datagrams sent were lost (ITU-T Y.1563's severely errored seconds), each counted once all its datagrams are decided; exported where the receiver exports its depth metrics.", nil,
+		func(p *ReceiverPeer) any { return &p.Unavailable }, deep},
 	{"packets_n_reordered_total", "Reordered datagrams that the 3 first copies arriving just before them all overtook (RFC 4737 section 5, n = 3: enough to trigger TCP's fast retransmit); exported where the receiver exports its depth metrics.", nil,
 		func(p *ReceiverPeer) any { return &p.NReordered }, deep},
 	{"one_way_delay_seconds", "One-way delay of first copies received in time: receive time minus the sender's send time, recorded only while both clocks say they are synchronised within one_way_delay_max_error_seconds.", DelayBuckets,

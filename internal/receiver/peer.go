@@ -293,7 +293,14 @@ func (p *peer) Lost(n uint64) {
 	p.m.Lost.Add(n - local)
 }
 
-func (p *peer) Gap(length uint64) { p.m.GapLength.Observe(float64(length)) }
+func (p *peer) Gap(length uint64, span int64) {
+	p.m.GapLength.Observe(float64(length))
+	if p.deep && span >= 0 {
+		p.m.LossPeriod.Observe(float64(span) / 1e9)
+	}
+}
+
+func (p *peer) Unavailable() { p.m.Unavailable.Inc() }
 
 // totals are the counts a summary reports.
 type totals struct {
@@ -374,7 +381,7 @@ func (p *peer) known(session uint64) *stream {
 // for those in order; duplicated and late datagrams feed neither (RFC 7679
 // leaves the delay of a lost packet undefined).
 func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
-	r := s.tr.Observe(h.Seq, at.Mono)
+	r := s.tr.ObserveSent(h.Seq, at.Mono, h.SendClock)
 	switch r.Outcome {
 	case tracker.Received, tracker.Reordered:
 		p.m.Received.Inc()

@@ -5,27 +5,39 @@ import "math/bits"
 // Settling: deciding that missing sequence numbers are lost, when their
 // waiting time passes (Expire), when they leave the window (settleBelow),
 // when the sender says goodbye or is gone (Goodbye, Settle), and grouping
-// them into loss periods as they are decided.
+// them into loss periods as they are decided. Gaps are settled one by
+// one, in order, each with the send clocks around it (time.go).
 
-// settleBelow settles every sequence number below limit, which may lie beyond
-// head when a jump leaves part of a gap outside the window at once.
-func (t *Tracker) settleBelow(limit uint64) {
+// settleBelow settles every sequence number below limit, which may lie
+// beyond head when a jump leaves part of a gap outside the window at once;
+// after is the datagram making the jump, which the numbers beyond head
+// were sent before.
+func (t *Tracker) settleBelow(limit uint64, after point) {
 	for t.gaps.len() > 0 && t.gaps.front().end <= limit {
-		t.gaps.pop()
+		t.expireFront()
 	}
 	if t.gaps.len() > 0 && t.gaps.front().start < limit {
-		t.gaps.front().start = limit
+		g := t.gaps.front() // a gap the limit cuts: its lower part goes
+		c := interpolate(point{g.start - 1, g.before}, point{g.end, g.after}, limit-1)
+		t.settleTo(limit, point{g.start - 1, g.before}, point{limit - 1, c})
+		g.start, g.before = limit, c
+		return
 	}
-	t.settleTo(min(limit, t.head))
-	if limit > t.head {
-		t.lose(limit - t.head)
+	if limit > t.head { // every gap is settled: tail is head
+		n := limit - t.head
+		t.startRun()
+		t.lossRun += n
+		t.report(n)
+		t.passToPoint(point{limit - 1, interpolate(point{t.head - 1, t.headClock}, after, limit-1)}, true)
 		t.tail = limit
 	}
 }
 
 // settleTo settles [tail, limit): received numbers end the open loss run,
-// missing ones are lost and extend it.
-func (t *Tracker) settleTo(limit uint64) {
+// missing ones are lost and extend it. ahead are the send clocks known in
+// the range, the last one limit-1's.
+func (t *Tracker) settleTo(limit uint64, ahead ...point) {
+	t.clocks.ahead(ahead)
 	var lost uint64
 	for s := t.tail; s < limit; {
 		idx := s & t.mask
@@ -37,13 +49,18 @@ func (t *Tracker) settleTo(limit uint64) {
 		for n > 0 {
 			if word&1 == 0 {
 				z := min(uint64(bits.TrailingZeros64(word)), n) // a run of missing numbers
+				t.startRun()
 				lost += z
 				t.lossRun += z
+				t.passTo(s+z-1, true)
 				s, n, word = s+z, n-z, word>>(z&63)
 				continue
 			}
 			o := min(uint64(bits.TrailingZeros64(^word)), n) // a run of received numbers
-			t.endRun()
+			if t.lossRun > 0 {
+				t.endRun(t.clocks.at(s))
+			}
+			t.passTo(s+o-1, false)
 			s, n, word = s+o, n-o, word>>(o&63)
 		}
 	}
@@ -53,9 +70,18 @@ func (t *Tracker) settleTo(limit uint64) {
 	t.report(lost)
 }
 
-func (t *Tracker) lose(n uint64) {
-	t.lossRun += n
-	t.report(n)
+// passToPoint accounts up to p, a known point.
+func (t *Tracker) passToPoint(p point, lost bool) {
+	t.clocks.ahead([]point{p})
+	t.passTo(p.x, lost)
+}
+
+// startRun notes where a loss run begins, if none is open: after the last
+// number accounted.
+func (t *Tracker) startRun() {
+	if t.lossRun == 0 {
+		t.clocks.runFrom = t.clocks.last.c
+	}
 }
 
 func (t *Tracker) report(lost uint64) {
@@ -68,37 +94,43 @@ func (t *Tracker) report(lost uint64) {
 	}
 }
 
-func (t *Tracker) endRun() {
-	t.gap(t.lossRun)
+// endRun ends the open loss run, if any, at a datagram sent at end.
+func (t *Tracker) endRun(end int64) {
+	span := int64(-1)
+	if from := t.clocks.runFrom; from != noClock && end != noClock {
+		span = max(end-from, 0)
+	}
+	t.gap(t.lossRun, span)
 	t.lossRun = 0
 }
 
 // gap reports a finished loss period of length n, if any.
-func (t *Tracker) gap(n uint64) {
+func (t *Tracker) gap(n uint64, span int64) {
 	if n == 0 {
 		return
 	}
 	t.counts.Gaps++
 	if t.sink != nil {
-		t.sink.Gap(n)
+		t.sink.Gap(n, span)
 	}
 }
 
 // settlePre settles [low, first) on its own: its runs end at first, which was
-// received.
+// received. They are timed by nothing, and in no second: nothing before
+// them was received.
 func (t *Tracker) settlePre() {
 	t.preOpen = false
 	var lost, run uint64
 	for s := t.low; s < t.first; s++ {
 		if t.has(s) {
-			t.gap(run)
+			t.gap(run, -1)
 			run = 0
 			continue
 		}
 		lost++
 		run++
 	}
-	t.gap(run)
+	t.gap(run, -1)
 	t.report(lost)
 }
 
@@ -115,13 +147,17 @@ func (t *Tracker) Expire(now int64) {
 	}
 }
 
+// expireFront settles the oldest gap, and the received numbers after it up
+// to the next one.
 func (t *Tracker) expireFront() {
+	g := *t.gaps.front()
 	t.gaps.pop()
-	next := t.head
+	next := point{t.head, t.headClock}
 	if t.gaps.len() > 0 {
-		next = t.gaps.front().start
+		f := t.gaps.front()
+		next = point{f.start, f.before}
 	}
-	t.settleTo(next)
+	t.settleTo(next.x, point{g.start - 1, g.before}, point{g.end, g.after}, point{next.x - 1, next.c})
 }
 
 // Origin tells the tracker where the stream begins, where that is known
@@ -164,16 +200,25 @@ func (t *Tracker) Settle() {
 	if t.preOpen {
 		t.settlePre()
 	}
-	t.gaps.reset()
-	t.settleTo(t.head)
+	for t.gaps.len() > 0 {
+		t.expireFront()
+	}
+	t.settleTo(t.head, point{t.head - 1, t.headClock})
 	if t.closing {
 		t.closing = false
 		if t.last >= t.head {
-			t.lose(t.last + 1 - t.head)
+			// Lost after the last datagram: sent at no known time.
+			n := t.last + 1 - t.head
+			t.startRun()
+			t.lossRun += n
+			t.report(n)
 			end := t.last + 1
 			t.clearRange(max(t.head, end-min(t.window, end)), end)
 			t.head, t.tail = end, end
+			t.headClock = noClock
+			t.clocks.last = point{end - 1, noClock}
 		}
 	}
-	t.endRun()
+	t.endRun(noClock)
+	t.closeSecond()
 }

@@ -49,8 +49,13 @@ type Sink interface {
 	// Lost reports n sequence numbers declared lost.
 	Lost(n uint64)
 	// Gap reports a loss period (RFC 3357): a maximal run of consecutive lost
-	// sequence numbers, reported once the run has ended.
-	Gap(length uint64)
+	// sequence numbers, reported once the run has ended, with its span:
+	// the send clock (see ObserveSent) of the first datagram after it less
+	// that of the last one before it, or -1 where either is not known (a
+	// run before the stream's first datagram, or after its last).
+	Gap(length uint64, span int64)
+	// Unavailable reports one more unavailable second (see Counts).
+	Unavailable()
 }
 
 // Outcome is what became of one datagram.
@@ -93,6 +98,13 @@ type Counts struct {
 	// segments between resyncs, of highest − lowest + 1 (the announced last
 	// sequence number counts as the highest after a goodbye).
 	Expected uint64
+	// Unavailable counts the seconds of the send clock in which more than
+	// half the numbers sent were lost (ITU-T Y.1563's severely errored
+	// second), each decided once every number sent in it is settled. A
+	// lost number's send time is interpolated between the datagrams
+	// around it; numbers before the stream's first datagram or after its
+	// last (a goodbye's) are in no second.
+	Unavailable uint64
 }
 
 // Pending is how many covered sequence numbers are neither received nor lost
@@ -103,6 +115,10 @@ type gap struct {
 	start, end uint64 // missing candidates [start, end); end was received
 	deadline   int64
 	arrival    uint64 // arrival position of the datagram that revealed the gap
+	// The send clocks of start-1, the highest number before the gap was
+	// revealed (or the last one settled, if later), and of end, which
+	// revealed it: the gap's numbers were sent between the two.
+	before, after int64
 }
 
 // Tracker follows one stream. The zero value is not usable; call New.
@@ -120,6 +136,7 @@ type Tracker struct {
 	tail         uint64 // [first, tail) is settled
 	firstArrival int64
 	headAt       int64  // arrival of the datagram that set head
+	headClock    int64  // its send clock (noClock: not known)
 	arrivals     uint64 // first copies received in this segment: RFC 4737 positions
 	// recent are the sequence numbers of the segment's latest first copies,
 	// the latest first, for n-reordering: the first min(arrivals,
@@ -146,6 +163,7 @@ type Tracker struct {
 	closeAt int64
 
 	counts Counts
+	clocks clocks // the send clocks of settled numbers, for time
 }
 
 // New returns a Tracker for one stream.
@@ -183,25 +201,31 @@ func (t *Tracker) Counts() Counts {
 }
 
 // Observe classifies a datagram with sequence number seq that arrived at now
-// (nanoseconds on a monotonic clock). Sequence numbers are at most 2^63−1.
-func (t *Tracker) Observe(seq uint64, now int64) Result {
+// (nanoseconds on a monotonic clock), timing loss periods and seconds by
+// arrival. Sequence numbers are at most 2^63−1.
+func (t *Tracker) Observe(seq uint64, now int64) Result { return t.ObserveSent(seq, now, now) }
+
+// ObserveSent is Observe for a datagram its sender sent at sent
+// (nanoseconds on the sender's monotonic clock): loss periods and
+// unavailable seconds are timed by when their datagrams were sent.
+func (t *Tracker) ObserveSent(seq uint64, now, sent int64) Result {
 	t.Expire(now)
 	if !t.started {
-		t.start(seq, now)
+		t.start(seq, now, sent)
 		return t.receive(seq, Received, 0)
 	}
 	switch {
 	case seq >= t.head:
 		if !t.plausible(seq-t.head, now) {
-			return t.jump(seq, now)
+			return t.jump(seq, now, sent)
 		}
-		revealed := t.advance(seq, now)
+		revealed := t.advance(seq, now, sent)
 		r := t.receive(seq, Received, 0)
 		r.Revealed = revealed
 		return r
 	case seq < t.floor():
 		if t.head-1-seq > t.resyncJump { // more than that below the highest
-			return t.jump(seq, now)
+			return t.jump(seq, now, sent)
 		}
 		return t.late() // older than the window: cannot be placed
 	case seq < t.low:
@@ -253,7 +277,7 @@ func (t *Tracker) plausible(jump uint64, now int64) bool {
 // the next number follows: one such datagram is a stray and changes nothing
 // else, so a single forged or corrupted number cannot derail the stream;
 // its successor settles the stream and restarts it at the new number.
-func (t *Tracker) jump(seq uint64, now int64) Result {
+func (t *Tracker) jump(seq uint64, now, sent int64) Result {
 	if t.probation == 0 || seq != t.probation {
 		t.probation = seq + 1
 		t.counts.Stray++
@@ -262,7 +286,7 @@ func (t *Tracker) jump(seq uint64, now int64) Result {
 	t.Settle()
 	t.earlierExpected = t.Counts().Expected
 	t.counts.Resyncs++
-	t.start(seq, now)
+	t.start(seq, now, sent)
 	r := t.receive(seq, Received, 0)
 	r.Resync = true
 	return r
@@ -289,11 +313,13 @@ func (t *Tracker) late() Result {
 	return Result{Outcome: Late}
 }
 
-func (t *Tracker) start(seq uint64, now int64) {
+func (t *Tracker) start(seq uint64, now, sent int64) {
 	t.started = true
 	t.low, t.first, t.tail, t.head = seq, seq, seq+1, seq+1
 	t.firstArrival = now
-	t.headAt = now
+	t.headAt, t.headClock = now, sent
+	t.clocks = clocks{last: point{seq, sent}}
+	t.account(point{seq, sent}, 1, false)
 	t.arrivals = 0
 	t.lossRun = 0
 	t.preOpen = false
@@ -312,10 +338,10 @@ func (t *Tracker) floor() uint64 {
 	return t.head - t.window
 }
 
-// advance takes a new highest sequence number; [head, seq) become missing
-// candidates with one deadline (RFC 7680, waiting time from the reveal). It
-// returns how many there are.
-func (t *Tracker) advance(seq uint64, now int64) (revealed uint64) {
+// advance takes a new highest sequence number, sent at sent; [head, seq)
+// become missing candidates with one deadline (RFC 7680, waiting time from
+// the reveal). It returns how many there are.
+func (t *Tracker) advance(seq uint64, now, sent int64) (revealed uint64) {
 	newHead := seq + 1
 	if newHead > t.window {
 		floor := newHead - t.window
@@ -323,7 +349,7 @@ func (t *Tracker) advance(seq uint64, now int64) (revealed uint64) {
 			t.settlePre()
 		}
 		if floor > t.tail {
-			t.settleBelow(floor)
+			t.settleBelow(floor, point{seq, sent})
 		}
 	}
 	start := max(t.head, t.tail)
@@ -332,14 +358,18 @@ func (t *Tracker) advance(seq uint64, now int64) (revealed uint64) {
 		if t.gaps.len() == MaxPendingGaps {
 			t.expireFront()
 		}
-		t.gaps.push(gap{start: start, end: seq, deadline: now + t.timeout, arrival: t.arrivals})
+		before := t.headClock // of head-1
+		if start > t.head {
+			before = t.clocks.last.c // of tail-1: settleBelow settled what lay between
+		}
+		t.gaps.push(gap{start: start, end: seq, deadline: now + t.timeout, arrival: t.arrivals, before: before, after: sent})
 		revealed = seq - start
 	}
 	t.set(seq)
 	t.head = newHead
-	t.headAt = now
+	t.headAt, t.headClock = now, sent
 	if t.gaps.len() == 0 {
-		t.settleTo(t.head)
+		t.settleTo(t.head, point{seq, sent})
 	}
 	return revealed
 }

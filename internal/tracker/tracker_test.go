@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,12 +17,18 @@ const ms = int64(time.Millisecond)
 
 // recorder is a Sink that keeps what it is told.
 type recorder struct {
-	lost uint64
-	gaps []uint64
+	lost        uint64
+	gaps        []uint64
+	spans       []int64
+	unavailable uint64
 }
 
-func (r *recorder) Lost(n uint64)     { r.lost += n }
-func (r *recorder) Gap(length uint64) { r.gaps = append(r.gaps, length) }
+func (r *recorder) Lost(n uint64) { r.lost += n }
+func (r *recorder) Gap(length uint64, span int64) {
+	r.gaps = append(r.gaps, length)
+	r.spans = append(r.spans, span)
+}
+func (r *recorder) Unavailable() { r.unavailable++ }
 
 // script runs a whitespace-separated list of steps against a tracker whose
 // clock starts at 0 and advances 1 ms after each datagram:
@@ -535,7 +542,7 @@ func ExampleTracker() {
 	// 4 received
 	// 2 reordered
 	// 2 duplicated
-	// {Received:5 Lost:0 Duplicated:1 Reordered:1 Late:0 Stray:0 Gaps:0 Resyncs:0 Expected:5}
+	// {Received:5 Lost:0 Duplicated:1 Reordered:1 Late:0 Stray:0 Gaps:0 Resyncs:0 Expected:5 Unavailable:0}
 }
 
 func TestReset(t *testing.T) {
@@ -595,5 +602,129 @@ func TestPlausibleJump(t *testing.T) {
 	tr.Settle()
 	if c := tr.Counts(); c.Lost != 10000 || c.Stray != 1 || c.Received != 101 {
 		t.Fatalf("counts %+v, want 10,000 lost, 1 stray, 101 received", c)
+	}
+}
+
+// sentAt feeds a tracker datagrams sent 10 ms apart by the sender's clock
+// (number n at n·10 ms, unless clock says otherwise), each arriving 5 ms
+// after it was sent, in the order given; then it expires everything due
+// an hour on.
+func sentAt(tr *Tracker, order []uint64, clock func(uint64) int64) {
+	var last int64
+	for _, s := range order {
+		sent := clock(s)
+		last = max(last, sent+5*ms)
+		tr.ObserveSent(s, last, sent)
+	}
+}
+
+func every10ms(s uint64) int64 { return int64(s) * 10 * ms }
+
+// seq is the numbers from lo up to hi, but those in skip.
+func seq(lo, hi uint64, skip ...[2]uint64) []uint64 {
+	var out []uint64
+	for s := lo; s <= hi; s++ {
+		if !slices.ContainsFunc(skip, func(r [2]uint64) bool { return s >= r[0] && s <= r[1] }) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestLossPeriodSpan: a loss period's span is the send clock of the
+// datagram after it less that of the datagram before it, exactly where
+// both were received; for a gap that reordered arrivals split, the send
+// times of the numbers inside are interpolated between the gap's bounds;
+// a run with no datagram before it or after it has none.
+func TestLossPeriodSpan(t *testing.T) {
+	late := func(s uint64) int64 { // irregular: the sender ran late now and then
+		c := every10ms(s)
+		switch s {
+		case 9:
+			c += 3 * ms
+		case 20:
+			c += 1 * ms
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name   string
+		order  []uint64
+		clock  func(uint64) int64
+		window uint64
+		bye    int64 // a goodbye announcing this, if not -1
+		origin bool  // the stream began at 0
+		gaps   []uint64
+		spans  []int64
+	}{
+		{"one period", seq(0, 30, [2]uint64{10, 19}), every10ms, 0, -1, false, []uint64{10}, []int64{110 * ms}},
+		{"the bounds' own send times", seq(0, 30, [2]uint64{10, 19}), late, 0, -1, false, []uint64{10}, []int64{108 * ms}},
+		{"a gap split by a reordered arrival", append(seq(0, 1), 10, 5, 11), every10ms, 0, -1, false,
+			[]uint64{3, 4}, []int64{40 * ms, 50 * ms}},
+		{"two periods", seq(0, 30, [2]uint64{3, 4}, [2]uint64{20, 22}), every10ms, 0, -1, false,
+			[]uint64{2, 3}, []int64{30 * ms, 40 * ms}},
+		{"past the window at once", []uint64{0, 100}, every10ms, 64, -1, false, []uint64{99}, []int64{1000 * ms}},
+		{"before the first datagram", seq(3, 10), every10ms, 0, -1, true, []uint64{3}, []int64{-1}},
+		{"after the last datagram", seq(0, 10), every10ms, 0, 14, false, []uint64{4}, []int64{-1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			tr := New(Options{Timeout: 100 * ms, Window: tc.window, Sink: rec})
+			sentAt(tr, tc.order[:1], tc.clock)
+			if tc.origin {
+				tr.Origin(0)
+			}
+			sentAt(tr, tc.order[1:], tc.clock)
+			if tc.bye >= 0 {
+				tr.Goodbye(uint64(tc.bye), 300*ms)
+			}
+			tr.Expire(int64(time.Hour))
+			tr.Settle()
+			if !slices.Equal(rec.gaps, tc.gaps) || !slices.Equal(rec.spans, tc.spans) {
+				t.Errorf("loss periods %v spanning %v ns, want %v spanning %v", rec.gaps, rec.spans, tc.gaps, tc.spans)
+			}
+		})
+	}
+}
+
+// TestUnavailableSeconds: at 100 datagrams a second, a second is
+// unavailable when more than half its 100 numbers are lost: 51, not 50.
+// An outage from 1.3 s to 4.6 s by the sender's clock makes 4 (1.3 to 2
+// is 70 lost, 2 to 4 all, 4 to 4.6 60); each is decided once settling
+// reaches the next second, so an outage counts once its numbers are lost
+// and the stream goes on. At one datagram every 2 s, a second without any
+// is not judged.
+func TestUnavailableSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		order []uint64
+		clock func(uint64) int64
+		want  uint64
+	}{
+		{"no loss", seq(0, 700), every10ms, 0},
+		{"half of a second", seq(0, 700, [2]uint64{150, 199}), every10ms, 0},
+		{"more than half", seq(0, 700, [2]uint64{149, 199}), every10ms, 1},
+		{"90 lost across two seconds, half or less of each", seq(0, 700, [2]uint64{160, 249}), every10ms, 0},
+		{"an outage of 3.3 s", seq(0, 700, [2]uint64{130, 459}), every10ms, 4},
+		{"scattered loss, 60 %", func() []uint64 {
+			var out []uint64
+			for s := range uint64(700) {
+				if s%10 >= 6 || s < 100 || s >= 600 {
+					out = append(out, s)
+				}
+			}
+			return out
+		}(), every10ms, 5},
+		{"one datagram every 2 s", seq(0, 20, [2]uint64{5, 7}), func(s uint64) int64 { return int64(s) * 2000 * ms }, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			tr := New(Options{Timeout: 100 * ms, Sink: rec})
+			sentAt(tr, tc.order, tc.clock)
+			tr.Expire(int64(time.Hour))
+			if got := tr.Counts().Unavailable; got != tc.want || rec.unavailable != got {
+				t.Errorf("%d unavailable seconds (%d told), want %d", got, rec.unavailable, tc.want)
+			}
+		})
 	}
 }
