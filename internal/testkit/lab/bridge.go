@@ -25,28 +25,61 @@ type Bridge struct {
 	DNS   *DNS
 }
 
-// The bridge's network: hosts at .1, .2, …; the hub at .254.
+// The bridge's networks: hosts at .1, .2, … (::1, ::2, …); the hub at .254
+// (::fe).
 const (
-	bridgeNet = "10.77.0."
-	hubAddr   = bridgeNet + "254"
+	bridgeNet  = "10.77.0."
+	hubAddr    = bridgeNet + "254"
+	bridgeNet6 = "fd77::"
+	hubAddr6   = bridgeNet6 + "fe"
 )
 
-// NewBridge builds a bridge of n hosts (at most 250) and starts its DNS.
+// NewBridge builds a bridge of n hosts (at most 250) on IPv4 and starts
+// its DNS.
 func NewBridge(t testing.TB, n int) *Bridge {
+	t.Helper()
+	return newBridge(t, n, false)
+}
+
+// NewBridge6 is NewBridge on IPv6 alone: the hosts' addresses, the DNS
+// server's and its answers (AAAA) are all IPv6.
+func NewBridge6(t testing.TB, n int) *Bridge {
+	t.Helper()
+	return newBridge(t, n, true)
+}
+
+func newBridge(t testing.TB, n int, v6 bool) *Bridge {
 	t.Helper()
 	Require(t, "ip")
 	sweep(t)
 	id := fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), labs.Add(1))
-	b := &Bridge{Hub: Host{NS: id + "-hub", Dev: "br0", Addr: hubAddr}}
+	subnet, hub, bits := bridgeNet, hubAddr, "/24"
+	if v6 {
+		subnet, hub, bits = bridgeNet6, hubAddr6, "/64"
+	}
+	b := &Bridge{Hub: Host{NS: id + "-hub", Dev: "br0", Addr: hub}}
 	run(t, "ip", "netns", "add", b.Hub.NS)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", b.Hub.NS).Run() })
-	b.Exec(t, b.Hub, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+	// Only the family in use: the other's traffic (IPv6's neighbour and
+	// router discovery) would cross the bridge besides the probes.
+	family := func(h Host) {
+		if v6 {
+			quietIPv6(t, &b.Lab, h)
+			return
+		}
+		b.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+	}
+	family(b.Hub)
 	b.Exec(t, b.Hub, "ip", "link", "add", "br0", "type", "bridge")
-	b.Exec(t, b.Hub, "ip", "addr", "add", hubAddr+"/24", "dev", "br0")
+	b.Exec(t, b.Hub, append([]string{"ip", "addr", "add", hub + bits, "dev", "br0"}, nodad(v6)...)...)
 	b.Exec(t, b.Hub, "ip", "link", "set", "br0", "up")
 	b.Exec(t, b.Hub, "ip", "link", "set", "lo", "up")
 	for i := range n {
-		h := Host{NS: fmt.Sprintf("%s-h%d", id, i), Dev: "eth0", Addr: fmt.Sprintf("%s%d", bridgeNet, i+1)}
+		addr := fmt.Sprintf("%s%d", subnet, i+1)
+		if v6 {
+			addr = fmt.Sprintf("%s%x", subnet, i+1)
+		}
+		h := Host{NS: fmt.Sprintf("%s-h%d", id, i), Dev: "eth0", Addr: addr}
 		run(t, "ip", "netns", "add", h.NS)
 		t.Cleanup(func() {
 			exec.Command("ip", "netns", "del", h.NS).Run()
@@ -55,8 +88,8 @@ func NewBridge(t testing.TB, n int) *Bridge {
 		port := fmt.Sprintf("p%d", i)
 		run(t, "ip", "link", "add", h.Dev, "netns", h.NS, "type", "veth", "peer", "name", port, "netns", b.Hub.NS)
 		b.Exec(t, b.Hub, "ip", "link", "set", port, "master", "br0", "up")
-		b.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
-		b.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		family(h)
+		b.Exec(t, h, append([]string{"ip", "addr", "add", h.Addr + bits, "dev", h.Dev}, nodad(v6)...)...)
 		b.Exec(t, h, "ip", "link", "set", "lo", "up")
 		b.Exec(t, h, "ip", "link", "set", h.Dev, "up")
 		// ip netns exec mounts /etc/netns/NS/resolv.conf over
@@ -65,7 +98,7 @@ func NewBridge(t testing.TB, n int) *Bridge {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		conf := "nameserver " + hubAddr + "\noptions timeout:1 attempts:2\n"
+		conf := "nameserver " + hub + "\noptions timeout:1 attempts:2\n"
 		if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -78,9 +111,10 @@ func NewBridge(t testing.TB, n int) *Bridge {
 // Addr is host i's address as a netip.Addr.
 func (b *Bridge) Addr(i int) netip.Addr { return netip.MustParseAddr(b.Hosts[i].Addr) }
 
-// DNS answers A queries for names the test sets with the addresses it
-// sets, NXDOMAIN for any other name, and no AAAA records: a DNS server
-// for the bridge's hosts whose answers change as a test goes on.
+// DNS answers A and AAAA queries for names the test sets with the
+// addresses it sets, of the family asked, and NXDOMAIN for any other
+// name: a DNS server for the bridge's hosts whose answers change as a
+// test goes on.
 type DNS struct {
 	mu    sync.Mutex
 	names map[string][]netip.Addr // by fully qualified name
@@ -98,7 +132,7 @@ func (d *DNS) Set(name string, addrs ...netip.Addr) {
 // namespace, until the test ends.
 func startDNS(t testing.TB, hub Host) *DNS {
 	t.Helper()
-	conn, err := listenIn(hub.NS, "udp", hub.Addr+":53")
+	conn, err := listenIn(hub.NS, "udp", netip.AddrPortFrom(netip.MustParseAddr(hub.Addr), 53).String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,12 +185,17 @@ func (d *DNS) answer(query []byte) ([]byte, bool) {
 	if bld.StartQuestions() != nil || bld.Question(q) != nil || bld.StartAnswers() != nil {
 		return nil, false
 	}
-	if q.Type == dnsmessage.TypeA {
-		for _, a := range addrs {
-			if bld.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 0},
-				dnsmessage.AResource{A: a.As4()}) != nil {
-				return nil, false
-			}
+	rr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 0}
+	for _, a := range addrs {
+		var err error
+		switch {
+		case q.Type == dnsmessage.TypeA && a.Is4():
+			err = bld.AResource(rr, dnsmessage.AResource{A: a.As4()})
+		case q.Type == dnsmessage.TypeAAAA && a.Is6():
+			err = bld.AAAAResource(rr, dnsmessage.AAAAResource{AAAA: a.As16()})
+		}
+		if err != nil {
+			return nil, false
 		}
 	}
 	reply, err := bld.Finish()

@@ -65,6 +65,23 @@ func (m *meshLab) members(nodes ...int) {
 	m.b.DNS.Set(meshName, addrs...)
 }
 
+// start runs udpprobe mesh on every host, the members from the DNS name,
+// and waits until each serves its metrics.
+func (m *meshLab) start(t *testing.T, bin string) {
+	t.Helper()
+	for i, h := range m.b.Hosts {
+		p := m.b.Start(t, h, []string{"UDPPROBE_NAME=" + nodeName(i), "UDPPROBE_TARGETS=" + meshName + ":6464",
+			"UDPPROBE_LISTEN_ADDRESS=:6464", "UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8466",
+			"UDPPROBE_RESOLVE_INTERVAL=1s", fmt.Sprintf("UDPPROBE_RATE=%d", meshRate),
+			"UDPPROBE_LOSS_TIMEOUT=" + meshTimeout.String(), "UDPPROBE_PEER_EXPIRY=" + meshExpiry.String(),
+			"UDPPROBE_LOG_FORMAT=json"}, bin, "mesh")
+		m.nodes = append(m.nodes, p)
+	}
+	for _, p := range m.nodes {
+		p.Await(t, `"msg":"serving metrics"`)
+	}
+}
+
 // await polls cond every 100 ms for up to limit.
 func await(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
@@ -128,17 +145,7 @@ func TestMeshLab(t *testing.T) {
 	}
 	first := without(all, joiner)
 	m.members(first...)
-	for i, h := range b.Hosts {
-		p := b.Start(t, h, []string{"UDPPROBE_NAME=" + nodeName(i), "UDPPROBE_TARGETS=" + meshName + ":6464",
-			"UDPPROBE_LISTEN_ADDRESS=:6464", "UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8466",
-			"UDPPROBE_RESOLVE_INTERVAL=1s", fmt.Sprintf("UDPPROBE_RATE=%d", meshRate),
-			"UDPPROBE_LOSS_TIMEOUT=" + meshTimeout.String(), "UDPPROBE_PEER_EXPIRY=" + meshExpiry.String(),
-			"UDPPROBE_LOG_FORMAT=json"}, bin, "mesh")
-		m.nodes = append(m.nodes, p)
-	}
-	for _, p := range m.nodes {
-		p.Await(t, `"msg":"serving metrics"`)
-	}
+	m.start(t, bin)
 	start := time.Now()
 
 	// Every node of the first eleven probes the ten others; the joiner,
@@ -252,6 +259,73 @@ func TestMeshLab(t *testing.T) {
 		time.Since(start).Round(time.Second))
 	if pairs != (meshNodes-1)*(meshNodes-2) {
 		t.Fatalf("%d pairs checked at the end, want %d", pairs, (meshNodes-1)*(meshNodes-2))
+	}
+}
+
+// TestMeshLab6 runs a mesh of 6 hosts on an IPv6 bridge, the members from
+// one DNS name answering AAAA records: every node probes the 5 others by
+// name; then the name answers with node 0 alone, every node leaves the
+// others but node 0, and all stop: every one of the 30 pairs is exact.
+func TestMeshLab6(t *testing.T) {
+	const n = 6
+	b := NewBridge6(t, n)
+	m := &meshLab{b: b}
+	bin := testproc.Build(t, "../../../cmd/udpprobe")
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	m.members(all...)
+	m.start(t, bin)
+	await(t, "every node probes the 5 others by name", 15*time.Second, func() bool {
+		for i := range all {
+			s := m.metrics(t, i)
+			for j := range all {
+				if i != j && !m.probes(s, i, j) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	time.Sleep(5 * time.Second)
+	m.members(0)
+	rest := without(all, 0)
+	await(t, "the nodes probe node 0 alone", 5*time.Second, func() bool {
+		for _, i := range rest {
+			s := m.metrics(t, i)
+			for _, j := range rest {
+				if i != j && m.probes(s, i, j) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	time.Sleep(3 * meshTimeout)
+	pairs := 0
+	for _, j := range rest {
+		s := m.metrics(t, j)
+		for _, i := range all {
+			if i != j {
+				m.exact(t, s, i, j)
+				pairs++
+			}
+		}
+	}
+	for _, i := range rest {
+		if code := m.nodes[i].Stop(t); code != 0 {
+			t.Fatalf("%s exited %d", nodeName(i), code)
+		}
+	}
+	time.Sleep(3 * meshTimeout)
+	s := m.metrics(t, 0)
+	for _, i := range rest {
+		m.exact(t, s, i, 0)
+		pairs++
+	}
+	if pairs != n*(n-1) {
+		t.Fatalf("%d pairs checked, want %d", pairs, n*(n-1))
 	}
 }
 
