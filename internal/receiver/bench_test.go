@@ -122,45 +122,12 @@ func BenchmarkDecodeTrack(b *testing.B) {
 	}
 }
 
-// TestHold: the pause after a read that emptied the socket shrinks fourfold
-// when more than the budget queued up since the last pause, down to the
-// floor, doubles back when little did, up to the maximum, which scales with
-// the granted buffer; reflecting receivers never pause.
-func TestHold(t *testing.T) {
-	p := newPacer(2 << 20)
-	if p.max != MaxHold/2 || p.hold != p.max || p.budget != 1<<20 {
-		t.Fatalf("a 2 MiB buffer holds up to %v from %v with a budget of %d; want %v and 1 MiB", p.max, p.hold, p.budget, MaxHold/2)
-	}
-	const datagram = 60 // bytes, + skbOverhead each
-	for _, step := range []struct {
-		datagrams int
-		want      time.Duration
-	}{
-		{p.budget/(datagram+skbOverhead) + 1, MaxHold / 8},
-		{p.budget / 2 / (datagram + skbOverhead), MaxHold / 8}, // within the band: unchanged
-		{p.budget/(datagram+skbOverhead) + 1, MaxHold / 32},
-		{10 * p.budget / (datagram + skbOverhead), MaxHold / 128},
-		{10 * p.budget / (datagram + skbOverhead), minHold},
-		{10 * p.budget / (datagram + skbOverhead), minHold},
-		{p.budget/8/(datagram+skbOverhead) - 1, 2 * minHold},
-		{0, 4 * minHold},
-	} {
-		for range step.datagrams {
-			p.queue(datagram)
-		}
-		if got := p.next(); got != step.want || p.hold != got || p.queued != 0 {
-			t.Fatalf("after %d datagrams the hold is %v (queued %d), want %v", step.datagrams, got, p.queued, step.want)
-		}
-	}
-	for range 20 {
-		p.next()
-	}
-	if p.hold != p.max {
-		t.Fatalf("an idle receiver holds %v, want the maximum %v", p.hold, p.max)
-	}
+// TestReflectingNeverHolds: a reflecting receiver answers at once, so it
+// never holds between reads (socket.Pacer).
+func TestReflectingNeverHolds(t *testing.T) {
 	r := newTestReceiver(t, Options{Reflect: true, ReflectRate: 10})
 	defer r.in.Close()
-	if r.pace.max != 0 {
-		t.Fatalf("a reflecting receiver holds up to %v", r.pace.max)
+	if r.pace.Holds() {
+		t.Fatal("a reflecting receiver holds between reads")
 	}
 }

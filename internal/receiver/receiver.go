@@ -94,8 +94,8 @@ type Receiver struct {
 	in    *socket.Reader
 	epoch time.Time // origin of the monotonic nanoseconds given to the table
 	table *Table
-	pace  pacer  // zero: no holds
-	drops uint32 // last SO_RXQ_OVFL value
+	pace  socket.Pacer // zero: no holds
+	drops uint32       // last SO_RXQ_OVFL value
 	// The STAMP reflector's socket, if there is one; its loop and Run's
 	// take mu to use the table.
 	stampIn    *socket.Reader
@@ -148,7 +148,7 @@ func New(opts Options) (*Receiver, error) {
 		return nil, err
 	}
 	err = r.setBuffer()
-	if err == nil && r.pace.max > 0 {
+	if err == nil && r.pace.Holds() {
 		// Between holds, datagrams arriving must not wake the runtime's
 		// poller; replies, which need the connection, never hold.
 		err = r.in.Unpoll()
@@ -220,7 +220,7 @@ func (r *Receiver) setBuffer() error {
 	}
 	r.opts.Metrics.ReceiveBuffer.Set(float64(granted))
 	if socket.Timestamps && !r.opts.Reflect {
-		r.pace = newPacer(granted)
+		r.pace = socket.NewPacer(granted)
 	}
 	if granted > 0 && granted < r.opts.ReceiveBuffer {
 		r.log.Warn("the kernel granted a smaller receive buffer than requested; bursts may be dropped "+
@@ -295,8 +295,8 @@ func (r *Receiver) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("read: %w", err)
 		}
-		if r.pace.max > 0 && n < ReadBatch && stamped {
-			timer.Sleep(ctx, r.pace.next())
+		if r.pace.Holds() && n < ReadBatch && stamped {
+			timer.Sleep(ctx, r.pace.Next())
 		}
 	}
 }
@@ -316,7 +316,7 @@ func (r *Receiver) read() (n int, stamped bool, err error) {
 	for i := range msgs {
 		m := &msgs[i]
 		stamped = stamped && m.Control.HasTime
-		r.pace.queue(len(m.Buf))
+		r.pace.Queue(len(m.Buf))
 		// Each datagram carries the socket's drop count as of its own
 		// arrival, so drops are placed between the right two of a batch.
 		wall, mono := socket.Arrival(m.Control, read.Wall, read.Mono)

@@ -83,7 +83,7 @@ func (s *Sender) flush() {
 			t.m.PacketsSent.Inc()
 		}
 		s.sent += uint64(sent)
-		s.untrack(b, sent, mono)
+		s.untrack(b, sent, mono-s.readLag())
 		if err == nil {
 			break
 		}
@@ -151,8 +151,8 @@ func (s *Sender) track(b *batch, mono int64) {
 }
 
 // untrack takes back what the kernel did not accept, newest first, and
-// expires what is due.
-func (s *Sender) untrack(b *batch, sent int, mono int64) {
+// expires what is due by decided, the time up to which replies are read.
+func (s *Sender) untrack(b *batch, sent int, decided int64) {
 	for i := len(b.of) - 1; i >= 0; i-- {
 		t := b.of[i]
 		if t.rt == nil {
@@ -163,7 +163,7 @@ func (s *Sender) untrack(b *batch, sent int, mono int64) {
 			t.rt.Unsend(b.seqs[i])
 		}
 		if i == 0 || b.of[i-1] != t {
-			t.rt.Expire(mono) // once per target: its datagrams are adjacent
+			t.rt.Expire(decided) // once per target: its datagrams are adjacent
 		}
 		t.mu.Unlock()
 	}

@@ -47,7 +47,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 		if old.label == w.Label {
 			// Back before its last replies: the new session takes over the
 			// label's series.
-			old.settled(int64(now.Sub(s.epoch)), true)
+			old.settled(int64(now.Sub(s.epoch))-s.readLag(), true)
 			s.leaving = append(s.leaving[:i], s.leaving[i+1:]...)
 			break
 		}
@@ -106,7 +106,7 @@ func (s *Sender) leave(t *target, now time.Time) {
 	delete(s.active, t.label)
 	s.goodbye(t)
 	t.log.Info("the target is gone: its session ended", zap.Stringer("address", t.to))
-	t.leaveBy = now.Add(s.opts.LossTimeout)
+	t.leaveBy = now.Add(s.opts.LossTimeout + time.Duration(s.readLag()))
 	s.leaving = append(s.leaving, t)
 }
 
@@ -115,7 +115,7 @@ func (s *Sender) release(now time.Time) {
 	if len(s.leaving) == 0 {
 		return
 	}
-	mono := int64(now.Sub(s.epoch))
+	mono := int64(now.Sub(s.epoch)) - s.readLag()
 	kept := s.leaving[:0]
 	for _, t := range s.leaving {
 		if !t.settled(mono, !now.Before(t.leaveBy)) {

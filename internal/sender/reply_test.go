@@ -12,7 +12,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/metrics"
+	"github.com/udpprobe/udpprobe/internal/socket"
 	"github.com/udpprobe/udpprobe/internal/stamp"
+	"github.com/udpprobe/udpprobe/internal/testkit/fakeclock"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -248,5 +250,31 @@ func TestSTAMPStateful(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(tg.m.Stateful); v != 1 || !tg.stateful {
 		t.Errorf("stateful %v", v)
+	}
+}
+
+// TestHeldReplyInTime: the reply reader may read a reply up to its longest
+// hold after it arrived, so round trips are decided that much later: a
+// reply that arrived 1 ns within the waiting time, and was read 5 ms after
+// it had passed, is answered, not lost and late.
+func TestHeldReplyInTime(t *testing.T) {
+	if !socket.Timestamps {
+		t.Skip("no kernel timestamps here: the reply reader never holds")
+	}
+	const timeout = 100 * time.Millisecond
+	s, _, _ := newSender(t, Options{Targets: []string{"127.0.0.1:9"}, RoundTrip: true, LossTimeout: timeout})
+	if lag := time.Duration(s.readLag()); lag < 5*time.Millisecond || lag != s.pace.Longest() {
+		t.Fatalf("round trips are decided %v after their waiting time, the reader holds up to %v", lag, s.pace.Longest())
+	}
+	tg := s.active["127.0.0.1:9"]
+	sent := tg.at // the fake clock is never late: seq 0 leaves at its slot
+	clk := s.clock.(*fakeclock.Clock)
+	clk.At(s.epoch.Add(time.Duration(sent)+timeout+5*time.Millisecond), func() {
+		s.HandleReply(replyTo(t, tg, s.Session(), 0, 1, sent), tg.to, sent+int64(timeout)-1)
+	})
+	run(t, s, 300*time.Millisecond)
+	c := tg.roundTrip()
+	if c.Answered != 1 || c.Late != 0 {
+		t.Fatalf("%+v: the reply in time was not answered", c)
 	}
 }

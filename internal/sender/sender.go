@@ -173,6 +173,7 @@ type Sender struct {
 	stampReply  stamp.Reflected // the reply path's, one goroutine's
 	stampSign   *stamp.Auth     // Run's; nil: unauthenticated
 	stampVerify *stamp.Auth     // the reply path's
+	pace        socket.Pacer    // the reply reader's; zero: it never holds
 }
 
 // routes finds the target a datagram on the socket is for.
@@ -261,7 +262,12 @@ func New(opts Options) (*Sender, error) {
 		if err == nil {
 			// Replies from many targets come in bursts: room for them, as
 			// much as the receiver asks for by default.
-			_, err = socket.SetReceiveBuffer(raw, replyBuffer)
+			var granted int
+			if granted, err = socket.SetReceiveBuffer(raw, replyBuffer); err == nil && socket.Timestamps {
+				// Their times are the kernel's: the reader may hold
+				// between reads, to take many replies a wake-up.
+				s.pace = socket.NewPacer(granted)
+			}
 		}
 	}
 	if err != nil {
@@ -416,8 +422,18 @@ func (s *Sender) readClock(now time.Time) {
 	}
 }
 
-// readReplies takes replies off the socket until it is closed.
+// readLag is how long after a reply arrived the reader may read it (ns):
+// a round trip is decided that long after its waiting time, so that a
+// reply in time is never judged lost while the reader holds.
+func (s *Sender) readLag() int64 { return int64(s.pace.Longest()) }
+
+// readReplies takes replies off the socket until it is closed. After a
+// read that emptied the socket it holds as the pacer says (the kernel's
+// timestamps keep the replies' times), so that a wake-up takes many: the
+// wake-ups, not the replies, are most of what a reply costs.
 func (s *Sender) readReplies(in *socket.Reader) {
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
 	for {
 		msgs, err := in.Read()
 		if err != nil {
@@ -427,9 +443,16 @@ func (s *Sender) readReplies(in *socket.Reader) {
 			continue
 		}
 		now := s.clock.Now()
+		stamped := true
 		for _, m := range msgs {
+			stamped = stamped && m.Control.HasTime
+			s.pace.Queue(len(m.Buf))
 			_, mono := socket.Arrival(m.Control, now.UnixNano(), int64(now.Sub(s.epoch)))
 			s.HandleReply(m.Buf, m.From, mono)
+		}
+		if s.pace.Holds() && len(msgs) < MaxBatch && stamped {
+			hold.Reset(s.pace.Next())
+			<-hold.C
 		}
 	}
 }

@@ -186,9 +186,10 @@ func (t *target) settled(mono int64, deadline bool) bool {
 // the loss timeout has passed, and settles their round trips.
 func (s *Sender) drain(ts []*target) {
 	timer := s.clock.NewTimer()
-	for deadline := s.clock.Now().Add(s.opts.LossTimeout); ; {
+	lag := s.readLag()
+	for deadline := s.clock.Now().Add(s.opts.LossTimeout + time.Duration(lag)); ; {
 		now := s.clock.Now()
-		mono, late := int64(now.Sub(s.epoch)), !now.Before(deadline)
+		mono, late := int64(now.Sub(s.epoch))-lag, !now.Before(deadline)
 		done := true
 		for _, t := range ts {
 			done = t.settled(mono, late) && done
