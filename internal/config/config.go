@@ -198,22 +198,28 @@ func (c *Common) validate(webListenAddress string) []error {
 
 // Receiver is the receiver's configuration.
 type Receiver struct {
-	WebListenAddress    string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
-	ListenAddress       string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
-	LossTimeout         time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
-	SummaryInterval     time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
-	MaxPeers            int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by) tracked at once, 1 to 2000 (what a scrape serves); datagrams from more are counted and ignored"`
-	PeerExpiry          time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
-	ReceiveBuffer       int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
-	Reflect             bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
-	ReflectRate         float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
-	ReflectBudget       float64       `split_words:"true" default:"10000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
-	ReflectBudgetBytes  float64       `split_words:"true" default:"16777216" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184; bounds what an open reflector can be made to send"`
-	HopCount            bool          `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false keeps a pair at 30 series with native histograms only"`
-	DepthMetrics        bool          `split_words:"true" default:"true" desc:"export each peer's PDV (RFC 5481), 3-reordering (RFC 4737 section 5), loss periods in seconds and unavailable seconds: 4 series a peer with native histograms only, 39 with classic buckets; false, with UDPPROBE_HOP_COUNT=false, keeps a pair at 30 series with native histograms only"`
-	OneWayDelayMaxError string        `split_words:"true" default:"100ms" desc:"one-way delay is recorded only while both hosts' clocks say they are synchronised and their maximum errors add up to at most this, 1us to 1m; off records every delay that is not negative (one host, or clocks kept by means the kernel does not know)"`
+	WebListenAddress   string        `split_words:"true" default:":8464" desc:"HTTP address for /metrics, /-/healthy and /-/ready"`
+	ListenAddress      string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
+	LossTimeout        time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
+	SummaryInterval    time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
+	MaxPeers           int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by) tracked at once, 1 to 2000 (what a scrape serves); datagrams from more are counted and ignored"`
+	PeerExpiry         time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
+	ReceiveBuffer      int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
+	Reflect            bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
+	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
+	ReflectBudget      float64       `split_words:"true" default:"10000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
+	ReflectBudgetBytes float64       `split_words:"true" default:"16777216" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184; bounds what an open reflector can be made to send"`
+	PeerDetail
 	Stamp
 	Common
+}
+
+// PeerDetail is what a receiver or a mesh node measures of each peer
+// beyond its counts, and when it trusts a one-way delay.
+type PeerDetail struct {
+	HopCount            bool   `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false keeps a pair at 30 series with native histograms only"`
+	DepthMetrics        bool   `split_words:"true" default:"true" desc:"export each peer's PDV (RFC 5481), 3-reordering (RFC 4737 section 5), loss periods in seconds and unavailable seconds: 4 series a peer with native histograms only, 39 with classic buckets; false, with UDPPROBE_HOP_COUNT=false, keeps a pair at 30 series with native histograms only"`
+	OneWayDelayMaxError string `split_words:"true" default:"100ms" desc:"one-way delay is recorded only while both hosts' clocks say they are synchronised and their maximum errors add up to at most this, 1us to 1m; off records every delay that is not negative (one host, or clocks kept by means the kernel does not know)"`
 }
 
 // MaxPeers is the largest peer table a receiver may be given: a scrape of
@@ -371,7 +377,7 @@ func (c *Receiver) Validate() error {
 // DelayMaxError is UDPPROBE_ONE_WAY_DELAY_MAX_ERROR: the bound on the sum of
 // both clocks' maximum errors under which one-way delay is recorded, 0 for
 // off.
-func (c *Receiver) DelayMaxError() (time.Duration, error) {
+func (c *PeerDetail) DelayMaxError() (time.Duration, error) {
 	if c.OneWayDelayMaxError == "off" {
 		return 0, nil
 	}

@@ -61,9 +61,9 @@ func TestReceiverDefaults(t *testing.T) {
 	want := Receiver{
 		WebListenAddress: ":8464", ListenAddress: ":6464", LossTimeout: 3 * time.Second,
 		SummaryInterval: 10 * time.Second, MaxPeers: 100, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
-		ReflectRate: 1000, ReflectBudget: 10000, ReflectBudgetBytes: 16 << 20, HopCount: true, DepthMetrics: true,
-		OneWayDelayMaxError: "100ms",
-		Common:              Common{ClassicHistograms: true, Logging: Logging{LogLevel: "info", LogFormat: "console"}},
+		ReflectRate: 1000, ReflectBudget: 10000, ReflectBudgetBytes: 16 << 20,
+		PeerDetail: PeerDetail{HopCount: true, DepthMetrics: true, OneWayDelayMaxError: "100ms"},
+		Common:     Common{ClassicHistograms: true, Logging: Logging{LogLevel: "info", LogFormat: "console"}},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)

@@ -13,25 +13,23 @@ import (
 // Mesh is a mesh node's configuration: receiver, reflector and sender at
 // once, over one socket.
 type Mesh struct {
-	WebListenAddress    string        `split_words:"true" default:":8466" desc:"HTTP address for /metrics (both sides), /-/healthy and /-/ready"`
-	ListenAddress       string        `split_words:"true" default:":6464" desc:"UDP address to probe, receive and reflect on; the mesh's members listen on the same port"`
-	Targets             []string      `split_words:"true" desc:"the mesh's members, comma-separated: host:port or file:PATH, as for the sender; this node among them is skipped; required"`
-	ResolveInterval     time.Duration `split_words:"true" default:"30s" desc:"how often member names are resolved again and file_sd files read again at the latest, 1s to 1h"`
-	Neighbours          int           `split_words:"true" default:"0" desc:"members each node probes: the k that follow it on a hash ring, so each is probed by k; 0: all, up to 1000"`
-	Rate                float64       `split_words:"true" default:"10" desc:"datagrams per second to each neighbour, 0.1 to 1000000"`
-	PayloadSize         int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 155 + name length (+ 16 with a key) to 65507; 0 picks the smallest for each neighbour"`
-	Name                string        `split_words:"true" desc:"this node's name, the sender label of what it sends and the target label of what it receives: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
-	LossTimeout         time.Duration `split_words:"true" default:"3s" desc:"waiting time before a datagram or a round trip is lost (RFC 7680), 10ms to 10m"`
-	SummaryInterval     time.Duration `split_words:"true" default:"0s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
-	MaxPeers            int           `split_words:"true" default:"2000" desc:"peers (a member and the name it probes this node by) tracked at once, 1 to 2000"`
-	PeerExpiry          time.Duration `split_words:"true" default:"1h" desc:"a silent member is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
-	ReceiveBuffer       int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
-	ReflectRate         float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
-	ReflectBudget       float64       `split_words:"true" default:"100000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
-	ReflectBudgetBytes  float64       `split_words:"true" default:"67108864" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184"`
-	HopCount            bool          `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false keeps a pair at 30 series with native histograms only"`
-	DepthMetrics        bool          `split_words:"true" default:"true" desc:"export each peer's PDV (RFC 5481), 3-reordering (RFC 4737 section 5), loss periods in seconds and unavailable seconds: 4 series a peer with native histograms only, 39 with classic buckets; false, with UDPPROBE_HOP_COUNT=false, keeps a pair at 30 series with native histograms only"`
-	OneWayDelayMaxError string        `split_words:"true" default:"100ms" desc:"one-way delay is recorded only while both hosts' clocks say they are synchronised and their maximum errors add up to at most this, 1us to 1m; off records every delay that is not negative (one host, or clocks kept by means the kernel does not know)"`
+	WebListenAddress   string        `split_words:"true" default:":8466" desc:"HTTP address for /metrics (both sides), /-/healthy and /-/ready"`
+	ListenAddress      string        `split_words:"true" default:":6464" desc:"UDP address to probe, receive and reflect on; the mesh's members listen on the same port"`
+	Targets            []string      `split_words:"true" desc:"the mesh's members, comma-separated: host:port or file:PATH, as for the sender; this node among them is skipped; required"`
+	ResolveInterval    time.Duration `split_words:"true" default:"30s" desc:"how often member names are resolved again and file_sd files read again at the latest, 1s to 1h"`
+	Neighbours         int           `split_words:"true" default:"0" desc:"members each node probes: the k that follow it on a hash ring, so each is probed by k; 0: all, up to 1000"`
+	Rate               float64       `split_words:"true" default:"10" desc:"datagrams per second to each neighbour, 0.1 to 1000000"`
+	PayloadSize        int           `split_words:"true" default:"0" desc:"UDP payload bytes per datagram, 155 + name length (+ 16 with a key) to 65507; 0 picks the smallest for each neighbour"`
+	Name               string        `split_words:"true" desc:"this node's name, the sender label of what it sends and the target label of what it receives: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
+	LossTimeout        time.Duration `split_words:"true" default:"3s" desc:"waiting time before a datagram or a round trip is lost (RFC 7680), 10ms to 10m"`
+	SummaryInterval    time.Duration `split_words:"true" default:"0s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
+	MaxPeers           int           `split_words:"true" default:"2000" desc:"peers (a member and the name it probes this node by) tracked at once, 1 to 2000"`
+	PeerExpiry         time.Duration `split_words:"true" default:"1h" desc:"a silent member is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
+	ReceiveBuffer      int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
+	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`
+	ReflectBudget      float64       `split_words:"true" default:"100000" desc:"replies per second to all peers together at most, 1 to 10000000; bursts of a tenth of a second pass"`
+	ReflectBudgetBytes float64       `split_words:"true" default:"67108864" desc:"reply bytes per second to all peers together at most, 65536 to 17179869184"`
+	PeerDetail
 	Stamp
 	Traffic
 	Common
@@ -81,7 +79,7 @@ func (c *Mesh) Receiver() *Receiver {
 	return &Receiver{WebListenAddress: c.WebListenAddress, ListenAddress: c.ListenAddress, LossTimeout: c.LossTimeout,
 		SummaryInterval: c.SummaryInterval, MaxPeers: c.MaxPeers, PeerExpiry: c.PeerExpiry, ReceiveBuffer: c.ReceiveBuffer,
 		Reflect: true, ReflectRate: c.ReflectRate, ReflectBudget: c.ReflectBudget, ReflectBudgetBytes: c.ReflectBudgetBytes,
-		HopCount: c.HopCount, DepthMetrics: c.DepthMetrics, OneWayDelayMaxError: c.OneWayDelayMaxError, Stamp: c.Stamp, Common: c.Common}
+		PeerDetail: c.PeerDetail, Stamp: c.Stamp, Common: c.Common}
 }
 
 // minPayload is the smallest datagram that carries the name, any
