@@ -217,7 +217,7 @@ type Receiver struct {
 // PeerDetail is what a receiver or a mesh node measures of each peer
 // beyond its counts, and when it trusts a one-way delay.
 type PeerDetail struct {
-	HopCount            bool   `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false keeps a pair at 30 series with native histograms only"`
+	HopCount            bool   `split_words:"true" default:"true" desc:"export each peer's hop count and path changes, from the hop limit its sender says it sent with: 2 series a peer; false, with UDPPROBE_DEPTH_METRICS=false, keeps a pair at 30 series with native histograms only"`
 	DepthMetrics        bool   `split_words:"true" default:"true" desc:"export each peer's PDV (RFC 5481), 3-reordering (RFC 4737 section 5), loss periods in seconds and unavailable seconds: 4 series a peer with native histograms only, 39 with classic buckets; false, with UDPPROBE_HOP_COUNT=false, keeps a pair at 30 series with native histograms only"`
 	OneWayDelayMaxError string `split_words:"true" default:"100ms" desc:"one-way delay is recorded only while both hosts' clocks say they are synchronised and their maximum errors add up to at most this, 1us to 1m; off records every delay that is not negative (one host, or clocks kept by means the kernel does not know)"`
 }
