@@ -63,12 +63,13 @@ func (k *clocks) at(x uint64) int64 {
 	return noClock
 }
 
-// interpolate is the clock of x on the line from a to b, a.x ≤ x ≤ b.x.
+// interpolate is the clock of x on the line from a to b, a.x ≤ x ≤ b.x;
+// outside, the nearer end's.
 func interpolate(a, b point, x uint64) int64 {
 	switch {
-	case x == b.x:
+	case x >= b.x:
 		return b.c
-	case x == a.x:
+	case x <= a.x:
 		return a.c
 	case a.c == noClock || b.c == noClock:
 		return noClock
@@ -78,9 +79,13 @@ func interpolate(a, b point, x uint64) int64 {
 	return a.c + int64(mulDiv(uint64(b.c-a.c), x-a.x, b.x-a.x))
 }
 
-// mulDiv is a·b/c rounded down, for a quotient that fits in 64 bits.
+// mulDiv is a·b/c rounded down; the largest uint64 where that does not
+// fit (no caller asks for one).
 func mulDiv(a, b, c uint64) uint64 {
 	hi, lo := bits.Mul64(a, b)
+	if hi >= c {
+		return math.MaxUint64
+	}
 	q, _ := bits.Div64(hi, lo, c)
 	return q
 }
@@ -142,9 +147,12 @@ func (t *Tracker) account(to point, n uint64, lost bool) {
 	}
 }
 
-// mulDivRem is the remainder of a·b/c.
+// mulDivRem is the remainder of a·b/c; 0 where the quotient would not fit.
 func mulDivRem(a, b, c uint64) uint64 {
 	hi, lo := bits.Mul64(a, b)
+	if hi >= c {
+		return 0
+	}
 	_, r := bits.Div64(hi, lo, c)
 	return r
 }

@@ -420,8 +420,11 @@ func FuzzTracker(f *testing.F) {
 		var now int64
 		var tally Counts
 		base := uint64(1 << 20)
+		// The send clocks wander: mostly forward with the numbers, but
+		// back, far, and negative too, as a sender's can be made to say.
+		var wander int64
 		observe := func(seq uint64) {
-			r := tr.Observe(seq, now)
+			r := tr.ObserveSent(seq, now, int64(seq%(1<<30))*10_000_000+wander)
 			switch r.Outcome {
 			case Received:
 				tally.Received++
@@ -452,6 +455,7 @@ func FuzzTracker(f *testing.F) {
 				observe(base)
 			case 5:
 				now += int64(arg)
+				wander += (int64(arg) - 128) * int64(arg) * 1_000_000_000
 				tr.Expire(now)
 			case 6:
 				tr.Goodbye(base+arg, now)
@@ -471,8 +475,14 @@ func FuzzTracker(f *testing.F) {
 				c.Late != tally.Late || c.Stray != tally.Stray || c.Resyncs != tally.Resyncs {
 				t.Fatalf("after op %d: counts %+v, outcomes %+v", i/2, c, tally)
 			}
-			if rec.lost != c.Lost {
-				t.Fatalf("after op %d: sink heard %d lost, counts say %d", i/2, rec.lost, c.Lost)
+			if rec.lost != c.Lost || rec.unavailable != c.Unavailable || uint64(len(rec.gaps)) != c.Gaps {
+				t.Fatalf("after op %d: sink heard %d lost, %d unavailable seconds and %d loss periods, counts say %+v",
+					i/2, rec.lost, rec.unavailable, len(rec.gaps), c)
+			}
+			for j, span := range rec.spans {
+				if span < -1 {
+					t.Fatalf("after op %d: loss period %d spans %d ns", i/2, j, span)
+				}
 			}
 			if tr.gaps.len() > MaxPendingGaps || len(tr.gaps.buf) > MaxPendingGaps || len(tr.bits) != window/64 {
 				t.Fatalf("after op %d: %d gaps pending in %d, %d words of flags", i/2, tr.gaps.len(), len(tr.gaps.buf), len(tr.bits))
