@@ -52,6 +52,28 @@ func TestSenderNameDefaultsToHostname(t *testing.T) {
 	}
 }
 
+// TestDelayMaxError: the bound is a duration, 100 ms by default, or off,
+// which the receiver takes as 0: every delay that is not negative counts.
+func TestDelayMaxError(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want time.Duration
+	}{{"", 100 * time.Millisecond}, {"off", 0}, {"250us", 250 * time.Microsecond}} {
+		env := map[string]string{}
+		if tc.env != "" {
+			env["UDPPROBE_ONE_WAY_DELAY_MAX_ERROR"] = tc.env
+		}
+		setEnv(t, env)
+		c, err := LoadReceiver()
+		if err != nil {
+			t.Fatalf("%q: %v", tc.env, err)
+		}
+		if got, err := c.DelayMaxError(); got != tc.want || err != nil {
+			t.Errorf("%q: bound %v (%v), want %v", tc.env, got, err, tc.want)
+		}
+	}
+}
+
 func TestReceiverDefaults(t *testing.T) {
 	setEnv(t, nil)
 	c, err := LoadReceiver()
