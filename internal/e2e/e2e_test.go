@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"
 	"github.com/udpprobe/udpprobe/internal/testkit/scrape"
@@ -17,11 +18,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestRandomImpairmentExact sends through seeded random loss, duplication,
 // corruption and reordering, and requires every exported counter to equal
-// what the relay's delivery record implies.
+// what the relay's delivery record implies, the 3-reordered among them
+// (RFC 4737 section 5, by the oracle).
 func TestRandomImpairmentExact(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			h := startReceiver(t)
+			h := startReceiverWith(t, receiver.Options{DepthMetrics: true})
 			relay := h.startRelay(impair.Config{
 				Seed: seed, Drop: 0.05, Duplicate: 0.03, Corrupt: 0.02, Reorder: 0.05, ReorderDepth: 3,
 			})
@@ -42,8 +44,17 @@ func TestRandomImpairmentExact(t *testing.T) {
 			if w.Received+w.Lost != w.Expected {
 				t.Fatalf("ground truth does not balance: %+v", w)
 			}
-			t.Logf("seed %d: %d received, %d lost in %d gaps, %d duplicated, %d reordered, %d corrupted",
-				seed, w.Received, w.Lost, len(w.Gaps), w.Duplicated, w.Reordered, corrupted)
+			var n3 float64
+			for _, n := range w.N {
+				if n >= 3 {
+					n3++
+				}
+			}
+			if got := h.sample("packets_n_reordered_total", "random"); got != n3 || n3 == 0 {
+				t.Errorf("%v 3-reordered, the relay's record says %v", got, n3)
+			}
+			t.Logf("seed %d: %d received, %d lost in %d gaps, %d duplicated, %d reordered (%v 3-reordered), %d corrupted",
+				seed, w.Received, w.Lost, len(w.Gaps), w.Duplicated, w.Reordered, n3, corrupted)
 		})
 	}
 }
