@@ -223,7 +223,7 @@ func TestDashboard(t *testing.T) {
 	}
 
 	names, limits := known(t), lossThresholds(t)
-	metric := regexp.MustCompile(`\b(?:udpprobe_|sender_target:)[a-z_:0-9]+|\bALERTS\b`)
+	metric := regexp.MustCompile(`\b(?:udpprobe_|sender_target:|sender_target_flow:)[a-z_:0-9]+|\bALERTS\b`)
 	ranges := regexp.MustCompile(`\[[^\]]*\]`)
 	bucket := regexp.MustCompile(`\b(udpprobe_[a-z_]+)_bucket\{`)
 	ids := map[int]bool{}

@@ -118,8 +118,12 @@ func TestLive(t *testing.T) {
 	for name, target := range targets {
 		web := testproc.FreeAddr(t, "tcp")
 		webs, senderWeb[name] = append(webs, web), web
+		// The clean path is probed from two flows, so that the per-flow
+		// series and the flow panel have data.
+		flows := map[bool]string{true: "2", false: "1"}[name == "clean"]
 		senders[name] = testproc.Start(t, []string{"UDPPROBE_TARGETS=" + target, "UDPPROBE_WEB_LISTEN_ADDRESS=" + web,
 			"UDPPROBE_NAME=" + name, "UDPPROBE_RATE=100", "UDPPROBE_ROUND_TRIP=true", "UDPPROBE_LOSS_TIMEOUT=200ms",
+			"UDPPROBE_FLOWS=" + flows,
 			"UDPPROBE_LOG_FORMAT=json", "UDPPROBE_CLASSIC_HISTOGRAMS=" + strconv.FormatBool(name != nativeOnly)}, bin, "sender")
 	}
 
@@ -354,7 +358,7 @@ func scaled(t *testing.T, re *regexp.Regexp, m string) string {
 	return g[1] + strconv.Itoa(secs) + "s" + suffix
 }
 
-// lossQueries are the dashboard's loss-ratio queries.
+// lossQueries are the dashboard's queries of a path's loss ratio.
 func lossQueries(t *testing.T) []string {
 	t.Helper()
 	var qs []string
@@ -374,7 +378,9 @@ func lossQueries(t *testing.T) []string {
 						unmarked.FindString(tg.Expr))
 					continue
 				}
-				if strings.Contains(tg.Expr, "packets_lost:ratio") {
+				// A path's loss, not one flow's: the path down reads 1 on
+				// every one of these.
+				if strings.Contains(tg.Expr, "packets_lost:ratio") && !strings.Contains(tg.Expr, "flow_packets_lost") {
 					qs = append(qs, tg.Expr)
 				}
 			}

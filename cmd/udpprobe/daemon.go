@@ -181,6 +181,7 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 				Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name,
 				RoundTrip: cfg.RoundTrip, LossTimeout: cfg.LossTimeout, Keys: cfg.Keys, Logger: log, Metrics: m,
 				STAMPKeys: cfg.StampKeys, ClockState: kernelClock, TrafficClass: cfg.TrafficClass(), DontFragment: cfg.DontFragment,
+				Flows: cfg.Flows,
 			})
 			if err != nil {
 				return nil, err

@@ -174,6 +174,8 @@ func TestBadSender(t *testing.T) {
 		want []string // every fragment must appear in the error
 	}{
 		{"no targets", nil, []string{"UDPPROBE_TARGETS is required"}},
+		{"no flow", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_FLOWS": "0"}, []string{"UDPPROBE_FLOWS=0: must be 1 to 64"}},
+		{"too many flows", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_FLOWS": "65"}, []string{"UDPPROBE_FLOWS=65: must be 1 to 64"}},
 		{"target without port", map[string]string{"UDPPROBE_TARGETS": "localhost"},
 			[]string{`UDPPROBE_TARGETS entry "localhost": must be host:port`}},
 		{"target port zero", map[string]string{"UDPPROBE_TARGETS": "localhost:0"},

@@ -13,6 +13,7 @@ import (
 	"github.com/udpprobe/udpprobe/internal/receiver"
 	"github.com/udpprobe/udpprobe/internal/sender"
 	"github.com/udpprobe/udpprobe/internal/testkit/impair"
+	"github.com/udpprobe/udpprobe/internal/testkit/oracle"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
 )
@@ -469,4 +470,57 @@ func TestIPv6Relay(t *testing.T) {
 		t.Fatalf("relay at %s dropped %d up and %d down: want IPv6 and drops both ways", relay.Addr(), wantUp, wantDown)
 	}
 	t.Logf("over IPv6: %d sent, %d lost upstream, %d downstream, as the relay dropped them", sm.packets, wantUp, wantDown)
+}
+
+// TestFlowsRelay: a sender probing one target from 4 flows, with round
+// trips, through a relay that drops every fifth datagram of flow 2 alone
+// (a bad ECMP member, as one flow sees it). The receiver counts each flow
+// exactly as the relay's record says, together under the pair's series and
+// apart under the flows'; the sender's round trips add up over its flows,
+// and each flow's datagrams come from a port of their own.
+func TestFlowsRelay(t *testing.T) {
+	h := startReceiverWith(t, receiver.Options{Reflect: true})
+	relay := h.startRelay(impair.Config{Script: func(_ int, hd *wire.Header) impair.Action {
+		if hd == nil || hd.Goodbye() {
+			return impair.Action{}
+		}
+		return impair.Action{Drop: hd.Flow == 2 && hd.Seq%5 == 4}
+	}})
+	sm := sendWith(t, sender.Options{Targets: []string{relay.Addr()}, Name: "flows", Rate: 400, Flows: 4, RoundTrip: true}, time.Second)
+	per, last := map[uint16][]uint64{}, map[uint16]int64{}
+	for _, d := range delivered(t, relay) {
+		switch {
+		case d.Valid && d.Goodbye:
+			last[d.Flow] = int64(d.Seq)
+		case d.Valid:
+			per[d.Flow] = append(per[d.Flow], d.Seq)
+		}
+	}
+	if len(per) != 4 {
+		t.Fatalf("the relay saw flows %v, want 4", per)
+	}
+	var received, lost uint64
+	s := h.gather()
+	for flow := range uint16(4) {
+		l, ok := last[flow]
+		if !ok {
+			t.Fatalf("flow %d's goodbyes were all lost", flow)
+		}
+		w := oracle.Classify(per[flow], l)
+		received, lost = received+w.Received, lost+w.Lost
+		f := strconv.Itoa(int(flow))
+		got, _ := s.Sum("udpprobe_receiver_flow_packets_received_total", "sender", "flows", "flow", f)
+		gotLost, _ := s.Sum("udpprobe_receiver_flow_packets_lost_total", "sender", "flows", "flow", f)
+		if got != float64(w.Received) || gotLost != float64(w.Lost) || (flow == 2) != (w.Lost > 0) {
+			t.Errorf("flow %d: received %v, lost %v; the relay's record says %d and %d", flow, got, gotLost, w.Received, w.Lost)
+		}
+	}
+	c := h.waitFor("flows", received+lost)
+	if c.received != received || c.lost != lost {
+		t.Errorf("the pair: received %d, lost %d; the flows together %d and %d", c.received, c.lost, received, lost)
+	}
+	if sm.packets != received+lost || sm.rt.Lost != lost || sm.rt.Answered != received {
+		t.Errorf("the sender sent %d, %d round trips answered and %d lost; want %d, %d and %d (upstream %d)",
+			sm.packets, sm.rt.Answered, sm.rt.Lost, received+lost, received, lost, sm.rt.Upstream)
+	}
 }

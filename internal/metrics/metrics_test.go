@@ -369,6 +369,7 @@ func TestDocumented(t *testing.T) {
 	p.Mark() // every per-peer metric, those exported on condition too
 	p.KnowHops()
 	p.Deep()
+	p.Flow(1)
 	r.Export(slices.Values([]*ReceiverPeer{p}))
 	mfs, err := reg.Gather()
 	if err != nil {

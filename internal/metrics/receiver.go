@@ -3,6 +3,8 @@ package metrics
 import (
 	"iter"
 	"math"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -62,6 +64,46 @@ type ReceiverPeer struct {
 	PDV, LossPeriod         prometheus.Observer
 	NReordered, Unavailable Counter
 	deep                    atomic.Bool
+	// The counts of each of the sender's flows (Flow): exported once a
+	// flow other than 0 is seen, so that a sender of one flow costs no
+	// series for them.
+	flowMu sync.Mutex
+	flows  []*FlowCounts
+	many   atomic.Bool
+}
+
+// FlowCounts are the counts of one of a sender's flows to a target.
+type FlowCounts struct {
+	flow           string
+	Received, Lost Counter
+}
+
+// DropFlow forgets the counts of flow, and their series: the flow's
+// stream is gone (the receiver forgot it), though others of the pair live.
+func (p *ReceiverPeer) DropFlow(flow uint16) {
+	label := strconv.FormatUint(uint64(flow), 10)
+	p.flowMu.Lock()
+	defer p.flowMu.Unlock()
+	// A copy: a scrape may be reading the slice it replaces.
+	p.flows = slices.DeleteFunc(slices.Clone(p.flows), func(f *FlowCounts) bool { return f.flow == label })
+}
+
+// Flow returns the counts of flow, made at zero the first time.
+func (p *ReceiverPeer) Flow(flow uint16) *FlowCounts {
+	label := strconv.FormatUint(uint64(flow), 10)
+	p.flowMu.Lock()
+	defer p.flowMu.Unlock()
+	for _, f := range p.flows {
+		if f.flow == label {
+			return f
+		}
+	}
+	f := &FlowCounts{flow: label}
+	p.flows = append(p.flows, f)
+	if flow > 0 {
+		p.many.Store(true)
+	}
+	return f
 }
 
 // Mark exports the peer's traffic-class counters from now on.
@@ -172,6 +214,17 @@ var peerMetrics = []peerMetric{
 		func(p *ReceiverPeer) any { return &p.PathChanges }, hopsKnown},
 }
 
+// flowMetrics are the per-flow metrics, labelled by peerLabels and flow.
+var flowMetrics = []struct {
+	name, help string
+	field      func(*FlowCounts) *Counter
+}{
+	{"flow_packets_received_total", "First copies received, by the sender's flow (its source port); exported once a sender uses more than one.",
+		func(f *FlowCounts) *Counter { return &f.Received }},
+	{"flow_packets_lost_total", "Sequence numbers declared lost, by the sender's flow; exported once a sender uses more than one.",
+		func(f *FlowCounts) *Counter { return &f.Lost }},
+}
+
 // peerLabels label every per-peer series: the sender's name and the target
 // it sent to, as it named it. The sender's own series carry the same two,
 // so a rule can join what a sender sent to a target with what the
@@ -185,6 +238,9 @@ func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
 	templates := component{reg: nopRegisterer{}, sub: on.sub}
 	set := &peerSet{
 		count: on.desc("peers", "Peers in the peer table: senders, each with the target it names this receiver by."),
+	}
+	for _, m := range flowMetrics {
+		set.flows = append(set.flows, on.desc(m.name, m.help, append(peerLabels, "flow")...))
 	}
 	for _, m := range peerMetrics {
 		var k kind
@@ -268,7 +324,8 @@ type kind struct {
 // peerSet is the collector of the peer count and the peers' series.
 type peerSet struct {
 	count *prometheus.Desc
-	kinds []kind // in the order of peerMetrics
+	kinds []kind             // in the order of peerMetrics
+	flows []*prometheus.Desc // in the order of flowMetrics
 	mu    sync.Mutex
 	list  iter.Seq[*ReceiverPeer]
 }
@@ -276,6 +333,9 @@ type peerSet struct {
 // Describe sends the descriptions of the per-peer metrics.
 func (s *peerSet) Describe(ch chan<- *prometheus.Desc) {
 	ch <- s.count
+	for _, d := range s.flows {
+		ch <- d
+	}
 	for _, k := range s.kinds {
 		if k.histogram != nil {
 			k.histogram.Describe(ch)
@@ -312,6 +372,17 @@ func (s *peerSet) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(k.desc, prometheus.GaugeValue, f.Value(), p.sender, p.target)
 			case *prometheus.Observer:
 				ch <- (*f).(prometheus.Metric)
+			}
+		}
+		if !p.many.Load() {
+			continue
+		}
+		p.flowMu.Lock()
+		flows := p.flows
+		p.flowMu.Unlock()
+		for _, f := range flows {
+			for i, m := range flowMetrics {
+				ch <- prometheus.MustNewConstMetric(s.flows[i], prometheus.CounterValue, float64(m.field(f).Load()), p.sender, p.target, f.flow)
 			}
 		}
 	}

@@ -105,8 +105,13 @@ const maxGoodbyeReplies = 3
 // rather than as yet another restart) until a third session displaces it or
 // the peer expires.
 type peer struct {
-	name     string // the sender's
-	target   string // how the sender names this receiver; "" from version 1
+	name   string // the sender's
+	target string // how the sender names this receiver; "" from version 1
+	// flow is the sender's flow this peer is (wire.Header.Flow): each of a
+	// sender's flows to a target is a peer of its own, with its streams,
+	// and all share the series m, counted together; fm are its own.
+	flow     uint16
+	fm       *metrics.FlowCounts
 	m        *metrics.ReceiverPeer
 	cur      *stream
 	prev     *stream
@@ -291,6 +296,7 @@ func (p *peer) Lost(n uint64) {
 	p.credit -= local
 	p.m.DroppedLocally.Add(local)
 	p.m.Lost.Add(n - local)
+	p.fm.Lost.Add(n - local)
 }
 
 func (p *peer) Gap(length uint64, span int64) {
@@ -343,8 +349,10 @@ func (p *peer) start(h *wire.Header, opts tracker.Options) (s *stream, restarted
 	p.pdv.end(p.m.PDV) // the new session's send clock has another origin
 	st := newStream(h, tr)
 	p.prev, p.cur = p.cur, &st
-	p.m.Jitter.Set(0)
-	p.m.SessionEnded.Set(0)
+	if p.flow == 0 { // the gauges are flow 0's
+		p.m.Jitter.Set(0)
+		p.m.SessionEnded.Set(0)
+	}
 	return p.cur, restarted
 }
 
@@ -385,6 +393,7 @@ func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
 	switch r.Outcome {
 	case tracker.Received, tracker.Reordered:
 		p.m.Received.Inc()
+		p.fm.Received.Inc()
 		s.sentUpTo = max(s.sentUpTo, h.SendTime)
 		if d := at.Wall - h.SendTime; d >= 0 && p.delays.trusts(h.Clock) {
 			p.m.OneWayDelay.Observe(float64(d) / 1e9)
@@ -396,7 +405,9 @@ func (p *peer) observe(s *stream, h *wire.Header, at Instant) tracker.Result {
 		}
 		if r.Outcome == tracker.Received && s == p.cur {
 			if v := s.timing.inOrder(h.Seq, h.SendClock, at.Mono); v.ok {
-				p.m.Jitter.Set(v.jitter / 1e9)
+				if p.flow == 0 {
+					p.m.Jitter.Set(v.jitter / 1e9)
+				}
 				if v.consec {
 					p.m.IPDV.Observe(float64(v.ipdv) / 1e9)
 				}

@@ -10,11 +10,15 @@ import (
 )
 
 // summarize logs one line per peer with what happened since the last
-// summary: the periodic report of the workshop receiver this project grew from.
+// summary: the periodic report of the workshop receiver this project grew
+// from. A sender's flows share their counts, so flow 0's peer speaks for
+// them.
 func (t *Table) summarize() {
 	keys := make([]string, 0, len(t.peers))
-	for key := range t.peers {
-		keys = append(keys, key)
+	for key, p := range t.peers {
+		if p.flow == 0 {
+			keys = append(keys, key)
+		}
 	}
 	sort.Strings(keys)
 	for _, key := range keys {

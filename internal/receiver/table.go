@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,11 +52,14 @@ type Table struct {
 	// above, which are its only writer; exported reads it under mu.
 	mu    sync.RWMutex
 	peers map[string]*peer // by peerKey
-	key   []byte           // peerKey's buffer
-	peak  int              // the most peers the map has held since it was last rebuilt
-	drops ledger
-	watch watch
-	stamp *stampReflector // nil: no STAMP socket
+	// groups are the peers' series: a sender's flows (wire.Header.Flow)
+	// to one target are peers of their own, and one group, by groupKey.
+	groups map[string]*group
+	key    []byte // peerKey's buffer
+	peak   int    // the most peers the map has held since it was last rebuilt
+	drops  ledger
+	watch  watch
+	stamp  *stampReflector // nil: no STAMP socket
 	// delays decides whose one-way delays are recorded; every peer
 	// shares it.
 	delays delayGate
@@ -93,6 +97,7 @@ func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 		bytes:   newBucket(opts.ReflectBudgetBytes, wire.MaxSize),
 		invalid: make(map[error]invalidCounter, len(reasons)),
 		peers:   make(map[string]*peer),
+		groups:  make(map[string]*group),
 		drops:   ledger{timeout: int64(opts.LossTimeout)},
 		name:    []byte(opts.Name),
 		delays:  delayGate{bound: opts.DelayMaxError, maxError: clock.MaxErrorCeiling},
@@ -123,8 +128,8 @@ func NewTable(opts Options, reply ReplyFunc) (*Table, error) {
 func (t *Table) exported(yield func(*metrics.ReceiverPeer) bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for _, p := range t.peers {
-		if !yield(p.m) {
+	for _, g := range t.groups {
+		if !yield(g.m) {
 			return
 		}
 	}
@@ -179,7 +184,7 @@ func (t *Table) HandleTraffic(b []byte, from netip.AddrPort, at Instant, tr Traf
 // data counts a data datagram (or a goodbye) of the peer h names, and
 // answers it if the table reflects.
 func (t *Table) data(h *wire.Header, b []byte, key int, from netip.AddrPort, at Instant) {
-	t.key = peerKey(t.key[:0], h.Name, h.Target)
+	t.key = peerKey(t.key[:0], h.Name, h.Target, h.Flow)
 	p := t.peers[string(t.key)]
 	var prevSeen int64 // when the peer's previous first copy arrived
 	if p == nil {
@@ -191,12 +196,12 @@ func (t *Table) data(h *wire.Header, b []byte, key int, from netip.AddrPort, at 
 			t.watch.now.overflow++
 			return
 		}
-		p = t.admit(string(t.key), string(h.Name), string(h.Target), at)
+		p = t.admit(string(t.key), string(h.Name), string(h.Target), h.Flow, at)
 	} else {
 		prevSeen = p.lastSeen
 	}
 	p.mark(h.TrafficClass, t.arrived)
-	if t.opts.HopCount {
+	if t.opts.HopCount && p.flow == 0 { // flows may take paths of other lengths
 		p.hop(h.HopLimit, t.arrived)
 	}
 	s := p.known(h.Session)
@@ -227,7 +232,9 @@ func (t *Table) data(h *wire.Header, b []byte, key int, from netip.AddrPort, at 
 		s.tr.Goodbye(h.Seq, at.Mono)
 		t.metrics.Goodbyes.Inc()
 		if s == p.cur {
-			p.m.SessionEnded.Set(1)
+			if p.flow == 0 {
+				p.m.SessionEnded.Set(1)
+			}
 			p.pdv.endBy(at.Mono + t.trOpts.Timeout)
 		}
 		t.reflect(p, s, h, b, key, from, at.Mono)
@@ -364,21 +371,50 @@ func (t *Table) reflect(p *peer, s *stream, h *wire.Header, b []byte, key int, t
 // target it sent to: two senders of one name are one peer only if they
 // name this receiver alike, and one sender reaching this receiver by two
 // targets is two peers, so their paths never merge.
-func peerKey(b, name, target []byte) []byte {
+func peerKey(b, name, target []byte, flow uint16) []byte {
 	b = append(b, name...)
 	b = append(b, 0) // in neither a name nor a target
-	return append(b, target...)
+	b = append(b, target...)
+	if flow > 0 {
+		b = append(b, 0, byte(flow>>8), byte(flow))
+	}
+	return b
 }
 
-func (t *Table) admit(key, name, target string, at Instant) *peer {
-	p := &peer{name: name, target: target, m: t.metrics.NewPeer(name, target), limit: t.replies.full(), deep: t.opts.DepthMetrics,
-		delays: &t.delays}
-	if p.deep {
-		p.m.Deep()
+// groupKey is the key of the group of the peer whose key is peerKey's:
+// its name and target, whatever its flow.
+func groupKey(key string) string {
+	if i := strings.IndexByte(key, 0); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], 0); j >= 0 {
+			return key[:i+1+j]
+		}
 	}
+	return key
+}
+
+// group is the series a sender's flows to one target share, and how many
+// of its flows the table holds.
+type group struct {
+	m     *metrics.ReceiverPeer
+	flows int
+}
+
+func (t *Table) admit(key, name, target string, flow uint16, at Instant) *peer {
+	gk := groupKey(key)
+	g := t.groups[gk]
+	if g == nil {
+		g = &group{m: t.metrics.NewPeer(name, target)}
+		if t.opts.DepthMetrics {
+			g.m.Deep()
+		}
+	}
+	g.flows++
+	p := &peer{name: name, target: target, flow: flow, m: g.m, fm: g.m.Flow(flow), limit: t.replies.full(),
+		deep: t.opts.DepthMetrics, delays: &t.delays}
 	p.heard(at)
 	t.mu.Lock()
 	t.peers[key] = p
+	t.groups[gk] = g
 	t.mu.Unlock()
 	t.peak = max(t.peak, len(t.peers))
 	t.log.Info("new peer", zap.String("sender", name), zap.String("target", target))
@@ -399,6 +435,13 @@ func (t *Table) Housekeep(now Instant) {
 			p.settle()
 			t.mu.Lock()
 			delete(t.peers, key)
+			gk := groupKey(key)
+			if g := t.groups[gk]; g.flows == 1 {
+				delete(t.groups, gk)
+			} else {
+				g.flows--
+				g.m.DropFlow(p.flow) // its series go with it; the pair's stay
+			}
 			t.mu.Unlock()
 			t.log.Info("peer expired: silent for the peer expiry, its series are deleted",
 				zap.String("sender", p.name), zap.String("target", p.target), zap.Duration("peer_expiry", t.opts.PeerExpiry))
@@ -410,9 +453,9 @@ func (t *Table) Housekeep(now Instant) {
 		// A Go map keeps the size it grew to; a new one, sized for the
 		// peers left, lets a crowd come and go without leaving memory
 		// behind.
-		peers := maps.Collect(maps.All(t.peers))
+		peers, groups := maps.Collect(maps.All(t.peers)), maps.Collect(maps.All(t.groups))
 		t.mu.Lock()
-		t.peers = peers
+		t.peers, t.groups = peers, groups
 		t.mu.Unlock()
 		t.peak = len(t.peers)
 	}

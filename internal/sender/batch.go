@@ -13,6 +13,7 @@ import (
 
 // batch is the datagrams of one write, and for each its target and slot.
 type batch struct {
+	w    writer // of the flow every datagram of the batch is of
 	bufs [][]byte
 	to   []netip.AddrPort
 	of   []*target
@@ -39,12 +40,14 @@ func (s *Sender) sendDue(now time.Time) {
 			break
 		}
 		room := MaxBatch - len(b.bufs)
-		if room == 0 || t.pending > 0 {
-			// Full, or the target is in it already with all its buffers.
+		if room == 0 || t.pending > 0 || len(b.bufs) > 0 && t.w != b.w {
+			// Full, or the target is in it already with all its buffers,
+			// or it sends from another flow's socket.
 			s.flush()
 			now = s.clock.Now()
 			continue
 		}
+		b.w = t.w
 		dues, skipped := t.sched.take(now, room)
 		if skipped > 0 {
 			s.opts.Metrics.MissedSlots.Add(float64(skipped))
@@ -69,7 +72,7 @@ func (s *Sender) flush() {
 	for len(b.bufs) > 0 {
 		now, mono := s.stamp(b)
 		s.track(b, mono)
-		sent, err := s.out.Write(b.bufs, b.to)
+		sent, err := b.w.Write(b.bufs, b.to)
 		tried := min(len(b.bufs), sent+1)
 		if err == nil {
 			tried = sent
@@ -181,7 +184,7 @@ func (s *Sender) goodbye(t *target) {
 		wire.PutSeq(bye[0], t.seq-1)
 		now := s.clock.Now()
 		s.seal(bye[0], now, int64(now.Sub(s.epoch)))
-		if _, err := s.out.Write(bye, to); err != nil {
+		if _, err := t.w.Write(bye, to); err != nil {
 			t.sendError(err, now)
 		}
 	}

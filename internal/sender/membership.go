@@ -47,7 +47,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 		if old.label == w.Label {
 			// Back before its last replies: the new session takes over the
 			// label's series.
-			old.settled(int64(now.Sub(s.epoch))-s.readLag(), true)
+			old.settledAll(int64(now.Sub(s.epoch))-s.readLag(), true)
 			s.leaving = append(s.leaving[:i], s.leaving[i+1:]...)
 			break
 		}
@@ -57,12 +57,58 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 		session = randomSession() // a session number once ended is never reused
 	}
 	s.known[w.Label] = true
+	flows := 1
+	if !w.STAMP {
+		flows += len(s.extra)
+	}
+	// Each flow sends at its share of the rate, the flows' phases spread
+	// over its interval from the target's own.
+	rate := s.opts.Rate / float64(flows)
+	interval := float64(time.Second) / rate
+	hash := fnv.New64a()
+	hash.Write([]byte(w.Label))
+	phase := float64(hash.Sum64()%(1<<20)) / (1 << 20) * interval
+	var t *target
+	for f := range flows {
+		ft := s.newFlow(w, uint16(f), session, rate)
+		at := math.Mod(phase+float64(f)*interval/float64(flows), interval)
+		ft.sched = newSchedule(now.Add(time.Duration(at)), rate, len(ft.bufs))
+		ft.due(s.epoch)
+		if f == 0 {
+			t = ft
+		} else {
+			t.flows = append(t.flows, ft)
+		}
+	}
+	// The metrics read the flows' round trips at every scrape: they get
+	// them all at once.
+	if t.stamp {
+		t.rt.Unsplit() // until the reflector shows that it numbers its replies
+		t.m = s.opts.Metrics.STAMPTarget(w.Label, t.roundTrip)
+	} else {
+		t.m = s.opts.Metrics.Target(w.Label, t.roundTrips)
+	}
+	for _, ft := range t.all() {
+		ft.m = t.m
+		heap.Push(&s.queue, ft)
+	}
+	s.active[w.Label] = t
+	t.log.Info("probing a target", zap.Stringer("address", w.Addr), zap.Uint64("session", session), zap.Int("flows", flows))
+}
+
+// newFlow is flow f of the target w, in the session, at rate: its
+// datagrams, ready but for their numbers and times, and its round trip.
+func (s *Sender) newFlow(w discovery.Target, f uint16, session uint64, rate float64) *target {
 	size := s.size(w)
-	slots := min(MaxBatch, max(1, batchBytes/size), int(math.Ceil(s.opts.Rate*max(CatchUp.Seconds(), 1/s.opts.Rate))))
-	t := &target{label: w.Label, session: session, index: -1, stamp: w.STAMP, onReply: s.opts.OnReply,
-		log: s.opts.Logger.With(zap.String("target", w.Label))}
+	slots := min(MaxBatch, max(1, batchBytes/size), int(math.Ceil(rate*max(CatchUp.Seconds(), 1/rate))))
+	log := s.opts.Logger.With(zap.String("target", w.Label))
+	if f > 0 {
+		log = log.With(zap.Uint16("flow", f))
+	}
+	t := &target{label: w.Label, flow: f, w: s.writerOf(f), session: session, index: -1, stamp: w.STAMP,
+		onReply: s.opts.OnReply, log: log}
 	h := s.header
-	h.Target, h.Session = []byte(w.Label), session
+	h.Target, h.Session, h.Flow = []byte(w.Label), session, f
 	h.HopLimit = s.hop6
 	if a := w.Addr.Addr(); a.Is4() || a.Is4In6() {
 		h.HopLimit = s.hop4
@@ -80,31 +126,19 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	}
 	t.to = w.Addr
 	if s.opts.RoundTrip {
-		t.rt = tracker.NewRoundTrip(int64(s.opts.LossTimeout), s.opts.Rate)
+		t.rt = tracker.NewRoundTrip(int64(s.opts.LossTimeout), rate)
 	}
-	if t.stamp {
-		t.rt.Unsplit() // until the reflector shows that it numbers its replies
-		t.m = s.opts.Metrics.STAMPTarget(w.Label, t.roundTrip)
-	} else {
-		t.m = s.opts.Metrics.Target(w.Label, t.roundTrip)
-	}
-	interval := float64(time.Second) / s.opts.Rate
-	hash := fnv.New64a()
-	hash.Write([]byte(w.Label))
-	phase := time.Duration(float64(hash.Sum64()%(1<<20)) / (1 << 20) * interval)
-	t.sched = newSchedule(now.Add(phase), s.opts.Rate, len(t.bufs))
-	t.due(s.epoch)
-	s.active[w.Label] = t
-	heap.Push(&s.queue, t)
-	t.log.Info("probing a target", zap.Stringer("address", w.Addr), zap.Uint64("session", session))
+	return t
 }
 
 // leave ends a target's session: goodbyes now, its series once its last
 // replies are in.
 func (s *Sender) leave(t *target, now time.Time) {
-	heap.Remove(&s.queue, t.index)
+	for _, f := range t.all() {
+		heap.Remove(&s.queue, f.index)
+		s.goodbye(f)
+	}
 	delete(s.active, t.label)
-	s.goodbye(t)
 	t.log.Info("the target is gone: its session ended", zap.Stringer("address", t.to))
 	t.leaveBy = now.Add(s.opts.LossTimeout + time.Duration(s.readLag()))
 	s.leaving = append(s.leaving, t)
@@ -118,7 +152,7 @@ func (s *Sender) release(now time.Time) {
 	mono := int64(now.Sub(s.epoch)) - s.readLag()
 	kept := s.leaving[:0]
 	for _, t := range s.leaving {
-		if !t.settled(mono, !now.Before(t.leaveBy)) {
+		if !t.settledAll(mono, !now.Before(t.leaveBy)) {
 			kept = append(kept, t)
 			continue
 		}

@@ -91,6 +91,10 @@ type Options struct {
 	TrafficClass uint8
 	// DontFragment sends every datagram unfragmented (socket.SetDontFragment).
 	DontFragment bool
+	// Flows is how many sockets, each with its source port for life, every
+	// target (but a STAMP one) is probed from, each its own stream at
+	// Rate/Flows: ECMP and LAG members hash them apart. 0 or 1: one.
+	Flows int
 	// OnReply, if set, is told of every reply to a target's datagrams,
 	// with what became of it and, for an answered one, its round-trip
 	// time: for a caller that keeps them all (udpprobe run). It is called
@@ -143,9 +147,11 @@ type Sender struct {
 	epoch   time.Time // origin of the send clock and of the round trips' times
 	conn    *net.UDPConn
 	out     writer
-	sign    *wire.Auth // used by Run's goroutine; nil without keys
-	verify  *wire.Auth // used by the reply reader
-	header  wire.Header
+	// extra are the sockets of flows 1, 2, … (Options.Flows).
+	extra  []flowSocket
+	sign   *wire.Auth // used by Run's goroutine; nil without keys
+	verify *wire.Auth // used by the reply reader
+	header wire.Header
 	// hop4 and hop6 are the IPv4 TTL and IPv6 hop limit the socket sends
 	// with, 0 where not known.
 	hop4, hop6 uint8
@@ -174,6 +180,20 @@ type Sender struct {
 	stampSign   *stamp.Auth     // Run's; nil: unauthenticated
 	stampVerify *stamp.Auth     // the reply path's
 	pace        socket.Pacer    // the reply reader's; zero: it never holds
+}
+
+// flowSocket is a flow's own socket, and what sends on it.
+type flowSocket struct {
+	conn *net.UDPConn
+	out  writer
+}
+
+// writerOf is what sends flow f's datagrams.
+func (s *Sender) writerOf(f uint16) writer {
+	if f == 0 {
+		return s.out
+	}
+	return s.extra[f-1].out
 }
 
 // routes finds the target a datagram on the socket is for.
@@ -237,7 +257,10 @@ func New(opts Options) (*Sender, error) {
 	}
 	s.SetTargets(ts)
 	if s.conn = opts.Conn; s.conn != nil {
-		if err = s.mark(); err != nil {
+		if opts.Flows > 1 {
+			return nil, errors.New("flows need the sender's own sockets, not a shared one")
+		}
+		if err = s.mark(s.conn); err != nil {
 			return nil, err
 		}
 		if s.out, err = socket.NewWriter(s.conn, MaxBatch); err != nil {
@@ -245,18 +268,34 @@ func New(opts Options) (*Sender, error) {
 		}
 		return s, nil
 	}
-	// One socket for every target and family: dual-stack where the host
-	// has IPv6.
-	if s.conn, err = net.ListenUDP("udp", nil); err != nil {
+	if s.conn, s.out, err = s.open(); err != nil {
 		return nil, err
 	}
-	out, err := socket.NewWriter(s.conn, MaxBatch)
-	if err == nil {
-		err = s.mark()
+	for range opts.Flows - 1 {
+		c, out, err := s.open()
+		if err != nil {
+			s.closeSockets()
+			return nil, err
+		}
+		s.extra = append(s.extra, flowSocket{conn: c, out: out})
 	}
-	if err == nil && opts.RoundTrip {
+	return s, nil
+}
+
+// open opens a socket for every target and family (dual-stack where the
+// host has IPv6), marked as the options say, and what writes on it.
+func (s *Sender) open() (*net.UDPConn, writer, error) {
+	conn, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := socket.NewWriter(conn, MaxBatch)
+	if err == nil {
+		err = s.mark(conn)
+	}
+	if err == nil && s.opts.RoundTrip {
 		var raw syscall.RawConn
-		if raw, err = s.conn.SyscallConn(); err == nil {
+		if raw, err = conn.SyscallConn(); err == nil {
 			err = socket.EnableTimestamps(raw)
 		}
 		if err == nil {
@@ -271,17 +310,33 @@ func New(opts Options) (*Sender, error) {
 		}
 	}
 	if err != nil {
-		s.conn.Close()
-		return nil, err
+		conn.Close()
+		return nil, nil, err
 	}
-	s.out = out
-	return s, nil
+	return conn, out, nil
+}
+
+// extraConns are the sockets of flows 1, 2, ….
+func (s *Sender) extraConns() []*net.UDPConn {
+	var cs []*net.UDPConn
+	for _, f := range s.extra {
+		cs = append(cs, f.conn)
+	}
+	return cs
+}
+
+// closeSockets closes the sender's own sockets, ending their readers.
+func (s *Sender) closeSockets() {
+	s.conn.Close()
+	for _, f := range s.extra {
+		f.conn.Close()
+	}
 }
 
 // mark sets the traffic class on the socket, and reads the hop limits it
 // sends with, for the datagrams to say.
-func (s *Sender) mark() error {
-	raw, err := s.conn.SyscallConn()
+func (s *Sender) mark(conn *net.UDPConn) error {
+	raw, err := conn.SyscallConn()
 	if err != nil {
 		return err
 	}
@@ -355,18 +410,33 @@ func (s *Sender) Sent() uint64 { return s.sent }
 // Run sends until ctx is done, then ends each session with a goodbye, waits
 // for the last replies if it expects any, and closes the socket.
 func (s *Sender) Run(ctx context.Context) error {
+	// Each flow's source port, for finding the ECMP or LAG member a flow
+	// hashes onto.
+	var ports []int
+	for _, c := range append([]*net.UDPConn{s.conn}, s.extraConns()...) {
+		if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
+			ports = append(ports, a.Port)
+		}
+	}
 	s.opts.Logger.Info("sending", zap.String("name", s.opts.Name),
 		zap.Float64("rate", s.opts.Rate), zap.Int("payload_size", s.opts.PayloadSize), // 0: the smallest per target
 		zap.Duration("interval", time.Duration(float64(time.Second)/s.opts.Rate)),
-		zap.Uint64("session", s.session), zap.Bool("round_trip", s.opts.RoundTrip))
+		zap.Uint64("session", s.session), zap.Bool("round_trip", s.opts.RoundTrip), zap.Ints("flow_ports", ports))
 	var reader sync.WaitGroup
 	if s.opts.RoundTrip && s.opts.Conn == nil {
-		in, err := socket.NewReader(s.conn, MaxBatch, wire.MaxSize+1)
-		if err != nil {
-			s.conn.Close()
-			return err
+		conns := append([]*net.UDPConn{s.conn}, s.extraConns()...)
+		var ins []*socket.Reader
+		for _, c := range conns {
+			in, err := socket.NewReader(c, MaxBatch, wire.MaxSize+1)
+			if err != nil {
+				s.closeSockets()
+				return err
+			}
+			ins = append(ins, in)
 		}
-		reader.Go(func() { s.readReplies(in) })
+		for _, in := range ins {
+			reader.Go(func() { s.readReplies(in, s.pace) })
+		}
 	}
 	timer := s.clock.NewTimer()
 	for {
@@ -396,12 +466,14 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	ending := s.leaving
 	for _, t := range s.active {
-		s.goodbye(t)
+		for _, f := range t.all() {
+			s.goodbye(f)
+		}
 		ending = append(ending, t)
 	}
 	s.drain(ending)
 	if s.opts.Conn == nil {
-		s.conn.Close() // ends the reader
+		s.closeSockets() // ends the readers
 	}
 	reader.Wait()
 	// One line for the whole run: the goodbyes' lines, one per target, may
@@ -431,7 +503,7 @@ func (s *Sender) readLag() int64 { return int64(s.pace.Longest()) }
 // read that emptied the socket it holds as the pacer says (the kernel's
 // timestamps keep the replies' times), so that a wake-up takes many: the
 // wake-ups, not the replies, are most of what a reply costs.
-func (s *Sender) readReplies(in *socket.Reader) {
+func (s *Sender) readReplies(in *socket.Reader, pace socket.Pacer) {
 	hold := time.NewTimer(time.Hour)
 	hold.Stop()
 	for {
@@ -446,12 +518,12 @@ func (s *Sender) readReplies(in *socket.Reader) {
 		stamped := true
 		for _, m := range msgs {
 			stamped = stamped && m.Control.HasTime
-			s.pace.Queue(len(m.Buf))
+			pace.Queue(len(m.Buf))
 			_, mono := socket.Arrival(m.Control, now.UnixNano(), int64(now.Sub(s.epoch)))
 			s.HandleReply(m.Buf, m.From, mono)
 		}
-		if s.pace.Holds() && len(msgs) < MaxBatch && stamped {
-			hold.Reset(s.pace.Next())
+		if pace.Holds() && len(msgs) < MaxBatch && stamped {
+			hold.Reset(pace.Next())
 			<-hold.C
 		}
 	}
@@ -466,6 +538,12 @@ func (s *Sender) HandleReply(b []byte, from netip.AddrPort, mono int64) {
 	var h wire.Header
 	if wire.Decode(b, &h) == nil {
 		if t := r.byLabel[string(h.Target)]; t != nil && t.rt != nil {
+			f := t.flowOf(h.Flow)
+			if f == nil { // no such flow: a reply to nothing sent
+				t.reject()
+				return
+			}
+			t = f
 			valid := h.Reply() && h.Session == t.session && string(h.Name) == s.opts.Name
 			if valid && s.verify != nil {
 				_, err := s.verify.Verify(b)

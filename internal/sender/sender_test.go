@@ -160,7 +160,7 @@ func TestSendErrorsUseNoSequenceNumber(t *testing.T) {
 	out.fail = func(n int) bool { return n%2 == 1 }
 	tg := s.active["127.0.0.1:9"]
 	for range 20 {
-		s.batch.bufs = append(s.batch.bufs, tg.bufs[0])
+		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.bufs[0])
 		s.batch.to = append(s.batch.to, tg.to)
 		s.batch.of = append(s.batch.of, tg)
 		s.batch.dues = append(s.batch.dues, t0)
@@ -300,7 +300,7 @@ func TestRefusalInBatch(t *testing.T) {
 	a, b := s.active["127.0.0.1:9"], s.active["127.0.0.2:9"]
 	used := map[*target]int{}
 	for _, tg := range []*target{a, a, a, a, a, b, b} {
-		s.batch.bufs = append(s.batch.bufs, tg.bufs[used[tg]])
+		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.bufs[used[tg]])
 		used[tg]++
 		s.batch.to = append(s.batch.to, tg.to)
 		s.batch.of = append(s.batch.of, tg)

@@ -20,6 +20,12 @@ import (
 type target struct {
 	label string
 	to    netip.AddrPort
+	// flow is the target's flow (Options.Flows): each of a target's flows
+	// is a target of its own, sent from its own socket through w, and
+	// flow 0's holds the others in flows. All share the metrics m.
+	flow  uint16
+	w     writer
+	flows []*target
 	stamp bool // a STAMP Session-Reflector: STAMP test packets, no goodbyes
 	// stateful: the STAMP reflector numbers its replies, as one reply
 	// showed; then its counts split the round trip's losses. Under mu.
@@ -155,6 +161,38 @@ func (t *target) reject() {
 	t.mu.Unlock()
 }
 
+// all is the target and its other flows.
+func (t *target) all() []*target { return append([]*target{t}, t.flows...) }
+
+// flowOf is the target's flow f, nil if it has none such.
+func (t *target) flowOf(f uint16) *target {
+	if f == 0 {
+		return t
+	}
+	if int(f) <= len(t.flows) {
+		return t.flows[f-1]
+	}
+	return nil
+}
+
+// roundTrips returns the round-trip totals of all the target's flows.
+func (t *target) roundTrips() tracker.RoundTripCounts {
+	c := t.roundTrip()
+	for _, f := range t.flows {
+		c = c.Add(f.roundTrip())
+	}
+	return c
+}
+
+// settledAll is settled for all the target's flows.
+func (t *target) settledAll(mono int64, deadline bool) bool {
+	done := true
+	for _, f := range t.all() {
+		done = f.settled(mono, deadline) && done
+	}
+	return done
+}
+
 // roundTrip returns the round-trip totals, all zero without round trips:
 // the metrics read them at every scrape.
 func (t *target) roundTrip() tracker.RoundTripCounts {
@@ -192,7 +230,7 @@ func (s *Sender) drain(ts []*target) {
 		mono, late := int64(now.Sub(s.epoch))-lag, !now.Before(deadline)
 		done := true
 		for _, t := range ts {
-			done = t.settled(mono, late) && done
+			done = t.settledAll(mono, late) && done
 		}
 		if done {
 			return

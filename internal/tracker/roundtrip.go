@@ -48,6 +48,13 @@ type RoundTripCounts struct {
 	Withheld uint64
 }
 
+// Add is the sum of two sets of totals: those of a target's flows.
+func (c RoundTripCounts) Add(d RoundTripCounts) RoundTripCounts {
+	return RoundTripCounts{Answered: c.Answered + d.Answered, Late: c.Late + d.Late, Duplicated: c.Duplicated + d.Duplicated,
+		Invalid: c.Invalid + d.Invalid, Lost: c.Lost + d.Lost, Upstream: c.Upstream + d.Upstream,
+		Downstream: c.Downstream + d.Downstream, Withheld: c.Withheld + d.Withheld}
+}
+
 // ReplyResult is returned by Reply.
 type ReplyResult struct {
 	Outcome ReplyOutcome

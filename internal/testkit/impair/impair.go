@@ -88,8 +88,9 @@ type Delivery struct {
 	Seq       uint64
 	Goodbye   bool
 	Corrupted bool
-	Valid     bool  // it decoded before any corruption
-	SendClock int64 // the sender's send clock, ns
+	Valid     bool   // it decoded before any corruption
+	SendClock int64  // the sender's send clock, ns
+	Flow      uint16 // the sender's flow (wire.Header.Flow)
 	Received  uint64
 	Arrived   time.Time // when it reached the relay (the kernel's timestamp where there is one)
 	At        time.Time // when the relay sent it on
@@ -317,7 +318,7 @@ func (r *Relay) relay(dir *direction, i int, data []byte, now time.Time) {
 	d := Delivery{Arrived: now}
 	if wire.Decode(data, &h) == nil {
 		d = Delivery{Session: h.Session, Seq: h.Seq, Goodbye: h.Goodbye(), Valid: true,
-			SendClock: h.SendClock, Received: h.Received, Arrived: now}
+			SendClock: h.SendClock, Flow: h.Flow, Received: h.Received, Arrived: now}
 	}
 	var a Action
 	if d.Valid {

@@ -165,7 +165,13 @@ var nftCounter = regexp.MustCompile(`packets (\d+) bytes`)
 // receiver.
 func (p *pair) nftCounter(t *testing.T, name string) uint64 {
 	t.Helper()
-	m := nftCounter.FindStringSubmatch(p.l.Exec(t, p.l.Receiver, "nft", "list", "counter", "inet", "udpprobe_lab", name))
+	return nftCounterIn(t, p.l, p.l.Receiver, name)
+}
+
+// nftCounterIn reads the named counter of the lab's nftables table in h.
+func nftCounterIn(t *testing.T, l *Lab, h Host, name string) uint64 {
+	t.Helper()
+	m := nftCounter.FindStringSubmatch(l.Exec(t, h, "nft", "list", "counter", "inet", "udpprobe_lab", name))
 	if m == nil {
 		t.Fatalf("nft counter %s unreadable", name)
 	}
@@ -607,4 +613,90 @@ func TestHopCountAndPathChange(t *testing.T) {
 		t.Fatalf("after the move to the direct link: hop count %v, %v path changes; want 0 and 1", count, changes)
 	}
 	t.Logf("%d probes: hop count 1 through the router, 0 direct, one path change", sent)
+}
+
+// TestECMPFlows probes the receiver from 16 flows across two equal-cost
+// paths (AddParallel: a router hashing each flow onto one by its ports),
+// and drops 10 % of what takes the second path, with nftables at the
+// router. Every flow the second path carries must lose, none of the
+// first's: the flows' losses add up to the drop counter exactly, and the
+// datagrams of the flows that lost (received and lost, and their
+// goodbyes) to the second path's count, those of the others to the
+// first's.
+func TestECMPFlows(t *testing.T) {
+	Require(t, "ip", "nft")
+	const flows = 16
+	r := NewRouted(t, 1500)
+	first, second := r.AddParallel(t)
+	rules := filepath.Join(t.TempDir(), "ecmp.nft")
+	err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
+	counter first {}
+	counter second {}
+	counter dropped {}
+	chain count {
+		type filter hook forward priority -10; policy accept;
+		udp dport `+strconv.Itoa(port)+` oifname "`+first+`" counter name "first"
+		udp dport `+strconv.Itoa(port)+` oifname "`+second+`" counter name "second"
+	}
+	chain impair {
+		type filter hook forward priority 0; policy accept;
+		udp dport `+strconv.Itoa(port)+` oifname "`+second+`" numgen random mod 100 < 10 counter name "dropped" drop
+	}
+}
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Exec(t, r.Router, "nft", "-f", rules)
+	p := startIn(t, &r.Lab, nil, []string{"UDPPROBE_FLOWS=" + strconv.Itoa(flows), "UDPPROBE_RATE=1600"})
+	p.awaitSent(t, 8000)
+	r.Exec(t, r.Router, "nft", "flush", "chain", "inet", "udpprobe_lab", "impair")
+	dropped := nftCounterIn(t, &r.Lab, r.Router, "dropped")
+	if code := p.snd.Stop(t); code != 0 {
+		t.Fatalf("sender exited %d", code)
+	}
+	var end struct {
+		Sent uint64 `json:"sent"`
+	}
+	if err := json.Unmarshal([]byte(p.snd.Await(t, `"msg":"sending stopped"`)), &end); err != nil {
+		t.Fatal(err)
+	}
+	pair := func(name string) uint64 {
+		return p.receiver(t, `udpprobe_receiver_`+name+`{sender="`+peer+`",target="`+p.target+`"}`)
+	}
+	for deadline := time.Now().Add(10 * time.Second); pair("packets_received_total")+pair("packets_lost_total") != end.Sent; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the receiver decided %d of the %d probes sent", pair("packets_received_total")+pair("packets_lost_total"), end.Sent)
+		}
+	}
+	s := p.scrape(t, r.Receiver, rcvWeb)
+	var lost, onFirst, onSecond, losing uint64
+	for f := range flows {
+		flow := func(name string) uint64 {
+			v, ok := s.Value(scrape.Series("udpprobe_receiver_flow_"+name, "sender", peer, "target", p.target, "flow", strconv.Itoa(f)))
+			if !ok {
+				t.Fatalf("no %s for flow %d", name, f)
+			}
+			return uint64(v)
+		}
+		n := flow("packets_received_total") + flow("packets_lost_total") + goodbyes
+		if l := flow("packets_lost_total"); l > 0 {
+			lost, onSecond, losing = lost+l, onSecond+n, losing+1
+		} else {
+			onFirst += n
+		}
+	}
+	firstCount, secondCount := nftCounterIn(t, &r.Lab, r.Router, "first"), nftCounterIn(t, &r.Lab, r.Router, "second")
+	t.Logf("%d probes from %d flows: %d flows on the second path lost %d (dropped %d); the paths carried %d and %d datagrams",
+		end.Sent, flows, losing, lost, dropped, firstCount, secondCount)
+	if losing == 0 || losing == flows {
+		t.Fatalf("%d of %d flows lost: the router did not spread the flows over both paths", losing, flows)
+	}
+	if lost != dropped || pair("packets_lost_total") != dropped {
+		t.Errorf("the flows lost %d, the pair %d; the second path dropped %d", lost, pair("packets_lost_total"), dropped)
+	}
+	if onFirst != firstCount || onSecond != secondCount {
+		t.Errorf("the flows that lost nothing sent %d and those that lost %d, the paths carried %d and %d",
+			onFirst, onSecond, firstCount, secondCount)
+	}
 }

@@ -140,3 +140,35 @@ func (r *Routed) AddDirect(t testing.TB) (route func(direct bool)) {
 		r.Exec(t, r.Sender, "ip", "route", "replace", r.Receiver.Addr+"/32", "via", via, "dev", dev)
 	}
 }
+
+// The second link's addresses (AddParallel).
+const (
+	parallelRouter   = "192.0.3.254"
+	parallelReceiver = "192.0.3.2"
+)
+
+// AddParallel joins the router of an IPv4 routed lab to the receiver by a
+// second link beside the first, and routes the receiver's address over
+// both, hashed per flow on its ports (fib_multipath_hash_policy=1), as an
+// ECMP pair of paths would. It returns the router's end of each link.
+func (r *Routed) AddParallel(t testing.TB) (first, second string) {
+	t.Helper()
+	g := Host{NS: r.Router.NS, Dev: "veth-gr2", Addr: parallelRouter}
+	d := Host{NS: r.Receiver.NS, Dev: "veth-r2", Addr: parallelReceiver}
+	run(t, "ip", "link", "add", g.Dev, "netns", g.NS, "type", "veth", "peer", "name", d.Dev, "netns", d.NS)
+	for _, h := range []Host{g, d} {
+		r.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		r.Exec(t, h, "ip", "link", "set", h.Dev, "up")
+	}
+	r.Exec(t, g, "ip", "neigh", "replace", d.Addr, "lladdr", r.mac(t, d), "dev", g.Dev, "nud", "permanent")
+	r.Exec(t, d, "ip", "neigh", "replace", g.Addr, "lladdr", r.mac(t, g), "dev", d.Dev, "nud", "permanent")
+	// The receiver takes datagrams for its address on either link, though
+	// its route back to the sender is the first.
+	for _, dev := range []string{"all", "default", d.Dev} {
+		r.Exec(t, d, "sysctl", "-q", "-w", "net.ipv4.conf."+dev+".rp_filter=0")
+	}
+	r.Exec(t, r.Router, "sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1")
+	r.Exec(t, r.Router, "ip", "route", "replace", r.Receiver.Addr+"/32",
+		"nexthop", "via", r.Receiver.Addr, "dev", r.ToReceiver, "nexthop", "via", d.Addr, "dev", g.Dev)
+	return r.ToReceiver, g.Dev
+}
