@@ -202,7 +202,7 @@ type Receiver struct {
 	ListenAddress      string        `split_words:"true" default:":6464" desc:"UDP address to receive probes on"`
 	LossTimeout        time.Duration `split_words:"true" default:"3s" desc:"waiting time before a missing datagram is lost (RFC 7680), 10ms to 10m"`
 	SummaryInterval    time.Duration `split_words:"true" default:"10s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
-	MaxPeers           int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by) tracked at once, 1 to 2000 (what a scrape serves); datagrams from more are counted and ignored"`
+	MaxPeers           int           `split_words:"true" default:"100" desc:"peers (a sender and the target it names this receiver by, each of its flows apart) tracked at once, 1 to 2000 (what a scrape serves); datagrams from more are counted and ignored"`
 	PeerExpiry         time.Duration `split_words:"true" default:"1h" desc:"a silent sender is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
 	ReceiveBuffer      int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
 	Reflect            bool          `split_words:"true" default:"false" desc:"send every valid probe back to its source, same size, for senders with UDPPROBE_ROUND_TRIP=true"`
