@@ -120,18 +120,7 @@ func (r *Routed) AddDirect(t testing.TB) (route func(direct bool)) {
 	t.Helper()
 	s := Host{NS: r.Sender.NS, Dev: "veth-sd", Addr: directSender}
 	d := Host{NS: r.Receiver.NS, Dev: "veth-rd", Addr: directReceiver}
-	run(t, "ip", "link", "add", s.Dev, "netns", s.NS, "type", "veth", "peer", "name", d.Dev, "netns", d.NS)
-	for _, h := range []Host{s, d} {
-		r.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
-		r.Exec(t, h, "ip", "link", "set", h.Dev, "up")
-	}
-	r.Exec(t, s, "ip", "neigh", "replace", d.Addr, "lladdr", r.mac(t, d), "dev", s.Dev, "nud", "permanent")
-	r.Exec(t, d, "ip", "neigh", "replace", s.Addr, "lladdr", r.mac(t, s), "dev", d.Dev, "nud", "permanent")
-	// The receiver takes datagrams for its address on either link, though
-	// its route back to the sender is through the router.
-	for _, dev := range []string{"all", "default", d.Dev} {
-		r.Exec(t, d, "sysctl", "-q", "-w", "net.ipv4.conf."+dev+".rp_filter=0")
-	}
+	r.secondLink(t, s, d) // the receiver's route back to the sender stays through the router
 	return func(direct bool) {
 		via, dev := routerAddrs[false][0], r.Sender.Dev
 		if direct {
@@ -155,20 +144,27 @@ func (r *Routed) AddParallel(t testing.TB) (first, second string) {
 	t.Helper()
 	g := Host{NS: r.Router.NS, Dev: "veth-gr2", Addr: parallelRouter}
 	d := Host{NS: r.Receiver.NS, Dev: "veth-r2", Addr: parallelReceiver}
-	run(t, "ip", "link", "add", g.Dev, "netns", g.NS, "type", "veth", "peer", "name", d.Dev, "netns", d.NS)
-	for _, h := range []Host{g, d} {
-		r.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
-		r.Exec(t, h, "ip", "link", "set", h.Dev, "up")
-	}
-	r.Exec(t, g, "ip", "neigh", "replace", d.Addr, "lladdr", r.mac(t, d), "dev", g.Dev, "nud", "permanent")
-	r.Exec(t, d, "ip", "neigh", "replace", g.Addr, "lladdr", r.mac(t, g), "dev", d.Dev, "nud", "permanent")
-	// The receiver takes datagrams for its address on either link, though
-	// its route back to the sender is the first.
-	for _, dev := range []string{"all", "default", d.Dev} {
-		r.Exec(t, d, "sysctl", "-q", "-w", "net.ipv4.conf."+dev+".rp_filter=0")
-	}
+	r.secondLink(t, g, d) // the receiver's route back to the sender stays the first link
 	r.Exec(t, r.Router, "sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1")
 	r.Exec(t, r.Router, "ip", "route", "replace", r.Receiver.Addr+"/32",
 		"nexthop", "via", r.Receiver.Addr, "dev", r.ToReceiver, "nexthop", "via", d.Addr, "dev", g.Dev)
 	return r.ToReceiver, g.Dev
+}
+
+// secondLink joins a (the sender or the router) to d, the receiver, by a
+// veth pair with the hosts' addresses (IPv4, /24) and static neighbours.
+// The receiver takes datagrams for its address on either of its links,
+// though its route back leaves by one (no reverse path filter).
+func (r *Routed) secondLink(t testing.TB, a, d Host) {
+	t.Helper()
+	run(t, "ip", "link", "add", a.Dev, "netns", a.NS, "type", "veth", "peer", "name", d.Dev, "netns", d.NS)
+	for _, h := range []Host{a, d} {
+		r.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		r.Exec(t, h, "ip", "link", "set", h.Dev, "up")
+	}
+	r.Exec(t, a, "ip", "neigh", "replace", d.Addr, "lladdr", r.mac(t, d), "dev", a.Dev, "nud", "permanent")
+	r.Exec(t, d, "ip", "neigh", "replace", a.Addr, "lladdr", r.mac(t, a), "dev", d.Dev, "nud", "permanent")
+	for _, dev := range []string{"all", "default", d.Dev} {
+		r.Exec(t, d, "sysctl", "-q", "-w", "net.ipv4.conf."+dev+".rp_filter=0")
+	}
 }
