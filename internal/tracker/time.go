@@ -140,28 +140,24 @@ func (t *Tracker) account(to point, n uint64, lost bool) {
 		// The last i sent before the next second: d·i/n < next − from.c.
 		j := n
 		if next := (s + 1) * 1e9; next-from.c <= int64(d) {
-			j = min(n, (mulDiv(uint64(next-from.c), n, d)+boolInt(mulDivRem(uint64(next-from.c), n, d) != 0))-1)
+			j = min(n, mulDivCeil(uint64(next-from.c), n, d)-1)
 		}
 		t.count(s, j-i+1, lost)
 		i = j + 1
 	}
 }
 
-// mulDivRem is the remainder of a·b/c; 0 where the quotient would not fit.
-func mulDivRem(a, b, c uint64) uint64 {
+// mulDivCeil is a·b/c rounded up, for a quotient that fits in 64 bits.
+func mulDivCeil(a, b, c uint64) uint64 {
 	hi, lo := bits.Mul64(a, b)
 	if hi >= c {
-		return 0
+		return math.MaxUint64
 	}
-	_, r := bits.Div64(hi, lo, c)
-	return r
-}
-
-func boolInt(b bool) uint64 {
-	if b {
-		return 1
+	q, r := bits.Div64(hi, lo, c)
+	if r != 0 {
+		q++
 	}
-	return 0
+	return q
 }
 
 // count takes n numbers sent in second s, lost or not. A later second
