@@ -64,6 +64,7 @@ func buildMesh(cfg *config.Mesh, log *zap.Logger, reg *prometheus.Registry) (fun
 		Rate: cfg.Rate, PayloadSize: cfg.PayloadSize, Name: cfg.Name, RoundTrip: true, LossTimeout: cfg.LossTimeout,
 		Keys: cfg.Keys, Logger: log.Named("sender"), Metrics: sm, Conn: conn, Epoch: epoch,
 		ClockState: kernelClock, TrafficClass: cfg.TrafficClass(), DontFragment: cfg.DontFragment,
+		Flows: cfg.Flows,
 	}); err != nil {
 		conn.Close()
 		return nil, err

@@ -15,11 +15,14 @@ import (
 // them under those names (never itself), counts and reflects their probes,
 // and measures the round trips, all over one socket and one HTTP endpoint;
 // stopped, every one of the six pairs is exact: received what its sender
-// sent, nothing lost, and every round trip answered.
+// sent, nothing lost, and every round trip answered. Each node probes from
+// three flows (UDPPROBE_FLOWS): flow 0 from the node's one socket, flows 1
+// and 2 from sockets of their own, whose replies the node reads itself, so
+// a round trip of theirs would be lost if it did not.
 func TestMeshOnLoopback(t *testing.T) {
 	clearEnv(t)
 	bin := testproc.Build(t, ".")
-	const nodes = 3
+	const nodes, flows = 3, 3
 	var udp, web, names []string
 	for i := range nodes {
 		udp = append(udp, testproc.FreeAddr(t, "udp"))
@@ -30,8 +33,8 @@ func TestMeshOnLoopback(t *testing.T) {
 	for i := range nodes {
 		procs = append(procs, testproc.Start(t, []string{
 			"UDPPROBE_LISTEN_ADDRESS=" + udp[i], "UDPPROBE_WEB_LISTEN_ADDRESS=" + web[i], "UDPPROBE_NAME=" + names[i],
-			"UDPPROBE_TARGETS=" + strings.Join(udp, ","), "UDPPROBE_RATE=100", "UDPPROBE_LOSS_TIMEOUT=200ms",
-			"UDPPROBE_LOG_FORMAT=json"}, bin, "mesh"))
+			"UDPPROBE_TARGETS=" + strings.Join(udp, ","), "UDPPROBE_RATE=150", "UDPPROBE_LOSS_TIMEOUT=200ms",
+			fmt.Sprintf("UDPPROBE_FLOWS=%d", flows), "UDPPROBE_LOG_FORMAT=json"}, bin, "mesh"))
 	}
 	for _, p := range procs {
 		p.Await(t, `"msg":"serving metrics"`)
@@ -95,11 +98,29 @@ func TestMeshOnLoopback(t *testing.T) {
 				}
 			}
 			time.Sleep(400 * time.Millisecond) // two loss timeouts: the stream is settled
+			m := metricsAt(t, web[j])
 			if peer("packets_received_total") == 0 || peer("packets_lost_total") != 0 || peer("packets_duplicated_total") != 0 ||
 				peer("packets_reordered_total") != 0 || peer("peer_restarts_total") != 0 {
 				t.Errorf("%s's stream at %s: %v received, %v lost, %v duplicated, %v reordered, %v restarts",
 					names[i], names[j], peer("packets_received_total"), peer("packets_lost_total"),
 					peer("packets_duplicated_total"), peer("packets_reordered_total"), peer("peer_restarts_total"))
+			}
+			// Every flow arrived, and the flows add up to the pair.
+			var sum float64
+			for f := range flows {
+				flow := func(name string) float64 {
+					return m[scrape.Series("udpprobe_receiver_flow_packets_"+name, "sender", names[i], "target", names[j],
+						"flow", fmt.Sprint(f))]
+				}
+				if flow("received_total") == 0 || flow("lost_total") != 0 {
+					t.Errorf("%s's flow %d at %s: %v received, %v lost; want some and none", names[i], f, names[j],
+						flow("received_total"), flow("lost_total"))
+				}
+				sum += flow("received_total")
+			}
+			if sum != peer("packets_received_total") {
+				t.Errorf("%s's flows at %s add up to %v received, the pair to %v", names[i], names[j], sum,
+					peer("packets_received_total"))
 			}
 		}
 	}

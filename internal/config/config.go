@@ -159,7 +159,12 @@ type Traffic struct {
 	DSCP         int    `default:"0" desc:"DSCP of every probe, 0 to 63 (46: EF), said in the datagram: the receiver counts those that arrive with another"`
 	ECN          string `default:"off" desc:"ECN codepoint of every probe: off (Not-ECT), ect0 or ect1; the receiver counts those marked CE on the way and those that arrive Not-ECT"`
 	DontFragment bool   `split_words:"true" default:"false" desc:"send every probe with Don't Fragment (IPv4) and unfragmented (IPv6), whatever path MTU the host learnt: a probe larger than the path's MTU is lost, or refused as a send error where it exceeds this host's link, never delivered in fragments"`
+	Flows        int    `default:"1" desc:"source ports each target is probed from, 1 to 64: each its own stream at UDPPROBE_RATE / n with its port for life, so ECMP and LAG members hash them apart, and receivers count each flow, each taking a place of their UDPPROBE_MAX_PEERS (not STAMP targets: one flow)"`
 }
+
+// MaxFlows bounds a sender's flows: sockets, and per-flow series at the
+// receivers.
+const MaxFlows = 64
 
 // ECN codepoints (RFC 3168).
 var ecnCodes = map[string]uint8{"off": 0, "ect1": 1, "ect0": 2}
@@ -175,6 +180,9 @@ func (t *Traffic) validate() error {
 	}
 	if _, ok := ecnCodes[t.ECN]; !ok {
 		errs = append(errs, fmt.Errorf("UDPPROBE_ECN=%q: must be off, ect0 or ect1", t.ECN))
+	}
+	if t.Flows < 1 || t.Flows > MaxFlows {
+		errs = append(errs, fmt.Errorf("UDPPROBE_FLOWS=%d: must be 1 to %d", t.Flows, MaxFlows))
 	}
 	return errors.Join(errs...)
 }

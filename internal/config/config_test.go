@@ -222,6 +222,22 @@ func TestBadSender(t *testing.T) {
 	}
 }
 
+// TestMeshFlows: a mesh node reads UDPPROBE_FLOWS as a sender does.
+func TestMeshFlows(t *testing.T) {
+	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "mesh:6464", "UDPPROBE_NAME": "n1"})
+	c, err := LoadMesh()
+	if err != nil || c.Flows != 1 {
+		t.Fatalf("default: %d flows, %v", c.Flows, err)
+	}
+	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "mesh:6464", "UDPPROBE_NAME": "n1", "UDPPROBE_FLOWS": "8"})
+	if c, err = LoadMesh(); err != nil || c.Flows != 8 {
+		t.Fatalf("UDPPROBE_FLOWS=8: %d flows, %v", c.Flows, err)
+	}
+	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "mesh:6464", "UDPPROBE_NAME": "n1", "UDPPROBE_FLOWS": "65"})
+	_, err = LoadMesh()
+	assertErr(t, err, []string{"UDPPROBE_FLOWS=65: must be 1 to 64"})
+}
+
 func TestBadReceiver(t *testing.T) {
 	for _, tc := range []struct {
 		name string

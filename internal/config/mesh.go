@@ -23,7 +23,7 @@ type Mesh struct {
 	Name               string        `split_words:"true" desc:"this node's name, the sender label of what it sends and the target label of what it receives: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	LossTimeout        time.Duration `split_words:"true" default:"3s" desc:"waiting time before a datagram or a round trip is lost (RFC 7680), 10ms to 10m"`
 	SummaryInterval    time.Duration `split_words:"true" default:"0s" desc:"period of the per-peer summary log line, 1s to 24h; 0 turns it off"`
-	MaxPeers           int           `split_words:"true" default:"2000" desc:"peers (a member and the name it probes this node by) tracked at once, 1 to 2000"`
+	MaxPeers           int           `split_words:"true" default:"2000" desc:"peers (a member and the name it probes this node by, each of its flows apart) tracked at once, 1 to 2000"`
 	PeerExpiry         time.Duration `split_words:"true" default:"1h" desc:"a silent member is forgotten and its series deleted after this, more than the loss timeout, up to 30 days"`
 	ReceiveBuffer      int           `split_words:"true" default:"4194304" desc:"requested socket receive buffer in bytes, 0 (kernel default) to 1073741824"`
 	ReflectRate        float64       `split_words:"true" default:"1000" desc:"replies per second per peer at most, 1 to 1000000; bursts of a tenth of a second pass"`

@@ -20,7 +20,6 @@ type Sender struct {
 	Name             string        `split_words:"true" desc:"this sender's name, the sender label on both ends' series: 1-64 of [A-Za-z0-9._:-]; default: the host name"`
 	RoundTrip        bool          `split_words:"true" default:"false" desc:"expect every datagram back from a receiver with UDPPROBE_REFLECT=true: round-trip time and loss per direction"`
 	LossTimeout      time.Duration `split_words:"true" default:"3s" desc:"with UDPPROBE_ROUND_TRIP, waiting time for a reply before the round trip is lost (RFC 7680), 10ms to 10m"`
-	Flows            int           `split_words:"true" default:"1" desc:"source ports each target is probed from, 1 to 64: each its own stream at UDPPROBE_RATE / n with its port for life, so ECMP and LAG members hash them apart, and receivers count each flow (not STAMP targets: one flow)"`
 	StampAuth
 	Traffic
 	Common
@@ -80,15 +79,8 @@ func (c *Sender) Validate() error {
 			c.PayloadSize, lo, wire.MinSize(0, 0), with, wire.MaxSize))
 	}
 	errs = append(errs, validateLossTimeout(c.LossTimeout))
-	if c.Flows < 1 || c.Flows > MaxFlows {
-		errs = append(errs, fmt.Errorf("UDPPROBE_FLOWS=%d: must be 1 to %d", c.Flows, MaxFlows))
-	}
 	return errors.Join(errs...)
 }
-
-// MaxFlows bounds a sender's flows: sockets, and per-flow series at the
-// receivers.
-const MaxFlows = 64
 
 // validateProbing checks what a sender and a mesh node both read to
 // probe: the targets (what describes them when there are none), the

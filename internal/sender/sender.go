@@ -76,7 +76,9 @@ type Options struct {
 	Session uint64
 	// Conn, if set, is the socket to send from, shared with a receiver (a
 	// mesh node): the sender neither reads nor closes it, and takes its
-	// replies through HandleReply. Nil: the sender opens its own.
+	// replies through HandleReply. Nil: the sender opens its own. Flows
+	// other than 0 have sockets of their own either way, on Conn's
+	// address, whose replies the sender reads.
 	Conn *net.UDPConn
 	// Epoch is the origin of the send clock and of the round trips' times
 	// (a mesh node's receiver shares it); zero: when New runs.
@@ -256,23 +258,23 @@ func New(opts Options) (*Sender, error) {
 		}
 	}
 	s.SetTargets(ts)
+	// A shared socket's flows leave from its address, on ports of their own.
+	var local *net.UDPAddr
 	if s.conn = opts.Conn; s.conn != nil {
-		if opts.Flows > 1 {
-			return nil, errors.New("flows need the sender's own sockets, not a shared one")
-		}
 		if err = s.mark(s.conn); err != nil {
 			return nil, err
 		}
 		if s.out, err = socket.NewWriter(s.conn, MaxBatch); err != nil {
 			return nil, err
 		}
-		return s, nil
-	}
-	if s.conn, s.out, err = s.open(); err != nil {
+		if a, ok := s.conn.LocalAddr().(*net.UDPAddr); ok {
+			local = &net.UDPAddr{IP: a.IP, Zone: a.Zone}
+		}
+	} else if s.conn, s.out, err = s.open(nil); err != nil {
 		return nil, err
 	}
 	for range opts.Flows - 1 {
-		c, out, err := s.open()
+		c, out, err := s.open(local)
 		if err != nil {
 			s.closeSockets()
 			return nil, err
@@ -282,10 +284,11 @@ func New(opts Options) (*Sender, error) {
 	return s, nil
 }
 
-// open opens a socket for every target and family (dual-stack where the
-// host has IPv6), marked as the options say, and what writes on it.
-func (s *Sender) open() (*net.UDPConn, writer, error) {
-	conn, err := net.ListenUDP("udp", nil)
+// open opens a socket on local's address (nil: for every target and
+// family, dual-stack where the host has IPv6) and a port of its own,
+// marked as the options say, and what writes on it.
+func (s *Sender) open(local *net.UDPAddr) (*net.UDPConn, writer, error) {
+	conn, err := net.ListenUDP("udp", local)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -325,9 +328,12 @@ func (s *Sender) extraConns() []*net.UDPConn {
 	return cs
 }
 
-// closeSockets closes the sender's own sockets, ending their readers.
+// closeSockets closes the sender's own sockets (not a shared one), ending
+// their readers.
 func (s *Sender) closeSockets() {
-	s.conn.Close()
+	if s.opts.Conn == nil {
+		s.conn.Close()
+	}
 	for _, f := range s.extra {
 		f.conn.Close()
 	}
@@ -423,8 +429,11 @@ func (s *Sender) Run(ctx context.Context) error {
 		zap.Duration("interval", time.Duration(float64(time.Second)/s.opts.Rate)),
 		zap.Uint64("session", s.session), zap.Bool("round_trip", s.opts.RoundTrip), zap.Ints("flow_ports", ports))
 	var reader sync.WaitGroup
-	if s.opts.RoundTrip && s.opts.Conn == nil {
-		conns := append([]*net.UDPConn{s.conn}, s.extraConns()...)
+	if s.opts.RoundTrip {
+		conns := s.extraConns() // a shared socket's replies come through HandleReply
+		if s.opts.Conn == nil {
+			conns = append(conns, s.conn)
+		}
 		var ins []*socket.Reader
 		for _, c := range conns {
 			in, err := socket.NewReader(c, MaxBatch, wire.MaxSize+1)
@@ -472,9 +481,7 @@ func (s *Sender) Run(ctx context.Context) error {
 		ending = append(ending, t)
 	}
 	s.drain(ending)
-	if s.opts.Conn == nil {
-		s.closeSockets() // ends the readers
-	}
+	s.closeSockets() // ends the readers
 	reader.Wait()
 	// One line for the whole run: the goodbyes' lines, one per target, may
 	// be sampled away when there are many.

@@ -582,37 +582,48 @@ func TestDontFragment6(t *testing.T) {
 	}
 }
 
+// routedFamilies are the routed labs a test runs in, IPv4 and IPv6.
+var routedFamilies = []struct {
+	name string
+	lab  func(testing.TB, int) *Routed
+}{{"IPv4", NewRouted}, {"IPv6", NewRouted6}}
+
 // TestHopCountAndPathChange sends through the router, then moves the
 // sender's route to a direct link mid-run: the hop count is 1 through the
 // router and 0 direct, one more for the route through the third
-// namespace, and the move is one path change.
+// namespace, and the move is one path change. IPv4 (TTL) and IPv6 (hop
+// limit).
 func TestHopCountAndPathChange(t *testing.T) {
 	Require(t, "ip")
-	r := NewRouted(t, 1500)
-	route := r.AddDirect(t)
-	p := startIn(t, &r.Lab, nil, nil)
-	hops := func() (count, changes float64) {
-		s := p.scrape(t, r.Receiver, rcvWeb)
-		count, ok := s.Value(scrape.Series("udpprobe_receiver_hop_count", "sender", peer, "target", p.target))
-		changes, _ = s.Value(scrape.Series("udpprobe_receiver_path_changes_total", "sender", peer, "target", p.target))
-		if !ok {
-			t.Fatal("no hop count for the sender")
-		}
-		return count, changes
+	for _, family := range routedFamilies {
+		t.Run(family.name, func(t *testing.T) {
+			r := family.lab(t, 1500)
+			route := r.AddDirect(t)
+			p := startIn(t, &r.Lab, nil, nil)
+			hops := func() (count, changes float64) {
+				s := p.scrape(t, r.Receiver, rcvWeb)
+				count, ok := s.Value(scrape.Series("udpprobe_receiver_hop_count", "sender", peer, "target", p.target))
+				changes, _ = s.Value(scrape.Series("udpprobe_receiver_path_changes_total", "sender", peer, "target", p.target))
+				if !ok {
+					t.Fatal("no hop count for the sender")
+				}
+				return count, changes
+			}
+			p.awaitSent(t, 5000)
+			if count, changes := hops(); count != 1 || changes != 0 {
+				t.Fatalf("through the router: hop count %v, %v path changes; want 1 and 0", count, changes)
+			}
+			route(true)
+			p.awaitSent(t, 15000)
+			sent := p.finish(t)
+			p.want(t, 0, 0)
+			count, changes := hops()
+			if count != 0 || changes != 1 {
+				t.Fatalf("after the move to the direct link: hop count %v, %v path changes; want 0 and 1", count, changes)
+			}
+			t.Logf("%d probes: hop count 1 through the router, 0 direct, one path change", sent)
+		})
 	}
-	p.awaitSent(t, 5000)
-	if count, changes := hops(); count != 1 || changes != 0 {
-		t.Fatalf("through the router: hop count %v, %v path changes; want 1 and 0", count, changes)
-	}
-	route(true)
-	p.awaitSent(t, 15000)
-	sent := p.finish(t)
-	p.want(t, 0, 0)
-	count, changes := hops()
-	if count != 0 || changes != 1 {
-		t.Fatalf("after the move to the direct link: hop count %v, %v path changes; want 0 and 1", count, changes)
-	}
-	t.Logf("%d probes: hop count 1 through the router, 0 direct, one path change", sent)
 }
 
 // TestECMPFlows probes the receiver from 16 flows across two equal-cost
@@ -622,11 +633,17 @@ func TestHopCountAndPathChange(t *testing.T) {
 // first's: the flows' losses add up to the drop counter exactly, and the
 // datagrams of the flows that lost (received and lost, and their
 // goodbyes) to the second path's count, those of the others to the
-// first's.
+// first's. IPv4 and IPv6 (fib_multipath_hash_policy=1 hashes both on
+// ports).
 func TestECMPFlows(t *testing.T) {
 	Require(t, "ip", "nft")
+	for _, family := range routedFamilies {
+		t.Run(family.name, func(t *testing.T) { ecmpFlows(t, family.lab(t, 1500)) })
+	}
+}
+
+func ecmpFlows(t *testing.T, r *Routed) {
 	const flows = 16
-	r := NewRouted(t, 1500)
 	first, second := r.AddParallel(t)
 	rules := filepath.Join(t.TempDir(), "ecmp.nft")
 	err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -106,64 +107,89 @@ func newRouted(t testing.TB, mtu int, v6 bool) *Routed {
 	return r
 }
 
-// The direct link's addresses (AddDirect).
-const (
-	directSender   = "203.0.113.1"
-	directReceiver = "203.0.113.2"
-)
+// The direct link's addresses (AddDirect): the sender's and the
+// receiver's, IPv4 and IPv6.
+var directAddrs = map[bool][2]string{false: {"203.0.113.1", "203.0.113.2"}, true: {"2001:db8:2::1", "2001:db8:2::2"}}
 
-// AddDirect joins the sender and the receiver of an IPv4 routed lab by a
-// second link, a direct one, and returns route, which sends the sender's
-// datagrams to the receiver over it (direct) or through the router (not).
-// They go through the router until route says otherwise.
+// AddDirect joins the sender and the receiver of a routed lab (IPv4 or
+// IPv6) by a second link, a direct one, and returns route, which sends the
+// sender's datagrams to the receiver over it (direct) or through the
+// router (not). They go through the router until route says otherwise.
 func (r *Routed) AddDirect(t testing.TB) (route func(direct bool)) {
 	t.Helper()
-	s := Host{NS: r.Sender.NS, Dev: "veth-sd", Addr: directSender}
-	d := Host{NS: r.Receiver.NS, Dev: "veth-rd", Addr: directReceiver}
+	v6 := r.v6()
+	addrs := directAddrs[v6]
+	s := Host{NS: r.Sender.NS, Dev: "veth-sd", Addr: addrs[0]}
+	d := Host{NS: r.Receiver.NS, Dev: "veth-rd", Addr: addrs[1]}
 	r.secondLink(t, s, d) // the receiver's route back to the sender stays through the router
 	return func(direct bool) {
-		via, dev := routerAddrs[false][0], r.Sender.Dev
+		via, dev := routerAddrs[v6][0], r.Sender.Dev
 		if direct {
 			via, dev = d.Addr, s.Dev
 		}
-		r.Exec(t, r.Sender, "ip", "route", "replace", r.Receiver.Addr+"/32", "via", via, "dev", dev)
+		r.Exec(t, r.Sender, "ip", "route", "replace", r.Receiver.Addr+hostPrefix(v6), "via", via, "dev", dev)
 	}
 }
 
-// The second link's addresses (AddParallel).
-const (
-	parallelRouter   = "192.0.3.254"
-	parallelReceiver = "192.0.3.2"
-)
+// hostPrefix is the prefix length of one address.
+func hostPrefix(v6 bool) string {
+	if v6 {
+		return "/128"
+	}
+	return "/32"
+}
 
-// AddParallel joins the router of an IPv4 routed lab to the receiver by a
-// second link beside the first, and routes the receiver's address over
-// both, hashed per flow on its ports (fib_multipath_hash_policy=1), as an
-// ECMP pair of paths would. It returns the router's end of each link.
+// The second link's addresses (AddParallel): the router's and the
+// receiver's, IPv4 and IPv6.
+var parallelAddrs = map[bool][2]string{false: {"192.0.3.254", "192.0.3.2"}, true: {"2001:db8:3::fe", "2001:db8:3::2"}}
+
+// AddParallel joins the router of a routed lab (IPv4 or IPv6) to the
+// receiver by a second link beside the first, and routes the receiver's
+// address over both, hashed per flow on its ports
+// (fib_multipath_hash_policy=1), as an ECMP pair of paths would. It
+// returns the router's end of each link.
 func (r *Routed) AddParallel(t testing.TB) (first, second string) {
 	t.Helper()
-	g := Host{NS: r.Router.NS, Dev: "veth-gr2", Addr: parallelRouter}
-	d := Host{NS: r.Receiver.NS, Dev: "veth-r2", Addr: parallelReceiver}
+	v6 := r.v6()
+	addrs := parallelAddrs[v6]
+	g := Host{NS: r.Router.NS, Dev: "veth-gr2", Addr: addrs[0]}
+	d := Host{NS: r.Receiver.NS, Dev: "veth-r2", Addr: addrs[1]}
 	r.secondLink(t, g, d) // the receiver's route back to the sender stays the first link
-	r.Exec(t, r.Router, "sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1")
-	r.Exec(t, r.Router, "ip", "route", "replace", r.Receiver.Addr+"/32",
+	family := "ipv4"
+	if v6 {
+		family = "ipv6"
+	}
+	r.Exec(t, r.Router, "sysctl", "-q", "-w", "net."+family+".fib_multipath_hash_policy=1")
+	r.Exec(t, r.Router, "ip", "route", "replace", r.Receiver.Addr+hostPrefix(v6),
 		"nexthop", "via", r.Receiver.Addr, "dev", r.ToReceiver, "nexthop", "via", d.Addr, "dev", g.Dev)
 	return r.ToReceiver, g.Dev
 }
 
+// v6 reports whether the lab is an IPv6 one (NewRouted6).
+func (r *Routed) v6() bool { return strings.Contains(r.Receiver.Addr, ":") }
+
 // secondLink joins a (the sender or the router) to d, the receiver, by a
-// veth pair with the hosts' addresses (IPv4, /24) and static neighbours.
+// veth pair with the hosts' addresses (/24 or /64) and static neighbours.
 // The receiver takes datagrams for its address on either of its links,
-// though its route back leaves by one (no reverse path filter).
+// though its route back leaves by one (no reverse path filter; IPv6 has
+// none).
 func (r *Routed) secondLink(t testing.TB, a, d Host) {
 	t.Helper()
+	v6 := r.v6()
+	plen := "/24"
+	if v6 {
+		plen = "/64"
+	}
 	run(t, "ip", "link", "add", a.Dev, "netns", a.NS, "type", "veth", "peer", "name", d.Dev, "netns", d.NS)
 	for _, h := range []Host{a, d} {
-		r.Exec(t, h, "ip", "addr", "add", h.Addr+"/24", "dev", h.Dev)
+		r.Exec(t, h, append([]string{"ip", "addr", "add", h.Addr + plen, "dev", h.Dev}, nodad(v6)...)...)
 		r.Exec(t, h, "ip", "link", "set", h.Dev, "up")
 	}
 	r.Exec(t, a, "ip", "neigh", "replace", d.Addr, "lladdr", r.mac(t, d), "dev", a.Dev, "nud", "permanent")
 	r.Exec(t, d, "ip", "neigh", "replace", a.Addr, "lladdr", r.mac(t, a), "dev", d.Dev, "nud", "permanent")
+	if v6 {
+		return
+	}
 	for _, dev := range []string{"all", "default", d.Dev} {
 		r.Exec(t, d, "sysctl", "-q", "-w", "net.ipv4.conf."+dev+".rp_filter=0")
 	}
