@@ -633,18 +633,23 @@ func TestHopCountAndPathChange(t *testing.T) {
 // first's: the flows' losses add up to the drop counter exactly, and the
 // datagrams of the flows that lost (received and lost, and their
 // goodbyes) to the second path's count, those of the others to the
-// first's. IPv4 and IPv6 (fib_multipath_hash_policy=1 hashes both on
-// ports).
+// first's. IPv4 and IPv6, hashed on ports; and IPv6 hashed on addresses
+// and flow label only, where the flows take both paths only if each has a
+// flow label of its own.
 func TestECMPFlows(t *testing.T) {
 	Require(t, "ip", "nft")
-	for _, family := range routedFamilies {
-		t.Run(family.name, func(t *testing.T) { ecmpFlows(t, family.lab(t, 1500)) })
+	for _, c := range []struct {
+		name string
+		lab  func(testing.TB, int) *Routed
+		hash Hash
+	}{{"IPv4", NewRouted, HashL4}, {"IPv6", NewRouted6, HashL4}, {"IPv6 flow label", NewRouted6, HashL3}} {
+		t.Run(c.name, func(t *testing.T) { ecmpFlows(t, c.lab(t, 1500), c.hash) })
 	}
 }
 
-func ecmpFlows(t *testing.T, r *Routed) {
+func ecmpFlows(t *testing.T, r *Routed, hash Hash) {
 	const flows = 16
-	first, second := r.AddParallel(t)
+	first, second := r.AddParallel(t, hash)
 	rules := filepath.Join(t.TempDir(), "ecmp.nft")
 	err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
 	counter first {}

@@ -143,12 +143,22 @@ func hostPrefix(v6 bool) string {
 // receiver's, IPv4 and IPv6.
 var parallelAddrs = map[bool][2]string{false: {"192.0.3.254", "192.0.3.2"}, true: {"2001:db8:3::fe", "2001:db8:3::2"}}
 
+// Hash is what a multipath route hashes a datagram's flow on: the
+// router's fib_multipath_hash_policy.
+type Hash int
+
+const (
+	// HashL3 hashes the addresses and, in IPv6, the flow label.
+	HashL3 Hash = 0
+	// HashL4 hashes the addresses, the protocol and the ports.
+	HashL4 Hash = 1
+)
+
 // AddParallel joins the router of a routed lab (IPv4 or IPv6) to the
 // receiver by a second link beside the first, and routes the receiver's
-// address over both, hashed per flow on its ports
-// (fib_multipath_hash_policy=1), as an ECMP pair of paths would. It
-// returns the router's end of each link.
-func (r *Routed) AddParallel(t testing.TB) (first, second string) {
+// address over both, hashed per flow as hash says, as an ECMP pair of
+// paths would. It returns the router's end of each link.
+func (r *Routed) AddParallel(t testing.TB, hash Hash) (first, second string) {
 	t.Helper()
 	v6 := r.v6()
 	addrs := parallelAddrs[v6]
@@ -159,7 +169,7 @@ func (r *Routed) AddParallel(t testing.TB) (first, second string) {
 	if v6 {
 		family = "ipv6"
 	}
-	r.Exec(t, r.Router, "sysctl", "-q", "-w", "net."+family+".fib_multipath_hash_policy=1")
+	r.Exec(t, r.Router, "sysctl", "-q", "-w", "net."+family+".fib_multipath_hash_policy="+strconv.Itoa(int(hash)))
 	r.Exec(t, r.Router, "ip", "route", "replace", r.Receiver.Addr+hostPrefix(v6),
 		"nexthop", "via", r.Receiver.Addr, "dev", r.ToReceiver, "nexthop", "via", d.Addr, "dev", g.Dev)
 	return r.ToReceiver, g.Dev
