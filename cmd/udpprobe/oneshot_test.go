@@ -23,11 +23,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/run.golden from the summary it checks")
 
-// reflector runs a reflecting receiver until the test ends and returns
-// its address.
-func reflector(t *testing.T) string {
+// reflector runs a reflecting receiver on listen until the test ends and
+// returns its address.
+func reflector(t *testing.T, listen string) string {
 	t.Helper()
-	rcv, err := receiver.New(receiver.Options{ListenAddress: "127.0.0.1:0", Reflect: true, ReflectRate: 10000,
+	rcv, err := receiver.New(receiver.Options{ListenAddress: listen, Reflect: true, ReflectRate: 10000,
 		LossTimeout: 200 * time.Millisecond, MaxPeers: 10, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
 		Logger: zaptest.NewLogger(t), Metrics: metrics.NewReceiver(prometheus.NewPedanticRegistry(), metrics.NativeOnly)})
 	if err != nil {
@@ -55,7 +55,7 @@ func seqs(ds []impair.Delivery) (order []uint64, set map[uint64]bool) {
 // datagrams, each way: the JSON summary is the relay's record, exactly,
 // and the exit code follows the loss threshold.
 func TestRunAgainstRelay(t *testing.T) {
-	relay, err := impair.New("127.0.0.1:0", reflector(t), impair.DataOnly(1, 10, 10), impair.DataOnly(2, 10, 10))
+	relay, err := impair.New("127.0.0.1:0", reflector(t, "127.0.0.1:0"), impair.DataOnly(1, 10, 10), impair.DataOnly(2, 10, 10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestRunText(t *testing.T) {
 func TestRunInterrupted(t *testing.T) {
 	bin := testproc.Build(t, ".")
 	p := testproc.Start(t, nil, bin, "run", "--duration", "1m", "--rate", "100", "--loss-timeout", "100ms",
-		"--name", "interrupted", "--output", "json", reflector(t))
+		"--name", "interrupted", "--output", "json", reflector(t, "127.0.0.1:0"))
 	time.Sleep(500 * time.Millisecond) // a few dozen probes
 	if err := p.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
@@ -173,11 +173,32 @@ func TestRunInterrupted(t *testing.T) {
 	}
 }
 
+// TestRunIPv6: udpprobe run over IPv6, against a udpprobe reflector and
+// against udpprobe's STAMP reflector on ::1: every datagram answered, none
+// lost, the target named as it was given.
+func TestRunIPv6(t *testing.T) {
+	target := reflector(t, "[::1]:0")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"run", "--duration", "300ms", "--rate", "100", "--loss-timeout", "200ms",
+		"--name", "six", "--output", "json", target}, &stdout, &stderr)
+	var s summary
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil || code != exitOK {
+		t.Fatalf("exit %d, %v in %q (stderr %q)", code, err, stdout.String(), stderr.String())
+	}
+	if !strings.HasPrefix(target, "[::1]:") || s.Target != target || s.Sent == 0 || s.Received != s.Sent || s.Lost != 0 {
+		t.Fatalf("summary %+v against %s: want every datagram answered over IPv6", s, target)
+	}
+	runSTAMP(t, "[::1]:0")
+}
+
 // TestRunSTAMP runs udpprobe run against udpprobe's own STAMP reflector:
 // every test packet answered, none lost, the reflector's time left out
 // of the round trips.
-func TestRunSTAMP(t *testing.T) {
-	rcv, err := receiver.New(receiver.Options{ListenAddress: "127.0.0.1:0", STAMPListenAddress: "127.0.0.1:0", ReflectRate: 10000,
+func TestRunSTAMP(t *testing.T) { runSTAMP(t, "127.0.0.1:0") }
+
+func runSTAMP(t *testing.T, listen string) {
+	t.Helper()
+	rcv, err := receiver.New(receiver.Options{ListenAddress: listen, STAMPListenAddress: listen, ReflectRate: 10000,
 		LossTimeout: 200 * time.Millisecond, MaxPeers: 10, PeerExpiry: time.Hour, ReceiveBuffer: 4 << 20,
 		Logger: zaptest.NewLogger(t), Metrics: metrics.NewReceiver(prometheus.NewPedanticRegistry(), metrics.NativeOnly)})
 	if err != nil {
@@ -192,7 +213,7 @@ func TestRunSTAMP(t *testing.T) {
 		t.Fatalf("exit %d, %v in %q (stderr %q)", code, err, stdout.String(), stderr.String())
 	}
 	if s.Sent == 0 || s.Received != s.Sent || s.Lost != 0 || !(s.RTT.Min > 0 && s.RTT.Max < 0.2) {
-		t.Fatalf("summary %+v: want every test packet answered in time", s)
+		t.Fatalf("summary %+v from %s: want every test packet answered in time", s, rcv.STAMPAddr())
 	}
 }
 

@@ -3,8 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +45,7 @@ type stampRun struct {
 
 // TestSTAMPReflectorAgainstScapy: scapy's Session-Sender sends 200 test
 // packets to the reflector, skipping 7 of the sequence numbers, in both
-// modes. Every packet it sent is answered: the replies are numbered by the
+// modes over IPv4 and unauthenticated over IPv6. Every packet it sent is answered: the replies are numbered by the
 // reflector from 0 with no gap (stateful), each answers the packet it
 // names with that packet's timestamp, the TTL it arrived with (64 on
 // loopback) and the TLVs back, as long as the probe, Class of Service
@@ -61,9 +63,12 @@ func TestSTAMPReflectorAgainstScapy(t *testing.T) {
 	}
 	const count = 200
 	skip := "3,4,50,51,52,120,198" // not the last: nothing after it would reveal it
-	for _, mode := range []string{"unauthenticated", "authenticated"} {
-		t.Run(mode, func(t *testing.T) {
-			o := receiver.Options{STAMPListenAddress: "127.0.0.1:0"}
+	for _, c := range []struct{ mode, listen string }{
+		{"unauthenticated", "127.0.0.1:0"}, {"authenticated", "127.0.0.1:0"}, {"unauthenticated", "[::1]:0"},
+	} {
+		mode := c.mode
+		t.Run(mode+" "+c.listen, func(t *testing.T) {
+			o := receiver.Options{STAMPListenAddress: c.listen}
 			args := []string{"testdata/stamp_sender.py", "", "", "17", fmt.Sprint(count), skip}
 			if mode == "authenticated" {
 				o.STAMPKeys = [][]byte{[]byte(key)}
@@ -139,10 +144,16 @@ func (h *harness) stampSample(name string) (float64, bool) {
 // other round trip is answered, the 4 are lost (a stateless reflector's
 // replies say nothing of direction, so neither upstream nor downstream),
 // and the round-trip times leave the reflector's 30 ms out: on loopback
-// they average well under 10 ms.
+// they average well under 10 ms. Over IPv4 and IPv6.
 func TestSTAMPSenderAgainstScapy(t *testing.T) {
 	py := testproc.RequirePython(t, "scapy.contrib.stamp", "python3-scapy")
-	target := startSTAMPReflector(t, py, "stateless", "10,11,57,150", "", "")
+	for _, address := range []string{"127.0.0.1", "::1"} {
+		t.Run(address, func(t *testing.T) { stampSenderAgainstScapy(t, py, address) })
+	}
+}
+
+func stampSenderAgainstScapy(t *testing.T, py, address string) {
+	target := startSTAMPReflector(t, py, address, "stateless", "10,11,57,150", "", "")
 	got := sendWith(t, sender.Options{Targets: []string{target}, Name: "s", Rate: 100, RoundTrip: true}, 2*time.Second)
 	lost := uint64(0)
 	for _, seq := range []uint64{10, 11, 57, 150} {
@@ -162,12 +173,12 @@ func TestSTAMPSenderAgainstScapy(t *testing.T) {
 		got.packets, got.rt.Answered, got.rt.Lost, mean*1e3)
 }
 
-// startSTAMPReflector runs testdata/stamp_reflector.py with the mode and
-// faults given, waiting 30 ms before each reply, until the test ends, and
-// returns its stamp:// target.
-func startSTAMPReflector(t *testing.T, py, mode, drop, lose, hold string) string {
+// startSTAMPReflector runs testdata/stamp_reflector.py on address with the
+// mode and faults given, waiting 30 ms before each reply, until the test
+// ends, and returns its stamp:// target.
+func startSTAMPReflector(t *testing.T, py, address, mode, drop, lose, hold string) string {
 	t.Helper()
-	refl := exec.Command(py, "testdata/stamp_reflector.py", mode, drop, lose, hold, "30")
+	refl := exec.Command(py, "testdata/stamp_reflector.py", mode, drop, lose, hold, "30", address)
 	stdout, err := refl.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +194,7 @@ func startSTAMPReflector(t *testing.T, py, mode, drop, lose, hold string) string
 	if _, err := fmt.Fscan(stdout, &port); err != nil {
 		t.Fatalf("the reflector's port: %v", err)
 	}
-	return fmt.Sprintf("stamp://127.0.0.1:%d", port)
+	return "stamp://" + net.JoinHostPort(address, strconv.Itoa(port))
 }
 
 // TestSTAMPSenderStateful: against a stateful reflector made of scapy that
@@ -194,7 +205,7 @@ func startSTAMPReflector(t *testing.T, py, mode, drop, lose, hold string) string
 // stateful, at the reply to 4, before any loss is decided.
 func TestSTAMPSenderStateful(t *testing.T) {
 	py := testproc.RequirePython(t, "scapy.contrib.stamp", "python3-scapy")
-	target := startSTAMPReflector(t, py, "stateful", "3,60,61", "20,21,90,120", "40,70,100")
+	target := startSTAMPReflector(t, py, "127.0.0.1", "stateful", "3,60,61", "20,21,90,120", "40,70,100")
 	got := sendWith(t, sender.Options{Targets: []string{target}, Name: "s", Rate: 100, RoundTrip: true}, 2*time.Second)
 	if got.packets < 150 || got.rt.Answered != got.packets-7 || got.rt.Lost != 7 || got.rt.Upstream != 3 ||
 		got.rt.Downstream != 4 || got.rt.Late != 0 || got.rt.Duplicated != 0 || got.rt.Invalid != 0 {

@@ -2,9 +2,10 @@
 """A STAMP Session-Reflector made of scapy's scapy.contrib.stamp,
 independent of udpprobe's code, for internal/e2e's STAMP sender tests:
 
-    stamp_reflector.py MODE DROP LOSE HOLD WAIT_MS
+    stamp_reflector.py MODE DROP LOSE HOLD WAIT_MS [ADDRESS]
 
-It listens on a free loopback port and prints it on its first line. It
+It listens on a free port of ADDRESS (127.0.0.1 if not given; ::1 for
+IPv6) and prints the port on its first line. It
 answers every test packet after WAIT_MS milliseconds, with these faults,
 each a comma-separated list of the test packets' sequence numbers:
 DROP, test packets it drops as they arrive (lost on the way there);
@@ -36,6 +37,7 @@ def seqs(arg):
 mode = sys.argv[1]
 drop, lose, hold = seqs(sys.argv[2]), seqs(sys.argv[3]), seqs(sys.argv[4])
 wait = int(sys.argv[5]) / 1000
+address = sys.argv[6] if len(sys.argv) > 6 else "127.0.0.1"
 NTP_DELTA = 2208988800
 
 
@@ -43,8 +45,8 @@ def ntp(ns):
     return fractions.Fraction(((ns // 10**9 + NTP_DELTA) << 32) | (((ns % 10**9) << 32) // 10**9), 1 << 32)
 
 
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
+s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((address, 0))
 print(s.getsockname()[1], flush=True)
 pending = []  # (due, order, reply number, test packet bytes, arrival ns, address)
 order = 0
