@@ -93,11 +93,12 @@ check-lab:
 ## (the Kubernetes and Prometheus Operator API types stay out of udpprobe's):
 ## vet, staticcheck and tidy there, then its tests, which render every
 ## variant with kustomize, decode it strictly and run the DaemonSet's
-## container in a namespace lab.
+## container in a namespace lab (its three clusters at once: they mostly wait
+## for the DaemonSet's resolve interval).
 check-kubernetes:
 	$(GO) build -o bin/staticcheck honnef.co/go/tools/cmd/staticcheck
 	cd deploy/kubernetes && $(GO) vet ./... && ../../bin/staticcheck ./... && $(GO) mod tidy -diff
-	cd deploy/kubernetes && $(GO) test -count=1 -v ./...
+	cd deploy/kubernetes && $(GO) test -count=1 -parallel 3 -v ./...
 
 ## generate: the copies deploy/kubernetes ships of the rules and the dashboard.
 generate:

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,22 +14,70 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 )
 
-const composeFile = "../docker-compose.yml"
+const (
+	composeFile = "../docker-compose.yml"
+	// dualStackFile is the override that puts the stack on a dual-stack
+	// network.
+	dualStackFile = "compose/dual-stack.yml"
+)
 
 // loadCompose loads the compose file as `docker compose` would, from the
 // repository root, with no variables from the environment.
 func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
-	opts, err := cli.NewProjectOptions([]string{composeFile}, cli.WithWorkingDirectory(".."),
+	return loadComposeFiles(t, []string{composeFile}, profiles...)
+}
+
+// loadComposeFiles loads compose files, the later overriding the earlier,
+// as `docker compose -f … -f …` would.
+func loadComposeFiles(t *testing.T, files []string, profiles ...string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions(files, cli.WithWorkingDirectory(".."),
 		cli.WithProfiles(profiles), cli.WithEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := opts.LoadProject(context.Background())
 	if err != nil {
-		t.Fatalf("%s: %v", composeFile, err)
+		t.Fatalf("%s: %v", files, err)
 	}
 	return p
+}
+
+// TestComposeDualStack: with the dual-stack override the stack's network
+// has IPv6 and a subnet of each family, private ones; every service is
+// still there and on it; the sender's target is still the receiver's
+// name, and no family is chosen, so it probes both.
+func TestComposeDualStack(t *testing.T) {
+	p := loadComposeFiles(t, []string{composeFile, dualStackFile})
+	n, ok := p.Networks["default"]
+	if !ok || n.EnableIPv6 == nil || !*n.EnableIPv6 || len(n.Ipam.Config) != 2 {
+		t.Fatalf("network default %+v: want IPv6 enabled and two subnets", n)
+	}
+	var v4, v6 bool
+	for _, c := range n.Ipam.Config {
+		pfx, err := netip.ParsePrefix(c.Subnet)
+		if err != nil || !pfx.Addr().IsPrivate() {
+			t.Errorf("subnet %q: want a private prefix (%v)", c.Subnet, err)
+			continue
+		}
+		v4, v6 = v4 || pfx.Addr().Is4(), v6 || pfx.Addr().Is6()
+	}
+	if !v4 || !v6 {
+		t.Errorf("subnets %+v: want one of each family", n.Ipam.Config)
+	}
+	if len(p.Services) != len(loadCompose(t).Services) {
+		t.Errorf("%d services with the override, want the stack's %d", len(p.Services), len(loadCompose(t).Services))
+	}
+	for name, s := range p.Services {
+		if _, on := s.Networks["default"]; !on && len(s.Networks) > 0 {
+			t.Errorf("%s is not on the default network: %v", name, s.Networks)
+		}
+	}
+	env := p.Services["sender"].Environment
+	if tg := env["UDPPROBE_TARGETS"]; tg == nil || *tg != "receiver:6464" || env["UDPPROBE_IP_FAMILY"] != nil {
+		t.Errorf("sender: UDPPROBE_TARGETS %v, UDPPROBE_IP_FAMILY %v; want the receiver's name and both families", tg, env["UDPPROBE_IP_FAMILY"])
+	}
 }
 
 func TestComposeServices(t *testing.T) {

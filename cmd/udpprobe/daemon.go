@@ -171,7 +171,7 @@ func runSender(ctx context.Context, stderr io.Writer) int {
 		func(log *zap.Logger, reg *prometheus.Registry) (func(context.Context) error, error) {
 			m := metrics.NewSender(reg, cfg.Name, histograms(cfg.Common))
 			d, err := discovery.New(discovery.Options{
-				Entries: cfg.Targets, Interval: cfg.ResolveInterval, FileCheck: fileCheck,
+				Entries: cfg.Targets, Interval: cfg.ResolveInterval, FileCheck: fileCheck, Family: cfg.Family(),
 				Logger: log.Named("discovery"), Failed: func(source string) { m.DiscoveryFailures.WithLabelValues(source).Inc() },
 			})
 			if err != nil {

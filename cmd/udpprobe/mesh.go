@@ -82,7 +82,8 @@ func buildMesh(cfg *config.Mesh, log *zap.Logger, reg *prometheus.Registry) (fun
 		return nil, err
 	}
 	d, err := discovery.New(discovery.Options{
-		Entries: cfg.Targets, Interval: cfg.ResolveInterval, FileCheck: fileCheck, Logger: log.Named("discovery"),
+		Entries: cfg.Targets, Interval: cfg.ResolveInterval, FileCheck: fileCheck, Family: cfg.Family(),
+		Logger: log.Named("discovery"),
 		Failed: func(source string) { sm.DiscoveryFailures.WithLabelValues(source).Inc() },
 	})
 	if err != nil {

@@ -122,25 +122,31 @@ func nodeName(i int) string { return fmt.Sprintf("node-%d", i) }
 // exactly as rendered, nothing added. Every node becomes ready at the
 // readiness probe's path and port, is healthy at the liveness probe's,
 // probes the five others under their node names, and every one of the 30
-// pairs is exact once the nodes stop.
+// pairs is exact once the nodes stop. The dual-stack overlay's cluster
+// has both families, the Service's name answering an A and an AAAA
+// record for every pod: each node probes each other once, over IPv6.
 func TestDaemonSetInLab(t *testing.T) {
 	lab.Require(t, "ip")
 	bin := build(t)
-	for _, v := range []string{base, hmac} {
+	for _, v := range []string{base, hmac, dualStack} {
 		t.Run(v, func(t *testing.T) {
 			t.Parallel() // separate namespaces; most of the time is waiting
-			runCluster(t, bin, render(t, v), 6)
+			newBridge := lab.NewBridge
+			if v == dualStack {
+				newBridge = lab.NewBridge46
+			}
+			runCluster(t, bin, render(t, v), newBridge(t, 6))
 		})
 	}
 }
 
-func runCluster(t *testing.T, bin string, m *manifest, n int) {
-	b := lab.NewBridge(t, n)
+func runCluster(t *testing.T, bin string, m *manifest, b *lab.Bridge) {
+	n := len(b.Hosts)
 	c := m.container(t)
 	metrics := port(t, c, "metrics").ContainerPort
 	var addrs []netip.Addr
 	for i := range n {
-		addrs = append(addrs, b.Addr(i))
+		addrs = append(addrs, b.Addrs(i)...)
 	}
 	b.DNS.Set(fmt.Sprintf("%s.%s.svc", m.Service.Name, m.Namespace.Name), addrs...)
 	nodes := make([]*testproc.Process, n)
@@ -202,7 +208,7 @@ func runCluster(t *testing.T, bin string, m *manifest, n int) {
 	// The name answers with node 0 alone: at their next resolve (the
 	// DaemonSet's interval, 30 s by default) the others leave each other
 	// with goodbyes, and node 0, which never probes itself, leaves all.
-	b.DNS.Set(fmt.Sprintf("%s.%s.svc", m.Service.Name, m.Namespace.Name), b.Addr(0))
+	b.DNS.Set(fmt.Sprintf("%s.%s.svc", m.Service.Name, m.Namespace.Name), b.Addrs(0)...)
 	left := time.Now()
 	for deadline := left.Add(45 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 		alone := true
@@ -266,7 +272,16 @@ func runCluster(t *testing.T, bin string, m *manifest, n int) {
 	if pairs != n*(n-1) {
 		t.Fatalf("%d pairs checked, want %d", pairs, n*(n-1))
 	}
-	t.Logf("all %d pairs exact", pairs)
+	// Each node probed each other once, over IPv6 where the pods have
+	// both families, unless the DaemonSet says IPv4.
+	env, _ := environment(t, m, nodeName(0))
+	v6 := len(b.Addrs6) > 0 && !slices.Contains(env, "UDPPROBE_IP_FAMILY=ipv4")
+	for i := range n {
+		if err := lab.ProbedOnce(nodes[i].Lines(), n-1, v6); err != nil {
+			t.Errorf("%s: %v", nodeName(i), err)
+		}
+	}
+	t.Logf("all %d pairs exact, each probed once, over IPv6: %v", pairs, v6)
 }
 
 // intrude sends node 0 a second's probes from a sender that holds no key,

@@ -31,9 +31,10 @@ const (
 	hostNetwork = "overlays/host-network"
 	hmac        = "overlays/hmac"
 	plain       = "overlays/plain-prometheus"
+	dualStack   = "overlays/dual-stack"
 )
 
-var variants = []string{base, hostNetwork, hmac, plain}
+var variants = []string{base, hostNetwork, hmac, plain, dualStack}
 
 // manifest is one rendered variant, every object decoded into its API type.
 type manifest struct {
@@ -308,11 +309,22 @@ func TestPortsAgree(t *testing.T) {
 					t.Errorf("Service port %+v is not the container's %+v", sp, cp)
 				}
 			}
-			target := ""
+			target, family := "", ""
 			for _, e := range c.Env {
-				if e.Name == "UDPPROBE_TARGETS" {
+				switch e.Name {
+				case "UDPPROBE_TARGETS":
 					target = e.Value
+				case "UDPPROBE_IP_FAMILY":
+					family = e.Value
 				}
+			}
+			// Dual stack: the name answers both families, and the nodes
+			// probe one.
+			dual := s.IPFamilyPolicy != nil && *s.IPFamilyPolicy == corev1.IPFamilyPolicyRequireDualStack &&
+				slices.Equal(s.IPFamilies, []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol})
+			if dual != (v == dualStack) || (v == dualStack) != (family == "ipv6") {
+				t.Errorf("Service families %v %v, UDPPROBE_IP_FAMILY %q: want dual stack and ipv6 in %s alone",
+					s.IPFamilyPolicy, s.IPFamilies, family, dualStack)
 			}
 			if want := fmt.Sprintf("%s.$(POD_NAMESPACE).svc:%d", m.Service.Name, probe.ContainerPort); target != want {
 				t.Errorf("UDPPROBE_TARGETS=%q, want %q", target, want)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -159,6 +160,7 @@ type Traffic struct {
 	DSCP         int    `default:"0" desc:"DSCP of every probe, 0 to 63 (46: EF), said in the datagram: the receiver counts those that arrive with another"`
 	ECN          string `default:"off" desc:"ECN codepoint of every probe: off (Not-ECT), ect0 or ect1; the receiver counts those marked CE on the way and those that arrive Not-ECT"`
 	DontFragment bool   `split_words:"true" default:"false" desc:"send every probe with Don't Fragment (IPv4) and unfragmented (IPv6), whatever path MTU the host learnt: a probe larger than the path's MTU is lost, or refused as a send error where it exceeds this host's link, never delivered in fragments"`
+	IPFamily     string `split_words:"true" default:"any" desc:"addresses probed: any (every address a target's name has, each its own target), ipv4 or ipv6 (a name's addresses of that family alone; a dual-stack name is one target, labelled by the name)"`
 	Flows        int    `default:"1" desc:"source ports each target is probed from, 1 to 64: each its own stream at UDPPROBE_RATE / n with its port for life, so ECMP and LAG members hash them apart, and receivers count each flow, each taking a place of their UDPPROBE_MAX_PEERS (not STAMP targets: one flow)"`
 }
 
@@ -169,12 +171,28 @@ const MaxFlows = 64
 // ECN codepoints (RFC 3168).
 var ecnCodes = map[string]uint8{"off": 0, "ect1": 1, "ect0": 2}
 
+// Family is the address family probed.
+func (t *Traffic) Family() discovery.Family { return discovery.Family(t.IPFamily) }
+
 // TrafficClass is the IPv4 TOS or IPv6 traffic class byte of the probes:
 // DSCP in the high six bits, ECN in the low two.
 func (t *Traffic) TrafficClass() uint8 { return uint8(t.DSCP)<<2 | ecnCodes[t.ECN] }
 
-func (t *Traffic) validate() error {
+// validate reports every out-of-range value, and a target given as an
+// address the family leaves out.
+func (t *Traffic) validate(targets []string) error {
 	var errs []error
+	switch f := t.Family(); f {
+	case discovery.AnyFamily, discovery.IPv4, discovery.IPv6:
+		for _, e := range targets {
+			host, _, err := net.SplitHostPort(strings.TrimPrefix(e, discovery.STAMPPrefix))
+			if a, perr := netip.ParseAddr(host); err == nil && perr == nil && !f.Has(a) {
+				errs = append(errs, fmt.Errorf("UDPPROBE_TARGETS lists %q, which UDPPROBE_IP_FAMILY=%s leaves out", e, f))
+			}
+		}
+	default:
+		errs = append(errs, fmt.Errorf("UDPPROBE_IP_FAMILY=%q: must be any, ipv4 or ipv6", t.IPFamily))
+	}
 	if t.DSCP < 0 || t.DSCP > 63 {
 		errs = append(errs, fmt.Errorf("UDPPROBE_DSCP=%d: must be 0 to 63", t.DSCP))
 	}

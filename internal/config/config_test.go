@@ -176,6 +176,14 @@ func TestBadSender(t *testing.T) {
 		{"no targets", nil, []string{"UDPPROBE_TARGETS is required"}},
 		{"no flow", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_FLOWS": "0"}, []string{"UDPPROBE_FLOWS=0: must be 1 to 64"}},
 		{"too many flows", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_FLOWS": "65"}, []string{"UDPPROBE_FLOWS=65: must be 1 to 64"}},
+		{"unknown family", map[string]string{"UDPPROBE_TARGETS": "a:1", "UDPPROBE_IP_FAMILY": "inet6"},
+			[]string{`UDPPROBE_IP_FAMILY="inet6": must be any, ipv4 or ipv6`}},
+		{"address of another family", map[string]string{"UDPPROBE_TARGETS": "a:1,[fd00::1]:6464,stamp://10.0.0.1:862",
+			"UDPPROBE_IP_FAMILY": "ipv4", "UDPPROBE_ROUND_TRIP": "true"},
+			[]string{`UDPPROBE_TARGETS lists "[fd00::1]:6464", which UDPPROBE_IP_FAMILY=ipv4 leaves out`}},
+		{"STAMP address of another family", map[string]string{"UDPPROBE_TARGETS": "stamp://10.0.0.1:862",
+			"UDPPROBE_IP_FAMILY": "ipv6", "UDPPROBE_ROUND_TRIP": "true"},
+			[]string{`UDPPROBE_TARGETS lists "stamp://10.0.0.1:862", which UDPPROBE_IP_FAMILY=ipv6 leaves out`}},
 		{"target without port", map[string]string{"UDPPROBE_TARGETS": "localhost"},
 			[]string{`UDPPROBE_TARGETS entry "localhost": must be host:port`}},
 		{"target port zero", map[string]string{"UDPPROBE_TARGETS": "localhost:0"},
@@ -222,7 +230,8 @@ func TestBadSender(t *testing.T) {
 	}
 }
 
-// TestMeshFlows: a mesh node reads UDPPROBE_FLOWS as a sender does.
+// TestMeshFlows: a mesh node reads UDPPROBE_FLOWS and UDPPROBE_IP_FAMILY
+// as a sender does.
 func TestMeshFlows(t *testing.T) {
 	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "mesh:6464", "UDPPROBE_NAME": "n1"})
 	c, err := LoadMesh()
@@ -236,6 +245,10 @@ func TestMeshFlows(t *testing.T) {
 	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "mesh:6464", "UDPPROBE_NAME": "n1", "UDPPROBE_FLOWS": "65"})
 	_, err = LoadMesh()
 	assertErr(t, err, []string{"UDPPROBE_FLOWS=65: must be 1 to 64"})
+	setEnv(t, map[string]string{"UDPPROBE_TARGETS": "mesh:6464", "UDPPROBE_NAME": "n1", "UDPPROBE_IP_FAMILY": "ipv6"})
+	if c, err = LoadMesh(); err != nil || c.Family() != "ipv6" {
+		t.Fatalf("UDPPROBE_IP_FAMILY=ipv6: %q, %v", c.Family(), err)
+	}
 }
 
 func TestBadReceiver(t *testing.T) {

@@ -69,7 +69,7 @@ func (c *Mesh) Validate() error {
 		}
 	}
 	errs = append(errs, c.Stamp.validate()...)
-	errs = append(errs, c.Traffic.validate())
+	errs = append(errs, c.Traffic.validate(c.Targets))
 	return errors.Join(append(errs, c.Receiver().validateTable()...)...)
 }
 

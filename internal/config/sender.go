@@ -69,7 +69,7 @@ func (c *Sender) Validate() error {
 		}
 	}
 	errs = append(errs, c.StampAuth.validate())
-	errs = append(errs, c.Traffic.validate())
+	errs = append(errs, c.Traffic.validate(c.Targets))
 	if lo := c.minPayload(); wire.ValidName([]byte(c.Name)) && c.PayloadSize != 0 && (c.PayloadSize < lo || c.PayloadSize > wire.MaxSize) {
 		with := ""
 		if c.Auth.enabled() {

@@ -43,6 +43,39 @@ type Target struct {
 	STAMP bool // a STAMP Session-Reflector, not a udpprobe receiver
 }
 
+// Family is the address family whose addresses are probed.
+type Family string
+
+// The families: AnyFamily probes every address a name has.
+const (
+	AnyFamily Family = "any"
+	IPv4      Family = "ipv4"
+	IPv6      Family = "ipv6"
+)
+
+// Has reports whether a is of the family ("" is AnyFamily).
+func (f Family) Has(a netip.Addr) bool {
+	a = a.Unmap()
+	switch f {
+	case IPv4:
+		return a.Is4()
+	case IPv6:
+		return a.Is6()
+	}
+	return true
+}
+
+// network is what a lookup of the family's addresses asks for.
+func (f Family) network() string {
+	switch f {
+	case IPv4:
+		return "ip4"
+	case IPv6:
+		return "ip6"
+	}
+	return "ip"
+}
+
 // Resolver looks up a host's addresses (net.DefaultResolver does).
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
@@ -57,7 +90,11 @@ type Options struct {
 	Resolver            Resolver // nil: net.DefaultResolver
 	// Self reports addresses of this host that must not be probed; nil:
 	// none.
-	Self   func(netip.AddrPort) bool
+	Self func(netip.AddrPort) bool
+	// Family keeps the addresses of one family: a name is looked up in
+	// it alone, and an address of the other (in a file_sd file, say) gives
+	// no target. "": AnyFamily.
+	Family Family
 	Logger *zap.Logger
 	// Failed counts a resolution or a file read that failed, by source
 	// ("dns" or "file"); nil: not counted.
@@ -196,11 +233,14 @@ func (d *Discovery) resolveHostPort(ctx context.Context, hostPort, e string) ([]
 		return nil, fmt.Errorf("port %q", portText)
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
+		if !d.opts.Family.Has(a) {
+			return nil, nil // the other family's address of a dual-stack host
+		}
 		return []Target{{Label: e, Addr: netip.AddrPortFrom(a.Unmap(), uint16(port))}}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	addrs, err := d.opts.Resolver.LookupNetIP(ctx, "ip", host)
+	addrs, err := d.opts.Resolver.LookupNetIP(ctx, d.opts.Family.network(), host)
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +249,10 @@ func (d *Discovery) resolveHostPort(ctx context.Context, hostPort, e string) ([]
 	}
 	for i := range addrs {
 		addrs[i] = addrs[i].Unmap()
+	}
+	addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool { return !d.opts.Family.Has(a) })
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("no %s addresses", d.opts.Family)
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	addrs = slices.Compact(addrs)

@@ -83,6 +83,43 @@ func TestNames(t *testing.T) {
 		"10.0.0.9:6464=10.0.0.9:6464", "one:6464=10.0.0.1:6464", "many:6464=10.0.0.4:6464", "[fd00::2]:6464=[fd00::2]:6464")
 }
 
+// TestFamily: with a family, a dual-stack name is looked up in it alone,
+// and is one target labelled by its entry; an address of the other
+// family, as an entry or in a file_sd file, gives no target and is no
+// failure; a name with no address of the family is a failure.
+func TestFamily(t *testing.T) {
+	r := resolver{"dual": {"10.0.0.1", "fd00::1"}, "six": {"fd00::6"}}
+	file := filepath.Join(t.TempDir(), "sd.json")
+	if err := os.WriteFile(file, []byte(`[{"targets": ["10.0.0.7:6464", "[fd00::7]:6464"]}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		family Family
+		want   []string
+		failed int
+	}{
+		{AnyFamily, []string{"10.0.0.1:6464=10.0.0.1:6464", "[fd00::1]:6464=[fd00::1]:6464", "six:6464=[fd00::6]:6464",
+			"10.0.0.9:6464=10.0.0.9:6464", "10.0.0.7:6464=10.0.0.7:6464", "[fd00::7]:6464=[fd00::7]:6464"}, 0},
+		{IPv4, []string{"dual:6464=10.0.0.1:6464", "10.0.0.9:6464=10.0.0.9:6464", "10.0.0.7:6464=10.0.0.7:6464"}, 1},
+		{IPv6, []string{"dual:6464=[fd00::1]:6464", "six:6464=[fd00::6]:6464", "[fd00::7]:6464=[fd00::7]:6464"}, 0},
+	} {
+		var failed []string
+		d, err := New(Options{Entries: []string{"dual:6464", "six:6464", "10.0.0.9:6464", "file:" + file},
+			Interval: time.Minute, Resolver: r, Family: c.family, Failed: func(s string) { failed = append(failed, s) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, err := d.Resolve(context.Background(), time.Now())
+		expect(t, string(c.family), ts, c.want...)
+		if len(failed) != c.failed || (c.failed > 0) != (err != nil) {
+			t.Errorf("%s: failures %v, error %v; want %d", c.family, failed, err, c.failed)
+		}
+		if c.failed > 0 && !strings.Contains(err.Error(), "no ipv4 addresses") {
+			t.Errorf("%s: error %v, want it to say no ipv4 addresses", c.family, err)
+		}
+	}
+}
+
 // TestSTAMPTargets: a stamp:// entry is a STAMP target, labelled by the
 // entry; a name with several addresses gives one per address, each
 // labelled stamp:// and the address; the same entries in a file_sd file

@@ -66,6 +66,10 @@ type Mesh struct {
 	lastHello map[netip.AddrPort]time.Time
 	targets   []discovery.Target
 	buf       []byte
+	// shared is, by name, the addresses last seen answering it together,
+	// so that it is said once.
+	shared map[string]string
+	mixed  bool // the members are of both families, as said
 }
 
 // New returns a mesh node with no members yet.
@@ -74,7 +78,7 @@ func New(opts Options) (*Mesh, error) {
 		opts.Clock = clock.Real
 	}
 	m := &Mesh{opts: opts, asked: map[netip.AddrPort]uint64{}, learned: map[netip.AddrPort]string{},
-		wake: make(chan struct{}, 1), lastHello: map[netip.AddrPort]time.Time{}}
+		wake: make(chan struct{}, 1), lastHello: map[netip.AddrPort]time.Time{}, shared: map[string]string{}}
 	if len(opts.Keys) > 0 {
 		var err error
 		if m.sign, err = wire.NewAuth(opts.Keys); err != nil {
@@ -156,10 +160,10 @@ func (m *Mesh) refresh(now time.Time) {
 		}
 		others = append(others, t)
 	}
+	m.mixedFamilies(others)
 	neighbours := Neighbours(others, self, m.opts.Neighbours)
-	var targets []discovery.Target
 	var hello []discovery.Target
-	byName := map[string]bool{}
+	byName := map[string][]netip.AddrPort{}
 	for _, n := range neighbours {
 		name, named := m.learned[n.Addr]
 		last, asked := m.lastHello[n.Addr]
@@ -168,16 +172,20 @@ func (m *Mesh) refresh(now time.Time) {
 			named && now.Sub(last) >= m.opts.Recheck:
 			hello = append(hello, n)
 		}
-		if !named {
-			continue
+		if named {
+			byName[name] = append(byName[name], n.Addr)
 		}
-		if byName[name] {
-			m.opts.Logger.Warn("two neighbours answer with one name; only the first is probed",
-				zap.String("name", name), zap.Stringer("address", n.Addr))
-			continue
+	}
+	targets := make([]discovery.Target, 0, len(byName))
+	for name, addrs := range byName {
+		slices.SortFunc(addrs, preferred)
+		targets = append(targets, discovery.Target{Label: name, Addr: addrs[0]})
+		m.sharedName(name, addrs)
+	}
+	for name := range m.shared {
+		if len(byName[name]) < 2 {
+			delete(m.shared, name)
 		}
-		byName[name] = true
-		targets = append(targets, discovery.Target{Label: name, Addr: n.Addr})
 	}
 	// Forget what no member needs any more.
 	keep := map[netip.AddrPort]bool{}
@@ -215,6 +223,64 @@ func (m *Mesh) refresh(now time.Time) {
 		m.targets = targets
 		m.opts.Targets(targets)
 	}
+}
+
+// preferred orders the addresses answering one name, the one to probe
+// first: IPv6 before IPv4 (a dual-stack node, found under both; RFC 6724's
+// default order), then the lowest.
+func preferred(a, b netip.AddrPort) int {
+	if a6, b6 := a.Addr().Is6(), b.Addr().Is6(); a6 != b6 {
+		if a6 {
+			return -1
+		}
+		return 1
+	}
+	return a.Compare(b)
+}
+
+// sharedName says, once for each set, that several addresses answer one
+// name and which is probed: at debug level for one address of each family
+// (a dual-stack node), as a warning otherwise (two nodes, one name).
+func (m *Mesh) sharedName(name string, addrs []netip.AddrPort) {
+	if len(addrs) < 2 {
+		return
+	}
+	var all []string
+	v4 := 0
+	for _, a := range addrs {
+		all = append(all, a.String())
+		if a.Addr().Is4() {
+			v4++
+		}
+	}
+	key := strings.Join(all, ",")
+	if m.shared[name] == key {
+		return
+	}
+	m.shared[name] = key
+	log := m.opts.Logger.Warn
+	msg := "several neighbours answer with one name; one of them is probed"
+	if len(addrs) == 2 && v4 == 1 {
+		log, msg = m.opts.Logger.Debug, "a dual-stack neighbour: probed over IPv6 (UDPPROBE_IP_FAMILY chooses)"
+	}
+	log(msg, zap.String("name", name), zap.Strings("addresses", all), zap.Stringer("probed", addrs[0]))
+}
+
+// mixedFamilies warns, once each time it becomes so, that a hash ring has
+// members of both families: a dual-stack node is then two members, so the
+// ring no longer gives every node k probers.
+func (m *Mesh) mixedFamilies(others []discovery.Target) {
+	var v4, v6 bool
+	for _, t := range others {
+		v4, v6 = v4 || t.Addr.Addr().Is4(), v6 || t.Addr.Addr().Is6()
+	}
+	mixed := v4 && v6 && m.opts.Neighbours > 0
+	if mixed && !m.mixed {
+		m.opts.Logger.Warn("the members have IPv4 and IPv6 addresses: a dual-stack node takes two places on the ring, "+
+			"so nodes are probed by more or fewer than UDPPROBE_NEIGHBOURS; set UDPPROBE_IP_FAMILY to ipv4 or ipv6",
+			zap.Int("neighbours", m.opts.Neighbours))
+	}
+	m.mixed = mixed
 }
 
 // hello asks the node at n's address for its name.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/udpprobe/udpprobe/internal/discovery"
 	"github.com/udpprobe/udpprobe/internal/testkit/fakeclock"
@@ -20,6 +21,7 @@ import (
 type net struct {
 	names map[netip.AddrPort]string // the node at each address
 	sent  int
+	log   *zap.Logger // the nodes'; nil: none
 }
 
 func (n *net) node(t *testing.T, name string, self netip.AddrPort, k int) (*Mesh, *[]discovery.Target) {
@@ -27,8 +29,12 @@ func (n *net) node(t *testing.T, name string, self netip.AddrPort, k int) (*Mesh
 	var got []discovery.Target
 	var m *Mesh
 	var err error
+	log := n.log
+	if log == nil {
+		log = zap.NewNop()
+	}
 	m, err = New(Options{Name: name, Self: func(a netip.AddrPort) bool { return a == self }, Neighbours: k,
-		HelloEvery: time.Second, Recheck: time.Minute, Logger: zap.NewNop(), Clock: fakeclock.New(time.Unix(0, 0)),
+		HelloEvery: time.Second, Recheck: time.Minute, Logger: log, Clock: fakeclock.New(time.Unix(0, 0)),
 		Targets: func(ts []discovery.Target) { got = ts },
 		Send: func(b []byte, to netip.AddrPort) error {
 			n.sent++
@@ -159,5 +165,61 @@ func TestKNeighbours(t *testing.T) {
 	}
 	if n.sent != 3 {
 		t.Fatalf("%d hellos for 3 neighbours", n.sent)
+	}
+}
+
+// TestSharedName: a dual-stack neighbour, found under an IPv4 and an IPv6
+// address that answer one name, is probed once, over IPv6, whichever order
+// discovery lists them in, and said once at debug level; two addresses of
+// one family answering one name are probed once, at the lower, with one
+// warning however often the members are looked at.
+func TestSharedName(t *testing.T) {
+	v4, v6 := netip.MustParseAddrPort("10.0.0.2:6464"), netip.MustParseAddrPort("[fd00::2]:6464")
+	a, b := netip.MustParseAddrPort("10.0.0.7:6464"), netip.MustParseAddrPort("10.0.0.8:6464")
+	self := netip.MustParseAddrPort("10.0.0.1:6464")
+	for _, order := range [][]netip.AddrPort{{v4, v6, b, a}, {v6, v4, a, b}} {
+		core, logs := observer.New(zap.DebugLevel)
+		n := &net{names: map[netip.AddrPort]string{v4: "dual", v6: "dual", a: "twice", b: "twice"}, log: zap.New(core)}
+		m, got := n.node(t, "node-0", self, 0)
+		var ms []discovery.Target
+		for _, ap := range order {
+			ms = append(ms, discovery.Target{Label: ap.String(), Addr: ap})
+		}
+		m.SetMembers(ms)
+		now := time.Unix(100, 0)
+		for i := range 4 {
+			m.refresh(now.Add(time.Duration(i) * time.Second))
+		}
+		want := []string{"dual@" + v6.String(), "twice@" + a.String()}
+		if g := labels(*got); !slices.Equal(g, want) {
+			t.Fatalf("members %v: targets %q, want %q", order, g, want)
+		}
+		debug := logs.FilterMessageSnippet("dual-stack").FilterLevelExact(zap.DebugLevel).Len()
+		warn := logs.FilterMessageSnippet("several neighbours answer with one name").FilterLevelExact(zap.WarnLevel).Len()
+		if debug != 1 || warn != 1 {
+			t.Errorf("members %v: %d dual-stack lines and %d warnings, want one of each", order, debug, warn)
+		}
+	}
+}
+
+// TestMixedFamiliesOnARing: a node with k neighbours warns once when its
+// members come to have both families, and again only after they did not.
+func TestMixedFamiliesOnARing(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	n := &net{names: map[netip.AddrPort]string{}, log: zap.New(core)}
+	m, _ := n.node(t, "node-0", netip.MustParseAddrPort("10.0.0.1:6464"), 2)
+	v4 := members(3)
+	v6 := discovery.Target{Label: "[fd00::2]:6464", Addr: netip.MustParseAddrPort("[fd00::2]:6464")}
+	now := time.Unix(100, 0)
+	warned := func() int { return logs.FilterMessageSnippet("IPv4 and IPv6").Len() }
+	for i, c := range []struct {
+		ms   []discovery.Target
+		want int
+	}{{v4, 0}, {append(v4, v6), 1}, {append(v4, v6), 1}, {v4, 1}, {append(v4, v6), 2}} {
+		m.SetMembers(c.ms)
+		m.refresh(now.Add(time.Duration(i) * time.Second))
+		if warned() != c.want {
+			t.Fatalf("step %d: %d warnings, want %d", i, warned(), c.want)
+		}
 	}
 }

@@ -23,6 +23,9 @@ type Bridge struct {
 	Hosts []Host
 	Hub   Host
 	DNS   *DNS
+	// Addrs6 are the hosts' IPv6 addresses on a dual-stack bridge
+	// (NewBridge46), whose Hosts have their IPv4 ones.
+	Addrs6 []string
 }
 
 // The bridge's networks: hosts at .1, .2, … (::1, ::2, …); the hub at .254
@@ -38,30 +41,38 @@ const (
 // its DNS.
 func NewBridge(t testing.TB, n int) *Bridge {
 	t.Helper()
-	return newBridge(t, n, false)
+	return newBridge(t, n, true, false)
 }
 
 // NewBridge6 is NewBridge on IPv6 alone: the hosts' addresses, the DNS
 // server's and its answers (AAAA) are all IPv6.
 func NewBridge6(t testing.TB, n int) *Bridge {
 	t.Helper()
-	return newBridge(t, n, true)
+	return newBridge(t, n, false, true)
 }
 
-func newBridge(t testing.TB, n int, v6 bool) *Bridge {
+// NewBridge46 is NewBridge on both families: every host has an IPv4
+// address (Hosts) and an IPv6 one (Addrs6); the DNS server listens on the
+// hub's IPv4 address and answers A and AAAA queries.
+func NewBridge46(t testing.TB, n int) *Bridge {
+	t.Helper()
+	return newBridge(t, n, true, true)
+}
+
+func newBridge(t testing.TB, n int, v4, v6 bool) *Bridge {
 	t.Helper()
 	Require(t, "ip")
 	sweep(t)
 	id := fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), labs.Add(1))
-	subnet, hub, bits := bridgeNet, hubAddr, "/24"
-	if v6 {
-		subnet, hub, bits = bridgeNet6, hubAddr6, "/64"
+	hub := hubAddr
+	if !v4 {
+		hub = hubAddr6
 	}
 	b := &Bridge{Hub: Host{NS: id + "-hub", Dev: "br0", Addr: hub}}
 	run(t, "ip", "netns", "add", b.Hub.NS)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", b.Hub.NS).Run() })
-	// Only the family in use: the other's traffic (IPv6's neighbour and
-	// router discovery) would cross the bridge besides the probes.
+	// Only the families in use: IPv6's neighbour and router discovery
+	// would cross an IPv4 bridge besides the probes.
 	family := func(h Host) {
 		if v6 {
 			quietIPv6(t, &b.Lab, h)
@@ -69,15 +80,27 @@ func newBridge(t testing.TB, n int, v6 bool) *Bridge {
 		}
 		b.Exec(t, h, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
 	}
+	// address gives h its address of each family, i on the bridge's
+	// networks (the hub's: 254).
+	address := func(h Host, i int) {
+		if v4 {
+			b.Exec(t, h, "ip", "addr", "add", fmt.Sprintf("%s%d/24", bridgeNet, i), "dev", h.Dev)
+		}
+		if v6 {
+			b.Exec(t, h, "ip", "addr", "add", fmt.Sprintf("%s%x/64", bridgeNet6, i), "dev", h.Dev, "nodad")
+		}
+	}
 	family(b.Hub)
 	b.Exec(t, b.Hub, "ip", "link", "add", "br0", "type", "bridge")
-	b.Exec(t, b.Hub, append([]string{"ip", "addr", "add", hub + bits, "dev", "br0"}, nodad(v6)...)...)
+	address(b.Hub, 254)
 	b.Exec(t, b.Hub, "ip", "link", "set", "br0", "up")
 	b.Exec(t, b.Hub, "ip", "link", "set", "lo", "up")
 	for i := range n {
-		addr := fmt.Sprintf("%s%d", subnet, i+1)
-		if v6 {
-			addr = fmt.Sprintf("%s%x", subnet, i+1)
+		addr := fmt.Sprintf("%s%d", bridgeNet, i+1)
+		if !v4 {
+			addr = fmt.Sprintf("%s%x", bridgeNet6, i+1)
+		} else if v6 {
+			b.Addrs6 = append(b.Addrs6, fmt.Sprintf("%s%x", bridgeNet6, i+1))
 		}
 		h := Host{NS: fmt.Sprintf("%s-h%d", id, i), Dev: "eth0", Addr: addr}
 		run(t, "ip", "netns", "add", h.NS)
@@ -89,7 +112,7 @@ func newBridge(t testing.TB, n int, v6 bool) *Bridge {
 		run(t, "ip", "link", "add", h.Dev, "netns", h.NS, "type", "veth", "peer", "name", port, "netns", b.Hub.NS)
 		b.Exec(t, b.Hub, "ip", "link", "set", port, "master", "br0", "up")
 		family(h)
-		b.Exec(t, h, append([]string{"ip", "addr", "add", h.Addr + bits, "dev", h.Dev}, nodad(v6)...)...)
+		address(h, i+1)
 		b.Exec(t, h, "ip", "link", "set", "lo", "up")
 		b.Exec(t, h, "ip", "link", "set", h.Dev, "up")
 		// ip netns exec mounts /etc/netns/NS/resolv.conf over
@@ -108,8 +131,18 @@ func newBridge(t testing.TB, n int, v6 bool) *Bridge {
 	return b
 }
 
-// Addr is host i's address as a netip.Addr.
+// Addr is host i's address as a netip.Addr (its IPv4 one on a dual-stack
+// bridge).
 func (b *Bridge) Addr(i int) netip.Addr { return netip.MustParseAddr(b.Hosts[i].Addr) }
+
+// Addrs are host i's addresses: its IPv6 one too on a dual-stack bridge.
+func (b *Bridge) Addrs(i int) []netip.Addr {
+	as := []netip.Addr{b.Addr(i)}
+	if i < len(b.Addrs6) {
+		as = append(as, netip.MustParseAddr(b.Addrs6[i]))
+	}
+	return as
+}
 
 // DNS answers A and AAAA queries for names the test sets with the
 // addresses it sets, of the family asked, and NXDOMAIN for any other

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -707,5 +708,74 @@ func ecmpFlows(t *testing.T, r *Routed, hash Hash) {
 	if onFirst != firstCount || onSecond != secondCount {
 		t.Errorf("the flows that lost nothing sent %d and those that lost %d, the paths carried %d and %d",
 			onFirst, onSecond, firstCount, secondCount)
+	}
+}
+
+// TestDualStackSender runs what deploy/compose/dual-stack.yml configures: a
+// reflecting receiver on a dual-stack bridge, listening on both families,
+// and a sender given the receiver's name, which answers an A and an AAAA
+// record. The sender probes it twice, once over each family, as two
+// targets labelled by address; stopped, each target's stream is exact at
+// the receiver (received what the sender's log says it sent it, nothing
+// lost), and the receiver replied to every probe and goodbye of each.
+func TestDualStackSender(t *testing.T) {
+	Require(t, "ip")
+	b := NewBridge46(t, 2)
+	b.DNS.Set("receiver.test", b.Addrs(0)...)
+	bin := testproc.Build(t, "../../../cmd/udpprobe")
+	rcv := b.Start(t, b.Hosts[0], []string{"UDPPROBE_LISTEN_ADDRESS=:6464", "UDPPROBE_REFLECT=true",
+		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8464", "UDPPROBE_LOSS_TIMEOUT=500ms", "UDPPROBE_LOG_FORMAT=json"}, bin, "receiver")
+	rcv.Await(t, `"msg":"receiving"`)
+	snd := b.Start(t, b.Hosts[1], []string{"UDPPROBE_TARGETS=receiver.test:6464", "UDPPROBE_NAME=" + peer,
+		"UDPPROBE_ROUND_TRIP=true", "UDPPROBE_RATE=500", "UDPPROBE_LOSS_TIMEOUT=500ms",
+		"UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8465", "UDPPROBE_LOG_FORMAT=json"}, bin, "sender")
+	snd.Await(t, `"msg":"serving metrics"`)
+	targets := []string{b.Hosts[0].Addr + ":6464", "[" + b.Addrs6[0] + "]:6464"}
+	sndMetrics := func() scrape.Samples {
+		s, err := scrape.Parse(strings.NewReader(b.Get(t, b.Hosts[1], sndWeb)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	await(t, "the sender has sent 1,000 probes to each family", 20*time.Second, func() bool {
+		s := sndMetrics()
+		for _, tg := range targets {
+			if s[scrape.Series("udpprobe_sender_packets_sent_total", "sender", peer, "target", tg)] < 1000 {
+				return false
+			}
+		}
+		return true
+	})
+	if code := snd.Stop(t); code != 0 {
+		t.Fatalf("sender exited %d", code)
+	}
+	probed, err := Probed(snd.Lines())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(probed) != 2 || !slices.Equal(probed[targets[0]], b.Addrs(0)[:1]) || !slices.Equal(probed[targets[1]], b.Addrs(0)[1:]) {
+		t.Fatalf("the sender probed %v: want %s at its IPv4 address and %s at its IPv6 one, once each", probed, targets[0], targets[1])
+	}
+	time.Sleep(time.Second) // two loss timeouts: the streams are settled
+	s, err := scrape.Parse(strings.NewReader(b.Get(t, b.Hosts[0], rcvWeb)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range targets {
+		sent, sessions, err := Sent(snd.Lines(), tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := func(name string) uint64 {
+			return uint64(s[scrape.Series("udpprobe_receiver_"+name, "sender", peer, "target", tg)])
+		}
+		if sessions != 1 || sent == 0 || c("packets_received_total") != sent || c("packets_lost_total") != 0 ||
+			c("packets_duplicated_total") != 0 || c("packets_reordered_total") != 0 || c("replies_sent_total") != sent+goodbyes {
+			t.Errorf("%s: sent %d in %d sessions; received %d, lost %d, duplicated %d, reordered %d, replied %d",
+				tg, sent, sessions, c("packets_received_total"), c("packets_lost_total"), c("packets_duplicated_total"),
+				c("packets_reordered_total"), c("replies_sent_total"))
+		}
+		t.Logf("%s: %d probes, all received and answered", tg, sent)
 	}
 }

@@ -56,25 +56,26 @@ func (m *meshLab) metrics(t *testing.T, i int) scrape.Samples {
 	return s
 }
 
-// members makes the DNS name answer with the addresses of the nodes given.
+// members makes the DNS name answer with the addresses of the nodes given
+// (both of each on a dual-stack bridge).
 func (m *meshLab) members(nodes ...int) {
 	var addrs []netip.Addr
 	for _, i := range nodes {
-		addrs = append(addrs, m.b.Addr(i))
+		addrs = append(addrs, m.b.Addrs(i)...)
 	}
 	m.b.DNS.Set(meshName, addrs...)
 }
 
 // start runs udpprobe mesh on every host, the members from the DNS name,
-// and waits until each serves its metrics.
-func (m *meshLab) start(t *testing.T, bin string) {
+// with env besides, and waits until each serves its metrics.
+func (m *meshLab) start(t *testing.T, bin string, env ...string) {
 	t.Helper()
 	for i, h := range m.b.Hosts {
-		p := m.b.Start(t, h, []string{"UDPPROBE_NAME=" + nodeName(i), "UDPPROBE_TARGETS=" + meshName + ":6464",
+		p := m.b.Start(t, h, append([]string{"UDPPROBE_NAME=" + nodeName(i), "UDPPROBE_TARGETS=" + meshName + ":6464",
 			"UDPPROBE_LISTEN_ADDRESS=:6464", "UDPPROBE_WEB_LISTEN_ADDRESS=127.0.0.1:8466",
 			"UDPPROBE_RESOLVE_INTERVAL=1s", fmt.Sprintf("UDPPROBE_RATE=%d", meshRate),
 			"UDPPROBE_LOSS_TIMEOUT=" + meshTimeout.String(), "UDPPROBE_PEER_EXPIRY=" + meshExpiry.String(),
-			"UDPPROBE_LOG_FORMAT=json"}, bin, "mesh")
+			"UDPPROBE_LOG_FORMAT=json"}, env...), bin, "mesh")
 		m.nodes = append(m.nodes, p)
 	}
 	for _, p := range m.nodes {
@@ -263,21 +264,49 @@ func TestMeshLab(t *testing.T) {
 }
 
 // TestMeshLab6 runs a mesh of 6 hosts on an IPv6 bridge, the members from
-// one DNS name answering AAAA records: every node probes the 5 others by
-// name; then the name answers with node 0 alone, every node leaves the
-// others but node 0, and all stop: every one of the 30 pairs is exact.
+// one DNS name answering AAAA records: every pair exact (allPairs).
 func TestMeshLab6(t *testing.T) {
-	const n = 6
-	b := NewBridge6(t, n)
-	m := &meshLab{b: b}
+	m := &meshLab{b: NewBridge6(t, 6)}
+	m.allPairs(t)
+}
+
+// TestMeshLabDualStack runs a mesh of 4 hosts on a dual-stack bridge, the
+// members from one DNS name answering an A and an AAAA record for each
+// node, so that every neighbour is found twice: by default every node
+// probes each neighbour once, over IPv6, and with UDPPROBE_IP_FAMILY=ipv4
+// once over IPv4; either way every pair is exact (allPairs).
+func TestMeshLabDualStack(t *testing.T) {
+	for _, c := range []struct {
+		family string
+		v6     bool
+	}{{"any", true}, {"ipv4", false}} {
+		t.Run(c.family, func(t *testing.T) {
+			m := &meshLab{b: NewBridge46(t, 4)}
+			m.allPairs(t, "UDPPROBE_IP_FAMILY="+c.family)
+			for i, p := range m.nodes {
+				if err := ProbedOnce(p.Lines(), len(m.nodes)-1, c.v6); err != nil {
+					t.Errorf("%s: %v", nodeName(i), err)
+				}
+			}
+		})
+	}
+}
+
+// allPairs starts a mesh node on every host of the bridge, with env
+// besides, the members from one DNS name: every node probes the others by
+// name; then the name answers with node 0 alone, every node leaves the
+// others but node 0, and all stop: every one of the pairs is exact.
+func (m *meshLab) allPairs(t *testing.T, env ...string) {
+	t.Helper()
+	n := len(m.b.Hosts)
 	bin := testproc.Build(t, "../../../cmd/udpprobe")
 	all := make([]int, n)
 	for i := range all {
 		all[i] = i
 	}
 	m.members(all...)
-	m.start(t, bin)
-	await(t, "every node probes the 5 others by name", 15*time.Second, func() bool {
+	m.start(t, bin, env...)
+	await(t, "every node probes the others by name", 15*time.Second, func() bool {
 		for i := range all {
 			s := m.metrics(t, i)
 			for j := range all {
