@@ -35,6 +35,9 @@ type fanOutResult struct {
 	duplicated, reordered   uint64
 	socketDrops, kernel     uint64
 	missed                  uint64
+	// The sender's, at the scrape after the run: replies the receiver held
+	// back under its reflect rate limit, and round trips lost.
+	withheld, roundTripsLost uint64
 }
 
 // perDatagram is the sender's CPU a datagram while it sent, without the
@@ -44,10 +47,14 @@ func (r fanOutResult) perDatagram() float64 {
 }
 
 // exact: the receiver got every datagram sent, and counted nothing lost,
-// duplicated or reordered on loopback. (The kernel's drop count is the
-// machine's: the sender's socket, dropping replies, is in it too.)
+// duplicated or reordered on loopback, and every round trip was answered,
+// none held back by the receiver's reflect rate limit (a run whose replies
+// are held back does less work a datagram than it measures). (The
+// kernel's drop count is the machine's: the sender's socket, dropping
+// replies, is in it too.)
 func (r fanOutResult) exact() bool {
-	return r.received+r.local == r.sent && r.lost == 0 && r.duplicated == 0 && r.reordered == 0
+	return r.received+r.local == r.sent && r.lost == 0 && r.duplicated == 0 && r.reordered == 0 &&
+		r.withheld == 0 && r.roundTripsLost == 0
 }
 
 func (r fanOutResult) row() string {
@@ -55,7 +62,8 @@ func (r fanOutResult) row() string {
 		r.targets, r.rate, r.sent, r.sender.cpu.Seconds(), r.perDatagram(), r.lateP99*1e3, r.missed,
 		mib(r.sender.rss), mib(r.receiver.rss), r.seriesPerTarget,
 		ms(r.scrapeText), ms(r.scrapeProto), r.socketDrops, r.kernel,
-		yes(r.exact(), fmt.Sprintf("received %d + local %d of %d, lost %d", r.received, r.local, r.sent, r.lost)))
+		yes(r.exact(), fmt.Sprintf("received %d + local %d of %d, lost %d; replies withheld %d, round trips lost %d",
+			r.received, r.local, r.sent, r.lost, r.withheld, r.roundTripsLost)))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -92,10 +100,13 @@ func fanOutRun(o options, n int, rate float64) (fanOutResult, error) {
 	loop := free("udp")
 	_, port, _ := strings.Cut(loop, ":")
 	// The receiver listens on every address, so that each of 127.0.x.y is
-	// a target of its own: a peer of its own for the receiver.
+	// a target of its own: a peer of its own for the receiver. Its reflect
+	// limits, per peer and in all, leave room for twice the rates: a reply
+	// held back would be work the sender does not do.
 	udp, web := ":"+port, free("tcp")
 	total := strconv.FormatFloat(float64(n)*rate*2, 'f', 0, 64)
 	recv, err := startReady(o.udpprobe, "receiving", receiverEnv(udp, web, "UDPPROBE_REFLECT=true",
+		"UDPPROBE_REFLECT_RATE="+strconv.FormatFloat(2*rate, 'f', 0, 64),
 		"UDPPROBE_MAX_PEERS=2000", "UDPPROBE_REFLECT_BUDGET="+total, "UDPPROBE_REFLECT_BUDGET_BYTES=268435456",
 		"UDPPROBE_RECEIVE_BUFFER=16777216", "UDPPROBE_CLASSIC_HISTOGRAMS=false"), "receiver")
 	if err != nil {
@@ -220,6 +231,14 @@ func (r *fanOutResult) readSender(mfs []*dto.MetricFamily) {
 			r.lateP99 = nativeQuantile(mf.GetMetric()[0].GetHistogram(), .99)
 		case "udpprobe_sender_missed_slots_total":
 			r.missed = uint64(mf.GetMetric()[0].GetCounter().GetValue())
+		case "udpprobe_sender_replies_withheld_total":
+			for _, m := range mf.GetMetric() {
+				r.withheld += uint64(m.GetCounter().GetValue())
+			}
+		case "udpprobe_sender_roundtrip_packets_lost_total":
+			for _, m := range mf.GetMetric() {
+				r.roundTripsLost += uint64(m.GetCounter().GetValue())
+			}
 		}
 	}
 	r.seriesPerTarget = float64(perTarget) / float64(r.targets)

@@ -35,8 +35,8 @@ func (s *Sender) sendDue(now time.Time) {
 	b := &s.batch
 	b.reset()
 	for len(s.queue) > 0 {
-		t := s.queue[0]
-		if t.at > int64(now.Sub(s.epoch)) {
+		t := s.queue[0].t
+		if s.queue[0].at > int64(now.Sub(s.epoch)) {
 			break
 		}
 		room := MaxBatch - len(b.bufs)
@@ -59,7 +59,7 @@ func (s *Sender) sendDue(now time.Time) {
 			b.dues = append(b.dues, d)
 		}
 		t.pending = len(dues)
-		t.due(s.epoch)
+		s.queue[0].at = t.due(s.epoch)
 		heap.Fix(&s.queue, 0)
 	}
 	s.flush()

@@ -73,7 +73,6 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 		ft := s.newFlow(w, uint16(f), session, rate)
 		at := math.Mod(phase+float64(f)*interval/float64(flows), interval)
 		ft.sched = newSchedule(now.Add(time.Duration(at)), rate, len(ft.bufs))
-		ft.due(s.epoch)
 		if f == 0 {
 			t = ft
 		} else {
@@ -90,7 +89,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	}
 	for _, ft := range t.all() {
 		ft.m = t.m
-		heap.Push(&s.queue, ft)
+		heap.Push(&s.queue, slot{at: ft.due(s.epoch), t: ft})
 	}
 	s.active[w.Label] = t
 	t.log.Info("probing a target", zap.Stringer("address", w.Addr), zap.Uint64("session", session), zap.Int("flows", flows))
@@ -105,7 +104,7 @@ func (s *Sender) newFlow(w discovery.Target, f uint16, session uint64, rate floa
 	if f > 0 {
 		log = log.With(zap.Uint16("flow", f))
 	}
-	t := &target{label: w.Label, flow: f, w: s.writerOf(f), session: session, index: -1, stamp: w.STAMP,
+	t := &target{label: w.Label, flow: f, w: s.writerOf(f), session: session, stamp: w.STAMP,
 		onReply: s.opts.OnReply, log: log}
 	h := s.header
 	h.Target, h.Session, h.Flow = []byte(w.Label), session, f
@@ -135,7 +134,9 @@ func (s *Sender) newFlow(w discovery.Target, f uint16, session uint64, rate floa
 // replies are in.
 func (s *Sender) leave(t *target, now time.Time) {
 	for _, f := range t.all() {
-		heap.Remove(&s.queue, f.index)
+		if i := s.queue.find(f); i >= 0 {
+			heap.Remove(&s.queue, i)
+		}
 		s.goodbye(f)
 	}
 	delete(s.active, t.label)

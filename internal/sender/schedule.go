@@ -53,27 +53,39 @@ func (s *schedule) take(now time.Time, most int) (dues []time.Time, skipped int6
 }
 
 // queue orders targets by when their next slot is due: a binary heap, so
-// that one loop serves any number of targets in O(log n) a datagram.
-type queue []*target
+// that one loop serves any number of targets in O(log n) a datagram. Each
+// entry keeps its key beside its target, so that ordering the queue reads
+// the heap's own array alone: with many targets, each one's memory is cold
+// by the time its slot comes round.
+type queue []slot
+
+// slot is a target in the queue, and when its next slot is due (ns since
+// the sender's epoch).
+type slot struct {
+	at int64
+	t  *target
+}
 
 func (q queue) Len() int           { return len(q) }
 func (q queue) Less(i, j int) bool { return q[i].at < q[j].at }
-func (q queue) Swap(i, j int) {
-	q[i], q[j] = q[j], q[i]
-	q[i].index, q[j].index = i, j
-}
-
-func (q *queue) Push(x any) {
-	t := x.(*target)
-	t.index = len(*q)
-	*q = append(*q, t)
-}
+func (q queue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)        { *q = append(*q, x.(slot)) }
 
 func (q *queue) Pop() any {
 	old := *q
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
+	s := old[len(old)-1]
+	old[len(old)-1] = slot{}
 	*q = old[:len(old)-1]
-	t.index = -1
-	return t
+	return s
+}
+
+// find is where t is in the queue, or -1: a search, for a target that
+// leaves, which is rare beside the slots sent.
+func (q queue) find(t *target) int {
+	for i, s := range q {
+		if s.t == t {
+			return i
+		}
+	}
+	return -1
 }

@@ -33,8 +33,6 @@ type target struct {
 	session  uint64
 	bufs     [][]byte // its datagrams, ready but for flags, number, time and seal
 	sched    schedule
-	at       int64 // when its next slot is due, ns since the sender's epoch: the queue's key
-	index    int   // in the queue; -1 when not in it
 	seq      uint64
 	pending  int // datagrams of the batch being stamped
 	m        metrics.SenderTarget
@@ -52,8 +50,9 @@ type target struct {
 	onReply func(target string, seq uint64, outcome tracker.ReplyOutcome, rtt time.Duration)
 }
 
-// due moves the target's queue key to its next slot.
-func (t *target) due(epoch time.Time) { t.at = int64(t.sched.due(t.sched.next).Sub(epoch)) }
+// due is when the target's next slot is due, ns since the epoch: its key
+// in the queue.
+func (t *target) due(epoch time.Time) int64 { return int64(t.sched.due(t.sched.next).Sub(epoch)) }
 
 // sendError logs the first error at once and then at most one line a minute
 // with the count, so a dead target cannot flood the log.
