@@ -2,9 +2,12 @@ package metrics
 
 import (
 	"maps"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/udpprobe/udpprobe/internal/tracker"
 )
@@ -18,7 +21,6 @@ import (
 type Sender struct {
 	PacketsSent *prometheus.CounterVec
 	SendErrors  *prometheus.CounterVec
-	RTT         *prometheus.HistogramVec
 	// MissedSlots and ScheduleLateness are the sending loop's, which sends
 	// to every target: when it falls behind, every target due falls behind.
 	MissedSlots      prometheus.Counter
@@ -80,9 +82,6 @@ func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 		ScheduleLateness: on.histogramVec("schedule_lateness_seconds",
 			"How late each data datagram was sent against its slot in its target's schedule, all targets together: the sending loop's pacing.",
 			h.buckets(LatenessBuckets)).WithLabelValues(),
-		RTT: on.histogramVec("rtt_seconds",
-			"Round-trip time of replies received within the loss timeout, on this host's monotonic clock.",
-			h.buckets(DelayBuckets), "target"),
 		Targets: on.gauge("targets", "Targets probed now: configured, resolved or discovered."),
 		Foreign: on.counter("foreign_packets_total",
 			"Datagrams on the sending socket from no target's address that name none of its targets."),
@@ -90,8 +89,14 @@ func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 			"Target name resolutions and file_sd file reads that failed; the targets they gave last are kept.", "source"),
 		ReflectorStateful: on.gaugeVec("stamp_reflector_stateful",
 			"STAMP targets only: 1 once the reflector's replies show it numbers them itself (stateful), so that round-trip losses are split by direction from then on; 0 while they copy the test packets' numbers (stateless, or stateful with no loss on the way there yet): the losses have no direction.", "target"),
-		roundTrips: &roundTrips{byTarget: make(map[string]func() tracker.RoundTripCounts)},
+		roundTrips: &roundTrips{byTarget: make(map[string]func() tracker.RoundTripCounts),
+			rtt: map[string]*histogram{}, rttBounds: h.buckets(DelayBuckets), sender: name},
 	}
+	// Round-trip times: a histogram per target, each observed about once
+	// an interval, which client_golang's makes a string of cache misses
+	// with many targets (histogram.go).
+	s.roundTrips.rttDesc = on.desc("rtt_seconds",
+		"Round-trip time of replies received within the loss timeout, on this host's monotonic clock.", "target")
 	s.roundTrips.invalid = on.desc("replies_invalid_total",
 		"Datagrams on the sending socket from a target or naming one that are not a reply to its session: damaged, unauthenticated, of another session, or for a datagram never sent; all targets together.")
 	for _, source := range []string{"dns", "file"} {
@@ -108,13 +113,19 @@ func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 // zero. counts returns the target's round-trip totals; it is called at
 // every scrape, from the scraping goroutine.
 func (s *Sender) Target(target string, counts func() tracker.RoundTripCounts) SenderTarget {
-	s.roundTrips.mu.Lock()
-	s.roundTrips.byTarget[target] = counts
-	s.roundTrips.mu.Unlock()
+	r := s.roundTrips
+	rtt := newHistogram(r.rttDesc, []*dto.LabelPair{ // sorted by name
+		{Name: proto.String("sender"), Value: proto.String(r.sender)},
+		{Name: proto.String("target"), Value: proto.String(target)},
+	}, r.rttBounds)
+	r.mu.Lock()
+	r.byTarget[target] = counts
+	r.rtt[target] = rtt
+	r.mu.Unlock()
 	return SenderTarget{
 		PacketsSent: s.PacketsSent.WithLabelValues(target),
 		SendErrors:  s.SendErrors.WithLabelValues(target),
-		RTT:         s.RTT.WithLabelValues(target),
+		RTT:         rtt,
 	}
 }
 
@@ -134,21 +145,27 @@ func (s *Sender) Forget(target string) {
 		s.roundTrips.invalidGone += counts().Invalid
 	}
 	delete(s.roundTrips.byTarget, target)
+	delete(s.roundTrips.rtt, target)
 	s.roundTrips.mu.Unlock()
 	for _, v := range []interface{ DeleteLabelValues(...string) bool }{
-		s.PacketsSent, s.SendErrors, s.RTT, s.ReflectorStateful,
+		s.PacketsSent, s.SendErrors, s.ReflectorStateful,
 	} {
 		v.DeleteLabelValues(target)
 	}
 }
 
-// roundTrips is the collector of the round-trip totals: per target, and
-// the invalid replies of all targets, those forgotten included.
+// roundTrips is the collector of the round trips: per target, the totals
+// and the times, and the invalid replies of all targets, those forgotten
+// included.
 type roundTrips struct {
 	descs       []*prometheus.Desc // in the order of roundTripMetrics
 	invalid     *prometheus.Desc
+	rttDesc     *prometheus.Desc
+	rttBounds   []float64 // the classic buckets; nil: native only
+	sender      string    // the sender label's value
 	mu          sync.Mutex
 	byTarget    map[string]func() tracker.RoundTripCounts
+	rtt         map[string]*histogram
 	invalidGone uint64 // of the targets forgotten
 }
 
@@ -157,13 +174,18 @@ func (r *roundTrips) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- r.invalid
+	ch <- r.rttDesc
 }
 
 func (r *roundTrips) Collect(ch chan<- prometheus.Metric) {
 	r.mu.Lock()
 	targets := maps.Clone(r.byTarget)
 	invalid := r.invalidGone
+	rtt := slices.Collect(maps.Values(r.rtt))
 	r.mu.Unlock()
+	for _, h := range rtt {
+		ch <- h
+	}
 	for target, counts := range targets {
 		c := counts()
 		invalid += c.Invalid
