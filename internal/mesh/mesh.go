@@ -261,7 +261,7 @@ func (m *Mesh) sharedName(name string, addrs []netip.AddrPort) {
 	log := m.opts.Logger.Warn
 	msg := "several neighbours answer with one name; one of them is probed"
 	if len(addrs) == 2 && v4 == 1 {
-		log, msg = m.opts.Logger.Debug, "a dual-stack neighbour: probed over IPv6 (UDPPROBE_IP_FAMILY chooses)"
+		log, msg = m.opts.Logger.Debug, "a dual-stack neighbour: probed over IPv6 (unless the IP family probed is set)"
 	}
 	log(msg, zap.String("name", name), zap.Strings("addresses", all), zap.Stringer("probed", addrs[0]))
 }
@@ -277,7 +277,7 @@ func (m *Mesh) mixedFamilies(others []discovery.Target) {
 	mixed := v4 && v6 && m.opts.Neighbours > 0
 	if mixed && !m.mixed {
 		m.opts.Logger.Warn("the members have IPv4 and IPv6 addresses: a dual-stack node takes two places on the ring, "+
-			"so nodes are probed by more or fewer than UDPPROBE_NEIGHBOURS; set UDPPROBE_IP_FAMILY to ipv4 or ipv6",
+			"so nodes are probed by more or fewer than the neighbours each probes; set the IP family probed to ipv4 or ipv6",
 			zap.Int("neighbours", m.opts.Neighbours))
 	}
 	m.mixed = mixed
