@@ -29,9 +29,10 @@ import (
 // 100 populated buckets: both halve the resolution, but this one never
 // resets its counts (client_golang resets a histogram an hour after it
 // last did, with NativeHistogramMinResetDuration). It takes finite values
-// of at least 0 (times); it ignores any other. Its native buckets span the
-// keys observed, kept at schema 3 whatever it exposes: for times from a
-// nanosecond to the 10-minute loss timeout, at most 315 (2.5 KB).
+// of at least 0 (times, lengths); it ignores any other. Its native buckets
+// span the keys observed, kept at schema 3 whatever it exposes: for times
+// in whole nanoseconds, 1 ns to 2^63 ns, at most 505 (4 KB); from a
+// nanosecond to the 10-minute loss timeout, at most 315.
 //
 // It is a prometheus.Metric of its own, of desc with the label pairs given.
 type histogram struct {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 )
 
 // Receiver holds the receiver's instruments. The series labelled by peer
@@ -235,7 +237,6 @@ var peerLabels = []string{"sender", "target"}
 // exposed as h says.
 func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
 	on := component{reg: reg, sub: "receiver"}
-	templates := component{reg: nopRegisterer{}, sub: on.sub}
 	set := &peerSet{
 		count: on.desc("peers", "Peers in the peer table: senders, each with the target it names this receiver by."),
 	}
@@ -244,11 +245,11 @@ func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
 	}
 	for _, m := range peerMetrics {
 		var k kind
+		k.desc = on.desc(m.name, m.help, peerLabels...)
 		switch m.field(&ReceiverPeer{}).(type) {
 		case *Counter, *Gauge:
-			k.desc = on.desc(m.name, m.help, peerLabels...)
 		case *prometheus.Observer:
-			k.histogram = templates.histogramVec(m.name, m.help, h.buckets(m.buckets), peerLabels...)
+			k.histogram, k.bounds = true, h.buckets(m.buckets)
 		default:
 			panic("metrics: per-peer metric " + m.name + " has a field of no known kind")
 		}
@@ -283,24 +284,23 @@ func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
 	return r
 }
 
-// nopRegisterer registers nothing: it makes the template vectors.
-type nopRegisterer struct{}
-
-func (nopRegisterer) Register(prometheus.Collector) error  { return nil }
-func (nopRegisterer) MustRegister(...prometheus.Collector) {}
-func (nopRegisterer) Unregister(prometheus.Collector) bool { return false }
-
 // NewPeer makes the instruments of a sender reaching this receiver as
 // target, at zero. They are exported while the peers given to Export
-// include them.
+// include them. The histograms are udpprobe's own (histogram.go), each
+// observed once a datagram of its peer: with many peers, client_golang's
+// would cost a string of cache misses an observation.
 func (r *Receiver) NewPeer(sender, target string) *ReceiverPeer {
 	p := &ReceiverPeer{sender: sender, target: target}
+	var labels []*dto.LabelPair // sorted by name, as peerLabels are
 	for i, m := range peerMetrics {
-		if h := r.peers.kinds[i].histogram; h != nil {
-			// The template keeps no instrument: the peer's own goes on
-			// working after it is removed, and is collected from the peer.
-			*m.field(p).(*prometheus.Observer) = h.WithLabelValues(sender, target)
-			h.DeleteLabelValues(sender, target)
+		if k := r.peers.kinds[i]; k.histogram {
+			if labels == nil {
+				labels = []*dto.LabelPair{
+					{Name: proto.String(peerLabels[0]), Value: proto.String(sender)},
+					{Name: proto.String(peerLabels[1]), Value: proto.String(target)},
+				}
+			}
+			*m.field(p).(*prometheus.Observer) = newHistogram(k.desc, labels, k.bounds)
 		}
 	}
 	return p
@@ -314,11 +314,12 @@ func (r *Receiver) Export(peers iter.Seq[*ReceiverPeer]) {
 	r.peers.mu.Unlock()
 }
 
-// kind is how a per-peer metric is described: a counter or gauge by its
-// desc, a histogram by its template vector.
+// kind is how a per-peer metric is described: by its desc, and for a
+// histogram the classic buckets it has (nil: native only).
 type kind struct {
 	desc      *prometheus.Desc
-	histogram *prometheus.HistogramVec
+	histogram bool
+	bounds    []float64
 }
 
 // peerSet is the collector of the peer count and the peers' series.
@@ -337,11 +338,7 @@ func (s *peerSet) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	for _, k := range s.kinds {
-		if k.histogram != nil {
-			k.histogram.Describe(ch)
-		} else {
-			ch <- k.desc
-		}
+		ch <- k.desc
 	}
 }
 
