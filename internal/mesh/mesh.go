@@ -69,7 +69,8 @@ type Mesh struct {
 	// shared is, by name, the addresses last seen answering it together,
 	// so that it is said once.
 	shared map[string]string
-	mixed  bool // the members are of both families, as said
+	mixed  bool        // the members are of both families, as said
+	settle *time.Timer // wakes Run when the answers it waits for are due
 }
 
 // New returns a mesh node with no members yet.
@@ -129,6 +130,11 @@ func (m *Mesh) HelloReply(h *wire.Header, from netip.AddrPort) {
 func (m *Mesh) Run(ctx context.Context) error {
 	tick := time.NewTicker(m.opts.HelloEvery)
 	defer tick.Stop()
+	defer func() {
+		if m.settle != nil {
+			m.settle.Stop()
+		}
+	}()
 	for {
 		m.refresh(m.opts.Clock.Now())
 		select {
@@ -219,11 +225,47 @@ func (m *Mesh) refresh(now time.Time) {
 		m.hello(n, sessions[i], now)
 	}
 	slices.SortFunc(targets, func(a, b discovery.Target) int { return strings.Compare(a.Label, b.Label) })
-	if !slices.Equal(targets, m.targets) {
-		m.targets = targets
-		m.opts.Targets(targets)
+	if slices.Equal(targets, m.targets) {
+		return
 	}
+	if until := m.answersDue(now); !until.IsZero() {
+		// The answers of members asked with the ones named may name the
+		// same nodes (a dual-stack node answers from both its addresses):
+		// wait for them, so that the address probed does not change when
+		// the second comes.
+		if m.settle == nil {
+			m.settle = time.AfterFunc(until.Sub(now), m.poke)
+		} else {
+			m.settle.Reset(until.Sub(now))
+		}
+		return
+	}
+	m.targets = targets
+	m.opts.Targets(targets)
 }
+
+// answersDue is when the answers to the hellos sent to members not yet
+// named in the last settle time are due, or zero if there are none: a
+// member that answers takes less than a round trip; one that never does
+// holds the targets back a settle time after each hello, no more.
+func (m *Mesh) answersDue(now time.Time) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var until time.Time
+	for a := range m.asked {
+		if _, named := m.learned[a]; !named {
+			if due := m.lastHello[a].Add(m.opts.HelloEvery / settleShare); due.After(now) && due.After(until) {
+				until = due
+			}
+		}
+	}
+	return until
+}
+
+// settleShare is how much of HelloEvery a node waits for the answers to
+// the hellos it sent before it hands the sender new targets: a quarter of
+// a second with the daemons' HelloEvery of a second, many round trips.
+const settleShare = 4
 
 // preferred orders the addresses answering one name, the one to probe
 // first: IPv6 before IPv4 (a dual-stack node, found under both; RFC 6724's

@@ -22,12 +22,26 @@ type net struct {
 	names map[netip.AddrPort]string // the node at each address
 	sent  int
 	log   *zap.Logger // the nodes'; nil: none
+	// slow are addresses whose answers wait in held until deliver.
+	slow map[netip.AddrPort]bool
+	held []func()
+	// published is every target set the node handed the sender.
+	published [][]string
+}
+
+// deliver hands the mesh the answers held back.
+func (n *net) deliver() {
+	for _, f := range n.held {
+		f()
+	}
+	n.held = nil
 }
 
 func (n *net) node(t *testing.T, name string, self netip.AddrPort, k int) (*Mesh, *[]discovery.Target) {
 	t.Helper()
 	var got []discovery.Target
 	var m *Mesh
+	n.published = nil
 	var err error
 	log := n.log
 	if log == nil {
@@ -35,7 +49,7 @@ func (n *net) node(t *testing.T, name string, self netip.AddrPort, k int) (*Mesh
 	}
 	m, err = New(Options{Name: name, Self: func(a netip.AddrPort) bool { return a == self }, Neighbours: k,
 		HelloEvery: time.Second, Recheck: time.Minute, Logger: log, Clock: fakeclock.New(time.Unix(0, 0)),
-		Targets: func(ts []discovery.Target) { got = ts },
+		Targets: func(ts []discovery.Target) { got = ts; n.published = append(n.published, labels(ts)) },
 		Send: func(b []byte, to netip.AddrPort) error {
 			n.sent++
 			answerer, ok := n.names[to]
@@ -49,6 +63,10 @@ func (n *net) node(t *testing.T, name string, self netip.AddrPort, k int) (*Mesh
 			var h wire.Header
 			if err := wire.Decode(reply, &h); err != nil {
 				t.Fatal(err)
+			}
+			if n.slow[to] {
+				n.held = append(n.held, func() { m.HelloReply(&h, to) })
+				return nil
 			}
 			m.HelloReply(&h, to)
 			return nil
@@ -81,8 +99,8 @@ func TestNamesByHello(t *testing.T) {
 	n.names[extra] = "node-0"
 	m.SetMembers(append(ms, discovery.Target{Label: extra.String(), Addr: extra}))
 	now := time.Unix(100, 0)
-	m.refresh(now) // hellos go out, and are answered at once
-	m.refresh(now) // the answers are in
+	m.refresh(now)                      // hellos go out, and are answered at once, but for the silent member's
+	m.refresh(now.Add(time.Second / 4)) // the answers are in, and the silent member's no longer due
 	want := []string{"node-1@" + ms[1].Addr.String(), "node-2@" + ms[2].Addr.String()}
 	if g := labels(*got); !slices.Equal(g, want) {
 		t.Fatalf("targets %q, want %q", g, want)
@@ -221,5 +239,48 @@ func TestMixedFamiliesOnARing(t *testing.T) {
 		if warned() != c.want {
 			t.Fatalf("step %d: %d warnings, want %d", i, warned(), c.want)
 		}
+	}
+}
+
+// TestDualStackAnswersSettle: a dual-stack neighbour's IPv4 address
+// answers before its IPv6 one; the node waits for the second answer,
+// a quarter of HelloEvery at most, and hands the sender the neighbour
+// once, at its IPv6 address, never at the IPv4 one first. A member that
+// never answers holds the others back that long and no longer.
+func TestDualStackAnswersSettle(t *testing.T) {
+	v4, v6 := netip.MustParseAddrPort("10.0.0.2:6464"), netip.MustParseAddrPort("[fd00::2]:6464")
+	dead := netip.MustParseAddrPort("10.0.0.9:6464")
+	n := &net{names: map[netip.AddrPort]string{v4: "dual", v6: "dual"}, slow: map[netip.AddrPort]bool{v6: true}}
+	m, got := n.node(t, "node-0", netip.MustParseAddrPort("10.0.0.1:6464"), 0)
+	var ms []discovery.Target
+	for _, ap := range []netip.AddrPort{v4, v6} {
+		ms = append(ms, discovery.Target{Label: ap.String(), Addr: ap})
+	}
+	m.SetMembers(ms)
+	now := time.Unix(100, 0)
+	m.refresh(now) // both asked; the IPv4 address answers at once
+	m.refresh(now.Add(time.Millisecond))
+	if len(n.published) != 0 {
+		t.Fatalf("published %q while the IPv6 address's answer was due", n.published)
+	}
+	n.deliver()
+	m.refresh(now.Add(2 * time.Millisecond))
+	want := []string{"dual@" + v6.String()}
+	if !slices.Equal(labels(*got), want) || len(n.published) != 1 {
+		t.Fatalf("published %q, want once %q", n.published, want)
+	}
+
+	// A member that never answers: the others wait a quarter second.
+	n.names[netip.MustParseAddrPort("10.0.0.3:6464")] = "other"
+	m.SetMembers(append(ms, discovery.Target{Label: dead.String(), Addr: dead},
+		discovery.Target{Label: "10.0.0.3:6464", Addr: netip.MustParseAddrPort("10.0.0.3:6464")}))
+	later := now.Add(time.Minute)
+	m.refresh(later)
+	if len(n.published) != 1 {
+		t.Fatalf("published %q while the silent member's answer was due", n.published)
+	}
+	m.refresh(later.Add(time.Second / 4))
+	if len(n.published) != 2 || !slices.Contains(labels(*got), "other@10.0.0.3:6464") {
+		t.Fatalf("published %q: want other's address a quarter second after the hellos", n.published)
 	}
 }
