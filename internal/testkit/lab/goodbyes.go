@@ -8,25 +8,41 @@ import (
 	"strings"
 )
 
+// logged decodes the JSON log lines whose message is msg, in order, and
+// hands each to take, until one does not decode or take refuses it.
+func logged[T any](lines []string, msg string, take func(T) error) error {
+	for _, line := range lines {
+		if !strings.Contains(line, `"msg":"`+msg+`"`) {
+			continue
+		}
+		var l T
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			return fmt.Errorf("%s: %w", line, err)
+		}
+		if err := take(l); err != nil {
+			return fmt.Errorf("%s: %w", line, err)
+		}
+	}
+	return nil
+}
+
 // Sent is what a sender's or a mesh node's JSON log says it sent to
 // target, over every session that ended with a goodbye: one more than each
 // goodbye's last sequence number.
 func Sent(lines []string, target string) (total uint64, sessions int, err error) {
-	for _, line := range lines {
-		if !strings.Contains(line, `"msg":"session ended with a goodbye"`) {
-			continue
-		}
-		var l struct {
-			Target string `json:"target"`
-			Last   uint64 `json:"last_sequence"`
-		}
-		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", line, err)
-		}
+	type goodbye struct {
+		Target string `json:"target"`
+		Last   uint64 `json:"last_sequence"`
+	}
+	err = logged(lines, "session ended with a goodbye", func(l goodbye) error {
 		if l.Target == target {
 			total += l.Last + 1
 			sessions++
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
 	}
 	return total, sessions, nil
 }
@@ -34,23 +50,20 @@ func Sent(lines []string, target string) (total uint64, sessions int, err error)
 // Probed is, by target, the addresses a sender's or a mesh node's JSON log
 // says it started probing it at, in order.
 func Probed(lines []string) (map[string][]netip.Addr, error) {
+	type probing struct {
+		Target  string `json:"target"`
+		Address string `json:"address"`
+	}
 	out := map[string][]netip.Addr{}
-	for _, line := range lines {
-		if !strings.Contains(line, `"msg":"probing a target"`) {
-			continue
-		}
-		var l struct {
-			Target  string `json:"target"`
-			Address string `json:"address"`
-		}
-		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			return nil, fmt.Errorf("%s: %w", line, err)
-		}
+	err := logged(lines, "probing a target", func(l probing) error {
 		a, err := netip.ParseAddrPort(l.Address)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", line, err)
+		if err == nil {
+			out[l.Target] = append(out[l.Target], a.Addr())
 		}
-		out[l.Target] = append(out[l.Target], a.Addr())
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -160,6 +160,16 @@ func (p *pair) want(t *testing.T, lost, local uint64) {
 	}
 }
 
+// nftLoad loads nftables rules into h's namespace.
+func nftLoad(t *testing.T, l *Lab, h Host, rules string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "rules.nft")
+	if err := os.WriteFile(file, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.Exec(t, h, "nft", "-f", file)
+}
+
 var nftCounter = regexp.MustCompile(`packets (\d+) bytes`)
 
 // nftCounter reads the named counter of the lab's nftables table at the
@@ -188,8 +198,7 @@ func nftCounterIn(t *testing.T, l *Lab, h Host, name string) uint64 {
 func TestKernelRandomLoss(t *testing.T) {
 	Require(t, "ip", "nft")
 	p := start(t)
-	rules := filepath.Join(t.TempDir(), "drop.nft")
-	err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
+	nftLoad(t, p.l, p.l.Receiver, `table inet udpprobe_lab {
 	counter seen {}
 	counter dropped {}
 	chain ingress {
@@ -197,11 +206,7 @@ func TestKernelRandomLoss(t *testing.T) {
 		udp dport `+strconv.Itoa(port)+` counter name "seen" numgen random mod 1000 < 50 counter name "dropped" drop
 	}
 }
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.l.Exec(t, p.l.Receiver, "nft", "-f", rules)
+`)
 	p.awaitSent(t, minProbe+minProbe/10)
 	p.l.Exec(t, p.l.Receiver, "nft", "flush", "chain", "inet", "udpprobe_lab", "ingress")
 	count := func(name string) uint64 { return p.nftCounter(t, name) }
@@ -237,8 +242,7 @@ func TestTrafficClassMarks(t *testing.T) {
 	}{{"IPv4", "ip", New}, {"IPv6", "ip6", New6}} {
 		t.Run(family.name, func(t *testing.T) {
 			p := startIn(t, family.lab(t), nil, []string{"UDPPROBE_DSCP=46", "UDPPROBE_ECN=ect0"})
-			rules := filepath.Join(t.TempDir(), "marks.nft")
-			err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
+			nftLoad(t, p.l, p.l.Receiver, `table inet udpprobe_lab {
 	counter remarked {}
 	counter ce {}
 	counter bleached {}
@@ -256,11 +260,7 @@ func TestTrafficClassMarks(t *testing.T) {
 		counter name "bleached" `+family.nft+` ecn set not-ect
 	}
 }
-`), 0o644)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p.l.Exec(t, p.l.Receiver, "nft", "-f", rules)
+`)
 			p.awaitSent(t, minProbe)
 			// Unmarked from here on, the goodbyes among them: what was
 			// marked is counted once it arrives, which finish waits for.
@@ -651,8 +651,7 @@ func TestECMPFlows(t *testing.T) {
 func ecmpFlows(t *testing.T, r *Routed, hash Hash) {
 	const flows = 16
 	first, second := r.AddParallel(t, hash)
-	rules := filepath.Join(t.TempDir(), "ecmp.nft")
-	err := os.WriteFile(rules, []byte(`table inet udpprobe_lab {
+	nftLoad(t, &r.Lab, r.Router, `table inet udpprobe_lab {
 	counter first {}
 	counter second {}
 	counter dropped {}
@@ -666,11 +665,7 @@ func ecmpFlows(t *testing.T, r *Routed, hash Hash) {
 		udp dport `+strconv.Itoa(port)+` oifname "`+second+`" numgen random mod 100 < 10 counter name "dropped" drop
 	}
 }
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Exec(t, r.Router, "nft", "-f", rules)
+`)
 	p := startIn(t, &r.Lab, nil, []string{"UDPPROBE_FLOWS=" + strconv.Itoa(flows), "UDPPROBE_RATE=1600"})
 	p.awaitSent(t, 8000)
 	r.Exec(t, r.Router, "nft", "flush", "chain", "inet", "udpprobe_lab", "impair")

@@ -118,10 +118,8 @@ var directAddrs = map[bool][2]string{false: {"203.0.113.1", "203.0.113.2"}, true
 func (r *Routed) AddDirect(t testing.TB) (route func(direct bool)) {
 	t.Helper()
 	v6 := r.v6()
-	addrs := directAddrs[v6]
-	s := Host{NS: r.Sender.NS, Dev: "veth-sd", Addr: addrs[0]}
-	d := Host{NS: r.Receiver.NS, Dev: "veth-rd", Addr: addrs[1]}
-	r.secondLink(t, s, d) // the receiver's route back to the sender stays through the router
+	// The receiver's route back to the sender stays through the router.
+	s, d := r.secondLink(t, Host{NS: r.Sender.NS, Dev: "veth-sd"}, "veth-rd", directAddrs)
 	return func(direct bool) {
 		via, dev := routerAddrs[v6][0], r.Sender.Dev
 		if direct {
@@ -161,10 +159,8 @@ const (
 func (r *Routed) AddParallel(t testing.TB, hash Hash) (first, second string) {
 	t.Helper()
 	v6 := r.v6()
-	addrs := parallelAddrs[v6]
-	g := Host{NS: r.Router.NS, Dev: "veth-gr2", Addr: addrs[0]}
-	d := Host{NS: r.Receiver.NS, Dev: "veth-r2", Addr: addrs[1]}
-	r.secondLink(t, g, d) // the receiver's route back to the sender stays the first link
+	// The receiver's route back to the sender stays the first link.
+	g, d := r.secondLink(t, Host{NS: r.Router.NS, Dev: "veth-gr2"}, "veth-r2", parallelAddrs)
 	family := "ipv4"
 	if v6 {
 		family = "ipv6"
@@ -178,14 +174,18 @@ func (r *Routed) AddParallel(t testing.TB, hash Hash) (first, second string) {
 // v6 reports whether the lab is an IPv6 one (NewRouted6).
 func (r *Routed) v6() bool { return strings.Contains(r.Receiver.Addr, ":") }
 
-// secondLink joins a (the sender or the router) to d, the receiver, by a
-// veth pair with the hosts' addresses (/24 or /64) and static neighbours.
+// secondLink joins a (the sender's namespace or the router's, and the
+// device to make there) to the receiver, on a device of its own, by a veth
+// pair with the lab family's addresses of addrs (a's, then the
+// receiver's; /24 or /64) and static neighbours, and returns both ends.
 // The receiver takes datagrams for its address on either of its links,
 // though its route back leaves by one (no reverse path filter; IPv6 has
 // none).
-func (r *Routed) secondLink(t testing.TB, a, d Host) {
+func (r *Routed) secondLink(t testing.TB, a Host, dev string, addrs map[bool][2]string) (Host, Host) {
 	t.Helper()
 	v6 := r.v6()
+	a.Addr = addrs[v6][0]
+	d := Host{NS: r.Receiver.NS, Dev: dev, Addr: addrs[v6][1]}
 	plen := "/24"
 	if v6 {
 		plen = "/64"
@@ -197,10 +197,10 @@ func (r *Routed) secondLink(t testing.TB, a, d Host) {
 	}
 	r.Exec(t, a, "ip", "neigh", "replace", d.Addr, "lladdr", r.mac(t, d), "dev", a.Dev, "nud", "permanent")
 	r.Exec(t, d, "ip", "neigh", "replace", a.Addr, "lladdr", r.mac(t, a), "dev", d.Dev, "nud", "permanent")
-	if v6 {
-		return
+	if !v6 {
+		for _, dev := range []string{"all", "default", d.Dev} {
+			r.Exec(t, d, "sysctl", "-q", "-w", "net.ipv4.conf."+dev+".rp_filter=0")
+		}
 	}
-	for _, dev := range []string{"all", "default", d.Dev} {
-		r.Exec(t, d, "sysctl", "-q", "-w", "net.ipv4.conf."+dev+".rp_filter=0")
-	}
+	return a, d
 }
