@@ -233,6 +233,17 @@ var flowMetrics = []struct {
 // receiver got.
 var peerLabels = []string{"sender", "target"}
 
+// pairLabels are the label pairs of a series of the pair of sender and
+// target, for a metric written by hand (histogram), sorted by name as
+// peerLabels are: the receiver's per-peer series and the sender's per
+// target, whose sender label is constant.
+func pairLabels(sender, target string) []*dto.LabelPair {
+	return []*dto.LabelPair{
+		{Name: proto.String(peerLabels[0]), Value: proto.String(sender)},
+		{Name: proto.String(peerLabels[1]), Value: proto.String(target)},
+	}
+}
+
 // NewReceiver registers the receiver's metrics on reg, its histograms
 // exposed as h says.
 func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
@@ -291,15 +302,9 @@ func NewReceiver(reg prometheus.Registerer, h Histograms) *Receiver {
 // would cost a string of cache misses an observation.
 func (r *Receiver) NewPeer(sender, target string) *ReceiverPeer {
 	p := &ReceiverPeer{sender: sender, target: target}
-	var labels []*dto.LabelPair // sorted by name, as peerLabels are
+	labels := pairLabels(sender, target)
 	for i, m := range peerMetrics {
 		if k := r.peers.kinds[i]; k.histogram {
-			if labels == nil {
-				labels = []*dto.LabelPair{
-					{Name: proto.String(peerLabels[0]), Value: proto.String(sender)},
-					{Name: proto.String(peerLabels[1]), Value: proto.String(target)},
-				}
-			}
 			*m.field(p).(*prometheus.Observer) = newHistogram(k.desc, labels, k.bounds)
 		}
 	}

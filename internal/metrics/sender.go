@@ -6,8 +6,6 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/udpprobe/udpprobe/internal/tracker"
 )
@@ -114,10 +112,7 @@ func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 // every scrape, from the scraping goroutine.
 func (s *Sender) Target(target string, counts func() tracker.RoundTripCounts) SenderTarget {
 	r := s.roundTrips
-	rtt := newHistogram(r.rttDesc, []*dto.LabelPair{ // sorted by name
-		{Name: proto.String("sender"), Value: proto.String(r.sender)},
-		{Name: proto.String("target"), Value: proto.String(target)},
-	}, r.rttBounds)
+	rtt := newHistogram(r.rttDesc, pairLabels(r.sender, target), r.rttBounds)
 	r.mu.Lock()
 	r.byTarget[target] = counts
 	r.rtt[target] = rtt
