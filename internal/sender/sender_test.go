@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -470,26 +471,73 @@ type discard struct{}
 
 func (discard) Write(bufs [][]byte, _ []netip.AddrPort) (int, error) { return len(bufs), nil }
 
+// echo answers every datagram at once as a reflecting receiver that lost
+// nothing would: the reply carries the count of datagrams up to its own.
+type echo struct {
+	s     *Sender
+	reply []byte
+}
+
+func (e *echo) Write(bufs [][]byte, to []netip.AddrPort) (int, error) {
+	mono := int64(e.s.clock.Now().Sub(e.s.epoch))
+	for i, b := range bufs {
+		r := e.reply[:len(b)]
+		copy(r, b)
+		seq := binary.BigEndian.Uint64(b[16:]) // wire.PutSeq's place
+		wire.MakeReply(r, counts(seq+1))
+		e.s.HandleReply(r, to[i], mono)
+	}
+	return len(bufs), nil
+}
+
 // BenchmarkSendLoop: the sending loop's cost per datagram, on the fake
 // clock and without the kernel, for one target and for a thousand sharing
 // the same aggregate rate (10,000/s). One op is a millisecond of the
 // schedule: ten datagrams.
+//
+// With reply=echo every datagram comes straight back as a receiver that
+// lost nothing would reply, through HandleReply: the reply path's cost
+// too, which with many targets is where their memory is cold.
 func BenchmarkSendLoop(b *testing.B) {
 	for _, c := range []struct {
 		targets int
 		rate    float64
-	}{{1, 10000}, {1000, 10}} {
-		b.Run(fmt.Sprintf("targets=%d", c.targets), func(b *testing.B) {
+		echo    bool
+	}{{1, 10000, false}, {1000, 10, false}, {1, 10000, true}, {1000, 10, true}} {
+		name := fmt.Sprintf("targets=%d", c.targets)
+		if c.echo {
+			name += "/reply=echo"
+		}
+		b.Run(name, func(b *testing.B) {
 			var entries []string
 			for i := range c.targets {
 				entries = append(entries, fmt.Sprintf("127.0.%d.%d:6464", 1+i/250, 1+i%250))
 			}
 			s, _, _ := newSender(b, Options{Targets: entries, Rate: c.rate, RoundTrip: true})
-			s.out = discard{}
+			var w writer = discard{}
+			if c.echo {
+				w = &echo{s: s, reply: make([]byte, wire.MaxSize)}
+			}
+			s.out = w
+			for _, t := range s.active {
+				t.w = w // each had the fakeOut newSender gave it
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			run(b, s, time.Duration(b.N)*time.Millisecond)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(s.sent), "ns/datagram")
+			if c.echo {
+				var answered uint64
+				for _, t := range s.leaving {
+					answered += t.roundTrips().Answered
+				}
+				for _, t := range s.active {
+					answered += t.roundTrips().Answered
+				}
+				if answered != s.sent {
+					b.Fatalf("%d round trips answered of %d sent", answered, s.sent)
+				}
+			}
 		})
 	}
 }
