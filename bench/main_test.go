@@ -89,3 +89,42 @@ func TestNativeQuantile(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCPUTimes(t *testing.T) {
+	stat := "cpu  213981 0 36812 1738909 2028 0 6474 88519 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
+	c, err := parseCPUTimes([]byte(stat))
+	if err != nil || c.total != 213981+36812+1738909+2028+6474+88519 || c.steal != 88519 {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	if _, err := parseCPUTimes([]byte("intr 1 2 3\n")); err == nil {
+		t.Fatal("a line that is not cpu's parsed")
+	}
+}
+
+// TestFanOutRatios: each pair's ratio is said, and the median takes only
+// the pairs whose two runs kept within maxSteal.
+func TestFanOutRatios(t *testing.T) {
+	run := func(cpu time.Duration, sent uint64, steal float64) fanOutResult {
+		return fanOutResult{sendingCPU: cpu, sentThen: sent, steal: steal}
+	}
+	pairs := [][2]fanOutResult{
+		{run(500*time.Millisecond, 100000, 0.01), run(700*time.Millisecond, 100000, 0.02)},  // 1.40×
+		{run(500*time.Millisecond, 100000, 0.21), run(600*time.Millisecond, 100000, 0.01)},  // 1.20×, stolen
+		{run(500*time.Millisecond, 100000, 0.00), run(800*time.Millisecond, 100000, 0.05)},  // 1.60×
+		{run(400*time.Millisecond, 100000, 0.03), run(520*time.Millisecond, 100000, 0.049)}, // 1.30×
+	}
+	want := "CPU per datagram with 1000 targets against one target at the same 10000/s: 1.40×, 1.20× (steal 21 %, not counted), 1.60×, 1.30×; " +
+		"median of the 3 pairs within 5 % steal: 1.40×.\n"
+	if got := fanOutRatios(pairs, 1000, 10000); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	want = "CPU per datagram with 1000 targets against one target at the same 10000/s: 1.20× (steal 21 %, not counted).\n" +
+		"No pair ran with the hypervisor taking at most 5 % of the machine: no reading.\n"
+	if got := fanOutRatios(pairs[1:2], 1000, 10000); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	want = "CPU per datagram with 1000 targets against one target at the same 10000/s: 1.40×, 1.60×; median of the 2 pairs within 5 % steal: 1.50×.\n"
+	if got := fanOutRatios([][2]fanOutResult{pairs[0], pairs[2]}, 1000, 10000); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
