@@ -38,11 +38,14 @@ type Report struct {
 
 // RoundTripCounts are a RoundTrip's cumulative totals.
 type RoundTripCounts struct {
-	Answered, Late, Duplicated, Invalid uint64
+	// Answered, Lost, Upstream and Downstream first: what a reply reads
+	// and writes, within RoundTrip's second cache line.
+	Answered uint64
 	// Lost is Upstream + Downstream + the losses whose direction is not
 	// known: those of a gap no reply has closed within a loss timeout of
 	// its first loss (a dead path), or that the session ended with.
 	Lost, Upstream, Downstream uint64
+	Late, Duplicated, Invalid  uint64
 	// Withheld are replies the receiver held back (its reply rate limit),
 	// as its later replies report: not lost in either direction.
 	Withheld uint64
@@ -102,25 +105,29 @@ const (
 // add up to more than Lost: what they report beyond it waits for Lost to
 // grow.
 type RoundTrip struct {
+	// What a datagram and its reply read comes first, in two cache lines,
+	// and the whole takes the 192-byte size class of Go's allocator, whose
+	// objects start on a line (TestRoundTripLayout): with many targets,
+	// each one's is cold by its next datagram.
+
 	// unsplit: the counts replies carry are recorded but not trusted yet
 	// (a STAMP reflector not known to be stateful): gaps are lost with
 	// their direction unknown until Split is called.
 	unsplit bool
+	bye     bool // a reply to the goodbye came
 	timeout int64
-	slots   []slot
-	mask    uint64
+	slots   []slot // a power of two of them
 	next    uint64 // the next sequence number to be sent
 	oldest  uint64 // the oldest sequence number not yet decided
+	legs    *legs  // from the first reply that accounts for each leg
 	gap     uint64 // not answered since the last answered one, direction unknown
 	counted uint64 // of gap, how many Lost holds already
-	gapAt   int64  // monotonic ns when the gap's first datagram was due: its loss timeout ended
 	base    uint64 // the receiver's count at the last answered one (running maximum)
 	wbase   uint64 // its withheld count there (running maximum)
-	bye     bool   // a reply to the goodbye came
-	byeN    uint64 // the count it carried
-	byeW    uint64 // and the withheld count
-	legs    *legs  // from the first reply that accounts for each leg
 	c       RoundTripCounts
+	gapAt   int64  // monotonic ns when the gap's first datagram was due: its loss timeout ended
+	byeN    uint64 // the count the goodbye's reply carried
+	byeW    uint64 // and the withheld count
 }
 
 // legs follows what version-5 replies say of each leg.
@@ -167,7 +174,7 @@ func (l *legs) end() {
 func NewRoundTrip(timeout int64, rate float64) *RoundTrip {
 	need := uint64(rate*float64(timeout)/1e9) + 64
 	size := min(uint64(1)<<bits.Len64(need), MaxRoundTripWindow)
-	return &RoundTrip{timeout: timeout, slots: make([]slot, size), mask: size - 1}
+	return &RoundTrip{timeout: timeout, slots: make([]slot, size)}
 }
 
 // Unsplit holds back the split by the replies' counts: the gaps decided
@@ -181,6 +188,9 @@ func (r *RoundTrip) Split() { r.unsplit = false }
 // Counts returns the totals so far.
 func (r *RoundTrip) Counts() RoundTripCounts { return r.c }
 
+// slot is seq's place in the window.
+func (r *RoundTrip) slot(seq uint64) *slot { return &r.slots[seq&uint64(len(r.slots)-1)] }
+
 // Reject counts a datagram on the sending socket that is no reply to this
 // session: foreign, damaged or unauthenticated.
 func (r *RoundTrip) Reject() { r.c.Invalid++ }
@@ -192,7 +202,7 @@ func (r *RoundTrip) Send(seq uint64, now int64) {
 		r.pass() // the window is full: decide the oldest now, as lost
 		r.count()
 	}
-	r.slots[seq&r.mask] = slot{sent: now}
+	*r.slot(seq) = slot{sent: now}
 	r.next = seq + 1
 }
 
@@ -254,10 +264,10 @@ func (r *RoundTrip) leg(session uint64) *legs {
 // grant moves what the legs report into Upstream and Downstream, as far
 // as Lost allows.
 func (r *RoundTrip) grant() {
-	if r.legs == nil {
-		return
-	}
 	room := r.c.Lost - r.c.Upstream - r.c.Downstream
+	if r.legs == nil || room == 0 {
+		return // nothing to move: the legs' memory stays untouched
+	}
 	if up := r.legs.up(); up > r.c.Upstream {
 		n := min(up-r.c.Upstream, room)
 		r.c.Upstream += n
@@ -277,7 +287,7 @@ func (r *RoundTrip) reply(seq, count, withheld uint64, now int64) ReplyResult {
 		r.c.Late++ // decided long ago
 		return ReplyResult{Outcome: ReplyLate}
 	}
-	s := &r.slots[seq&r.mask]
+	s := r.slot(seq)
 	switch {
 	case seq >= r.oldest && s.state == slotPending:
 		s.state, s.count, s.withheld = slotAnswered, count, withheld
@@ -316,7 +326,7 @@ func (r *RoundTrip) Goodbye(rep Report, now int64) {
 // Expire decides, in sequence order, what the time now allows.
 func (r *RoundTrip) Expire(now int64) {
 	for r.oldest < r.next {
-		s := &r.slots[r.oldest&r.mask]
+		s := r.slot(r.oldest)
 		if s.state == slotPending && now-s.sent < r.timeout {
 			break
 		}
@@ -336,7 +346,7 @@ func (r *RoundTrip) Expire(now int64) {
 // pass decides the oldest sequence number: answered, or else one more of
 // the gap.
 func (r *RoundTrip) pass() {
-	s := &r.slots[r.oldest&r.mask]
+	s := r.slot(r.oldest)
 	r.oldest++
 	if s.state != slotAnswered {
 		s.state = slotLost

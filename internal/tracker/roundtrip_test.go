@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // ev is one step of a round-trip script. Times are in ms.
@@ -403,5 +404,19 @@ func TestRoundTripLegsRestart(t *testing.T) {
 	want := RoundTripCounts{Answered: 14, Duplicated: 1, Lost: 6, Upstream: 2, Downstream: 2}
 	if r.c != want {
 		t.Fatalf("counts\n got %+v\nwant %+v", r.c, want)
+	}
+}
+
+// TestRoundTripLayout: a RoundTrip is over 128 bytes and at most 192, the
+// size class of Go's allocator it then takes, whose objects start on a
+// cache line; what a datagram and its reply read, up to the counts a reply
+// changes, is in its first two lines.
+func TestRoundTripLayout(t *testing.T) {
+	var r RoundTrip
+	if size := unsafe.Sizeof(r); size <= 128 || size > 192 {
+		t.Errorf("a RoundTrip is %d bytes, want 129 to 192", size)
+	}
+	if end := unsafe.Offsetof(r.c) + unsafe.Offsetof(r.c.Downstream) + unsafe.Sizeof(r.c.Downstream); end > 2*64 {
+		t.Errorf("the counts a reply changes end at byte %d, past the second line", end)
 	}
 }

@@ -40,7 +40,7 @@ func (t *Tracker) settleTo(limit uint64, ahead ...point) {
 	t.clocks.ahead(ahead)
 	var lost uint64
 	for s := t.tail; s < limit; {
-		idx := s & t.mask
+		idx := s & t.mask()
 		word := t.bits[idx>>6] >> (idx & 63)
 		n := min(64-idx&63, limit-s) // bits left in this word and range
 		if n < 64 {
@@ -167,7 +167,9 @@ func (t *Tracker) expireFront() {
 // Call it after the first Observe; numbers beyond the window are not
 // placed.
 func (t *Tracker) Origin(origin uint64) {
-	if !t.started || origin >= t.low || t.head-origin > t.window {
+	// The segment's low comes last: the others are in the lines a datagram
+	// in order reads anyway, and a round trip calls this at every reply.
+	if !t.started || t.head-origin > t.window() || origin >= t.low {
 		return
 	}
 	t.lower(origin)
@@ -213,7 +215,7 @@ func (t *Tracker) Settle() {
 			t.lossRun += n
 			t.report(n)
 			end := t.last + 1
-			t.clearRange(max(t.head, end-min(t.window, end)), end)
+			t.clearRange(max(t.head, end-min(t.window(), end)), end)
 			t.head, t.tail = end, end
 			t.headClock = noClock
 			t.clocks.last = point{end - 1, noClock}

@@ -24,14 +24,15 @@ type clocks struct {
 	// next are the known points ahead of last that the settling in
 	// progress reaches; between two, clocks are interpolated.
 	next [3]point
-	n    int
-	// runFrom is the clock of the number before the open loss run.
-	runFrom int64
 	// The second being accounted, by the send clock, and how many of the
 	// numbers sent in it were settled and lost; open: there is one.
 	sec         int64
 	total, lost uint64
+	n           uint8 // of next
 	open        bool
+	// runFrom is the clock of the number before the open loss run: last,
+	// as only a loss reads it.
+	runFrom int64
 }
 
 // ahead sets the known points the next settling reaches, in order: those
@@ -53,7 +54,7 @@ func (k *clocks) ahead(pts []point) {
 // known points around it.
 func (k *clocks) at(x uint64) int64 {
 	from := k.last
-	for i := range k.n {
+	for i := range int(k.n) {
 		to := k.next[i]
 		if x <= to.x {
 			return interpolate(from, to, x)

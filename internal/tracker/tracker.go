@@ -122,48 +122,49 @@ type gap struct {
 }
 
 // Tracker follows one stream. The zero value is not usable; call New.
+//
+// The fields a datagram in order reads come first, together: with many
+// streams each one's memory is cold by its next datagram, and every
+// cache line it spans costs a miss (docs/performance.md).
 type Tracker struct {
-	timeout    int64
-	window     uint64
-	mask       uint64
-	resyncJump uint64
-	sink       Sink
-
-	started      bool
-	low          uint64 // lowest sequence number of the segment
-	first        uint64 // sequence number of the segment's first datagram
-	head         uint64 // highest sequence number seen + 1
-	tail         uint64 // [first, tail) is settled
-	firstArrival int64
-	headAt       int64  // arrival of the datagram that set head
-	headClock    int64  // its send clock (noClock: not known)
-	arrivals     uint64 // first copies received in this segment: RFC 4737 positions
-	// recent are the sequence numbers of the segment's latest first copies,
-	// the latest first, for n-reordering: the first min(arrivals,
-	// NReordering) are set.
-	recent          [NReordering]uint64
-	lossRun         uint64 // lost numbers ending at tail-1 whose run is still open
-	earlierExpected uint64 // Expected of earlier segments
-	// probation is the number that would confirm the latest implausible
-	// jump (a datagram with it resynchronises the stream); 0 if none.
-	probation uint64
-
-	bits []uint64 // received flags, a ring over [head-window, head)
-	gaps gapQueue
-
+	started bool
 	// Datagrams with sequence numbers below the first one, arriving within the
 	// first datagram's waiting time, extend the segment downwards: [low, first)
 	// is then settled on its own at firstArrival + timeout.
 	preOpen bool
-
 	// A goodbye announces the last sequence number: missing numbers up to it
 	// are settled at closeAt.
-	closing bool
-	last    uint64
-	closeAt int64
+	closing    bool
+	head       uint64 // highest sequence number seen + 1
+	tail       uint64 // [first, tail) is settled
+	resyncJump uint64
+	// bits are the received flags, a ring over [head-window, head): its
+	// length is the window's (window, mask).
+	bits      []uint64
+	gaps      gapQueue
+	headAt    int64  // arrival of the datagram that set head
+	headClock int64  // its send clock (noClock: not known)
+	lossRun   uint64 // lost numbers ending at tail-1 whose run is still open
+	arrivals  uint64 // first copies received in this segment: RFC 4737 positions
+	// recent are the sequence numbers of the segment's latest first copies,
+	// the latest first, for n-reordering: the first min(arrivals,
+	// NReordering) are set.
+	recent   [NReordering]uint64
+	received uint64 // Counts' Received, apart from the others, which a datagram in order does not change
+	clocks   clocks // the send clocks of settled numbers, for time
+	counts   Counts // but Received
 
-	counts Counts
-	clocks clocks // the send clocks of settled numbers, for time
+	timeout         int64
+	sink            Sink
+	low             uint64 // lowest sequence number of the segment
+	first           uint64 // sequence number of the segment's first datagram
+	firstArrival    int64
+	earlierExpected uint64 // Expected of earlier segments
+	// probation is the number that would confirm the latest implausible
+	// jump (a datagram with it resynchronises the stream); 0 if none.
+	probation uint64
+	last      uint64 // the goodbye's
+	closeAt   int64
 }
 
 // New returns a Tracker for one stream.
@@ -179,17 +180,21 @@ func New(o Options) *Tracker {
 	}
 	return &Tracker{
 		timeout:    o.Timeout,
-		window:     o.Window,
-		mask:       o.Window - 1,
 		resyncJump: o.ResyncJump,
 		sink:       o.Sink,
 		bits:       make([]uint64, o.Window/64),
 	}
 }
 
+// window is how many sequence numbers below the highest the tracker
+// places, and mask their place in the ring.
+func (t *Tracker) window() uint64 { return uint64(len(t.bits)) * 64 }
+func (t *Tracker) mask() uint64   { return t.window() - 1 }
+
 // Counts returns the totals so far.
 func (t *Tracker) Counts() Counts {
 	c := t.counts
+	c.Received = t.received
 	c.Expected = t.earlierExpected
 	if t.started {
 		c.Expected += t.head - t.low
@@ -304,7 +309,7 @@ func (t *Tracker) receive(seq uint64, o Outcome, extent uint64) Result {
 	copy(t.recent[1:], t.recent[:NReordering-1])
 	t.recent[0] = seq
 	t.arrivals++
-	t.counts.Received++
+	t.received++
 	return r
 }
 
@@ -332,10 +337,10 @@ func (t *Tracker) start(seq uint64, now, sent int64) {
 
 // floor is the lowest sequence number the window still remembers.
 func (t *Tracker) floor() uint64 {
-	if t.head < t.window {
+	if t.head < t.window() {
 		return 0
 	}
-	return t.head - t.window
+	return t.head - t.window()
 }
 
 // advance takes a new highest sequence number, sent at sent; [head, seq)
@@ -343,8 +348,8 @@ func (t *Tracker) floor() uint64 {
 // the reveal). It returns how many there are.
 func (t *Tracker) advance(seq uint64, now, sent int64) (revealed uint64) {
 	newHead := seq + 1
-	if newHead > t.window {
-		floor := newHead - t.window
+	if newHead > t.window() {
+		floor := newHead - t.window()
 		if t.preOpen && floor > t.low {
 			t.settlePre()
 		}
@@ -394,23 +399,23 @@ func (t *Tracker) lower(seq uint64) {
 }
 
 func (t *Tracker) has(seq uint64) bool {
-	idx := seq & t.mask
+	idx := seq & t.mask()
 	return t.bits[idx>>6]&(1<<(idx&63)) != 0
 }
 
 func (t *Tracker) set(seq uint64) {
-	idx := seq & t.mask
+	idx := seq & t.mask()
 	t.bits[idx>>6] |= 1 << (idx & 63)
 }
 
 // clearRange clears the flags of [lo, hi).
 func (t *Tracker) clearRange(lo, hi uint64) {
-	if hi-lo >= t.window {
+	if hi-lo >= t.window() {
 		clear(t.bits)
 		return
 	}
 	for lo < hi {
-		idx := lo & t.mask
+		idx := lo & t.mask()
 		off := idx & 63
 		n := min(64-off, hi-lo)
 		m := ^uint64(0)
@@ -442,7 +447,7 @@ func (o Outcome) String() string {
 // stream's memory can serve the next one.
 func (t *Tracker) Reset() {
 	*t = Tracker{
-		timeout: t.timeout, window: t.window, mask: t.mask, resyncJump: t.resyncJump, sink: t.sink,
+		timeout: t.timeout, resyncJump: t.resyncJump, sink: t.sink,
 		bits: t.bits, gaps: gapQueue{buf: t.gaps.buf},
 	}
 	clear(t.bits)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/udpprobe/udpprobe/internal/testkit/oracle"
 )
@@ -736,5 +737,24 @@ func TestUnavailableSeconds(t *testing.T) {
 				t.Errorf("%d unavailable seconds (%d told), want %d", got, rec.unavailable, tc.want)
 			}
 		})
+	}
+}
+
+// TestTrackerLayout: what a datagram in order touches, from the start to
+// the clocks' open second, is four cache lines of a Tracker, whose size
+// (over 416 bytes, at most 448) takes a size class of Go's allocator whose
+// objects start on a line.
+func TestTrackerLayout(t *testing.T) {
+	var tr Tracker
+	if size := unsafe.Sizeof(tr); size <= 416 || size > 448 {
+		t.Errorf("a Tracker is %d bytes, want 417 to 448", size)
+	}
+	for name, end := range map[string]uintptr{
+		"received":    unsafe.Offsetof(tr.received) + unsafe.Sizeof(tr.received),
+		"clocks.open": unsafe.Offsetof(tr.clocks) + unsafe.Offsetof(tr.clocks.open) + 1,
+	} {
+		if end > 4*64 {
+			t.Errorf("%s ends at byte %d, past the fourth line", name, end)
+		}
 	}
 }
