@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -156,5 +157,18 @@ func BenchmarkHistogram(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestHistogramLayout: what an observation touches first is the first
+// cache line, and the size is one of Go's size classes that start on a
+// line.
+func TestHistogramLayout(t *testing.T) {
+	var h histogram
+	if size := unsafe.Sizeof(h); size != 192 {
+		t.Errorf("a histogram is %d bytes, want 192", size)
+	}
+	if end := unsafe.Offsetof(h.withClassic) + unsafe.Sizeof(h.withClassic); end > 64 {
+		t.Errorf("the observation's fields end at byte %d, past the first line", end)
 	}
 }
