@@ -143,7 +143,8 @@ func loadDashboard(t *testing.T) dashboard {
 func exported(t *testing.T) []string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	metrics.NewSender(reg, "a", metrics.ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
+	metrics.NewSender(reg, "a", metrics.ClassicAndNative).Target("a:1", metrics.TargetCounts{
+		Sent: func() uint64 { return 0 }, RoundTrips: func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} }})
 	r := metrics.NewReceiver(reg, metrics.ClassicAndNative)
 	p := r.NewPeer("a", "rx:6464")
 	p.Mark()     // its sender sets a traffic class,

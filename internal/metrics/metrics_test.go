@@ -25,9 +25,9 @@ import (
 func TestLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	s := NewSender(reg, "a", ClassicAndNative)
-	sp := s.Target("198.51.100.1:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{Answered: 1} })
+	sp := s.Target("198.51.100.1:6464", roundTripsOnly(func() tracker.RoundTripCounts { return tracker.RoundTripCounts{Answered: 1} }))
 	sp.RTT.Observe(.04)
-	s.STAMPTarget("stamp://198.51.100.2:862", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} }).Stateful.Set(1)
+	s.STAMPTarget("stamp://198.51.100.2:862", roundTripsOnly(func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })).Stateful.Set(1)
 	s.ScheduleLateness.Observe(.0001)
 	r := NewReceiver(reg, ClassicAndNative)
 	p := r.NewPeer("alpha", "rx:6464")
@@ -55,21 +55,27 @@ func TestLint(t *testing.T) {
 	}
 }
 
-// TestRoundTripsReadAtScrape: the round-trip totals are the tracker's, read
-// at every scrape, each under its own name.
+// TestRoundTripsReadAtScrape: the round-trip totals are the tracker's, and
+// the datagrams sent the target's count, read at every scrape, each under
+// its own name.
 func TestRoundTripsReadAtScrape(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	c := tracker.RoundTripCounts{Answered: 1, Late: 2, Duplicated: 3, Invalid: 4, Lost: 5, Upstream: 6, Downstream: 7}
-	NewSender(reg, "a", ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return c })
+	sent := uint64(8)
+	NewSender(reg, "a", ClassicAndNative).Target("a:1", TargetCounts{
+		Sent: func() uint64 { return sent }, RoundTrips: func() tracker.RoundTripCounts { return c }})
 	want := func(c tracker.RoundTripCounts) string {
 		var b strings.Builder
+		fmt.Fprintf(&b, "# HELP udpprobe_sender_packets_sent_total Data datagrams handed to the kernel.\n"+
+			"# TYPE udpprobe_sender_packets_sent_total counter\n"+
+			"udpprobe_sender_packets_sent_total{sender=\"a\",target=\"a:1\"} %d\n", sent)
 		for _, m := range roundTripMetrics {
 			name := "udpprobe_sender_" + m.name
 			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s{sender=\"a\",target=\"a:1\"} %d\n", name, m.help, name, name, m.value(&c))
 		}
 		return b.String()
 	}
-	names := []string{"udpprobe_sender_replies_received_total", "udpprobe_sender_replies_late_total",
+	names := []string{"udpprobe_sender_packets_sent_total", "udpprobe_sender_replies_received_total", "udpprobe_sender_replies_late_total",
 		"udpprobe_sender_replies_duplicated_total",
 		"udpprobe_sender_roundtrip_packets_lost_total", "udpprobe_sender_upstream_packets_lost_total",
 		"udpprobe_sender_downstream_packets_lost_total"}
@@ -79,7 +85,7 @@ func TestRoundTripsReadAtScrape(t *testing.T) {
 	if !strings.Contains(want(c), "udpprobe_sender_downstream_packets_lost_total{sender=\"a\",target=\"a:1\"} 7") {
 		t.Fatal("the expected text lost the downstream count")
 	}
-	c.Lost = 50
+	c.Lost, sent = 50, 80
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(c)), names...); err != nil {
 		t.Fatalf("after the tracker moved on: %v", err)
 	}
@@ -207,8 +213,8 @@ func TestInvalidRepliesPerSender(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	s := NewSender(reg, "a", ClassicAndNative)
 	a, b := tracker.RoundTripCounts{Invalid: 4}, tracker.RoundTripCounts{Invalid: 5}
-	s.Target("a:1", func() tracker.RoundTripCounts { return a })
-	s.Target("b:1", func() tracker.RoundTripCounts { return b })
+	s.Target("a:1", roundTripsOnly(func() tracker.RoundTripCounts { return a }))
+	s.Target("b:1", roundTripsOnly(func() tracker.RoundTripCounts { return b }))
 	count := func() float64 {
 		v, err := scrape.Gather(reg)
 		if err != nil {
@@ -312,7 +318,7 @@ func TestSeriesPerPath(t *testing.T) {
 			}
 		}
 		reg := prometheus.NewPedanticRegistry()
-		NewSender(reg, "a", c.h).Target("rx:6464", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} }).RTT.Observe(.01)
+		NewSender(reg, "a", c.h).Target("rx:6464", roundTripsOnly(func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })).RTT.Observe(.01)
 		if n := c.count(reg); n != c.sender {
 			t.Errorf("histograms %d: a sender target is %d series, docs/metrics.md says %d", c.h, n, c.sender)
 		}
@@ -355,7 +361,7 @@ func TestClock(t *testing.T) {
 // in docs/metrics.md.
 func TestDocumented(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	NewSender(reg, "a", ClassicAndNative).Target("a:1", func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })
+	NewSender(reg, "a", ClassicAndNative).Target("a:1", roundTripsOnly(func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} }))
 	NewClock(reg, func() (bool, time.Duration, error) { return false, time.Second, nil })
 	r := NewReceiver(reg, ClassicAndNative)
 	p := r.NewPeer("a", "rx:6464")
@@ -388,7 +394,7 @@ func BenchmarkSenderScrape(b *testing.B) {
 	s := NewSender(reg, "a", NativeOnly)
 	for i := range 1000 {
 		s.Target(fmt.Sprintf("127.0.%d.%d:6464", 1+i/250, 1+i%250),
-			func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} }).RTT.Observe(.001)
+			roundTripsOnly(func() tracker.RoundTripCounts { return tracker.RoundTripCounts{} })).RTT.Observe(.001)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -403,4 +409,10 @@ func BenchmarkSenderScrape(b *testing.B) {
 			}
 		}
 	}
+}
+
+// roundTripsOnly is what a scrape reads of a target that has sent nothing
+// and whose round trips counts returns.
+func roundTripsOnly(counts func() tracker.RoundTripCounts) TargetCounts {
+	return TargetCounts{Sent: func() uint64 { return 0 }, RoundTrips: counts}
 }

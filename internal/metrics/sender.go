@@ -12,13 +12,12 @@ import (
 
 // Sender holds the sender's instruments. Every series carries the sender's
 // name (sender), and those of one target the target as configured
-// (target): the labels the receiver puts on what it got. Events
-// (datagrams sent, send errors, missed slots, lateness, round-trip times)
-// are counted as they happen; the round-trip totals are read from each
-// target's tracker at scrape time, so they have one source.
+// (target): the labels the receiver puts on what it got. Events (send
+// errors, missed slots, lateness, round-trip times) are counted as they
+// happen; the datagrams sent and the round-trip totals are read from each
+// target at scrape time, so they have one source.
 type Sender struct {
-	PacketsSent *prometheus.CounterVec
-	SendErrors  *prometheus.CounterVec
+	SendErrors *prometheus.CounterVec
 	// MissedSlots and ScheduleLateness are the sending loop's, which sends
 	// to every target: when it falls behind, every target due falls behind.
 	MissedSlots      prometheus.Counter
@@ -39,8 +38,8 @@ type Sender struct {
 
 // SenderTarget holds one target's instruments, looked up once.
 type SenderTarget struct {
-	PacketsSent, SendErrors prometheus.Counter
-	RTT                     prometheus.Observer
+	SendErrors prometheus.Counter
+	RTT        prometheus.Observer
 	// Stateful is a STAMP target's (see STAMPTarget); nil for others.
 	Stateful prometheus.Gauge
 }
@@ -71,8 +70,6 @@ var roundTripMetrics = []struct {
 func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 	on := component{reg: reg, sub: "sender", own: prometheus.Labels{"sender": name}}
 	s := &Sender{
-		PacketsSent: on.counterVec("packets_sent_total",
-			"Data datagrams handed to the kernel.", "target"),
 		SendErrors: on.counterVec("send_errors_total",
 			"Data datagrams the kernel refused to send; they consume no sequence number.", "target"),
 		MissedSlots: on.counter("missed_slots_total",
@@ -87,7 +84,7 @@ func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 			"Target name resolutions and file_sd file reads that failed; the targets they gave last are kept.", "source"),
 		ReflectorStateful: on.gaugeVec("stamp_reflector_stateful",
 			"STAMP targets only: 1 once the reflector's replies show it numbers them itself (stateful), so that round-trip losses are split by direction from then on; 0 while they copy the test packets' numbers (stateless, or stateful with no loss on the way there yet): the losses have no direction.", "target"),
-		roundTrips: &roundTrips{byTarget: make(map[string]func() tracker.RoundTripCounts),
+		roundTrips: &roundTrips{byTarget: make(map[string]TargetCounts),
 			rtt: map[string]*histogram{}, rttBounds: h.buckets(DelayBuckets), sender: name},
 	}
 	// Round-trip times: a histogram per target, each observed about once
@@ -95,6 +92,10 @@ func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 	// with many targets (histogram.go).
 	s.roundTrips.rttDesc = on.desc("rtt_seconds",
 		"Round-trip time of replies received within the loss timeout, on this host's monotonic clock.", "target")
+	// Datagrams sent: a count of each target's own, added to as it sends,
+	// rather than a counter of client_golang's, another cache line a
+	// datagram with many targets.
+	s.roundTrips.sent = on.desc("packets_sent_total", "Data datagrams handed to the kernel.", "target")
 	s.roundTrips.invalid = on.desc("replies_invalid_total",
 		"Datagrams on the sending socket from a target or naming one that are not a reply to its session: damaged, unauthenticated, of another session, or for a datagram never sent; all targets together.")
 	for _, source := range []string{"dns", "file"} {
@@ -107,10 +108,16 @@ func NewSender(reg prometheus.Registerer, name string, h Histograms) *Sender {
 	return s
 }
 
+// TargetCounts are what a scrape reads of one target, from the scraping
+// goroutine: the data datagrams sent, and the round-trip totals.
+type TargetCounts struct {
+	Sent       func() uint64
+	RoundTrips func() tracker.RoundTripCounts
+}
+
 // Target returns the instruments of one target, creating its series at
-// zero. counts returns the target's round-trip totals; it is called at
-// every scrape, from the scraping goroutine.
-func (s *Sender) Target(target string, counts func() tracker.RoundTripCounts) SenderTarget {
+// zero; counts are read at every scrape.
+func (s *Sender) Target(target string, counts TargetCounts) SenderTarget {
 	r := s.roundTrips
 	rtt := newHistogram(r.rttDesc, pairLabels(r.sender, target), r.rttBounds)
 	r.mu.Lock()
@@ -118,15 +125,14 @@ func (s *Sender) Target(target string, counts func() tracker.RoundTripCounts) Se
 	r.rtt[target] = rtt
 	r.mu.Unlock()
 	return SenderTarget{
-		PacketsSent: s.PacketsSent.WithLabelValues(target),
-		SendErrors:  s.SendErrors.WithLabelValues(target),
-		RTT:         rtt,
+		SendErrors: s.SendErrors.WithLabelValues(target),
+		RTT:        rtt,
 	}
 }
 
 // STAMPTarget is Target for a STAMP target, which has the gauge of its
 // reflector's numbering besides.
-func (s *Sender) STAMPTarget(target string, counts func() tracker.RoundTripCounts) SenderTarget {
+func (s *Sender) STAMPTarget(target string, counts TargetCounts) SenderTarget {
 	m := s.Target(target, counts)
 	m.Stateful = s.ReflectorStateful.WithLabelValues(target)
 	return m
@@ -136,30 +142,31 @@ func (s *Sender) STAMPTarget(target string, counts func() tracker.RoundTripCount
 // invalid replies it had count on in the sender's total.
 func (s *Sender) Forget(target string) {
 	s.roundTrips.mu.Lock()
-	if counts := s.roundTrips.byTarget[target]; counts != nil {
-		s.roundTrips.invalidGone += counts().Invalid
+	if counts, ok := s.roundTrips.byTarget[target]; ok {
+		s.roundTrips.invalidGone += counts.RoundTrips().Invalid
 	}
 	delete(s.roundTrips.byTarget, target)
 	delete(s.roundTrips.rtt, target)
 	s.roundTrips.mu.Unlock()
 	for _, v := range []interface{ DeleteLabelValues(...string) bool }{
-		s.PacketsSent, s.SendErrors, s.ReflectorStateful,
+		s.SendErrors, s.ReflectorStateful,
 	} {
 		v.DeleteLabelValues(target)
 	}
 }
 
-// roundTrips is the collector of the round trips: per target, the totals
-// and the times, and the invalid replies of all targets, those forgotten
-// included.
+// roundTrips is the collector of what is read of each target at scrape
+// time: the datagrams sent, the round trips' totals and times, and the
+// invalid replies of all targets, those forgotten included.
 type roundTrips struct {
 	descs       []*prometheus.Desc // in the order of roundTripMetrics
+	sent        *prometheus.Desc
 	invalid     *prometheus.Desc
 	rttDesc     *prometheus.Desc
 	rttBounds   []float64 // the classic buckets; nil: native only
 	sender      string    // the sender label's value
 	mu          sync.Mutex
-	byTarget    map[string]func() tracker.RoundTripCounts
+	byTarget    map[string]TargetCounts
 	rtt         map[string]*histogram
 	invalidGone uint64 // of the targets forgotten
 }
@@ -168,6 +175,7 @@ func (r *roundTrips) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range r.descs {
 		ch <- d
 	}
+	ch <- r.sent
 	ch <- r.invalid
 	ch <- r.rttDesc
 }
@@ -182,7 +190,8 @@ func (r *roundTrips) Collect(ch chan<- prometheus.Metric) {
 		ch <- h
 	}
 	for target, counts := range targets {
-		c := counts()
+		ch <- prometheus.MustNewConstMetric(r.sent, prometheus.CounterValue, float64(counts.Sent()), target)
+		c := counts.RoundTrips()
 		invalid += c.Invalid
 		for i, m := range roundTripMetrics {
 			ch <- prometheus.MustNewConstMetric(r.descs[i], prometheus.CounterValue, float64(m.value(&c)), target)

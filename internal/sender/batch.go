@@ -1,7 +1,6 @@
 package sender
 
 import (
-	"container/heap"
 	"net/netip"
 	"time"
 
@@ -48,19 +47,20 @@ func (s *Sender) sendDue(now time.Time) {
 			continue
 		}
 		b.w = t.w
-		dues, skipped := t.sched.take(now, room)
+		n := len(b.dues)
+		var skipped int64
+		b.dues, skipped = t.sched.take(now, min(room, t.slots()), b.dues)
 		if skipped > 0 {
 			s.opts.Metrics.MissedSlots.Add(float64(skipped))
 		}
-		for i, d := range dues {
-			b.bufs = append(b.bufs, t.bufs[i])
+		for i := range len(b.dues) - n {
+			b.bufs = append(b.bufs, t.buf(i))
 			b.to = append(b.to, t.to)
 			b.of = append(b.of, t)
-			b.dues = append(b.dues, d)
 		}
-		t.pending = len(dues)
+		t.pending = uint8(len(b.dues) - n)
 		s.queue[0].at = t.due(s.epoch)
-		heap.Fix(&s.queue, 0)
+		s.queue.fix(0)
 	}
 	s.flush()
 }
@@ -83,7 +83,7 @@ func (s *Sender) flush() {
 		for i := range sent {
 			t := b.of[i]
 			t.seq++
-			t.m.PacketsSent.Inc()
+			t.sent.Add(1)
 		}
 		s.sent += uint64(sent)
 		s.untrack(b, sent, mono-s.readLag())
@@ -154,19 +154,29 @@ func (s *Sender) track(b *batch, mono int64) {
 }
 
 // untrack takes back what the kernel did not accept, newest first, and
-// expires what is due by decided, the time up to which replies are read.
+// expires what is due by decided, the time up to which replies are read,
+// unless a reply expired the round trip within the last interval: a reply
+// expires it to its own arrival before it is counted, so that deciding
+// sooner changes no count, only when a scrape sees it. (Expiring touches
+// the round trip's memory, cold with many targets; without replies, a dead
+// path, the sending loop expires it at every send.)
 func (s *Sender) untrack(b *batch, sent int, decided int64) {
 	for i := len(b.of) - 1; i >= 0; i-- {
 		t := b.of[i]
 		if t.rt == nil {
 			continue
 		}
+		last := i == 0 || b.of[i-1] != t // once per target: its datagrams are adjacent
+		if i < sent && !last {
+			continue
+		}
 		t.mu.Lock()
 		if i >= sent {
 			t.rt.Unsend(b.seqs[i])
 		}
-		if i == 0 || b.of[i-1] != t {
-			t.rt.Expire(decided) // once per target: its datagrams are adjacent
+		if last && decided-t.expired >= int64(t.sched.interval) {
+			t.rt.Expire(decided)
+			t.expired = decided
 		}
 		t.mu.Unlock()
 	}
@@ -178,7 +188,7 @@ func (s *Sender) goodbye(t *target) {
 	if t.seq == 0 || t.stamp {
 		return // nothing was sent (nothing to settle), or STAMP
 	}
-	bye, to := t.bufs[:1], []netip.AddrPort{t.to}
+	bye, to := [][]byte{t.buf(0)}, []netip.AddrPort{t.to}
 	for range GoodbyeCopies {
 		wire.PutFlags(bye[0], wire.FlagGoodbye)
 		wire.PutSeq(bye[0], t.seq-1)

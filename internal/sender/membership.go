@@ -1,7 +1,6 @@
 package sender
 
 import (
-	"container/heap"
 	"hash/fnv"
 	"math"
 	"net/netip"
@@ -10,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpprobe/udpprobe/internal/discovery"
+	"github.com/udpprobe/udpprobe/internal/metrics"
 	"github.com/udpprobe/udpprobe/internal/stamp"
 	"github.com/udpprobe/udpprobe/internal/tracker"
 	"github.com/udpprobe/udpprobe/internal/wire"
@@ -72,7 +72,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	for f := range flows {
 		ft := s.newFlow(w, uint16(f), session, rate)
 		at := math.Mod(phase+float64(f)*interval/float64(flows), interval)
-		ft.sched = newSchedule(now.Add(time.Duration(at)), rate, len(ft.bufs))
+		ft.sched = newSchedule(now.Add(time.Duration(at)), rate)
 		if f == 0 {
 			t = ft
 		} else {
@@ -83,13 +83,13 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	// them all at once.
 	if t.stamp {
 		t.rt.Unsplit() // until the reflector shows that it numbers its replies
-		t.m = s.opts.Metrics.STAMPTarget(w.Label, t.roundTrip)
+		t.m = s.opts.Metrics.STAMPTarget(w.Label, metrics.TargetCounts{Sent: t.sentAll, RoundTrips: t.roundTrip})
 	} else {
-		t.m = s.opts.Metrics.Target(w.Label, t.roundTrips)
+		t.m = s.opts.Metrics.Target(w.Label, metrics.TargetCounts{Sent: t.sentAll, RoundTrips: t.roundTrips})
 	}
 	for _, ft := range t.all() {
 		ft.m = t.m
-		heap.Push(&s.queue, slot{at: ft.due(s.epoch), t: ft})
+		s.queue.push(slot{at: ft.due(s.epoch), t: ft})
 	}
 	s.active[w.Label] = t
 	t.log.Info("probing a target", zap.Stringer("address", w.Addr), zap.Uint64("session", session), zap.Int("flows", flows))
@@ -112,16 +112,17 @@ func (s *Sender) newFlow(w discovery.Target, f uint16, session uint64, rate floa
 	if a := w.Addr.Addr(); a.Is4() || a.Is4In6() {
 		h.HopLimit = s.hop4
 	}
-	for range slots {
+	t.size = uint16(size) // at most wire.MaxSize
+	t.data = make([]byte, slots*size)
+	for i := range slots {
+		b := t.buf(i)
 		if t.stamp {
-			t.bufs = append(t.bufs, stampProbe(session, size, s.stampSign))
+			copy(b, stampProbe(session, size, s.stampSign))
 			continue
 		}
-		b := make([]byte, size)
 		if err := wire.Encode(b, &h); err != nil {
 			panic(err) // check passed
 		}
-		t.bufs = append(t.bufs, b)
 	}
 	t.to = w.Addr
 	if s.opts.RoundTrip {
@@ -135,7 +136,7 @@ func (s *Sender) newFlow(w discovery.Target, f uint16, session uint64, rate floa
 func (s *Sender) leave(t *target, now time.Time) {
 	for _, f := range t.all() {
 		if i := s.queue.find(f); i >= 0 {
-			heap.Remove(&s.queue, i)
+			s.queue.remove(i)
 		}
 		s.goodbye(f)
 	}

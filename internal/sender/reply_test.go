@@ -113,7 +113,7 @@ func TestReplyPathAllocatesNothing(t *testing.T) {
 	b := replyTo(t, tg, s.Session(), 0, 1, 0)
 	var seq uint64
 	allocs := testing.AllocsPerRun(1000, func() {
-		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.bufs[0])
+		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.buf(0))
 		s.batch.to = append(s.batch.to, tg.to)
 		s.batch.of = append(s.batch.of, tg)
 		s.batch.dues = append(s.batch.dues, time.Now())
@@ -191,7 +191,7 @@ func stampTarget(t *testing.T) (*Sender, *target) {
 	t.Cleanup(func() { s.conn.Close() })
 	s.apply(s.next, s.clock.Now())
 	tg := s.active[label]
-	if tg == nil || !tg.stamp || len(tg.bufs[0]) != stamp.BaseSize {
+	if tg == nil || !tg.stamp || int(tg.size) != stamp.BaseSize {
 		t.Fatalf("target %+v", tg)
 	}
 	return s, tg

@@ -161,14 +161,14 @@ func TestSendErrorsUseNoSequenceNumber(t *testing.T) {
 	out.fail = func(n int) bool { return n%2 == 1 }
 	tg := s.active["127.0.0.1:9"]
 	for range 20 {
-		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.bufs[0])
+		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.buf(0))
 		s.batch.to = append(s.batch.to, tg.to)
 		s.batch.of = append(s.batch.of, tg)
 		s.batch.dues = append(s.batch.dues, t0)
 		s.flush()
 	}
 	s.goodbye(tg)
-	if got := testutil.ToFloat64(tg.m.PacketsSent); got != 10 {
+	if got := float64(tg.sentAll()); got != 10 {
 		t.Errorf("sent %v, want 10", got)
 	}
 	if got := testutil.ToFloat64(tg.m.SendErrors); got != 10+1 { // one goodbye write fails too
@@ -248,10 +248,10 @@ func TestSchedule(t *testing.T) {
 		for _, k := range []int64{0, 1, 7, 12345} {
 			for _, after := range []time.Duration{0, 1, time.Microsecond, 10 * time.Microsecond, 333 * time.Microsecond, 15 * time.Millisecond} {
 				for _, most := range []int{1, 5, MaxBatch} {
-					s := newSchedule(t0, rate, MaxBatch)
+					s := newSchedule(t0, rate)
 					s.next = k
 					now := s.due(k).Add(after)
-					dues, skipped := s.take(now, most)
+					dues, skipped := s.take(now, most, nil)
 					if skipped != 0 || len(dues) == 0 || len(dues) > most || !dues[0].Equal(s.due(k)) {
 						t.Fatalf("rate %v, slot %d, now +%v, most %d: dues %v, %d skipped", rate, k, after, most, dues, skipped)
 					}
@@ -282,8 +282,8 @@ func TestSchedule(t *testing.T) {
 		{10, 250 * time.Millisecond, 1, 2},    // slot 0 skipped; 1 and 2 due
 		{1e6, time.Second, 980_000, MaxBatch}, // a second behind: one batch, not a burst
 	} {
-		s := newSchedule(t0, c.rate, MaxBatch)
-		dues, skipped := s.take(t0.Add(c.behind), MaxBatch)
+		s := newSchedule(t0, c.rate)
+		dues, skipped := s.take(t0.Add(c.behind), MaxBatch, nil)
 		if skipped != c.skipped || len(dues) != c.batch || !dues[0].Equal(s.due(c.skipped)) {
 			t.Errorf("rate %v, %v behind: %d skipped, a batch of %d from %v; want %d skipped and %d from slot %d",
 				c.rate, c.behind, skipped, len(dues), dues[0].Sub(t0), c.skipped, c.batch, c.skipped)
@@ -301,14 +301,14 @@ func TestRefusalInBatch(t *testing.T) {
 	a, b := s.active["127.0.0.1:9"], s.active["127.0.0.2:9"]
 	used := map[*target]int{}
 	for _, tg := range []*target{a, a, a, a, a, b, b} {
-		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.bufs[used[tg]])
+		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.buf(used[tg]))
 		used[tg]++
 		s.batch.to = append(s.batch.to, tg.to)
 		s.batch.of = append(s.batch.of, tg)
 		s.batch.dues = append(s.batch.dues, t0)
 	}
 	s.flush()
-	if got, errs := testutil.ToFloat64(a.m.PacketsSent), testutil.ToFloat64(a.m.SendErrors); got != 4 || errs != 1 {
+	if got, errs := float64(a.sentAll()), testutil.ToFloat64(a.m.SendErrors); got != 4 || errs != 1 {
 		t.Errorf("sent %v with %v errors, want 4 and 1", got, errs)
 	}
 	var lateness dto.Metric

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,37 +18,64 @@ import (
 // target is one destination: its session, schedule, sequence numbers,
 // datagrams and round trip. All but the round trip belong to Run's
 // goroutine.
+//
+// The fields the sending loop reads for every datagram come first, and
+// then those of a reply: with many targets each one's memory is cold by
+// the time its next slot comes round, so that the fewer cache lines a
+// datagram touches, the less it costs (docs/performance.md). The first
+// four lines hold them all, and a datagram sent reads the first three; 384
+// bytes is a size class of Go's allocator whose objects start on a line
+// (TestTargetLayout).
 type target struct {
-	label string
-	to    netip.AddrPort
+	sched schedule
+	seq   uint64
+	w     writer
+	// data are its datagrams, size bytes each, back to back, ready but for
+	// flags, number, time and seal: one allocation a datagram reaches
+	// through the target, not two.
+	data    []byte
+	size    uint16
+	pending uint8 // datagrams of the batch being stamped (at most MaxBatch)
+	stamp   bool  // a STAMP Session-Reflector: STAMP test packets, no goodbyes
+	// stateful: the STAMP reflector numbers its replies, as one reply
+	// showed; then its counts split the round trip's losses. Under mu.
+	stateful       bool
+	warnedWithheld bool // the reflector's holding back replies was logged
 	// flow is the target's flow (Options.Flows): each of a target's flows
 	// is a target of its own, sent from its own socket through w, and
 	// flow 0's holds the others in flows. All share the metrics m.
-	flow  uint16
-	w     writer
-	flows []*target
-	stamp bool // a STAMP Session-Reflector: STAMP test packets, no goodbyes
-	// stateful: the STAMP reflector numbers its replies, as one reply
-	// showed; then its counts split the round trip's losses. Under mu.
-	stateful bool
-	session  uint64
-	bufs     [][]byte // its datagrams, ready but for flags, number, time and seal
-	sched    schedule
-	seq      uint64
-	pending  int // datagrams of the batch being stamped
-	m        metrics.SenderTarget
-	log      *zap.Logger
-	leaveBy  time.Time // once it left: when its last replies are given up
-
-	mu             sync.Mutex         // guards rt and warnedWithheld, shared with the reply reader
-	rt             *tracker.RoundTrip // nil without round trips
-	warnedWithheld bool               // the reflector's holding back replies was logged
-
-	unlogged  uint64 // send errors since the last log line
-	lastError error
-	nextLog   time.Time
+	flow uint16
+	mu   sync.Mutex // guards rt, expired, stateful and warnedWithheld, shared with the reply reader
+	// sent counts the data datagrams the kernel accepted; scrapes read it.
+	sent atomic.Uint64
+	to   netip.AddrPort
+	rt   *tracker.RoundTrip // nil without round trips
+	// expired is the latest time the round trip was expired to: a reply
+	// expires it to its arrival, and the sending loop need not once more
+	// within an interval (untrack).
+	expired int64
+	session uint64
 	// onReply is the sender's Options.OnReply.
 	onReply func(target string, seq uint64, outcome tracker.ReplyOutcome, rtt time.Duration)
+	m       metrics.SenderTarget
+
+	flows     []*target
+	label     string
+	log       *zap.Logger
+	leaveBy   time.Time // once it left: when its last replies are given up
+	unlogged  uint64    // send errors since the last log line
+	lastError error
+	nextLog   time.Time
+}
+
+// slots is how many datagrams the target has ready: the most it sends at
+// once.
+func (t *target) slots() int { return len(t.data) / int(t.size) }
+
+// buf is its datagram i.
+func (t *target) buf(i int) []byte {
+	n := int(t.size)
+	return t.data[i*n : (i+1)*n : (i+1)*n]
 }
 
 // due is when the target's next slot is due, ns since the epoch: its key
@@ -80,6 +108,7 @@ func (t *target) handleReply(h *wire.Header, valid bool, mono int64) {
 		t.rt.Goodbye(report(h), mono)
 	default:
 		r := t.rt.Reply(h.Seq, report(h), mono)
+		t.expired = max(t.expired, mono)
 		if r.Outcome == tracker.ReplyAnswered {
 			t.m.RTT.Observe(float64(r.RTT) / 1e9)
 		}
@@ -128,6 +157,7 @@ func (t *target) handleSTAMP(r *stamp.Reflected, mono int64) {
 	// writes without the lock.
 	seq := unwrap32(t.rt.Next(), r.SenderSeq)
 	res := t.rt.Reply(seq, tracker.Report{Received: uint64(r.Seq) + 1}, mono)
+	t.expired = max(t.expired, mono)
 	rtt := res.RTT
 	if res.Outcome == tracker.ReplyAnswered {
 		if held := r.Timestamp.Time().Sub(r.ReceiveTimestamp.Time()); held >= 0 && int64(held) < rtt {
@@ -172,6 +202,15 @@ func (t *target) flowOf(f uint16) *target {
 		return t.flows[f-1]
 	}
 	return nil
+}
+
+// sentAll is the data datagrams sent by all the target's flows.
+func (t *target) sentAll() uint64 {
+	n := t.sent.Load()
+	for _, f := range t.flows {
+		n += f.sent.Load()
+	}
+	return n
 }
 
 // roundTrips returns the round-trip totals of all the target's flows.
