@@ -12,6 +12,10 @@
 //     rate, and the many at ten times the rate: CPU per datagram, pacing
 //     lateness, memory, series per target, scrape time, exact counts
 //     (fanout.go);
+//  5. with -sections cache-lines, the cache lines a datagram and its reply
+//     cost the sender, one target against a thousand, counted by
+//     cachegrind rather than timed (cachelines.go; apt-get install
+//     valgrind);
 //
 // and the ratios the performance targets are stated in. `make bench` runs
 // it after the Go benchmarks; docs/performance.md holds its results.
@@ -33,6 +37,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,11 +56,11 @@ func main() {
 	flag.IntVar(&o.fanOut, "fan-out", 1000, "targets of the many-targets runs, at most 2000 (the receiver's peer limit)")
 	flag.Float64Var(&o.fanOutRate, "fan-out-rate", 10, "datagrams per second to each of them")
 	flag.IntVar(&o.fanOutRuns, "fan-out-runs", 1, "pairs of runs, one target then the many, taken in turn")
-	sections := flag.String("sections", "rates,low,fan-out", "tables to make: rates (offered rates), low (round trips against irtt), fan-out (many targets)")
+	sections := flag.String("sections", "rates,low,fan-out", "tables to make: rates (offered rates), low (round trips against irtt), fan-out (many targets), cache-lines (the sender's cache misses, under valgrind)")
 	flag.Parse()
 	o.sections = map[string]bool{}
 	for _, s := range strings.Split(*sections, ",") {
-		if s = strings.TrimSpace(s); s != "rates" && s != "low" && s != "fan-out" {
+		if s = strings.TrimSpace(s); !slices.ContainsFunc(tables, func(t table) bool { return t.name == s }) {
 			fatalf("-sections: no table %q", s)
 		}
 		o.sections[strings.TrimSpace(s)] = true
@@ -90,18 +95,27 @@ type options struct {
 	sections               map[string]bool
 }
 
+// table is one section of the report, and what makes it.
+type table struct {
+	name string
+	make func(io.Writer, options) error
+}
+
+// tables are the tables the harness makes, in order.
+var tables = []table{{"rates", highRates}, {"low", lowRates}, {"fan-out", fanOut}, {"cache-lines", cacheLines}}
+
 func run(w io.Writer, o options) error {
-	for _, bin := range []string{o.udpprobe, o.iperf3, o.irtt} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return fmt.Errorf("%s is needed (make build; apt-get install iperf3 irtt): %w", bin, err)
+	needs := map[string][]string{"rates": {o.udpprobe, o.iperf3}, "low": {o.udpprobe, o.irtt}, "fan-out": {o.udpprobe}}
+	for section, bins := range needs {
+		for _, bin := range bins {
+			if _, err := exec.LookPath(bin); o.sections[section] && err != nil {
+				return fmt.Errorf("%s is needed (make build; apt-get install iperf3 irtt): %w", bin, err)
+			}
 		}
 	}
 	fmt.Fprintf(w, "# udpprobe bench, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "`%s`\n\n", strings.Join(os.Args, " "))
-	for _, t := range []struct {
-		name string
-		make func(io.Writer, options) error
-	}{{"rates", highRates}, {"low", lowRates}, {"fan-out", fanOut}} {
+	for _, t := range tables {
 		if o.sections[t.name] {
 			if err := t.make(w, o); err != nil {
 				return err

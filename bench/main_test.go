@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,31 @@ func TestFanOutRatios(t *testing.T) {
 	want = "CPU per datagram with 1000 targets against one target at the same 10000/s: 1.40×, 1.60×; median of the 2 pairs within 5 % steal: 1.50×.\n"
 	if got := fanOutRatios([][2]fanOutResult{pairs[0], pairs[2]}, 1000, 10000); got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+// TestParseCachegrind reads a cachegrind output file, written by hand in
+// its format (a count left out at the end of a line is 0), and rejects
+// what is not one.
+func TestParseCachegrind(t *testing.T) {
+	out := "desc: LL cache: 1048576 B, 64 B, 16-way associative\ncmd: sender.test\n" +
+		"events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw\n" +
+		"fl=/src/a.go\nfn=main.f\n10 100 1 0 50 3 2 20 1 1\n11 5\n" +
+		"fl=/src/b.go\nfn=main.g\n3 7 0 0 2 1 1\n" +
+		"summary: 112 1 0 52 4 3 20 1 1\n"
+	run, err := parseCachegrind(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1, ll := misses(run.total); run.total["Ir"] != 112 || d1 != 5 || ll != 4 {
+		t.Fatalf("totals %v: %d first-level and %d last-level misses", run.total, d1, ll)
+	}
+	if f, g := run.byFn["main.f"], run.byFn["main.g"]; f["Ir"] != 105 || f["DLmr"] != 2 || g["Ir"] != 7 || g["DLmr"] != 1 || g["DLmw"] != 0 {
+		t.Fatalf("by function %v", run.byFn)
+	}
+	for _, bad := range []string{"fn=main.f\n10 1\n", "events: Ir\nfn=main.f\n10 1 2\n", "events: Ir\nfn=main.f\n10 x\n", "no such file\n"} {
+		if _, err := parseCachegrind(strings.NewReader(bad)); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
 	}
 }
