@@ -368,6 +368,9 @@ func randomSession() uint64 {
 
 // check reports whether a datagram can name the target and fit.
 func (s *Sender) check(t discovery.Target) error {
+	if size := s.size(t); size > wire.MaxSize {
+		return fmt.Errorf("target %s: datagrams of %d bytes, over the %d a UDP datagram carries", t.Label, size, wire.MaxSize)
+	}
 	if t.STAMP {
 		return nil // any size from the base up carries a STAMP test packet
 	}

@@ -230,6 +230,19 @@ func TestNewRejectsRate(t *testing.T) {
 	}
 }
 
+// TestNewRejectsOversizeDatagrams: a payload over what UDP carries is
+// refused for any target, a STAMP one (whose test packets take any size
+// from their base up) too.
+func TestNewRejectsOversizeDatagrams(t *testing.T) {
+	for _, target := range []string{"127.0.0.1:9", "stamp://127.0.0.1:862"} {
+		_, err := New(Options{Targets: []string{target}, Rate: 1, PayloadSize: wire.MaxSize + 1, Name: "me",
+			Logger: zap.NewNop(), Metrics: metrics.NewSender(prometheus.NewPedanticRegistry(), "a", metrics.ClassicAndNative)})
+		if err == nil || !strings.Contains(err.Error(), target) {
+			t.Errorf("target %q: error %v, want one naming it", target, err)
+		}
+	}
+}
+
 func TestNewFailsOnBadTarget(t *testing.T) {
 	for _, target := range []string{"no-such-host.invalid:1", "127.0.0.1", "127.0.0.1:0"} {
 		_, err := New(Options{Targets: []string{target}, Rate: 1, PayloadSize: 80, Name: "me",
