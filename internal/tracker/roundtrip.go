@@ -227,8 +227,7 @@ func (r *RoundTrip) Reply(seq uint64, rep Report, now int64) ReplyResult {
 	res := r.reply(seq, rep.Received, rep.Withheld, now)
 	if res.Outcome == ReplyAnswered || res.Outcome == ReplyLate || res.Outcome == ReplyDuplicated {
 		if l := r.leg(rep.Session); l != nil {
-			l.replies.Observe(rep.Number, now)
-			l.replies.Origin(0) // the receiver numbers from 0
+			l.replies.ObserveFrom(rep.Number, now, 0) // the receiver numbers from 0
 			l.lost = max(l.lost, rep.Lost)
 			l.received = max(l.received, rep.Received)
 		}

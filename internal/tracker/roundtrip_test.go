@@ -420,3 +420,53 @@ func TestRoundTripLayout(t *testing.T) {
 		t.Errorf("the counts a reply changes end at byte %d, past the second line", end)
 	}
 }
+
+// TestOriginOncePerSegment: ObserveFrom, which a round trip follows its
+// reply numbers by, tells the tracker where they begin only as a segment
+// starts (the first reply, a resync). Over random reply numbers, near the
+// origin and past the window, with losses, reordering, duplicates and
+// jumps that resync, near the origin and far from it, it counts exactly
+// what telling it at every reply counts.
+func TestOriginOncePerSegment(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 500 {
+		opts := Options{Timeout: 50, Window: 64, ResyncJump: 500}
+		every, once := New(opts), New(opts)
+		var now int64
+		next := uint64(rng.IntN(3)) * uint64(rng.IntN(100)) // from 0, or a little or far past it
+		for range 1 + rng.IntN(200) {
+			now += int64(rng.IntN(20))
+			seq := next
+			switch op := rng.IntN(20); {
+			case op == 0:
+				next += 1000 + uint64(rng.IntN(1000)) // a jump: a stray, then a resync if followed
+				seq = next
+			case op == 1 && next > 1000:
+				next = uint64(rng.IntN(20)) // back near the origin, far below: the same
+				seq = next
+			case op < 3 && seq > 3:
+				seq -= uint64(1 + rng.IntN(3)) // reordered or duplicated
+			case op < 5:
+				next += uint64(1 + rng.IntN(5)) // a loss
+				seq = next
+			}
+			if seq == next {
+				next++
+			}
+			every.Observe(seq, now)
+			every.Origin(0)
+			once.ObserveFrom(seq, now, 0)
+			if a, b := every.Counts(), once.Counts(); a != b {
+				t.Fatalf("round %d, reply %d at %d: told at every reply %+v, at each segment's start %+v", round, seq, now, a, b)
+			}
+		}
+		now += 100
+		every.Expire(now)
+		once.Expire(now)
+		every.Settle()
+		once.Settle()
+		if a, b := every.Counts(), once.Counts(); a != b {
+			t.Fatalf("round %d, settled: told at every reply %+v, at each segment's start %+v", round, a, b)
+		}
+	}
+}

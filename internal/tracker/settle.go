@@ -167,12 +167,24 @@ func (t *Tracker) expireFront() {
 // Call it after the first Observe; numbers beyond the window are not
 // placed.
 func (t *Tracker) Origin(origin uint64) {
-	// The segment's low comes last: the others are in the lines a datagram
-	// in order reads anyway, and a round trip calls this at every reply.
-	if !t.started || t.head-origin > t.window() || origin >= t.low {
+	if !t.started || origin >= t.low || t.head-origin > t.window() {
 		return
 	}
 	t.lower(origin)
+}
+
+// ObserveFrom is Observe for a stream known to begin at origin (a
+// reflector numbers its replies from 0). Origin only ever lowers where a
+// segment starts, so it is told as each one starts, at the first datagram
+// and at a resync: all that telling it at every datagram would do, without
+// reading, at every datagram, a line of the tracker no other one reads.
+func (t *Tracker) ObserveFrom(seq uint64, now int64, origin uint64) Result {
+	first := !t.started
+	r := t.Observe(seq, now)
+	if first || r.Resync {
+		t.Origin(origin)
+	}
+	return r
 }
 
 // Goodbye records that the sender ended the session after sending last.
