@@ -36,10 +36,11 @@ type Sender struct {
 	roundTrips        *roundTrips
 }
 
-// SenderTarget holds one target's instruments, looked up once.
+// SenderTarget holds one target's instruments, looked up once; RTT first,
+// the one observed at every reply.
 type SenderTarget struct {
-	SendErrors prometheus.Counter
 	RTT        prometheus.Observer
+	SendErrors prometheus.Counter
 	// Stateful is a STAMP target's (see STAMPTarget); nil for others.
 	Stateful prometheus.Gauge
 }

@@ -17,7 +17,7 @@ type batch struct {
 	to   []netip.AddrPort
 	of   []*target
 	seqs []uint64
-	dues []time.Time
+	dues []int64 // ns since the epoch
 }
 
 func (b *batch) reset() {
@@ -33,9 +33,10 @@ func (b *batch) drop(n int) {
 func (s *Sender) sendDue(now time.Time) {
 	b := &s.batch
 	b.reset()
+	mono := int64(now.Sub(s.epoch))
 	for len(s.queue) > 0 {
 		t := s.queue[0].t
-		if s.queue[0].at > int64(now.Sub(s.epoch)) {
+		if s.queue[0].at > mono {
 			break
 		}
 		room := MaxBatch - len(b.bufs)
@@ -43,13 +44,13 @@ func (s *Sender) sendDue(now time.Time) {
 			// Full, or the target is in it already with all its buffers,
 			// or it sends from another flow's socket.
 			s.flush()
-			now = s.clock.Now()
+			mono = int64(s.clock.Now().Sub(s.epoch))
 			continue
 		}
 		b.w = t.w
 		n := len(b.dues)
 		var skipped int64
-		b.dues, skipped = t.sched.take(now, min(room, t.slots()), b.dues)
+		b.dues, skipped = t.sched.take(mono, min(room, t.slots()), b.dues)
 		if skipped > 0 {
 			s.opts.Metrics.MissedSlots.Add(float64(skipped))
 		}
@@ -59,7 +60,7 @@ func (s *Sender) sendDue(now time.Time) {
 			b.of = append(b.of, t)
 		}
 		t.pending = uint8(len(b.dues) - n)
-		s.queue[0].at = t.due(s.epoch)
+		s.queue[0].at = t.due()
 		s.queue.fix(0)
 	}
 	s.flush()
@@ -78,7 +79,7 @@ func (s *Sender) flush() {
 			tried = sent
 		}
 		for i := range tried {
-			s.opts.Metrics.ScheduleLateness.Observe(max(0, now.Sub(b.dues[i]).Seconds()))
+			s.opts.Metrics.ScheduleLateness.Observe(max(0, time.Duration(mono-b.dues[i]).Seconds()))
 		}
 		for i := range sent {
 			t := b.of[i]

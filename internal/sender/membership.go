@@ -72,7 +72,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	for f := range flows {
 		ft := s.newFlow(w, uint16(f), session, rate)
 		at := math.Mod(phase+float64(f)*interval/float64(flows), interval)
-		ft.sched = newSchedule(now.Add(time.Duration(at)), rate)
+		ft.sched = newSchedule(int64(now.Sub(s.epoch)+time.Duration(at)), rate)
 		if f == 0 {
 			t = ft
 		} else {
@@ -89,7 +89,7 @@ func (s *Sender) join(w discovery.Target, now time.Time) {
 	}
 	for _, ft := range t.all() {
 		ft.m = t.m
-		s.queue.push(slot{at: ft.due(s.epoch), t: ft})
+		s.queue.push(slot{at: ft.due(), t: ft})
 	}
 	s.active[w.Label] = t
 	t.log.Info("probing a target", zap.Stringer("address", w.Addr), zap.Uint64("session", session), zap.Int("flows", flows))

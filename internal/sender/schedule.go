@@ -8,24 +8,25 @@ import "time"
 const CatchUp = 20 * time.Millisecond
 
 // schedule is one target's drift-free send schedule: slot k is due at
-// start + k/rate, whenever the slots before it were sent. It does no I/O
-// and takes the time as an argument.
+// start + k/rate, whenever the slots before it were sent. Its times are ns
+// since the sender's epoch (its send clock). It does no I/O and takes the
+// time as an argument.
 type schedule struct {
-	start    time.Time
+	start    int64
 	rate     float64
 	interval time.Duration
 	catchUp  time.Duration // max(CatchUp, one interval)
 	next     int64         // the first slot not yet taken
 }
 
-func newSchedule(start time.Time, rate float64) schedule {
+func newSchedule(start int64, rate float64) schedule {
 	interval := time.Duration(float64(time.Second) / rate)
 	return schedule{start: start, rate: rate, interval: interval, catchUp: max(interval, CatchUp)}
 }
 
 // due is when slot k is due.
-func (s *schedule) due(k int64) time.Time {
-	return s.start.Add(time.Duration(float64(k) * float64(time.Second) / s.rate))
+func (s *schedule) due(k int64) int64 {
+	return s.start + int64(float64(k)*float64(time.Second)/s.rate)
 }
 
 // take appends to dues the due times of the slots to send at now, once
@@ -34,8 +35,8 @@ func (s *schedule) due(k int64) time.Time {
 // catch-up window behind are skipped first, and their number is returned.
 // (The caller's slice, not one of the schedule's own: with many targets,
 // each one's memory is cold by its next slot.)
-func (s *schedule) take(now time.Time, most int, dues []time.Time) (_ []time.Time, skipped int64) {
-	if behind := now.Sub(s.due(s.next)); behind > s.catchUp {
+func (s *schedule) take(now int64, most int, dues []int64) (_ []int64, skipped int64) {
+	if behind := time.Duration(now - s.due(s.next)); behind > s.catchUp {
 		skipped = int64((behind - s.catchUp) / s.interval)
 		s.next += skipped
 	}
@@ -43,7 +44,7 @@ func (s *schedule) take(now time.Time, most int, dues []time.Time) (_ []time.Tim
 	dues = append(dues, s.due(s.next))
 	for len(dues)-n < most {
 		d := s.due(s.next + int64(len(dues)-n))
-		if d.After(now) {
+		if d > now {
 			break
 		}
 		dues = append(dues, d)

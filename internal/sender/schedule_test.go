@@ -56,15 +56,15 @@ func TestQueue(t *testing.T) {
 }
 
 // TestTargetLayout: what a datagram and its reply read of a target, up to
-// its metrics, is in its first four cache lines, and a target is a size
-// class of Go's allocator whose objects start on a line (over 320 bytes,
-// at most 384).
+// its round-trip histogram, is in its first three cache lines, and a
+// target is a size class of Go's allocator whose objects start on a line
+// (over 320 bytes, at most 384).
 func TestTargetLayout(t *testing.T) {
 	var tg target
 	if size := unsafe.Sizeof(tg); size <= 320 || size > 384 {
 		t.Errorf("a target is %d bytes, want 321 to 384", size)
 	}
-	if end := unsafe.Offsetof(tg.m) + unsafe.Sizeof(tg.m); end > 4*64 {
-		t.Errorf("the metrics end at byte %d, past the fourth line", end)
+	if end := unsafe.Offsetof(tg.m) + unsafe.Offsetof(tg.m.RTT) + unsafe.Sizeof(tg.m.RTT); end > 3*64 {
+		t.Errorf("the round-trip histogram ends at byte %d, past the third line", end)
 	}
 }

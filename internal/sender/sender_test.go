@@ -164,7 +164,7 @@ func TestSendErrorsUseNoSequenceNumber(t *testing.T) {
 		s.batch.w, s.batch.bufs = tg.w, append(s.batch.bufs, tg.buf(0))
 		s.batch.to = append(s.batch.to, tg.to)
 		s.batch.of = append(s.batch.of, tg)
-		s.batch.dues = append(s.batch.dues, t0)
+		s.batch.dues = append(s.batch.dues, 0)
 		s.flush()
 	}
 	s.goodbye(tg)
@@ -205,8 +205,8 @@ func TestStallSkipsSlots(t *testing.T) {
 		return 0
 	}
 	tg := s.active["127.0.0.1:9"]
-	first := tg.sched.due(0)
-	run(t, s, first.Sub(t0)+300*time.Millisecond+500*time.Microsecond)
+	first := time.Duration(tg.sched.due(0)) // since the epoch, t0
+	run(t, s, first+300*time.Millisecond+500*time.Microsecond)
 	if missed := testutil.ToFloat64(s.opts.Metrics.MissedSlots); missed != 79 {
 		t.Errorf("missed %v slots, want 79", missed)
 	}
@@ -261,20 +261,20 @@ func TestSchedule(t *testing.T) {
 		for _, k := range []int64{0, 1, 7, 12345} {
 			for _, after := range []time.Duration{0, 1, time.Microsecond, 10 * time.Microsecond, 333 * time.Microsecond, 15 * time.Millisecond} {
 				for _, most := range []int{1, 5, MaxBatch} {
-					s := newSchedule(t0, rate)
+					s := newSchedule(0, rate)
 					s.next = k
-					now := s.due(k).Add(after)
+					now := s.due(k) + int64(after)
 					dues, skipped := s.take(now, most, nil)
-					if skipped != 0 || len(dues) == 0 || len(dues) > most || !dues[0].Equal(s.due(k)) {
+					if skipped != 0 || len(dues) == 0 || len(dues) > most || dues[0] != s.due(k) {
 						t.Fatalf("rate %v, slot %d, now +%v, most %d: dues %v, %d skipped", rate, k, after, most, dues, skipped)
 					}
 					for i, d := range dues {
-						if !d.Equal(s.due(k+int64(i))) || d.After(now) {
+						if d != s.due(k+int64(i)) || d > now {
 							t.Fatalf("rate %v, slot %d, now +%v: entry %d is %v, want slot %d's due time %v, not after %v",
 								rate, k, after, i, d, k+int64(i), s.due(k+int64(i)), now)
 						}
 					}
-					if next := s.due(s.next); s.next != k+int64(len(dues)) || len(dues) < most && !next.After(now) {
+					if next := s.due(s.next); s.next != k+int64(len(dues)) || len(dues) < most && next <= now {
 						t.Fatalf("rate %v, slot %d, now +%v: %d slots, but the next (%v) is due too", rate, k, after, len(dues), next)
 					}
 				}
@@ -295,11 +295,11 @@ func TestSchedule(t *testing.T) {
 		{10, 250 * time.Millisecond, 1, 2},    // slot 0 skipped; 1 and 2 due
 		{1e6, time.Second, 980_000, MaxBatch}, // a second behind: one batch, not a burst
 	} {
-		s := newSchedule(t0, c.rate)
-		dues, skipped := s.take(t0.Add(c.behind), MaxBatch, nil)
-		if skipped != c.skipped || len(dues) != c.batch || !dues[0].Equal(s.due(c.skipped)) {
+		s := newSchedule(0, c.rate)
+		dues, skipped := s.take(int64(c.behind), MaxBatch, nil)
+		if skipped != c.skipped || len(dues) != c.batch || dues[0] != s.due(c.skipped) {
 			t.Errorf("rate %v, %v behind: %d skipped, a batch of %d from %v; want %d skipped and %d from slot %d",
-				c.rate, c.behind, skipped, len(dues), dues[0].Sub(t0), c.skipped, c.batch, c.skipped)
+				c.rate, c.behind, skipped, len(dues), time.Duration(dues[0]), c.skipped, c.batch, c.skipped)
 		}
 	}
 }
@@ -318,7 +318,7 @@ func TestRefusalInBatch(t *testing.T) {
 		used[tg]++
 		s.batch.to = append(s.batch.to, tg.to)
 		s.batch.of = append(s.batch.of, tg)
-		s.batch.dues = append(s.batch.dues, t0)
+		s.batch.dues = append(s.batch.dues, 0)
 	}
 	s.flush()
 	if got, errs := float64(a.sentAll()), testutil.ToFloat64(a.m.SendErrors); got != 4 || errs != 1 {
@@ -353,7 +353,7 @@ func TestHighRateBatches(t *testing.T) {
 	data := out.data(tg.label)
 	contiguous(t, tg.label, data)
 	for _, h := range data {
-		if due := tg.sched.due(int64(h.Seq)).Sub(s.epoch); h.SendClock < int64(due) {
+		if due := tg.sched.due(int64(h.Seq)); h.SendClock < due {
 			t.Fatalf("sequence %d stamped at %v, before its slot at %v", h.Seq, time.Duration(h.SendClock), due)
 		}
 	}

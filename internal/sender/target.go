@@ -23,7 +23,7 @@ import (
 // then those of a reply: with many targets each one's memory is cold by
 // the time its next slot comes round, so that the fewer cache lines a
 // datagram touches, the less it costs (docs/performance.md). The first
-// four lines hold them all, and a datagram sent reads the first three; 384
+// three lines hold them all, the reply's round-trip histogram last; 384
 // bytes is a size class of Go's allocator whose objects start on a line
 // (TestTargetLayout).
 type target struct {
@@ -48,16 +48,16 @@ type target struct {
 	mu   sync.Mutex // guards rt, expired, stateful and warnedWithheld, shared with the reply reader
 	// sent counts the data datagrams the kernel accepted; scrapes read it.
 	sent atomic.Uint64
-	to   netip.AddrPort
 	rt   *tracker.RoundTrip // nil without round trips
 	// expired is the latest time the round trip was expired to: a reply
 	// expires it to its arrival, and the sending loop need not once more
 	// within an interval (untrack).
 	expired int64
+	to      netip.AddrPort
 	session uint64
 	// onReply is the sender's Options.OnReply.
 	onReply func(target string, seq uint64, outcome tracker.ReplyOutcome, rtt time.Duration)
-	m       metrics.SenderTarget
+	m       metrics.SenderTarget // its RTT first
 
 	flows     []*target
 	label     string
@@ -80,7 +80,7 @@ func (t *target) buf(i int) []byte {
 
 // due is when the target's next slot is due, ns since the epoch: its key
 // in the queue.
-func (t *target) due(epoch time.Time) int64 { return int64(t.sched.due(t.sched.next).Sub(epoch)) }
+func (t *target) due() int64 { return t.sched.due(t.sched.next) }
 
 // sendError logs the first error at once and then at most one line a minute
 // with the count, so a dead target cannot flood the log.
