@@ -34,12 +34,16 @@ var cacheOps = [2]int{2000, 6000}
 // millisecond of a schedule of 10,000 datagrams a second.
 const cacheDatagramsPerOp = 10
 
-// cacheCases are the benchmark's cases, one target and a thousand.
+// cacheCases are the benchmark's cases, one target and a thousand, with
+// the round-trip histograms exposed with classic buckets and without (as
+// the fan-out runs have them), that last.
 var cacheCases = []struct {
-	name, bench string
+	name, histograms, bench string
 }{
-	{"1 × 10000/s", "SendLoop/^targets=1$/^reply=echo$"},
-	{"1000 × 10/s", "SendLoop/^targets=1000$/^reply=echo$"},
+	{"1 × 10000/s", "classic and native", "SendLoop/^targets=1$/^reply=echo$/^histograms=classic$"},
+	{"1000 × 10/s", "classic and native", "SendLoop/^targets=1000$/^reply=echo$/^histograms=classic$"},
+	{"1 × 10000/s", "native", "SendLoop/^targets=1$/^reply=echo$/^histograms=native$"},
+	{"1000 × 10/s", "native", "SendLoop/^targets=1000$/^reply=echo$/^histograms=native$"},
 }
 
 // cachegrindRun is one run's totals of the events cachegrind counts (Ir,
@@ -70,8 +74,8 @@ func cacheLines(w io.Writer, _ options) error {
 	fmt.Fprintf(w, "\n## Cache lines a datagram and its reply cost the sender (cachegrind, last level 1 MiB)\n\n")
 	fmt.Fprintf(w, "`sender.BenchmarkSendLoop` with `reply=echo`, %d ops less %d (%d datagrams), the collector off, one processor, per datagram:\n\n",
 		cacheOps[1], cacheOps[0], (cacheOps[1]-cacheOps[0])*cacheDatagramsPerOp)
-	fmt.Fprintln(w, "| targets × rate | instructions | first-level data misses | last-level data misses |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|")
+	fmt.Fprintln(w, "| targets × rate | histograms | instructions | first-level data misses | last-level data misses |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|")
 	var last map[string]float64
 	for _, c := range cacheCases {
 		var runs [2]cachegrindRun
@@ -83,7 +87,7 @@ func cacheLines(w io.Writer, _ options) error {
 		per := float64((cacheOps[1] - cacheOps[0]) * cacheDatagramsPerOp)
 		d1a, lla := misses(runs[0].total)
 		d1b, llb := misses(runs[1].total)
-		fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f |\n", c.name, float64(runs[1].total["Ir"]-runs[0].total["Ir"])/per,
+		fmt.Fprintf(w, "| %s | %s | %.0f | %.2f | %.2f |\n", c.name, c.histograms, float64(runs[1].total["Ir"]-runs[0].total["Ir"])/per,
 			float64(d1b-d1a)/per, float64(llb-lla)/per)
 		last = map[string]float64{}
 		for fn, ev := range runs[1].byFn {

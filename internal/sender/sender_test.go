@@ -102,6 +102,12 @@ func (o *fakeOut) goodbyes(label string) (hs []wire.Header) {
 // given options' targets applied; its registry is returned too.
 func newSender(t testing.TB, opts Options) (*Sender, *fakeOut, *prometheus.Registry) {
 	t.Helper()
+	return newSenderWith(t, opts, metrics.ClassicAndNative)
+}
+
+// newSenderWith is newSender with histograms exposed as h says.
+func newSenderWith(t testing.TB, opts Options, h metrics.Histograms) (*Sender, *fakeOut, *prometheus.Registry) {
+	t.Helper()
 	clk := fakeclock.New(t0)
 	reg := prometheus.NewPedanticRegistry()
 	opts.Rate = cmpOr(opts.Rate, 1000)
@@ -109,7 +115,7 @@ func newSender(t testing.TB, opts Options) (*Sender, *fakeOut, *prometheus.Regis
 	opts.LossTimeout = cmpOr(opts.LossTimeout, 100*time.Millisecond)
 	opts.Name = "me"
 	opts.Logger = cmpOr(opts.Logger, zap.NewNop())
-	opts.Metrics, opts.Clock = metrics.NewSender(reg, "me", metrics.ClassicAndNative), clk
+	opts.Metrics, opts.Clock = metrics.NewSender(reg, "me", h), clk
 	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -510,23 +516,31 @@ func (e *echo) Write(bufs [][]byte, to []netip.AddrPort) (int, error) {
 //
 // With reply=echo every datagram comes straight back as a receiver that
 // lost nothing would reply, through HandleReply: the reply path's cost
-// too, which with many targets is where their memory is cold.
+// too, which with many targets is where their memory is cold; with the
+// round-trip histograms exposed with classic buckets and native ones, or
+// native ones alone (as the bench's fan-out runs and the DaemonSet have
+// them).
 func BenchmarkSendLoop(b *testing.B) {
 	for _, c := range []struct {
 		targets int
 		rate    float64
 		echo    bool
-	}{{1, 10000, false}, {1000, 10, false}, {1, 10000, true}, {1000, 10, true}} {
-		name := fmt.Sprintf("targets=%d", c.targets)
-		if c.echo {
-			name += "/reply=echo"
+		native  bool
+	}{{1, 10000, false, false}, {1000, 10, false, false},
+		{1, 10000, true, false}, {1000, 10, true, false}, {1, 10000, true, true}, {1000, 10, true, true}} {
+		name, h := fmt.Sprintf("targets=%d", c.targets), metrics.ClassicAndNative
+		switch {
+		case c.native:
+			name, h = name+"/reply=echo/histograms=native", metrics.NativeOnly
+		case c.echo:
+			name += "/reply=echo/histograms=classic"
 		}
 		b.Run(name, func(b *testing.B) {
 			var entries []string
 			for i := range c.targets {
 				entries = append(entries, fmt.Sprintf("127.0.%d.%d:6464", 1+i/250, 1+i%250))
 			}
-			s, _, _ := newSender(b, Options{Targets: entries, Rate: c.rate, RoundTrip: true})
+			s, _, _ := newSenderWith(b, Options{Targets: entries, Rate: c.rate, RoundTrip: true}, h)
 			var w writer = discard{}
 			if c.echo {
 				w = &echo{s: s, reply: make([]byte, wire.MaxSize)}
