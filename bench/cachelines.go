@@ -14,36 +14,51 @@ import (
 	"strings"
 )
 
-// The cache-lines table: what a datagram and its reply cost the sender in
-// memory it has to fetch, counted rather than timed. sender.BenchmarkSendLoop
-// (reply=echo: the sending loop and the reply path, without the kernel) runs
-// under cachegrind, whose simulated caches count the same misses for the
-// same code whatever the machine is doing: on a virtual machine, timed
-// ratios move with the host's load, and the misses of a thousand targets'
-// cold memory are what sets them apart from one target's. The last level is
-// simulated as 1 MiB, the size of a core's L2 on the machines this ran on,
-// which a thousand targets' memory outgrows. Each case runs twice, for
-// cacheOps[0] and cacheOps[1] ops, with the collector off and one
-// processor (as the sender runs: with more, the runtime's idle threads
-// spin for as long as valgrind's serialised run takes, and the instruction
-// counts with them), and the difference is divided by the datagrams
-// between them: what is left is the loop's, without its start.
-var cacheOps = [2]int{2000, 6000}
+// The cache-lines tables: what a datagram costs in memory that has to be
+// fetched, counted rather than timed. sender.BenchmarkSendLoop (reply=echo:
+// the sending loop and the reply path, without the kernel) and the
+// receiver's BenchmarkHandle/timing and BenchmarkHandleMany (the receive
+// path after the read, one peer and a thousand) run under cachegrind,
+// whose simulated caches count the same misses for the same code whatever
+// the machine is doing: on a virtual machine, timed ratios move with the
+// host's load, and the misses of a thousand targets' or peers' cold
+// memory are what sets them apart from one's. The last level is simulated
+// as 1 MiB, the size of a core's L2 on the machines this ran on, which a
+// thousand targets' memory outgrows. Each case runs twice, for ops[0] and
+// ops[1] ops, with the collector off and one processor (as the daemons
+// run: with more, the runtime's idle threads spin for as long as
+// valgrind's serialised run takes, and the instruction counts with them),
+// and the difference is divided by the datagrams between them: what is
+// left is the loop's, without its start.
+type cacheTable struct {
+	title, pkg, columns string
+	ops                 [2]int
+	perOp               int // datagrams an op
+	cases               []cacheCase
+}
 
-// cacheDatagramsPerOp is what one op of BenchmarkSendLoop sends: a
-// millisecond of a schedule of 10,000 datagrams a second.
-const cacheDatagramsPerOp = 10
+// cacheCase is one benchmark of a table, and what its row says of it.
+type cacheCase struct{ row, bench string }
 
-// cacheCases are the benchmark's cases, one target and a thousand, with
-// the round-trip histograms exposed with classic buckets and without (as
-// the fan-out runs have them), that last.
-var cacheCases = []struct {
-	name, histograms, bench string
-}{
-	{"1 × 10000/s", "classic and native", "SendLoop/^targets=1$/^reply=echo$/^histograms=classic$"},
-	{"1000 × 10/s", "classic and native", "SendLoop/^targets=1000$/^reply=echo$/^histograms=classic$"},
-	{"1 × 10000/s", "native", "SendLoop/^targets=1$/^reply=echo$/^histograms=native$"},
-	{"1000 × 10/s", "native", "SendLoop/^targets=1000$/^reply=echo$/^histograms=native$"},
+var cacheTables = []cacheTable{
+	{
+		title: "Cache lines a datagram and its reply cost the sender: `sender.BenchmarkSendLoop` with `reply=echo` (one op, a millisecond of 10,000 datagrams a second)",
+		pkg:   "./internal/sender", columns: "targets × rate | histograms", ops: [2]int{2000, 6000}, perOp: 10,
+		cases: []cacheCase{
+			{"1 × 10000/s | classic and native", "SendLoop/^targets=1$/^reply=echo$/^histograms=classic$"},
+			{"1000 × 10/s | classic and native", "SendLoop/^targets=1000$/^reply=echo$/^histograms=classic$"},
+			{"1 × 10000/s | native", "SendLoop/^targets=1$/^reply=echo$/^histograms=native$"},
+			{"1000 × 10/s | native", "SendLoop/^targets=1000$/^reply=echo$/^histograms=native$"},
+		},
+	},
+	{
+		title: "Cache lines a datagram costs the receiver after the read: `receiver.BenchmarkHandle/timing` and `BenchmarkHandleMany` (one op, one datagram)",
+		pkg:   "./internal/receiver", columns: "peers", ops: [2]int{100000, 300000}, perOp: 1,
+		cases: []cacheCase{
+			{"1", "^BenchmarkHandle$/^timing$"},
+			{"1000, heard in turn", "^BenchmarkHandleMany$"},
+		},
+	},
 }
 
 // cachegrindRun is one run's totals of the events cachegrind counts (Ir,
@@ -60,34 +75,46 @@ func misses(ev map[string]int64) (d1, ll int64) {
 
 func cacheLines(w io.Writer, _ options) error {
 	if _, err := exec.LookPath("valgrind"); err != nil {
-		return fmt.Errorf("the cache-lines table needs valgrind (apt-get install valgrind): %w", err)
+		return fmt.Errorf("the cache-lines tables need valgrind (apt-get install valgrind): %w", err)
 	}
 	dir, err := os.MkdirTemp("", "udpprobe-cachelines")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "sender.test")
-	if out, err := exec.Command("go", "test", "-c", "-o", bin, "./internal/sender").CombinedOutput(); err != nil {
-		return fmt.Errorf("building the sender's tests: %v\n%s", err, out)
+	for _, t := range cacheTables {
+		if err := t.write(w, dir); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintf(w, "\n## Cache lines a datagram and its reply cost the sender (cachegrind, last level 1 MiB)\n\n")
-	fmt.Fprintf(w, "`sender.BenchmarkSendLoop` with `reply=echo`, %d ops less %d (%d datagrams), the collector off, one processor, per datagram:\n\n",
-		cacheOps[1], cacheOps[0], (cacheOps[1]-cacheOps[0])*cacheDatagramsPerOp)
-	fmt.Fprintln(w, "| targets × rate | histograms | instructions | first-level data misses | last-level data misses |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|")
+	return nil
+}
+
+// write runs the table's cases and writes it, and where the last case's
+// last-level misses are.
+func (t cacheTable) write(w io.Writer, dir string) error {
+	bin := filepath.Join(dir, filepath.Base(t.pkg)+".test")
+	if out, err := exec.Command("go", "test", "-c", "-o", bin, t.pkg).CombinedOutput(); err != nil {
+		return fmt.Errorf("building %s's tests: %v\n%s", t.pkg, err, out)
+	}
+	per := float64((t.ops[1] - t.ops[0]) * t.perOp)
+	fmt.Fprintf(w, "\n## %s\n\n", t.title)
+	fmt.Fprintf(w, "cachegrind, last level 1 MiB; %d ops less %d (%.0f datagrams), the collector off, one processor; per datagram:\n\n",
+		t.ops[1], t.ops[0], per)
+	fmt.Fprintf(w, "| %s | instructions | first-level data misses | last-level data misses |\n", t.columns)
+	fmt.Fprintf(w, "|%s---:|---:|---:|\n", strings.Repeat("---|", strings.Count(t.columns, "|")+1))
 	var last map[string]float64
-	for _, c := range cacheCases {
+	for _, c := range t.cases {
 		var runs [2]cachegrindRun
-		for i, n := range cacheOps {
+		for i, n := range t.ops {
+			var err error
 			if runs[i], err = cachegrind(dir, bin, c.bench, n); err != nil {
-				return fmt.Errorf("%s: %w", c.name, err)
+				return fmt.Errorf("%s: %w", c.bench, err)
 			}
 		}
-		per := float64((cacheOps[1] - cacheOps[0]) * cacheDatagramsPerOp)
 		d1a, lla := misses(runs[0].total)
 		d1b, llb := misses(runs[1].total)
-		fmt.Fprintf(w, "| %s | %s | %.0f | %.2f | %.2f |\n", c.name, c.histograms, float64(runs[1].total["Ir"]-runs[0].total["Ir"])/per,
+		fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f |\n", c.row, float64(runs[1].total["Ir"]-runs[0].total["Ir"])/per,
 			float64(d1b-d1a)/per, float64(llb-lla)/per)
 		last = map[string]float64{}
 		for fn, ev := range runs[1].byFn {

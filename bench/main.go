@@ -13,9 +13,9 @@
 //     lateness, memory, series per target, scrape time, exact counts
 //     (fanout.go);
 //  5. with -sections cache-lines, the cache lines a datagram and its reply
-//     cost the sender, one target against a thousand, counted by
-//     cachegrind rather than timed (cachelines.go; apt-get install
-//     valgrind);
+//     cost the sender, one target against a thousand, and a datagram the
+//     receiver, one peer against a thousand, counted by cachegrind rather
+//     than timed (cachelines.go; apt-get install valgrind);
 //
 // and the ratios the performance targets are stated in. `make bench` runs
 // it after the Go benchmarks; docs/performance.md holds its results.
@@ -56,7 +56,7 @@ func main() {
 	flag.IntVar(&o.fanOut, "fan-out", 1000, "targets of the many-targets runs, at most 2000 (the receiver's peer limit)")
 	flag.Float64Var(&o.fanOutRate, "fan-out-rate", 10, "datagrams per second to each of them")
 	flag.IntVar(&o.fanOutRuns, "fan-out-runs", 1, "pairs of runs, one target then the many, taken in turn")
-	sections := flag.String("sections", "rates,low,fan-out", "tables to make: rates (offered rates), low (round trips against irtt), fan-out (many targets), cache-lines (the sender's cache misses, under valgrind)")
+	sections := flag.String("sections", "rates,low,fan-out", "tables to make: rates (offered rates), low (round trips against irtt), fan-out (many targets), cache-lines (the sender's and receiver's cache misses, under valgrind)")
 	flag.Parse()
 	o.sections = map[string]bool{}
 	for _, s := range strings.Split(*sections, ",") {
