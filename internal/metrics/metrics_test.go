@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -415,4 +416,21 @@ func BenchmarkSenderScrape(b *testing.B) {
 // and whose round trips counts returns.
 func roundTripsOnly(counts func() tracker.RoundTripCounts) TargetCounts {
 	return TargetCounts{Sent: func() uint64 { return 0 }, RoundTrips: counts}
+}
+
+// TestReceiverPeerLayout: what a datagram in order changes of a peer's
+// counts is in their first cache line, PDV in the second, and the whole
+// takes a size class of Go's allocator whose objects start on a line
+// (over 320 bytes, at most 384).
+func TestReceiverPeerLayout(t *testing.T) {
+	var p ReceiverPeer
+	if size := unsafe.Sizeof(p); size <= 320 || size > 384 {
+		t.Errorf("a ReceiverPeer is %d bytes, want 321 to 384", size)
+	}
+	if end := unsafe.Offsetof(p.RepliesSent) + unsafe.Sizeof(p.RepliesSent); end > 64 {
+		t.Errorf("the counts a datagram in order changes end at byte %d, past the first line", end)
+	}
+	if end := unsafe.Offsetof(p.PDV) + unsafe.Sizeof(p.PDV); end > 128 {
+		t.Errorf("PDV ends at byte %d, past the second line", end)
+	}
 }

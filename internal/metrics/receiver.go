@@ -42,14 +42,24 @@ type Receiver struct {
 // values, written by the receiver and read at scrape time; the summary
 // line reads the same values, so every number has one source.
 type ReceiverPeer struct {
-	sender, target string
+	// What a datagram in order changes comes first, in the first cache
+	// line (PDV in the next): with many peers, each one's is cold by its
+	// next datagram (TestReceiverPeerLayout).
+	Received           Counter
+	LastPacket, Jitter Gauge
+	OneWayDelay, IPDV  prometheus.Observer
+	RepliesSent        Counter
+	// PDV is one of the depth metrics (Deep), observed as a datagram in
+	// order ends an interval.
+	PDV prometheus.Observer
 
-	Received, Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs Counter
-	NameConflicts                                                         Counter
-	DroppedLocally                                                        Counter
-	DelayUnsynchronised, RepliesSent, RepliesLimited                      Counter
-	LastPacket, Jitter, SessionEnded                                      Gauge
-	GapLength, ReorderExtent, OneWayDelay, IPDV                           prometheus.Observer
+	Lost, Duplicated, Reordered, Late, Stray, Restarts, Resyncs Counter
+	NameConflicts                                               Counter
+	DroppedLocally                                              Counter
+	DelayUnsynchronised, RepliesLimited                         Counter
+	SessionEnded                                                Gauge
+	GapLength, ReorderExtent                                    prometheus.Observer
+	sender, target                                              string
 	// What the path did to the traffic class its sender set: exported
 	// once Mark is called, at the first datagram that says a traffic
 	// class was set, so that a sender that sets none costs no series for
@@ -63,7 +73,7 @@ type ReceiverPeer struct {
 	hops        atomic.Bool
 	// The depth metrics, exported once Deep is called, at admission by a
 	// receiver that exports them: PDV, n-reordering and outage time.
-	PDV, LossPeriod         prometheus.Observer
+	LossPeriod              prometheus.Observer
 	NReordered, Unavailable Counter
 	deep                    atomic.Bool
 	// The counts of each of the sender's flows (Flow): exported once a
