@@ -58,8 +58,8 @@ type histogram struct {
 	desc    *prometheus.Desc
 	labels  []*dto.LabelPair
 	// Pads the histogram to 192 bytes, a size class of Go's allocator
-	// whose objects start on a cache line, so that the first line above
-	// is one line (TestHistogramLayout).
+	// whose objects start on a cache line, so that the fields before the
+	// blank line above share one line (TestHistogramLayout).
 	_ [24]byte
 }
 
