@@ -74,9 +74,6 @@ func misses(ev map[string]int64) (d1, ll int64) {
 }
 
 func cacheLines(w io.Writer, _ options) error {
-	if _, err := exec.LookPath("valgrind"); err != nil {
-		return fmt.Errorf("the cache-lines tables need valgrind (apt-get install valgrind): %w", err)
-	}
 	dir, err := os.MkdirTemp("", "udpprobe-cachelines")
 	if err != nil {
 		return err

@@ -95,21 +95,30 @@ type options struct {
 	sections               map[string]bool
 }
 
-// table is one section of the report, and what makes it.
+// table is one section of the report, what makes it, and the programs it
+// runs.
 type table struct {
-	name string
-	make func(io.Writer, options) error
+	name  string
+	make  func(io.Writer, options) error
+	needs func(options) []string
 }
 
 // tables are the tables the harness makes, in order.
-var tables = []table{{"rates", highRates}, {"low", lowRates}, {"fan-out", fanOut}, {"cache-lines", cacheLines}}
+var tables = []table{
+	{"rates", highRates, func(o options) []string { return []string{o.udpprobe, o.iperf3} }},
+	{"low", lowRates, func(o options) []string { return []string{o.udpprobe, o.irtt} }},
+	{"fan-out", fanOut, func(o options) []string { return []string{o.udpprobe} }},
+	{"cache-lines", cacheLines, func(options) []string { return []string{"go", "valgrind"} }},
+}
 
 func run(w io.Writer, o options) error {
-	needs := map[string][]string{"rates": {o.udpprobe, o.iperf3}, "low": {o.udpprobe, o.irtt}, "fan-out": {o.udpprobe}}
-	for section, bins := range needs {
-		for _, bin := range bins {
-			if _, err := exec.LookPath(bin); o.sections[section] && err != nil {
-				return fmt.Errorf("%s is needed (make build; apt-get install iperf3 irtt): %w", bin, err)
+	for _, t := range tables {
+		if !o.sections[t.name] {
+			continue
+		}
+		for _, bin := range t.needs(o) {
+			if _, err := exec.LookPath(bin); err != nil {
+				return fmt.Errorf("%s is needed (make build; apt-get install iperf3 irtt valgrind): %w", bin, err)
 			}
 		}
 	}
